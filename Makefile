@@ -1,0 +1,38 @@
+# The two commands of the README:   make run   and   make test.
+# Each builds its own virtual environment on first use (.venv), then does its job.
+#
+# torch: on a machine without an NVIDIA GPU we install the CPU build 2.13.0 (on this project's
+# machines it lies on disk and installs in seconds); with `nvidia-smi` present we let pip choose a
+# CUDA build.  Override with e.g.  make test TORCH_SPEC="torch==2.5.1".
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_SPEC ?= $(if $(HAS_GPU),torch>=2.4,torch==2.13.0)
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) -m dqo_tutorial.cli tabular-demo --out outputs/tabular-demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check dqo_tutorial tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/bench_kernels.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .hypothesis

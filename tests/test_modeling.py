@@ -1,0 +1,168 @@
+"""Model plumbing against prefix-by-prefix loops on tiny models built from config (no download)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from dqo_tutorial.kernels import dqo_loss
+from dqo_tutorial.modeling import ValueHead, ValueModel, last_token_index, per_token_logprobs
+
+VOCAB = 61
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+SEQS = [[5, 9, 3, 7, 11, 2], [4, 8, 15], [1, 2, 3, 4, 5, 6, 7, 8], [42]]
+
+
+def pad_batch(seqs, side: str, pad_id: int = 0):
+    t = max(map(len, seqs))
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    att = torch.zeros(len(seqs), t, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(t - len(s), t) if side == "left" else slice(0, len(s))
+        ids[i, sl] = torch.tensor(s)
+        att[i, sl] = 1
+    return ids, att
+
+
+def unpad(x: torch.Tensor, att: torch.Tensor) -> list[list[float]]:
+    return [row[a.bool()].tolist() for row, a in zip(x, att)]
+
+
+def prefix_loop_logprobs(model, seq, temperature=1.0):
+    """log π(x_j | x_<j) by running the model on every prefix separately (no padding at all)."""
+    out = [0.0]
+    with torch.no_grad():
+        for j in range(1, len(seq)):
+            logits = model(torch.tensor([seq[:j]])).logits[0, -1] / temperature
+            out.append(torch.log_softmax(logits.double(), -1)[seq[j]].item())
+    return out
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
+def test_per_token_logprobs_left_right_and_prefix_loop(make):
+    model = make()
+    with torch.no_grad():
+        right = per_token_logprobs(model, *pad_batch(SEQS, "right"))
+        left = per_token_logprobs(model, *pad_batch(SEQS, "left"))
+    r_rows = unpad(right, pad_batch(SEQS, "right")[1])
+    l_rows = unpad(left, pad_batch(SEQS, "left")[1])
+    for seq, r_row, l_row in zip(SEQS, r_rows, l_rows):
+        ref = prefix_loop_logprobs(model, seq)
+        torch.testing.assert_close(torch.tensor(r_row), torch.tensor(l_row), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tensor(r_row), torch.tensor(ref, dtype=torch.float32),
+                                   atol=1e-5, rtol=0)
+    assert right.dtype == torch.float32
+    ids, att = pad_batch(SEQS, "right")
+    assert (right[att == 0] == 0).all() and (right[:, 0] == 0).all()
+
+
+def test_per_token_logprobs_temperature_is_the_tempered_law():
+    model = tiny_llama(1)
+    ids, att = pad_batch(SEQS, "left")
+    with torch.no_grad():
+        ours = per_token_logprobs(model, ids, att, temperature=0.7)
+    for seq, row in zip(SEQS, unpad(ours, att)):
+        torch.testing.assert_close(torch.tensor(row), torch.tensor(prefix_loop_logprobs(model, seq, 0.7),
+                                                                   dtype=torch.float32), atol=1e-5, rtol=0)
+
+
+def prefix_loop_values(vm: ValueModel, seq):
+    """V(s_j) for j = 1..len: the head on the last hidden state of the prefix seq[:j]."""
+    vals = [0.0]
+    with torch.no_grad():
+        for j in range(1, len(seq) + 1):
+            h = vm.trunk(input_ids=torch.tensor([seq[:j]])).last_hidden_state[0, -1]
+            vals.append(vm.head.proj(h).item())
+    return vals[:-1], vals[-1]  # action-aligned values, then V(s_{H+1}) of the full sequence
+
+
+def test_value_model_alignment_and_final_value_any_padding():
+    lm = tiny_llama(2)
+    vm = ValueModel.from_causal_lm(lm)
+    torch.nn.init.normal_(vm.head.proj.weight, std=0.5)  # a non-zero head, so values differ
+    for side in ("left", "right"):
+        ids, att = pad_batch(SEQS, side)
+        with torch.no_grad():
+            out = vm(ids, att)
+        assert out.values.shape == ids.shape and out.final.shape == (len(SEQS),)
+        for i, (seq, row) in enumerate(zip(SEQS, unpad(out.values, att))):
+            ref, final = prefix_loop_values(vm, seq)
+            torch.testing.assert_close(torch.tensor(row), torch.tensor(ref), atol=1e-5, rtol=0)
+            assert abs(out.final[i].item() - final) < 1e-5
+
+
+def test_value_model_starts_at_zero_and_shares_no_parameters():
+    lm = tiny_llama(3)
+    vm = ValueModel.from_causal_lm(lm)
+    ids, att = pad_batch(SEQS, "right")
+    assert (vm(ids, att).values == 0).all()
+    lm_ptrs = {p.data_ptr() for p in lm.parameters()}
+    assert not lm_ptrs & {p.data_ptr() for p in vm.parameters()}
+
+
+def test_last_token_index():
+    att = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0]])
+    assert last_token_index(att).tolist() == [3, 2, 0]
+
+
+def batch_for_loss(seqs, prompt_len=2, side="right"):
+    ids, att = pad_batch(seqs, side)
+    mask = att.bool().clone()
+    for i in range(len(seqs)):
+        first = int(att[i].nonzero()[0])
+        mask[i, first : first + prompt_len] = False
+    rewards = torch.zeros(ids.shape)
+    last = last_token_index(att)
+    rewards[torch.arange(len(seqs)), last] = torch.tensor([1.0, 0.0, 1.0, 0.0])[: len(seqs)]
+    return ids, att, mask, rewards
+
+
+def test_losses_reach_only_their_own_model():
+    """Policy loss → grads on the policy only; value loss → grads on the value model only."""
+    policy, ref = tiny_llama(4), tiny_llama(4)
+    vm = ValueModel.from_causal_lm(tiny_llama(5))
+    torch.nn.init.normal_(vm.head.proj.weight, std=0.5)
+    ids, att, mask, rewards = batch_for_loss(SEQS[:3])
+    with torch.no_grad():
+        ref_lp = per_token_logprobs(ref, ids, att)
+    pol_lp = per_token_logprobs(policy, ids, att)
+    v = vm(ids, att)
+    for which in ("policy", "value"):
+        policy.zero_grad(set_to_none=True)
+        vm.zero_grad(set_to_none=True)
+        pl, vl, _ = dqo_loss(pol_lp, ref_lp, v.values, rewards, mask, beta=0.1,
+                             bootstrap=v.final, behavior_logps=ref_lp, detach_target=False)
+        (pl if which == "policy" else vl).backward(retain_graph=True)
+        pol_grads = [p.grad for p in policy.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+        val_grads = [p.grad for p in vm.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+        if which == "policy":
+            assert pol_grads and not val_grads
+        else:
+            assert val_grads and not pol_grads
+
+
+def test_shared_trunk_value_head_detaches_by_default():
+    lm = tiny_llama(6)
+    head = ValueHead(lm.config.hidden_size, detach_input=True)
+    torch.nn.init.normal_(head.proj.weight, std=0.5)
+    ids, att = pad_batch(SEQS, "left")
+    hidden = lm.base_model(input_ids=ids, attention_mask=att).last_hidden_state
+    out = head(hidden, att)
+    out.values.square().sum().backward()
+    assert all(p.grad is None for p in lm.parameters())
+    assert head.proj.weight.grad is not None and head.proj.weight.grad.abs().sum() > 0
