@@ -1,12 +1,26 @@
 """dqo_tutorial: Direct Q-function Optimization (DQO), a tested reference implementation and course.
 
-Modules, one concept each:
+One concept per module (``import dqo_tutorial as dqo``; submodules load on first use):
 
-- :mod:`dqo_tutorial.kernels`   pure tensor kernels: log-probs, λ-returns, importance weights,
-  the soft-Bellman residual and the DQO / DPO / DRO losses (no model inside).
-- :mod:`dqo_tutorial.modeling`  model-level plumbing: action-aligned per-token log-probs of a causal
-  LM and the value model V_φ.
-- :mod:`dqo_tutorial.tabular`   a finite tree MDP with the exact soft-optimal Q*, V*, π*.
+- :mod:`~dqo_tutorial.kernels`   pure tensor kernels: log-probs, λ-returns, importance weights,
+  the soft-Bellman residual and the DQO / DPO / DRO losses (no model inside);
+- :mod:`~dqo_tutorial.naive`     slow per-row reference loops the kernels are tested against;
+- :mod:`~dqo_tutorial.modeling`  action-aligned per-token log-probs of a causal LM, the value model;
+- :mod:`~dqo_tutorial.tabular`   a finite tree MDP with the exact soft-optimal Q*, V*, π*;
+- :mod:`~dqo_tutorial.gsm8k`     GSM8K loading, prompting and answer checking;
+- :mod:`~dqo_tutorial.models`    loading real and tiny models and tokenizers, offline;
+- :mod:`~dqo_tutorial.collate`   joint tokenisation, action masks and padding.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+_SUBMODULES = ("kernels", "naive", "modeling", "tabular", "gsm8k", "models", "collate", "cli")
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -127,7 +127,7 @@ def gather_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
 
 
 def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Σ over ``mask`` of ``x``, with masked entries zero-filled first (NaN/inf there are ignored)."""
+    """Σ over ``mask`` of ``x``; masked entries are zero-filled first (NaN/inf there vanish)."""
     x = torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
     return x.sum() if dim is None else x.sum(dim)
 
@@ -149,34 +149,52 @@ def token_mean(x: Tensor, mask: Tensor, num_items: int | float | Tensor | None =
 # --------------------------------------------------------------------------------------------
 
 
+# Columns per block of the λ-return scan: each block is one (B, C) @ (C, C) matmul.
+_SCAN_CHUNK = 256
+
+
+def _discounted_reverse_cumsum(y: Tensor, lam: float) -> Tensor:
+    r"""G_h = Σ_{l ≥ h} λ^{l−h} y_l along dim 1, i.e. G_h = y_h + λ·G_{h+1} with G_T = 0.
+
+    Computed blockwise from the right: inside a block of C columns, G = y @ E with
+    E[l, h] = λ^{l−h} (l ≥ h, else 0), plus λ^{C−h}·G_{first column of the next block}. Powers
+    of λ ≤ 1 only shrink, so nothing overflows; λ = 0 gives E = I (0^0 = 1).
+    """
+    out, carry = [], torch.zeros_like(y[:, 0])
+    for end in range(y.shape[1], 0, -_SCAN_CHUNK):
+        block = y[:, max(0, end - _SCAN_CHUNK) : end]
+        k = torch.arange(block.shape[1], device=y.device, dtype=y.dtype)
+        gap = k[:, None] - k[None, :]  # l − h
+        e = torch.where(gap >= 0, lam ** gap.clamp(min=0), 0.0)
+        g = block @ e + carry[:, None] * lam ** (block.shape[1] - k)
+        out.append(g)
+        carry = g[:, 0]
+    return torch.cat(out[::-1], dim=1)
+
+
 def _targets(rewards: Tensor, values: Tensor, mask: Tensor, lam: float, bootstrap: Tensor | None):
-    r"""Backward scan for the next-state targets T_{h+1} (method §4).
+    r"""λ-returns G_h and next-state targets T_{h+1} (method §4), vectorised.
 
-    T_{H+1} = b,   G_h = r̃_h + T_{h+1},   T_h = (1 − λ)·V(s_h) + λ·G_h.
+    Unrolling G_h = r̃_h + (1 − λ)·V(s_{h+1}) + λ·G_{h+1} with G_H = r̃_H + b gives a discounted
+    reverse sum  G_h = Σ_{l ≥ h} λ^{l−h} y_l  of
 
-    Returns (G, T_next), both (B, T) and zero off-mask, where T_next[:, j] = T_{h+1} for the
-    action in column j. One vectorised step per column (a Python loop over T, never over rows).
+        y_l = r̃_l + (1 − λ)·V(s_{l+1})   if action l has a successor action,
+        y_H = r̃_H + b                     for the row's last action, 0 off-mask.
+
+    Because each row's actions are contiguous, "successor action" is simply column l + 1 and
+    the zeros off-mask stop the sum at the end of the block. T_{h+1} = G_h − r̃_h.
+    Returns (G, T_next), both (B, T) and zero off-mask.
     """
     m = mask.bool()
     zero = torch.zeros((), dtype=rewards.dtype, device=rewards.device)
     r = torch.where(m, rewards, zero)
     v = torch.where(m, values, zero)
-    nxt = (
-        torch.zeros_like(r[:, 0])
-        if bootstrap is None
-        else bootstrap.to(r.dtype).expand(r.shape[0])
-    )
-    g_cols, t_cols = [], []
-    for j in range(r.shape[1] - 1, -1, -1):
-        mj = m[:, j]
-        t_next = torch.where(mj, nxt, zero)
-        g = r[:, j] + t_next
-        g_cols.append(torch.where(mj, g, zero))
-        t_cols.append(t_next)
-        # Leaving an action column: the target of s_j mixes its value and its λ-return.
-        # Off-mask columns (right padding after the block) keep b flowing towards the block.
-        nxt = torch.where(mj, (1.0 - lam) * v[:, j] + lam * g, nxt)
-    return torch.stack(g_cols[::-1], dim=1), torch.stack(t_cols[::-1], dim=1)
+    m_next = torch.cat([m[:, 1:], torch.zeros_like(m[:, :1])], dim=1)
+    v_next = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)
+    b = zero if bootstrap is None else bootstrap.to(r.dtype)[:, None]
+    y = r + torch.where(m & m_next, (1.0 - lam) * v_next, zero) + torch.where(m & ~m_next, b, zero)
+    g = torch.where(m, _discounted_reverse_cumsum(y, lam), zero)
+    return g, torch.where(m, g - r, zero)
 
 
 def lambda_return(
@@ -347,7 +365,11 @@ def squared_residual_losses(
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
     v, rho, r, t = (torch.where(m, x, zero) for x in (values, log_ratio, rewards, target))
     t_pi = t.detach() if target_for_policy is None else torch.where(m, target_for_policy, zero)
-    w = torch.ones_like(v) if weights is None else torch.where(m, weights.detach().to(v.dtype), zero)
+    w = (
+        torch.ones_like(v)
+        if weights is None
+        else torch.where(m, weights.detach().to(v.dtype), zero)
+    )
     delta_pi = v.detach() + beta * rho - r - t_pi
     delta_v = v + beta * rho.detach() - r - t
     policy_loss = token_mean(0.5 * w * delta_pi.square(), m, num_items)
@@ -428,7 +450,9 @@ def dqo_loss(
     elif behavior_logps is None:
         raise ValueError(f"is_mode={is_mode!r} needs behavior_logps (log μ stored at sampling)")
     else:
-        weights = importance_weights(policy_logps, behavior_logps, m, is_mode, is_clip, is_normalize)
+        weights = importance_weights(
+            policy_logps, behavior_logps, m, is_mode, is_clip, is_normalize
+        )
 
     policy_loss, value_loss = squared_residual_losses(
         values, log_ratio, r, t_v, m, beta, weights, num_items, target_for_policy=t_pi

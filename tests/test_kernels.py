@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dqo_tutorial import kernels as K
+from dqo_tutorial import naive
 
 # ----------------------------------------------------------------------------------------------
 # helpers: random batches with contiguous action blocks, left or right padded
@@ -27,41 +28,6 @@ def random_mask(b: int, t: int, gen: torch.Generator, side: str = "mixed") -> to
         if total <= t:
             mask[i, start : start + n_act] = True
     return mask
-
-
-def naive_lambda_return(rewards, values, mask, lam, bootstrap=None):
-    """Per-row loop over Python floats, straight from the recursion of method §4."""
-    out = torch.zeros_like(rewards, dtype=torch.float64)
-    for i in range(rewards.shape[0]):
-        cols = [j for j in range(rewards.shape[1]) if mask[i, j]]
-        b = 0.0 if bootstrap is None else float(bootstrap[i])
-        g_next = None
-        for k in reversed(range(len(cols))):
-            j = cols[k]
-            if k == len(cols) - 1:
-                g = float(rewards[i, j]) + b
-            else:
-                v_next = float(values[i, cols[k + 1]])
-                g = float(rewards[i, j]) + (1 - lam) * v_next + lam * g_next
-            out[i, j] = g
-            g_next = g
-    return out
-
-
-def naive_importance_weights(lp, lb, mask, mode, clip):
-    out = torch.zeros_like(lp, dtype=torch.float64)
-    for i in range(lp.shape[0]):
-        cols = [j for j in range(lp.shape[1]) if mask[i, j]]
-        deltas = [float(lp[i, j]) - float(lb[i, j]) for j in cols]
-        for k, j in enumerate(cols):
-            if mode == "none":
-                s = 0.0
-            elif mode == "prefix":
-                s = sum(deltas[:k])
-            else:
-                s = sum(deltas)
-            out[i, j] = min(clip, math.exp(min(s, 700.0)))
-    return out
 
 
 GEN_SEEDS = [0, 1, 2, 3]
@@ -141,9 +107,36 @@ def test_lambda_return_matches_naive_loop(seed, side):
     bootstrap = torch.randn(b, generator=g) * (torch.rand(b, generator=g) > 0.5)
     for boot in (None, bootstrap):
         ours = K.lambda_return(rewards, values, mask, lam, boot)
-        ref = naive_lambda_return(rewards, values, mask, lam, boot)
+        ref = naive.lambda_return(rewards, values, mask, lam, boot)
         torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
         assert (ours[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 256])
+def test_lambda_return_blockwise_scan_matches_naive_across_block_edges(monkeypatch, chunk):
+    monkeypatch.setattr(K, "_SCAN_CHUNK", chunk)
+    g = torch.Generator().manual_seed(9)
+    mask = random_mask(8, 13, g)
+    rewards, values = torch.randn(8, 13, generator=g), torch.randn(8, 13, generator=g)
+    boot = torch.randn(8, generator=g)
+    for lam in (0.0, 0.37, 1.0):
+        ours = K.lambda_return(rewards, values, mask, lam, boot)
+        ref = naive.lambda_return(rewards, values, mask, lam, boot)
+        torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_lambda_return_long_rows_float32():
+    g = torch.Generator().manual_seed(10)
+    t = 1100
+    mask = torch.zeros(3, t, dtype=torch.bool)
+    mask[0, 5:] = True
+    mask[1, 1:900] = True
+    mask[2, 300:] = True
+    rewards, values = torch.randn(3, t, generator=g) * 0.1, torch.randn(3, t, generator=g)
+    for lam in (0.95, 1.0):
+        ours = K.lambda_return(rewards, values, mask, lam, torch.ones(3))
+        ref = naive.lambda_return(rewards, values, mask, lam, torch.ones(3))
+        torch.testing.assert_close(ours.double(), ref, atol=1e-4, rtol=1e-5)
 
 
 def test_lambda_return_extremes_hand_computed():
@@ -153,11 +146,17 @@ def test_lambda_return_extremes_hand_computed():
     v = torch.tensor([[9.0, 10.0, 20.0, 30.0, 9.0]])
     b = torch.tensor([5.0])
     # λ = 1: reverse cumulative sum plus bootstrap
-    torch.testing.assert_close(K.lambda_return(r, v, mask, 1.0, b), torch.tensor([[0, 11.0, 10, 8, 0]]))
+    torch.testing.assert_close(
+        K.lambda_return(r, v, mask, 1.0, b), torch.tensor([[0, 11.0, 10, 8, 0]])
+    )
     # λ = 0: one-step target r_h + V(s_{h+1}), last one r_H + b
-    torch.testing.assert_close(K.lambda_return(r, v, mask, 0.0, b), torch.tensor([[0, 21.0, 32, 8, 0]]))
+    torch.testing.assert_close(
+        K.lambda_return(r, v, mask, 0.0, b), torch.tensor([[0, 21.0, 32, 8, 0]])
+    )
     # λ = 0.5 by hand: G3 = 8, G2 = 2 + .5*30 + .5*8 = 21, G1 = 1 + .5*20 + .5*21 = 21.5
-    torch.testing.assert_close(K.lambda_return(r, v, mask, 0.5, b), torch.tensor([[0, 21.5, 21, 8, 0]]))
+    torch.testing.assert_close(
+        K.lambda_return(r, v, mask, 0.5, b), torch.tensor([[0, 21.5, 21, 8, 0]])
+    )
 
 
 def test_lambda_return_empty_rows_and_padding_invariance():
@@ -194,7 +193,7 @@ def test_importance_weights_match_naive_loop(mode, seed):
     lb = -torch.rand(5, 9, generator=g) * 3
     clip = float(torch.rand((), generator=g) * 3 + 0.5)
     ours = K.importance_weights(lp, lb, mask, mode, clip)
-    ref = naive_importance_weights(lp, lb, mask, mode, clip)
+    ref = naive.importance_weights(lp, lb, mask, mode, clip)
     torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
     assert (ours[~mask] == 0).all()
 
@@ -219,7 +218,7 @@ def test_importance_weights_self_normalised_mean_is_one():
     mask[0, 2:5] = True
     lp, lb = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
     w = K.importance_weights(lp, lb, mask, "prefix", clip=3.0, normalize=True)
-    raw = naive_importance_weights(lp, lb, mask, "prefix", 3.0)
+    raw = naive.importance_weights(lp, lb, mask, "prefix", 3.0)
     expected = raw / raw[mask].mean()
     torch.testing.assert_close(w.double(), expected.where(mask, 0.0), atol=1e-5, rtol=1e-5)
 
@@ -235,21 +234,6 @@ def test_importance_weights_bad_mode_and_clip():
 # ----------------------------------------------------------------------------------------------
 # residuals and losses
 # ----------------------------------------------------------------------------------------------
-
-
-def naive_residual(pol, ref, val, rew, mask, beta, bootstrap=None):
-    """δ_h = V(s_h) + β(log π − log π_ref) − r_h − V(s_{h+1}), per row with Python floats."""
-    out = torch.zeros_like(pol, dtype=torch.float64)
-    for i in range(pol.shape[0]):
-        cols = [j for j in range(pol.shape[1]) if mask[i, j]]
-        for k, j in enumerate(cols):
-            if k + 1 < len(cols):
-                v_next = float(val[i, cols[k + 1]])
-            else:
-                v_next = 0.0 if bootstrap is None else float(bootstrap[i])
-            lr = float(pol[i, j]) - float(ref[i, j])
-            out[i, j] = float(val[i, j]) + beta * lr - float(rew[i, j]) - v_next
-    return out
 
 
 def random_batch(seed, b=5, t=9, dtype=torch.float64, side="mixed"):
@@ -274,19 +258,32 @@ def test_soft_bellman_residual_matches_naive(seed):
     d = random_batch(seed)
     args = (d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], d["mask"], 0.1)
     ours = K.soft_bellman_residual(*args, bootstrap=d["bootstrap"])
-    torch.testing.assert_close(ours, naive_residual(*args, d["bootstrap"]))
+    torch.testing.assert_close(ours, naive.soft_bellman_residual(*args, d["bootstrap"]))
 
 
 def test_dqo_loss_lambda0_equals_half_mean_squared_one_step_residual():
     d = random_batch(11)
     beta = 0.2
-    delta = naive_residual(
-        d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], d["mask"], beta, d["bootstrap"]
+    delta = naive.soft_bellman_residual(
+        d["policy_logps"],
+        d["ref_logps"],
+        d["values"],
+        d["rewards"],
+        d["mask"],
+        beta,
+        d["bootstrap"],
     )
     expected = 0.5 * delta[d["mask"]].square().mean()
     pl, vl, stats = K.dqo_loss(
-        d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], d["mask"],
-        beta=beta, lam=0.0, bootstrap=d["bootstrap"], is_mode="none",
+        d["policy_logps"],
+        d["ref_logps"],
+        d["values"],
+        d["rewards"],
+        d["mask"],
+        beta=beta,
+        lam=0.0,
+        bootstrap=d["bootstrap"],
+        is_mode="none",
     )
     torch.testing.assert_close(pl, expected)
     torch.testing.assert_close(vl, expected)
@@ -299,13 +296,22 @@ def test_dqo_loss_lambda_residual_matches_naive_lambda_return(lam):
     beta = 0.3
     lr = (d["policy_logps"] - d["ref_logps"]).where(d["mask"], 0.0)
     shaped = d["rewards"] - beta * lr
-    g_ref = naive_lambda_return(shaped, d["values"], d["mask"], lam, d["bootstrap"])
+    g_ref = naive.lambda_return(shaped, d["values"], d["mask"], lam, d["bootstrap"])
     delta = (d["values"] - g_ref)[d["mask"]]
-    w = naive_importance_weights(d["policy_logps"], d["behavior"], d["mask"], "prefix", 2.0)[d["mask"]]
+    w = naive.importance_weights(d["policy_logps"], d["behavior"], d["mask"], "prefix", 2.0)[
+        d["mask"]
+    ]
     expected = (0.5 * w * delta.square()).mean()
     pl, vl, _ = K.dqo_loss(
-        d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], d["mask"],
-        beta=beta, lam=lam, bootstrap=d["bootstrap"], behavior_logps=d["behavior"],
+        d["policy_logps"],
+        d["ref_logps"],
+        d["values"],
+        d["rewards"],
+        d["mask"],
+        beta=beta,
+        lam=lam,
+        bootstrap=d["bootstrap"],
+        behavior_logps=d["behavior"],
     )
     torch.testing.assert_close(pl, expected)
     torch.testing.assert_close(vl, expected)
@@ -322,8 +328,9 @@ def test_dqo_with_one_action_per_sequence_equals_dro(is_mode):
     ref = -torch.rand(b, 4, generator=g, dtype=torch.float64)
     val = torch.randn(b, 4, generator=g, dtype=torch.float64)
     rew = torch.randint(0, 2, (b, 4), generator=g).double()
-    pl, vl, _ = K.dqo_loss(pol, ref, val, rew, mask, beta=0.1, lam=0.7, behavior_logps=pol.detach(),
-                           is_mode=is_mode)
+    pl, vl, _ = K.dqo_loss(
+        pol, ref, val, rew, mask, beta=0.1, lam=0.7, behavior_logps=pol.detach(), is_mode=is_mode
+    )
     pl_dro, vl_dro = K.dro_loss(pol[:, 2], ref[:, 2], val[:, 2], rew[:, 2], beta=0.1)
     torch.testing.assert_close(pl, pl_dro)
     torch.testing.assert_close(vl, vl_dro)
@@ -347,7 +354,9 @@ def test_dpo_loss_hand_computed_and_symmetry():
     out = K.dpo_loss(pc, pr, rc, rr, beta=0.1)
     torch.testing.assert_close(out, torch.full((2,), -math.log(1 / (1 + math.exp(-0.2)))))
     swapped = K.dpo_loss(pr, pc, rr, rc, beta=0.1)
-    torch.testing.assert_close(out - swapped, torch.full((2,), -0.2))  # softplus(−x) − softplus(x) = −x
+    torch.testing.assert_close(
+        out - swapped, torch.full((2,), -0.2)
+    )  # softplus(−x) − softplus(x) = −x
 
 
 def test_gradients_are_the_analytic_semi_gradients():
@@ -356,15 +365,25 @@ def test_gradients_are_the_analytic_semi_gradients():
     beta, lam = 0.25, 0.8
     pol = d["policy_logps"].clone().requires_grad_()
     val = d["values"].clone().requires_grad_()
-    pl, vl, _ = K.dqo_loss(pol, d["ref_logps"], val, d["rewards"], d["mask"], beta=beta, lam=lam,
-                           bootstrap=d["bootstrap"], behavior_logps=d["behavior"], is_clip=1.5)
-    gp, = torch.autograd.grad(pl, pol)
-    gv, = torch.autograd.grad(vl, val)
+    pl, vl, _ = K.dqo_loss(
+        pol,
+        d["ref_logps"],
+        val,
+        d["rewards"],
+        d["mask"],
+        beta=beta,
+        lam=lam,
+        bootstrap=d["bootstrap"],
+        behavior_logps=d["behavior"],
+        is_clip=1.5,
+    )
+    (gp,) = torch.autograd.grad(pl, pol)
+    (gv,) = torch.autograd.grad(vl, val)
     m = d["mask"]
     lr = (d["policy_logps"] - d["ref_logps"]).where(m, 0.0)
-    g_ref = naive_lambda_return(d["rewards"] - beta * lr, d["values"], m, lam, d["bootstrap"])
+    g_ref = naive.lambda_return(d["rewards"] - beta * lr, d["values"], m, lam, d["bootstrap"])
     delta = (d["values"] - g_ref).where(m, 0.0)
-    w = naive_importance_weights(d["policy_logps"], d["behavior"], m, "prefix", 1.5)
+    w = naive.importance_weights(d["policy_logps"], d["behavior"], m, "prefix", 1.5)
     n = m.sum()
     torch.testing.assert_close(gp, (beta * w * delta / n).where(m, 0.0))
     torch.testing.assert_close(gv, (w * delta / n).where(m, 0.0))
@@ -376,9 +395,17 @@ def test_value_loss_never_reaches_policy_and_policy_loss_never_reaches_value():
         pol = d["policy_logps"].clone().requires_grad_()
         val = d["values"].clone().requires_grad_()
         boot = d["bootstrap"].clone().requires_grad_()
-        pl, vl, _ = K.dqo_loss(pol, d["ref_logps"], val, d["rewards"], d["mask"], beta=0.1,
-                               bootstrap=boot, behavior_logps=d["behavior"],
-                               detach_target=detach_target)
+        pl, vl, _ = K.dqo_loss(
+            pol,
+            d["ref_logps"],
+            val,
+            d["rewards"],
+            d["mask"],
+            beta=0.1,
+            bootstrap=boot,
+            behavior_logps=d["behavior"],
+            detach_target=detach_target,
+        )
         g_pol_v, g_val_v, g_boot_p = torch.autograd.grad(vl, (pol, val, boot), allow_unused=True)
         assert g_pol_v is None or (g_pol_v == 0).all()
         g_val_p, g_boot_p = torch.autograd.grad(pl, (val, boot), allow_unused=True)
@@ -390,8 +417,14 @@ def test_full_gradient_without_detach_matches_finite_differences():
     """detach_target=False: the value loss is a plain function of V (policy fixed), and the policy
     loss of log π (values fixed, no IS); gradcheck compares autograd with finite differences."""
     d = random_batch(16, b=3, t=6)
-    args = dict(mask=d["mask"], beta=0.3, lam=0.6, bootstrap=d["bootstrap"], is_mode="none",
-                detach_target=False)
+    args = dict(
+        mask=d["mask"],
+        beta=0.3,
+        lam=0.6,
+        bootstrap=d["bootstrap"],
+        is_mode="none",
+        detach_target=False,
+    )
 
     def value_loss(v):
         return K.dqo_loss(d["policy_logps"], d["ref_logps"], v, d["rewards"], **args)[1]
@@ -406,21 +439,39 @@ def test_full_gradient_without_detach_matches_finite_differences():
 def test_nan_and_inf_in_masked_positions_stay_out():
     d = random_batch(17, dtype=torch.float32)
     m = d["mask"]
-    poisoned = {k: (v.clone() if torch.is_tensor(v) and v.dtype.is_floating_point else v)
-                for k, v in d.items()}
+    poisoned = {
+        k: (v.clone() if torch.is_tensor(v) and v.dtype.is_floating_point else v)
+        for k, v in d.items()
+    }
     for k in ("policy_logps", "ref_logps", "values", "rewards", "behavior"):
         poisoned[k][~m] = float("nan")
         poisoned[k][~m & (torch.arange(m.shape[1]) % 2 == 0)] = float("inf")
     pol = poisoned["policy_logps"].requires_grad_()
     val = poisoned["values"].requires_grad_()
-    pl, vl, stats = K.dqo_loss(pol, poisoned["ref_logps"], val, poisoned["rewards"], m, beta=0.1,
-                               behavior_logps=poisoned["behavior"], lam=0.5)
+    pl, vl, stats = K.dqo_loss(
+        pol,
+        poisoned["ref_logps"],
+        val,
+        poisoned["rewards"],
+        m,
+        beta=0.1,
+        behavior_logps=poisoned["behavior"],
+        lam=0.5,
+    )
     (pl + vl).backward()
     assert torch.isfinite(pl) and torch.isfinite(vl)
     assert torch.isfinite(pol.grad).all() and torch.isfinite(val.grad).all()
     assert all(torch.isfinite(s).all() for s in stats.values())
-    clean = K.dqo_loss(d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], m, beta=0.1,
-                       behavior_logps=d["behavior"], lam=0.5)
+    clean = K.dqo_loss(
+        d["policy_logps"],
+        d["ref_logps"],
+        d["values"],
+        d["rewards"],
+        m,
+        beta=0.1,
+        behavior_logps=d["behavior"],
+        lam=0.5,
+    )
     torch.testing.assert_close(pl, clean[0])
     torch.testing.assert_close(vl, clean[1])
 
@@ -428,8 +479,15 @@ def test_nan_and_inf_in_masked_positions_stay_out():
 def test_all_masked_rows_contribute_zero():
     d = random_batch(18)
     empty = torch.zeros_like(d["mask"])
-    pl, vl, stats = K.dqo_loss(d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], empty,
-                               beta=0.1, behavior_logps=d["behavior"])
+    pl, vl, stats = K.dqo_loss(
+        d["policy_logps"],
+        d["ref_logps"],
+        d["values"],
+        d["rewards"],
+        empty,
+        beta=0.1,
+        behavior_logps=d["behavior"],
+    )
     assert pl == 0 and vl == 0 and all(torch.isfinite(s).all() for s in stats.values())
     # adding an all-masked row leaves a num_items-normalised loss unchanged
     n = int(d["mask"].sum())
@@ -438,8 +496,9 @@ def test_all_masked_rows_contribute_zero():
     m2 = d["mask"].clone()
     m2[1] = False
     part = K.dqo_loss(d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], m2, **kw)
-    only = K.dqo_loss(d["policy_logps"], d["ref_logps"], d["values"], d["rewards"],
-                      d["mask"] & ~m2, **kw)
+    only = K.dqo_loss(
+        d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], d["mask"] & ~m2, **kw
+    )
     torch.testing.assert_close(part[0] + only[0], base[0])
 
 
@@ -447,28 +506,55 @@ def test_gradient_accumulation_with_num_items_equals_full_batch():
     d = random_batch(19, b=8, t=10)
     n = int(d["mask"].sum())
     kw = dict(beta=0.1, lam=0.9, is_mode="prefix")
-    full = K.dqo_loss(d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], d["mask"],
-                      bootstrap=d["bootstrap"], behavior_logps=d["behavior"], **kw)
+    full = K.dqo_loss(
+        d["policy_logps"],
+        d["ref_logps"],
+        d["values"],
+        d["rewards"],
+        d["mask"],
+        bootstrap=d["bootstrap"],
+        behavior_logps=d["behavior"],
+        **kw,
+    )
     micro = [
-        K.dqo_loss(d["policy_logps"][s], d["ref_logps"][s], d["values"][s], d["rewards"][s],
-                   d["mask"][s], bootstrap=d["bootstrap"][s], behavior_logps=d["behavior"][s],
-                   num_items=n, **kw)
+        K.dqo_loss(
+            d["policy_logps"][s],
+            d["ref_logps"][s],
+            d["values"][s],
+            d["rewards"][s],
+            d["mask"][s],
+            bootstrap=d["bootstrap"][s],
+            behavior_logps=d["behavior"][s],
+            num_items=n,
+            **kw,
+        )
         for s in (slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8))
     ]
     torch.testing.assert_close(sum(m[0] for m in micro), full[0])
     torch.testing.assert_close(sum(m[1] for m in micro), full[1])
     # ... whereas averaging per-micro-batch means is not the full-batch loss in general
-    per_mean = [K.dqo_loss(d["policy_logps"][s], d["ref_logps"][s], d["values"][s],
-                           d["rewards"][s], d["mask"][s], bootstrap=d["bootstrap"][s],
-                           behavior_logps=d["behavior"][s], **kw)[0]
-                for s in (slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8))]
+    per_mean = [
+        K.dqo_loss(
+            d["policy_logps"][s],
+            d["ref_logps"][s],
+            d["values"][s],
+            d["rewards"][s],
+            d["mask"][s],
+            bootstrap=d["bootstrap"][s],
+            behavior_logps=d["behavior"][s],
+            **kw,
+        )[0]
+        for s in (slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8))
+    ]
     assert not torch.allclose(sum(per_mean) / 4, full[0])
 
 
 def test_dqo_loss_requires_behavior_logps_for_is():
     d = random_batch(20)
     with pytest.raises(ValueError, match="behavior_logps"):
-        K.dqo_loss(d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], d["mask"], beta=0.1)
+        K.dqo_loss(
+            d["policy_logps"], d["ref_logps"], d["values"], d["rewards"], d["mask"], beta=0.1
+        )
 
 
 def test_dqo_stats_report_clip_rate_and_kl():
@@ -476,8 +562,16 @@ def test_dqo_stats_report_clip_rate_and_kl():
     pol = torch.tensor([[0.0, -0.1, -0.1, -0.1]])
     beh = torch.tensor([[0.0, -2.0, -2.0, -2.0]])  # Δ = 1.9 per token
     ref = torch.tensor([[0.0, -0.2, -0.3, -0.4]])
-    _, _, s = K.dqo_loss(pol, ref, torch.zeros(1, 4), torch.zeros(1, 4), mask, beta=0.1,
-                         behavior_logps=beh, is_clip=2.0)
+    _, _, s = K.dqo_loss(
+        pol,
+        ref,
+        torch.zeros(1, 4),
+        torch.zeros(1, 4),
+        mask,
+        beta=0.1,
+        behavior_logps=beh,
+        is_clip=2.0,
+    )
     # prefix log-weights 0, 1.9, 3.8 → weights 1, 2 (clipped), 2 (clipped)
     torch.testing.assert_close(s["is_clip_rate"], torch.tensor(2 / 3))
     torch.testing.assert_close(s["is_weight_mean"], torch.tensor(5 / 3))

@@ -14,8 +14,15 @@ VOCAB = 61
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -64,8 +71,9 @@ def test_per_token_logprobs_left_right_and_prefix_loop(make):
     for seq, r_row, l_row in zip(SEQS, r_rows, l_rows):
         ref = prefix_loop_logprobs(model, seq)
         torch.testing.assert_close(torch.tensor(r_row), torch.tensor(l_row), atol=1e-5, rtol=0)
-        torch.testing.assert_close(torch.tensor(r_row), torch.tensor(ref, dtype=torch.float32),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(r_row), torch.tensor(ref, dtype=torch.float32), atol=1e-5, rtol=0
+        )
     assert right.dtype == torch.float32
     ids, att = pad_batch(SEQS, "right")
     assert (right[att == 0] == 0).all() and (right[:, 0] == 0).all()
@@ -77,8 +85,12 @@ def test_per_token_logprobs_temperature_is_the_tempered_law():
     with torch.no_grad():
         ours = per_token_logprobs(model, ids, att, temperature=0.7)
     for seq, row in zip(SEQS, unpad(ours, att)):
-        torch.testing.assert_close(torch.tensor(row), torch.tensor(prefix_loop_logprobs(model, seq, 0.7),
-                                                                   dtype=torch.float32), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(row),
+            torch.tensor(prefix_loop_logprobs(model, seq, 0.7), dtype=torch.float32),
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 def prefix_loop_values(vm: ValueModel, seq):
@@ -145,11 +157,24 @@ def test_losses_reach_only_their_own_model():
     for which in ("policy", "value"):
         policy.zero_grad(set_to_none=True)
         vm.zero_grad(set_to_none=True)
-        pl, vl, _ = dqo_loss(pol_lp, ref_lp, v.values, rewards, mask, beta=0.1,
-                             bootstrap=v.final, behavior_logps=ref_lp, detach_target=False)
+        pl, vl, _ = dqo_loss(
+            pol_lp,
+            ref_lp,
+            v.values,
+            rewards,
+            mask,
+            beta=0.1,
+            bootstrap=v.final,
+            behavior_logps=ref_lp,
+            detach_target=False,
+        )
         (pl if which == "policy" else vl).backward(retain_graph=True)
-        pol_grads = [p.grad for p in policy.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
-        val_grads = [p.grad for p in vm.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+        pol_grads = [
+            p.grad for p in policy.parameters() if p.grad is not None and p.grad.abs().sum() > 0
+        ]
+        val_grads = [
+            p.grad for p in vm.parameters() if p.grad is not None and p.grad.abs().sum() > 0
+        ]
         if which == "policy":
             assert pol_grads and not val_grads
         else:
