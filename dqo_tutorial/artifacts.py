@@ -1,0 +1,53 @@
+"""Run artifacts on disk: atomic writes and resumable run directories.
+
+A long job (sampling, evaluation, training) writes into one directory. Two rules keep an
+interruption from losing or corrupting anything:
+
+- every file is written to a temporary sibling and renamed into place (:func:`atomic_write_json`),
+  so a reader sees the old file or the new one, never half of one;
+- the first run stores what determines the results (:func:`check_run_identity`); a rerun with the
+  same identity resumes, a rerun with a different one is refused with the differing fields named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write_json", "check_run_identity"]
+
+
+def atomic_write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` as indented JSON to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def check_run_identity(path: str | os.PathLike[str], identity: Mapping[str, Any]) -> None:
+    """Store ``identity`` on the first run; on a resume, refuse any difference.
+
+    ``identity`` is a JSON-able mapping; a nested ``"config"`` mapping is compared field by field
+    so that the error names e.g. ``temperature: stored 1.0, requested 0.7``.
+    """
+    path = Path(path)
+    if not path.exists():
+        atomic_write_json(path, identity)
+        return
+    stored = json.loads(path.read_text())
+
+    def flat(d: Mapping[str, Any]) -> dict[str, Any]:
+        return {**d.get("config", {}), **{k: v for k, v in d.items() if k != "config"}}
+
+    old, new = flat(stored), flat(json.loads(json.dumps(identity)))
+    diff = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    if diff:
+        details = "; ".join(f"{k}: stored {old.get(k)!r}, requested {new.get(k)!r}" for k in diff)
+        raise ValueError(
+            f"{path.parent} holds results of a different configuration ({details}). "
+            "Use a new output directory, or the stored configuration to resume."
+        )

@@ -1,0 +1,255 @@
+r"""GSM8K evaluation: greedy and sampling accuracy, strict and flexible, invalid-format rate.
+
+For each problem the model answers the prompt of :func:`~dqo_tutorial.gsm8k.format_prompt`:
+
+- **greedy accuracy**: one greedy response per problem;
+- **sampling accuracy**: k responses at temperature τ (method §10: τ = 1), the mean over the k
+  samples and the problems (an estimate of the expected accuracy of the sampling policy, not
+  pass@k).
+
+Each response is graded in both modes of :func:`~dqo_tutorial.gsm8k.extract_answer`: ``strict``
+(the last ``#### N``) and ``flexible`` (else the last number). A response with no strict answer
+counts towards the **invalid-format rate**. Every accuracy comes with its standard error
+√(p(1 − p)/n) over the n graded responses (binomial; the k samples of one problem are not
+independent, so for sampling accuracy it is a lower bound).
+
+:func:`evaluate` writes ``outputs.jsonl`` (one line per response: problem, mode, text, extracted
+answers, correctness) as it goes, resumes from it after an interruption, and ends with
+``results.json`` holding the model, prompt template, decoding settings and dataset hash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from . import __version__
+from .artifacts import atomic_write_json, check_run_identity
+from .gsm8k import (
+    MODES,
+    PROMPT_TEMPLATE_VERSION,
+    GSM8KProblem,
+    dataset_hash,
+    extract_answer,
+    format_prompt,
+    is_correct,
+    load_gsm8k,
+)
+from .models import load_model_and_tokenizer
+from .sampling import generate
+
+__all__ = ["EvalConfig", "grade", "accuracy_table", "evaluate"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What determines an evaluation (stored beside its outputs; a resume must match).
+
+    greedy: run the greedy pass. num_samples: k responses per problem at ``temperature`` and
+    ``top_p`` for sampling accuracy (0 skips it). batch_size: problems per chunk written to
+    ``outputs.jsonl`` (the unit of resume); generation batches hold ``batch_size`` sequences.
+    """
+
+    model: str = "smollm2"
+    data_source: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    greedy: bool = True
+    num_samples: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.greedy and self.num_samples < 1:
+            raise ValueError("nothing to evaluate: greedy=False and num_samples=0")
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_samples < 0 or self.temperature <= 0:
+            raise ValueError("num_samples must be >= 0 and temperature > 0")
+
+
+def grade(text: str, gold: str) -> dict[str, Any]:
+    """Extracted answers and correctness of one response in both modes."""
+    out: dict[str, Any] = {}
+    for mode in MODES:
+        out[f"answer_{mode}"] = extract_answer(text, mode)
+        out[f"correct_{mode}"] = is_correct(text, gold, mode)
+    out["invalid"] = out["answer_strict"] is None
+    return out
+
+
+def _rate(flags: Sequence[bool]) -> dict[str, float]:
+    n = len(flags)
+    p = sum(flags) / n if n else float("nan")
+    return {"mean": p, "stderr": math.sqrt(p * (1 - p) / n) if n else float("nan"), "n": n}
+
+
+def accuracy_table(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{decoding: {"strict"|"flexible"|"invalid": {mean, stderr, n}}}`` from output records."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by.setdefault(r["decoding"], []).append(r)
+    table = {}
+    for decoding, rows in sorted(by.items()):
+        table[decoding] = {m: _rate([r[f"correct_{m}"] for r in rows]) for m in MODES}
+        table[decoding]["invalid"] = _rate([r["invalid"] for r in rows])
+    return table
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by an interruption: everything after it is redone
+    return records
+
+
+def _chunk_records(
+    cfg: EvalConfig,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[GSM8KProblem],
+    chunk: int,
+) -> list[dict[str, Any]]:
+    prompts = [format_prompt(p.question, tokenizer) for p in problems]
+    passes = []
+    if cfg.greedy:
+        passes.append(("greedy", dict(num_samples=1, temperature=0.0)))
+    if cfg.num_samples:
+        passes.append(
+            (
+                "sampling",
+                dict(num_samples=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p),
+            )
+        )
+    records = []
+    for decoding, law in passes:
+        gens = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed * 1_000_003 + chunk,
+            **law,
+        )
+        for g in gens:
+            problem = problems[g.prompt_index]
+            records.append(
+                {
+                    "problem_index": problem.index,
+                    "decoding": decoding,
+                    "sample_index": g.sample_index,
+                    "gold": problem.gold,
+                    "response": g.text,
+                    "finished": g.finished,
+                    "response_tokens": len(g.response_ids),
+                    **grade(g.text, problem.gold),
+                }
+            )
+    return records
+
+
+def evaluate(
+    cfg: EvalConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``cfg.model`` on GSM8K and write ``outputs.jsonl`` and ``results.json``.
+
+    Problems are processed in chunks of ``cfg.batch_size``; each chunk's records are appended to
+    ``outputs.jsonl`` (flushed) when complete, so a rerun with the same configuration skips the
+    chunks already there. ``model``/``tokenizer``: an already loaded pair (``cfg.model`` then
+    only labels the results). Returns the results dictionary.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    problems = load_gsm8k(cfg.split, cfg.data_source, cfg.limit)
+    data_hash = dataset_hash(problems)
+    check_run_identity(
+        out / "eval_config.json",
+        {
+            "config": asdict(cfg),
+            "dataset_hash": data_hash,
+            "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+        },
+    )
+    outputs = out / "outputs.jsonl"
+    records = _read_records(outputs)
+    per_problem = int(cfg.greedy) + cfg.num_samples
+    n_done = n_kept = 0  # problems and records of the complete chunks already on disk
+    for first in range(0, len(problems), cfg.batch_size):
+        size = min(cfg.batch_size, len(problems) - first)
+        if len(records) < n_kept + size * per_problem:
+            break
+        n_done, n_kept = first + size, n_kept + size * per_problem
+    records = records[:n_kept]
+    with outputs.open("w") as f:  # rewrite the complete chunks (drops a cut-off tail)
+        f.writelines(json.dumps(r) + "\n" for r in records)
+
+    if n_done < len(problems) and model is None:
+        model, tokenizer = load_model_and_tokenizer(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    gen_start = time.perf_counter()
+    with tqdm(total=len(problems), initial=n_done, unit="problem", disable=not progress) as bar:
+        for first in range(n_done, len(problems), cfg.batch_size):
+            chunk = problems[first : first + cfg.batch_size]
+            new = _chunk_records(cfg, model, tokenizer, chunk, first // cfg.batch_size)
+            with outputs.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in new)
+                f.flush()
+                os.fsync(f.fileno())
+            records += new
+            bar.update(len(chunk))
+    results = {
+        "package_version": __version__,
+        "model": cfg.model,
+        "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+        "decoding": {
+            "greedy": cfg.greedy,
+            "num_samples": cfg.num_samples,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "top_k": 0,
+            "max_new_tokens": cfg.max_new_tokens,
+        },
+        "data": {
+            "source": cfg.data_source,
+            "split": cfg.split,
+            "limit": cfg.limit,
+            "num_problems": len(problems),
+            "dataset_hash": data_hash,
+        },
+        "config": asdict(cfg),
+        "accuracy": accuracy_table(records),
+        "length_cut_share": sum(not r["finished"] for r in records) / max(len(records), 1),
+        "mean_response_tokens": sum(r["response_tokens"] for r in records) / max(len(records), 1),
+        "timing": {
+            "generation_s_this_run": time.perf_counter() - gen_start,
+            "wall_s_this_run": time.perf_counter() - start,
+        },
+    }
+    atomic_write_json(out / "results.json", results)
+    return results

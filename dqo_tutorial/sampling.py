@@ -1,0 +1,687 @@
+r"""The offline DQO dataset: self-sampled responses with log μ, log π_ref and rewards.
+
+DQO is offline (dqo-method.md §1, §5): the data are drawn **once** from a behaviour policy μ — here
+the starting model π_ref at temperature τ with optional top-p — and every training step re-reads
+them. Each sampled response therefore has to carry, token by token and action-aligned (§7):
+
+- ``behavior_logps`` — log μ(a_h|s_h) of the law that was *actually* sampled,
+
+  .. math::  \mu(a|s) = \frac{\exp(z_a/\tau)\,[a \in P_p(s)]}{\sum_{b \in P_p(s)} \exp(z_b/\tau)}
+
+  where z are the reference logits and P_p(s) the top-p nucleus of softmax(z/τ) (all tokens when
+  p = 1). The importance weights exp(Σ log π_θ − log μ) of §5 need exactly this quantity; with
+  τ ≠ 1 or p < 1 it is **not** log π_ref;
+- ``ref_logps`` — log π_ref(a_h|s_h) = log softmax(z)[a_h] (τ = 1), the anchor of the KL term and
+  of the parameterisation Q = β log(π_θ/π_ref) + V;
+- ``reward`` — the outcome reward r_H = 1 if the final answer is correct, else 0
+  (:func:`dqo_tutorial.gsm8k.is_correct`), and ``terminal`` — whether the response ended with EOS
+  (a response cut by the length limit is not terminal and is bootstrapped, §4);
+- optionally the potentials Φ of §6 at the step boundaries (process rewards).
+
+Pieces: :func:`generate` (batched sampling that records log μ), :func:`reference_logprobs`,
+:func:`step_boundaries` / :func:`monte_carlo_potentials` / :func:`process_rewards` (§6), and
+:func:`build_dataset`, which ties them together into a resumable, sharded dataset on disk with a
+manifest, and :func:`summarize` for its statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, Features, List, Value, concatenate_datasets, load_from_disk
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from . import __version__
+from .artifacts import atomic_write_json, check_run_identity
+from .collate import DQOCollator, example_from_ids
+from .gsm8k import (
+    MODES,
+    PROMPT_TEMPLATE_VERSION,
+    dataset_hash,
+    format_prompt,
+    is_correct,
+    load_gsm8k,
+)
+from .modeling import per_token_logprobs
+from .models import load_model_and_tokenizer
+
+__all__ = [
+    "Generation",
+    "generate",
+    "reference_logprobs",
+    "step_boundaries",
+    "monte_carlo_potentials",
+    "process_rewards",
+    "SamplingConfig",
+    "build_dataset",
+    "summarize",
+]
+
+# Knobs of `generate` that reshape the next-token law, pinned to neutral values. generate() fills
+# every knob left at None from the checkpoint's generation_config.json and then from global
+# defaults — among them top_k = 50 — so leaving one unset silently changes μ.
+_NEUTRAL_PROCESSORS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0}
+_NEUTRAL_WARPERS = {
+    "top_k": 0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+}
+
+
+def _derive_seed(*parts: int | str) -> int:
+    """An independent 63-bit seed for a named sub-stream (e.g. ``(seed, shard, batch)``).
+
+    Seeding every generation batch from its own coordinates, not from one running RNG, makes a
+    batch's samples independent of what ran before it: a resumed run redraws exactly the same.
+    """
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+# --------------------------------------------------------------------------------------------
+# sampling
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Generation:
+    """One sampled response.
+
+    ``response_ids`` stops right after the first EOS (then ``finished`` is True and EOS is the last
+    action) or at the token budget (``finished`` False: not a terminal state); it never holds pads.
+    ``text`` is the decoded response without EOS or other special tokens. ``behavior_logps`` holds
+    log μ(a_h|s_h), one per response token, or None for greedy decoding.
+    """
+
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    response_ids: list[int]
+    finished: bool
+    text: str
+    behavior_logps: list[float] | None
+
+
+def _sample(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    num_samples: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int | Sequence[int],
+    seed: int,
+    batch_size: int,
+    record_logps: bool = True,
+) -> list[Generation]:
+    """:func:`generate` on token-id prompts; ``max_new_tokens`` may be one budget per prompt.
+
+    The rows (prompt i, sample j), prompt-major, are cut into batches of ``batch_size``; batch b
+    is drawn under ``torch.manual_seed(_derive_seed(seed, b))`` in a forked RNG (the caller's
+    global RNG state is left untouched).
+    """
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    budgets = (
+        [max_new_tokens] * len(prompt_ids)
+        if isinstance(max_new_tokens, int)
+        else list(max_new_tokens)
+    )
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    sample = temperature > 0
+    law = {"temperature": temperature, "top_p": top_p, **_NEUTRAL_WARPERS} if sample else {}
+    collate = DQOCollator(pad_token_id=pad, padding_side="left")  # new tokens go on the right
+    rows = [(i, j) for i in range(len(prompt_ids)) for j in range(num_samples)]
+    device = model.device
+    out: list[Generation] = []
+    for b, start in enumerate(range(0, len(rows), batch_size)):
+        chunk = rows[start : start + batch_size]
+        batch = collate([example_from_ids(prompt_ids[i], []) for i, _ in chunk])
+        config = GenerationConfig(
+            do_sample=sample,
+            max_new_tokens=max(budgets[i] for i, _ in chunk),
+            eos_token_id=eos,
+            pad_token_id=pad,
+            return_dict_in_generate=True,
+            output_scores=sample and record_logps,
+            **_NEUTRAL_PROCESSORS,
+            **law,
+        )
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(_derive_seed(seed, b))
+            result = model.generate(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                generation_config=config,
+            )
+        new = result.sequences[:, batch["input_ids"].shape[1] :]
+        logps = None
+        if config.output_scores:
+            # scores[t] are the processed scores the sampler softmaxed at step t (after the
+            # temperature and top-p warpers; -inf outside the nucleus): log μ = their log-softmax.
+            steps = [
+                s.gather(1, new[:, t : t + 1]) - torch.logsumexp(s, dim=-1, keepdim=True)
+                for t, s in enumerate(result.scores)
+            ]
+            logps = torch.cat(steps, dim=1).float().cpu()
+        new = new.cpu()
+        for r, (i, j) in enumerate(chunk):
+            ids = new[r, : budgets[i]].tolist()
+            finished = eos in ids
+            n = ids.index(eos) + 1 if finished else len(ids)
+            out.append(
+                Generation(
+                    prompt_index=i,
+                    sample_index=j,
+                    prompt_ids=[int(t) for t in prompt_ids[i]],
+                    response_ids=ids[:n],
+                    finished=finished,
+                    text=tokenizer.decode(ids[:n], skip_special_tokens=True),
+                    behavior_logps=None if logps is None else logps[r, :n].tolist(),
+                )
+            )
+    return out
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[Generation]:
+    """Sample ``num_samples`` responses per prompt with HF ``generate``, recording log μ.
+
+    ``temperature > 0`` samples from μ = softmax(z/τ) restricted to the top-p nucleus and
+    renormalised (module docstring); ``temperature == 0`` decodes greedily (``behavior_logps`` is
+    then None: a deterministic μ has no use as a behaviour law). log μ is read from the scores
+    ``generate`` returns with ``output_scores=True`` — the very tensors it sampled from — so it is
+    the law actually sampled even if some processor were active; the tests check that it equals a
+    fresh forward pass's tempered, top-p-renormalised log-probs. Every other knob that could
+    reshape the law (the default ``top_k = 50``, a checkpoint's repetition penalty, ...) is
+    pinned to its neutral value.
+
+    Prompts are final strings (chat template applied) tokenised without added special tokens and
+    left-padded per batch of ``batch_size`` sequences (each prompt counts ``num_samples`` times).
+    Memory: the recorded scores take batch_size × max_new_tokens × vocab floats per batch.
+    Sampling is reproducible: batch b uses the seed derived from ``(seed, b)``.
+
+    Returns:
+        ``len(prompts) * num_samples`` generations, prompt-major: entry ``i * num_samples + j`` is
+        sample j of prompt i.
+    """
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    return _sample(
+        model,
+        tokenizer,
+        prompt_ids,
+        num_samples=num_samples,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+    )
+
+
+@torch.inference_mode()
+def reference_logprobs(
+    model: PreTrainedModel, examples: Sequence[Mapping[str, Any]], batch_size: int = 8
+) -> list[list[float]]:
+    """log π_ref(a_j|s_j) (τ = 1) of each example, action-aligned, 0 off the action mask.
+
+    ``examples`` carry ``input_ids`` (prompt + response) and ``action_mask`` (e.g. from
+    :func:`~dqo_tutorial.collate.example_from_ids`). The numbers come from the one log-prob path,
+    :func:`~dqo_tutorial.modeling.per_token_logprobs`; examples are batched by length to waste
+    little compute on padding, and returned in input order as lists of ``len(input_ids)`` floats.
+    """
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    collate = DQOCollator(pad_token_id=0)  # any id: pads are excluded by the attention mask
+    result: list[list[float]] = [[] for _ in examples]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = collate([{k: examples[i][k] for k in ("input_ids", "action_mask")} for i in idx])
+        logps = per_token_logprobs(
+            model,
+            batch["input_ids"].to(model.device),
+            batch["attention_mask"].to(model.device),
+        )
+        logps = torch.where(batch["action_mask"].to(model.device), logps, 0.0).float().cpu()
+        for row, i in enumerate(idx):
+            result[i] = logps[row, : len(examples[i]["input_ids"])].tolist()
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# process rewards (§6)
+# --------------------------------------------------------------------------------------------
+
+
+def step_boundaries(tokenizer: PreTrainedTokenizerBase, response_ids: Sequence[int]) -> list[int]:
+    """Step boundaries of a response: every h in 1 … H−1 whose token a_h (0-based index h − 1)
+    decodes to text containing a newline, i.e. the states s_{h+1} that start a new line.
+
+    h counts the response tokens already generated. The final state (h = H) is not listed: its
+    potential is the outcome reward (:func:`process_rewards`).
+    """
+    newline = {t: "\n" in tokenizer.decode([t]) for t in set(response_ids)}
+    return [h for h in range(1, len(response_ids)) if newline[response_ids[h - 1]]]
+
+
+def monte_carlo_potentials(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    generations: Sequence[Generation],
+    golds: Sequence[str],
+    *,
+    k: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int,
+    mode: str = "strict",
+) -> list[list[tuple[int, float]]]:
+    r"""Φ at every step boundary of every response, by Monte-Carlo rollouts of μ (Math-Shepherd).
+
+    .. math::  \hat\Phi(s) = \frac1k \sum_{i=1}^{k} \mathbb 1[\text{is\_correct}(
+               \text{prefix}(s) \circ c_i,\ \text{gold})], \qquad c_i \sim \mu(\cdot \mid s)
+
+    From the boundary state s = (x, a_1 … a_h), k completions c_i are sampled with the same τ and
+    top-p as the data, each with the **remaining budget** ``max_new_tokens − h``, and the full
+    response text (prefix tokens + completion, decoded together) is graded. Φ̂ thus estimates the
+    success probability of the same length-limited process that produced the data, so the final
+    state's potential is exactly the observed reward R. Continuations start from the sampled
+    token ids (no re-tokenisation of the prefix).
+
+    Returns:
+        per generation, the list of ``(h, Φ̂)`` pairs in the order of :func:`step_boundaries`.
+    """
+    states = [
+        (g, h)
+        for g, gen in enumerate(generations)
+        for h in step_boundaries(tokenizer, gen.response_ids)
+    ]
+    completions = _sample(
+        model,
+        tokenizer,
+        [generations[g].prompt_ids + generations[g].response_ids[:h] for g, h in states],
+        num_samples=k,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=[max_new_tokens - h for _, h in states],
+        seed=seed,
+        batch_size=batch_size,
+        record_logps=False,
+    )
+    potentials: list[list[tuple[int, float]]] = [[] for _ in generations]
+    for s, (g, h) in enumerate(states):
+        prefix = generations[g].response_ids[:h]
+        hits = sum(
+            is_correct(
+                tokenizer.decode(prefix + c.response_ids, skip_special_tokens=True), golds[g], mode
+            )
+            for c in completions[s * k : (s + 1) * k]
+        )
+        potentials[g].append((h, hits / k))
+    return potentials
+
+
+def process_rewards(
+    length: int,
+    boundaries: Sequence[tuple[int, float]],
+    alpha: float,
+    phi_start: float,
+    phi_end: float,
+) -> list[float]:
+    r"""Potential-based shaping rewards r'_h of one response, response-token aligned.
+
+    Φ is known at the prompt state s_1 (``phi_start``), at the boundary states listed in
+    ``boundaries`` as ``(h, Φ(s_{h+1}))`` — h response tokens generated — and at the final state
+    (``phi_end``; use the outcome reward R there). Between them Φ is held constant, so the shaping
+    term α(Φ(s_{h+1}) − Φ(s_h)) is non-zero only on the token that *reaches* a boundary and on the
+    last token:
+
+    .. math::  r'_{h} = \alpha\,\bigl(\Phi(s_{h+1}) - \Phi(s_{b(h)})\bigr)
+               \quad\text{at boundaries and } h = H, \qquad 0 \text{ elsewhere},
+
+    with b(h) the previous boundary. The sum telescopes: Σ_h r'_h = α(Φ_end − Φ(s_1)), which is
+    α(R − Φ(s_1)) with Φ_end = R. Caveat: Ng et al.'s invariance of the (soft-)optimal policy needs
+    a constant terminal potential (``phi_end=0``); with Φ_end = R the shaped return is
+    (1 + α)·R − α·Φ(s_1), i.e. the outcome reward weighted 1 + α (like β → β/(1 + α)) minus a
+    per-prompt constant.
+
+    Args:
+        length: H, the number of response tokens (≥ 1).
+        boundaries: ``(h, Φ)`` pairs with strictly increasing h in 1 … H−1.
+        alpha: the coefficient α (``process_reward_coef``); 0 gives all zeros.
+
+    Returns:
+        H floats; entry h − 1 belongs to action a_h. Prepend ``[0] * len(prompt_ids)`` for the
+        action-aligned layout of §7.
+    """
+    if length < 1:
+        raise ValueError(f"a response has at least one token, got length {length}")
+    steps = [h for h, _ in boundaries]
+    if any(not 1 <= h < length for h in steps) or steps != sorted(set(steps)):
+        raise ValueError(f"boundaries must be strictly increasing within 1..{length - 1}: {steps}")
+    shaped = [0.0] * length
+    previous = phi_start
+    for h, phi in [*boundaries, (length, phi_end)]:
+        shaped[h - 1] += alpha * (phi - previous)
+        previous = phi
+    return shaped
+
+
+# --------------------------------------------------------------------------------------------
+# the dataset
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Everything that determines the sampled dataset (stored beside it; a resume must match).
+
+    model: a spec for :func:`~dqo_tutorial.models.load_model_and_tokenizer` (or a label, when
+        :func:`build_dataset` is handed a model). data_source / split / limit: as in
+        :func:`~dqo_tutorial.gsm8k.load_gsm8k`. num_samples responses per prompt at
+        temperature τ and top_p (§8 default: 8 at τ = 1). batch_size: sequences per ``generate``
+        call and per reference forward pass. shard_size: prompts per shard (the unit of resume).
+        reward_mode: answer extraction of :func:`~dqo_tutorial.gsm8k.is_correct`.
+        process_rewards / process_k: Monte-Carlo potentials Φ at step boundaries with k rollouts
+        each (§6; costly: about k × lines × the sampling cost).
+    """
+
+    model: str = "smollm2"
+    data_source: str | None = None
+    split: str = "train"
+    limit: int | None = None
+    num_samples: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    shard_size: int = 8
+    seed: int = 0
+    reward_mode: str = "strict"
+    process_rewards: bool = False
+    process_k: int = 4
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0: importance weights need a stochastic μ")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        for name in ("num_samples", "max_new_tokens", "batch_size", "shard_size", "process_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.reward_mode not in MODES:
+            raise ValueError(f"reward_mode must be one of {MODES}, got {self.reward_mode!r}")
+
+
+def _features(with_process: bool) -> Features:
+    """Explicit column types: every shard must have the same schema (an empty list infers none)."""
+    ints, floats = List(Value("int32")), List(Value("float32"))
+    columns = {
+        "prompt_index": Value("int32"),
+        "problem_index": Value("int32"),
+        "sample_index": Value("int32"),
+        "prompt": Value("string"),
+        "response": Value("string"),
+        "gold": Value("string"),
+        "input_ids": ints,
+        "action_mask": List(Value("int8")),
+        "behavior_logps": floats,
+        "ref_logps": floats,
+        "reward": Value("float32"),
+        "terminal": Value("bool"),
+        "response_length": Value("int32"),
+    }
+    if with_process:
+        columns |= {"step_boundaries": ints, "step_phi": floats, "phi_start": Value("float32")}
+    return Features(columns)
+
+
+def _build_shard(
+    cfg: SamplingConfig,
+    shard: int,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Any],
+    first: int,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Rows and timings of one shard: sample, label, log π_ref, optional potentials."""
+    timing = {}
+    t = time.perf_counter()
+    prompts = [format_prompt(p.question, tokenizer) for p in problems]
+    gens = generate(
+        model,
+        tokenizer,
+        prompts,
+        num_samples=cfg.num_samples,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=_derive_seed(cfg.seed, shard),
+        batch_size=cfg.batch_size,
+    )
+    timing["sampling_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    examples = [example_from_ids(g.prompt_ids, g.response_ids) for g in gens]
+    ref = reference_logprobs(model, examples, cfg.batch_size)
+    timing["reference_s"] = time.perf_counter() - t
+
+    golds = [problems[g.prompt_index].gold for g in gens]
+    rewards = [float(is_correct(g.text, gold, cfg.reward_mode)) for g, gold in zip(gens, golds)]
+    rows = []
+    for g, ex, ref_logps, reward, gold in zip(gens, examples, ref, rewards, golds):
+        n_prompt = len(g.prompt_ids)
+        rows.append(
+            {
+                "prompt_index": first + g.prompt_index,
+                "problem_index": problems[g.prompt_index].index,
+                "sample_index": g.sample_index,
+                "prompt": prompts[g.prompt_index],
+                "response": g.text,
+                "gold": gold,
+                "input_ids": ex["input_ids"],
+                "action_mask": ex["action_mask"],
+                "behavior_logps": [0.0] * n_prompt + g.behavior_logps,
+                "ref_logps": ref_logps,
+                "reward": reward,
+                "terminal": g.finished,
+                "response_length": len(g.response_ids),
+            }
+        )
+
+    if cfg.process_rewards:
+        t = time.perf_counter()
+        potentials = monte_carlo_potentials(
+            model,
+            tokenizer,
+            gens,
+            golds,
+            k=cfg.process_k,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=_derive_seed(cfg.seed, shard, "process"),
+            batch_size=cfg.batch_size,
+            mode=cfg.reward_mode,
+        )
+        for row, g, pairs in zip(rows, gens, potentials):
+            # Φ(s_1): the mean reward of this prompt's num_samples responses — itself a
+            # Monte-Carlo estimate from s_1, at no extra cost.
+            own = rewards[g.prompt_index * cfg.num_samples : (g.prompt_index + 1) * cfg.num_samples]
+            row["step_boundaries"] = [h for h, _ in pairs]
+            row["step_phi"] = [phi for _, phi in pairs]
+            row["phi_start"] = sum(own) / len(own)
+        timing["process_s"] = time.perf_counter() - t
+    return rows, timing
+
+
+def _save_atomically(dataset: Dataset, path: Path, extra: Mapping[str, Any] | None = None) -> None:
+    """save_to_disk into a temporary sibling, then rename: ``path`` exists only when complete."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)  # debris of an interrupted run
+    dataset.save_to_disk(str(tmp))
+    if extra is not None:
+        atomic_write_json(tmp / "timing.json", extra)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def summarize(dataset: Dataset, seconds: float | None = None) -> dict[str, Any]:
+    """Statistics of a sampled dataset (and throughput when the sampling time is given).
+
+    ``positive_rate``: mean reward; ``prompts_with_positive``: share of prompts with at least one
+    reward-1 sample (pass@num_samples); ``mean_response_tokens`` (EOS included);
+    ``length_cut_share``: share of responses that hit the token budget (not terminal);
+    ``samples_per_s`` / ``tokens_per_s``: responses and response tokens per second of sampling.
+    """
+    rewards = dataset["reward"]
+    lengths = dataset["response_length"]
+    n = len(rewards)
+    best: dict[int, float] = {}
+    for p, r in zip(dataset["prompt_index"], rewards):
+        best[p] = max(best.get(p, 0.0), r)
+    stats: dict[str, Any] = {
+        "num_prompts": len(best),
+        "num_samples": n,
+        "positive_rate": sum(rewards) / max(n, 1),
+        "prompts_with_positive": sum(v > 0 for v in best.values()) / max(len(best), 1),
+        "mean_response_tokens": sum(lengths) / max(n, 1),
+        "length_cut_share": sum(not t for t in dataset["terminal"]) / max(n, 1),
+    }
+    if seconds:
+        stats |= {"samples_per_s": n / seconds, "tokens_per_s": sum(lengths) / seconds}
+    return stats
+
+
+def build_dataset(
+    cfg: SamplingConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """Sample, label and store the offline DQO dataset; resumable.
+
+    Layout of ``out_dir``: ``sampling_config.json`` (the config, the problems' ``dataset_hash`` and
+    the prompt template version, written on the first run), ``shards/shard-NNNNN`` (``shard_size``
+    prompts each, ``Dataset.save_to_disk`` into a temporary directory renamed when complete, with
+    its ``timing.json``), then ``dataset`` (all shards concatenated) and ``manifest.json``.
+
+    Resume: rerunning with the same configuration skips finished shards. Shard s is sampled with
+    the seed derived from ``(cfg.seed, s)`` (and each batch from that), so the final dataset is
+    identical to an uninterrupted run's. A different configuration raises ValueError naming the
+    differing fields.
+
+    Rows (one per response): ``prompt_index`` (position in the loaded problems),
+    ``problem_index`` (position in the GSM8K split), ``sample_index``, ``prompt``, ``response``,
+    ``gold``, ``input_ids`` (prompt + response ids as sampled), ``action_mask``,
+    ``behavior_logps`` (log μ) and ``ref_logps`` (log π_ref) — both action-aligned, 0 off the
+    action mask —, ``reward`` (1.0 correct / 0.0), ``terminal`` (ended with EOS),
+    ``response_length``; with process rewards also ``step_boundaries`` / ``step_phi`` (the
+    ``(h, Φ)`` pairs of :func:`monte_carlo_potentials`) and ``phi_start`` (Φ(s_1), the mean reward
+    of the prompt's samples); turn them into rewards with :func:`process_rewards`.
+
+    ``model`` / ``tokenizer``: an already loaded pair (``cfg.model`` then only labels it); by
+    default ``cfg.model`` is loaded, and only if some shard is still missing.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    shard_dir = out / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    problems = load_gsm8k(cfg.split, cfg.data_source, cfg.limit)
+    data_hash = dataset_hash(problems)
+    check_run_identity(
+        out / "sampling_config.json",
+        {
+            "config": asdict(cfg),
+            "dataset_hash": data_hash,
+            "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+        },
+    )
+
+    n_shards = math.ceil(len(problems) / cfg.shard_size)
+    paths = [shard_dir / f"shard-{s:05d}" for s in range(n_shards)]
+    missing = [s for s in range(n_shards) if not paths[s].is_dir()]
+    if missing and model is None:
+        model, tokenizer = load_model_and_tokenizer(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    if missing and tokenizer is None:
+        raise ValueError("pass the tokenizer together with the model")
+
+    def chunk(s: int) -> list[Any]:
+        return problems[s * cfg.shard_size : (s + 1) * cfg.shard_size]
+
+    done = len(problems) - sum(len(chunk(s)) for s in missing)
+    new_samples, new_sampling_s = 0, 0.0
+    with tqdm(total=len(problems), initial=done, unit="prompt", disable=not progress) as bar:
+        for s in missing:
+            rows, timing = _build_shard(cfg, s, model, tokenizer, chunk(s), s * cfg.shard_size)
+            shard = Dataset.from_list(rows, features=_features(cfg.process_rewards))
+            _save_atomically(shard, paths[s], extra=timing)
+            new_samples += len(rows)
+            new_sampling_s += timing["sampling_s"]
+            bar.update(len(chunk(s)))
+            bar.set_postfix(samples_per_s=f"{new_samples / new_sampling_s:.2f}")
+
+    dataset = concatenate_datasets([load_from_disk(str(p)) for p in paths])
+    _save_atomically(dataset, out / "dataset")
+    dataset = load_from_disk(str(out / "dataset"))
+
+    timings = [json.loads((p / "timing.json").read_text()) for p in paths]
+    totals = {
+        k: sum(t.get(k, 0.0) for t in timings) for k in ("sampling_s", "reference_s", "process_s")
+    }
+    atomic_write_json(
+        out / "manifest.json",
+        {
+            "package_version": __version__,
+            "model": cfg.model,
+            "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+            "decoding": {
+                "temperature": cfg.temperature,
+                "top_p": cfg.top_p,
+                "top_k": 0,
+                "max_new_tokens": cfg.max_new_tokens,
+                "num_samples": cfg.num_samples,
+            },
+            "seed": cfg.seed,
+            "data": {
+                "source": cfg.data_source,
+                "split": cfg.split,
+                "limit": cfg.limit,
+                "dataset_hash": data_hash,
+            },
+            "config": asdict(cfg),
+            "counts": {"prompts": len(problems), "samples": len(dataset), "shards": n_shards},
+            "timing": {**totals, "wall_time_s_this_run": time.perf_counter() - start},
+            "summary": summarize(dataset, totals["sampling_s"]),
+        },
+    )
+    return dataset
