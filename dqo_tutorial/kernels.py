@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "ISMode",
     "gather_logprobs",
     "masked_sum",
     "token_mean",
