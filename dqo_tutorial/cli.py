@@ -1,6 +1,13 @@
 """Command line of dqo_tutorial: one subcommand per task.
 
-    python -m dqo_tutorial.cli tabular-demo --out outputs/tabular-demo [--beta --lam --steps --seed]
+    dqo-tutorial tabular-demo --out outputs/tabular-demo [--beta --lam --steps --seed]
+    dqo-tutorial sample --out runs/data --model smollm2 --limit 32 --num-samples 8
+    dqo-tutorial eval   --out runs/eval --model smollm2 --limit 100 [--num-samples 4]
+
+``sample`` and ``eval`` take every field of their config dataclass
+(:class:`~dqo_tutorial.sampling.SamplingConfig`, :class:`~dqo_tutorial.evaluate.EvalConfig`) as
+a flag, and ``--config FILE.yaml`` with the same field names; flags override the file, and an
+unknown field is an error that names it.
 
 Add a subcommand by writing ``_add_<name>(subparsers)`` (it registers its arguments and sets
 ``func``, a callable taking the parsed namespace and returning an exit code) and calling it in
@@ -10,7 +17,13 @@ Add a subcommand by writing ``_add_<name>(subparsers)`` (it registers its argume
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import types
+import typing
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 
 def _tabular_demo(args: argparse.Namespace) -> int:
@@ -35,10 +48,125 @@ def _add_tabular_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_tabular_demo)
 
 
+def _parse_optional(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--field-name`` flag per dataclass field (default None = "not given")."""
+    p.add_argument("--config", type=Path, help="YAML file of config fields (flags override it)")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        hint = typing.get_type_hints(cls)[f.name]
+        args = typing.get_args(hint)
+        if hint is bool:
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"(default {f.default})",
+            )
+            continue
+        optional = isinstance(hint, types.UnionType) and type(None) in args
+        kind = next(a for a in args if a is not type(None)) if optional else hint
+        p.add_argument(
+            flag,
+            type=_parse_optional(kind) if optional else kind,
+            default=None,
+            help=f"(default {f.default})",
+        )
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Build ``cls`` from ``--config`` (YAML) and flags; unknown or ill-typed fields are named."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    if args.config is not None:
+        loaded = yaml.safe_load(args.config.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"{args.config}: expected a mapping of {cls.__name__} fields")
+        unknown = sorted(set(loaded) - names)
+        if unknown:
+            raise SystemExit(
+                f"{args.config}: unknown field(s) {unknown} for {cls.__name__}; "
+                f"known fields: {sorted(names)}"
+            )
+        values |= loaded
+    values |= {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"bad {cls.__name__}: {err}") from err
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from dqo_tutorial.sampling import SamplingConfig, build_dataset
+
+    cfg = config_from_args(SamplingConfig, args)
+    build_dataset(cfg, args.out)
+    manifest = json.loads((Path(args.out) / "manifest.json").read_text())
+    print(json.dumps({"summary": manifest["summary"], "timing": manifest["timing"]}, indent=2))
+    return 0
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    from dqo_tutorial.sampling import SamplingConfig
+
+    p = sub.add_parser(
+        "sample",
+        help="sample the offline DQO dataset (responses, log μ, log π_ref, rewards)",
+        description="Sample responses from the reference model on GSM8K, label them, and save a "
+        "resumable, sharded dataset with a manifest to --out.",
+    )
+    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    _add_config_flags(p, SamplingConfig)
+    p.set_defaults(func=_sample)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from dqo_tutorial.evaluate import EvalConfig, evaluate
+
+    results = evaluate(config_from_args(EvalConfig, args), args.out)
+    print(
+        f"model {results['model']}  {results['data']['split']} "
+        f"n={results['data']['num_problems']}  mean response "
+        f"{results['mean_response_tokens']:.0f} tokens, cut {results['length_cut_share']:.1%}"
+    )
+    for decoding, row in results["accuracy"].items():
+        cells = "  ".join(
+            f"{m} {row[m]['mean']:.1%} ± {row[m]['stderr']:.1%}"
+            for m in ("strict", "flexible", "invalid")
+        )
+        print(f"  {decoding:<9} {cells}")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from dqo_tutorial.evaluate import EvalConfig
+
+    p = sub.add_parser(
+        "eval",
+        help="greedy / sampling accuracy on GSM8K (strict, flexible, invalid rate)",
+        description="Evaluate a model on GSM8K; writes outputs.jsonl and results.json to --out "
+        "(rerun to resume).",
+    )
+    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    _add_config_flags(p, EvalConfig)
+    p.set_defaults(func=_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dqo-tutorial", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_tabular_demo(sub)
+    _add_sample(sub)
+    _add_eval(sub)
     return parser
 
 

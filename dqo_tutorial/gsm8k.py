@@ -66,14 +66,19 @@ def _normalise(match: re.Match[str] | None) -> str | None:
 def extract_answer(text: str, mode: str = "strict") -> str | None:
     """The final answer of ``text`` as a normalised number string, or None.
 
-    ``strict``: the number right after the last ``####`` (None if there is no ``####``, or if
-    the last one is not followed by a plain number). ``flexible``: the strict answer if there is
-    one, else the last numeric token of the text (None if that token is not a plain number).
+    ``strict``: the last ``#### N`` — the number after the last ``####`` that is followed by a
+    number at all (a trailing bare ``####``, e.g. a repetition cut by the length limit, is
+    skipped); None if there is none, or if that number is not a plain number (``#### 3/4``).
+    ``flexible``: the strict answer if there is one, else the last numeric token of the text
+    (None if that token is not a plain number).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    marker = text.rfind("####")
-    answer = _normalise(_AFTER_MARKER.match(text, marker + 4)) if marker >= 0 else None
+    answer, marker = None, len(text)
+    while (marker := text.rfind("####", 0, marker)) >= 0:  # the last '####' followed by a number
+        if match := _AFTER_MARKER.match(text, marker + 4):
+            answer = _normalise(match)
+            break
     if answer is None and mode == "flexible":
         numbers = list(_ANY_NUMBER.finditer(text))
         answer = _normalise(numbers[-1] if numbers else None)

@@ -67,7 +67,9 @@ EXTRACTION_CASES = [
     ("#### ", None, None),
     ("####", None, None),
     ("Total 18.\n####", None, "18"),  # empty last marker
-    ("#### 5\n####", None, "5"),
+    ("#### 5\n####", "5", "5"),  # a bare trailing marker (cut-off repetition) is skipped
+    ("#### 6\n#### 1/2", None, None),  # the last '#### N' has no plain number
+    ("#### 9\n#### 9\n####", "9", "9"),
     ("#### The answer is 5", None, "5"),
     ("", None, None),
     ("no numbers here", None, None),
