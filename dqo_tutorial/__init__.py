@@ -8,15 +8,33 @@ One concept per module (``import dqo_tutorial as dqo``; submodules load on first
 - :mod:`~dqo_tutorial.modeling`  action-aligned per-token log-probs of a causal LM, the value model;
 - :mod:`~dqo_tutorial.tabular`   a finite tree MDP with the exact soft-optimal Q*, V*, π*;
 - :mod:`~dqo_tutorial.gsm8k`     GSM8K loading, prompting and answer checking;
+- :mod:`~dqo_tutorial.toy`       the toy arithmetic-chain task with an exact per-step checker;
 - :mod:`~dqo_tutorial.models`    loading real and tiny models and tokenizers, offline;
-- :mod:`~dqo_tutorial.collate`   joint tokenisation, action masks and padding.
+- :mod:`~dqo_tutorial.collate`   joint tokenisation, action masks and padding;
+- :mod:`~dqo_tutorial.sampling`  the offline dataset: samples with log μ, log π_ref and rewards;
+- :mod:`~dqo_tutorial.evaluate`  greedy and sampling accuracy on GSM8K;
+- :mod:`~dqo_tutorial.artifacts` atomic writes and resumable run directories;
+- :mod:`~dqo_tutorial.cli`       the ``dqo-tutorial`` command.
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("kernels", "naive", "modeling", "tabular", "gsm8k", "models", "collate", "cli")
+_SUBMODULES = (
+    "kernels",
+    "naive",
+    "modeling",
+    "tabular",
+    "gsm8k",
+    "toy",
+    "models",
+    "collate",
+    "sampling",
+    "evaluate",
+    "artifacts",
+    "cli",
+)
 __all__ = ["__version__", *_SUBMODULES]
 
 
