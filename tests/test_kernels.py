@@ -505,47 +505,21 @@ def test_all_masked_rows_contribute_zero():
 def test_gradient_accumulation_with_num_items_equals_full_batch():
     d = random_batch(19, b=8, t=10)
     n = int(d["mask"].sum())
-    kw = dict(beta=0.1, lam=0.9, is_mode="prefix")
-    full = K.dqo_loss(
-        d["policy_logps"],
-        d["ref_logps"],
-        d["values"],
-        d["rewards"],
-        d["mask"],
-        bootstrap=d["bootstrap"],
-        behavior_logps=d["behavior"],
-        **kw,
-    )
-    micro = [
-        K.dqo_loss(
-            d["policy_logps"][s],
-            d["ref_logps"][s],
-            d["values"][s],
-            d["rewards"][s],
-            d["mask"][s],
-            bootstrap=d["bootstrap"][s],
-            behavior_logps=d["behavior"][s],
-            num_items=n,
-            **kw,
-        )
-        for s in (slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8))
-    ]
+
+    def loss_on(rows: slice, **extra):
+        return K.dqo_loss(
+            d["policy_logps"][rows], d["ref_logps"][rows], d["values"][rows],
+            d["rewards"][rows], d["mask"][rows], bootstrap=d["bootstrap"][rows],
+            behavior_logps=d["behavior"][rows], beta=0.1, lam=0.9, is_mode="prefix", **extra,
+        )  # fmt: skip
+
+    micro_batches = (slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8))
+    full = loss_on(slice(None))
+    micro = [loss_on(rows, num_items=n) for rows in micro_batches]
     torch.testing.assert_close(sum(m[0] for m in micro), full[0])
     torch.testing.assert_close(sum(m[1] for m in micro), full[1])
     # ... whereas averaging per-micro-batch means is not the full-batch loss in general
-    per_mean = [
-        K.dqo_loss(
-            d["policy_logps"][s],
-            d["ref_logps"][s],
-            d["values"][s],
-            d["rewards"][s],
-            d["mask"][s],
-            bootstrap=d["bootstrap"][s],
-            behavior_logps=d["behavior"][s],
-            **kw,
-        )[0]
-        for s in (slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8))
-    ]
+    per_mean = [loss_on(rows)[0] for rows in micro_batches]
     assert not torch.allclose(sum(per_mean) / 4, full[0])
 
 
