@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from dqo_tutorial import cli
 from dqo_tutorial.evaluate import EvalConfig
 from dqo_tutorial.sampling import SamplingConfig
 
-FIXTURE = "tests/fixtures/gsm8k"
+FIXTURE = str(Path(__file__).parent / "fixtures" / "gsm8k")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from dqo_tutorial import evaluate as ev
 from dqo_tutorial.sampling import Generation
 
-FIXTURE = "tests/fixtures/gsm8k"
+FIXTURE = str(Path(__file__).parent / "fixtures" / "gsm8k")
 
 
 def test_grade_both_modes_and_invalid():
