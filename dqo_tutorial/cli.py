@@ -56,8 +56,11 @@ def _parse_optional(kind: type) -> Any:
     return parse
 
 
-def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--field-name`` flag per dataclass field (default None = "not given")."""
+def _add_config_flags(p: argparse.ArgumentParser, cls: type, func: Any) -> None:
+    """``--out``, ``--config`` and one ``--field-name`` flag per field of ``cls`` (default None =
+    "not given"); ``func`` runs the subcommand."""
+    p.set_defaults(func=func)
+    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
     p.add_argument("--config", type=Path, help="YAML file of config fields (flags override it)")
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
@@ -124,9 +127,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         description="Sample responses from the reference model on GSM8K, label them, and save a "
         "resumable, sharded dataset with a manifest to --out.",
     )
-    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
-    _add_config_flags(p, SamplingConfig)
-    p.set_defaults(func=_sample)
+    _add_config_flags(p, SamplingConfig, _sample)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -156,9 +157,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a model on GSM8K; writes outputs.jsonl and results.json to --out "
         "(rerun to resume).",
     )
-    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
-    _add_config_flags(p, EvalConfig)
-    p.set_defaults(func=_eval)
+    _add_config_flags(p, EvalConfig, _eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
