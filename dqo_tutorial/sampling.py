@@ -45,16 +45,10 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from . import __version__
 from .artifacts import atomic_write_json, check_run_identity
 from .collate import DQOCollator, example_from_ids
-from .gsm8k import (
-    MODES,
-    PROMPT_TEMPLATE_VERSION,
-    dataset_hash,
-    format_prompt,
-    is_correct,
-    load_gsm8k,
-)
+from .gsm8k import MODES, dataset_hash, is_correct
 from .modeling import per_token_logprobs
 from .models import load_model_and_tokenizer
+from .tasks import get_task
 
 __all__ = [
     "Generation",
@@ -402,16 +396,19 @@ class SamplingConfig:
     """Everything that determines the sampled dataset (stored beside it; a resume must match).
 
     model: a spec for :func:`~dqo_tutorial.models.load_model_and_tokenizer` (or a label, when
-        :func:`build_dataset` is handed a model). data_source / split / limit: as in
-        :func:`~dqo_tutorial.gsm8k.load_gsm8k`. num_samples responses per prompt at
+        :func:`build_dataset` is handed a model). task: ``"gsm8k"`` or ``"toy"``
+        (:mod:`dqo_tutorial.tasks`). data_source / split / limit: as in the task's loader
+        (:func:`~dqo_tutorial.gsm8k.load_gsm8k`). num_samples responses per prompt at
         temperature τ and top_p (§8 default: 8 at τ = 1). batch_size: sequences per ``generate``
         call and per reference forward pass. shard_size: prompts per shard (the unit of resume).
         reward_mode: answer extraction of :func:`~dqo_tutorial.gsm8k.is_correct`.
-        process_rewards / process_k: Monte-Carlo potentials Φ at step boundaries with k rollouts
-        each (§6; costly: about k × lines × the sampling cost).
+        process_rewards / process_k: potentials Φ at step boundaries (§6): exact ones when the
+        task has them (toy), else Monte-Carlo with k rollouts each (costly: about
+        k × lines × the sampling cost).
     """
 
     model: str = "smollm2"
+    task: str = "gsm8k"
     data_source: str | None = None
     split: str = "train"
     limit: int | None = None
@@ -429,6 +426,7 @@ class SamplingConfig:
     dtype: str | None = None
 
     def __post_init__(self) -> None:
+        get_task(self.task)
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0: importance weights need a stochastic μ")
         if not 0 < self.top_p <= 1:
@@ -474,7 +472,8 @@ def _build_shard(
     """Rows and timings of one shard: sample, label, log π_ref, optional potentials."""
     timing = {}
     t = time.perf_counter()
-    prompts = [format_prompt(p.question, tokenizer) for p in problems]
+    task = get_task(cfg.task)
+    prompts = [task.format_prompt(p.question, tokenizer) for p in problems]
     gens = generate(
         model,
         tokenizer,
@@ -516,7 +515,14 @@ def _build_shard(
             }
         )
 
-    if cfg.process_rewards:
+    if cfg.process_rewards and task.exact_potentials is not None:
+        for row, g in zip(rows, gens):
+            question = problems[g.prompt_index].question
+            pairs = task.exact_potentials(tokenizer, question, g.response_ids)
+            row["step_boundaries"] = [h for h, _ in pairs]
+            row["step_phi"] = [phi for _, phi in pairs]
+            row["phi_start"] = 1.0  # exact: the faithful continuation of the prompt is correct
+    elif cfg.process_rewards:
         t = time.perf_counter()
         potentials = monte_carlo_potentials(
             model,
@@ -616,14 +622,15 @@ def build_dataset(
     out = Path(out_dir)
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    problems = load_gsm8k(cfg.split, cfg.data_source, cfg.limit)
+    task = get_task(cfg.task)
+    problems = task.load(cfg.split, cfg.data_source, cfg.limit)
     data_hash = dataset_hash(problems)
     check_run_identity(
         out / "sampling_config.json",
         {
             "config": asdict(cfg),
             "dataset_hash": data_hash,
-            "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+            "prompt_template_version": task.prompt_template_version,
         },
     )
 
@@ -663,7 +670,8 @@ def build_dataset(
         {
             "package_version": __version__,
             "model": cfg.model,
-            "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+            "task": cfg.task,
+            "prompt_template_version": task.prompt_template_version,
             "decoding": {
                 "temperature": cfg.temperature,
                 "top_p": cfg.top_p,

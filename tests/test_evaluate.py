@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dqo_tutorial import evaluate as ev
+from dqo_tutorial import tasks
 from dqo_tutorial.sampling import Generation
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "gsm8k")
@@ -73,7 +75,8 @@ def fake(monkeypatch):
 
     for p in load_gsm8k("test", FIXTURE):
         problems[p.question] = p.gold
-    monkeypatch.setattr(ev, "format_prompt", fake_prompt)
+    gsm = tasks.TASKS["gsm8k"]
+    monkeypatch.setitem(tasks.TASKS, "gsm8k", dataclasses.replace(gsm, format_prompt=fake_prompt))
     return fake
 
 

@@ -1,0 +1,82 @@
+"""Tasks: what a problem set contributes to the one harness (sampling, training, evaluation).
+
+The harness is written once; a task supplies only what differs between datasets:
+
+========================  ===================================  ================================
+field                     GSM8K (``"gsm8k"``)                  toy chains (``"toy"``)
+========================  ===================================  ================================
+``load(split, src, n)``   :func:`~.gsm8k.load_gsm8k`           :func:`~.toy.load_toy`
+``format_prompt(q, tok)`` chat template + system prompt        ``"Q: …\\nA:\\n"``
+``gold_solution(p)``      annotations stripped, ``#### N``     the step-by-step solution
+``default_model``         ``"smollm2"`` (PyPI-shipped GGUF)    ``"toy"`` (shipped π_ref)
+``exact_potentials``      None: Monte-Carlo Φ (§6)             exact Φ from the step checker
+========================  ===================================  ================================
+
+Both grade a response with :func:`dqo_tutorial.gsm8k.is_correct` (last ``#### N``), so the reward,
+the accuracy and the invalid-format rate mean the same thing on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import gsm8k, toy
+
+__all__ = ["Task", "TASKS", "get_task"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the harness needs to know about a problem set (see the module table)."""
+
+    name: str
+    load: Callable[[str, str | None, int | None], list[gsm8k.GSM8KProblem]]
+    format_prompt: Callable[[str, Any], str]
+    gold_solution: Callable[[gsm8k.GSM8KProblem], str]
+    prompt_template_version: str
+    default_model: str
+    max_new_tokens: int
+    exact_potentials: Callable[[Any, str, Sequence[int]], list[tuple[int, float]]] | None = None
+
+
+def _load_toy(split: str, source: str | None, limit: int | None) -> list[gsm8k.GSM8KProblem]:
+    if source not in (None, "embedded"):
+        raise ValueError(
+            f"the toy task is generated in code: data_source must be None, not {source!r}"
+        )
+    return toy.load_toy(split, limit)
+
+
+TASKS: dict[str, Task] = {
+    "gsm8k": Task(
+        name="gsm8k",
+        load=gsm8k.load_gsm8k,
+        format_prompt=gsm8k.format_prompt,
+        gold_solution=lambda p: gsm8k.format_gold_solution(p.answer),
+        prompt_template_version=gsm8k.PROMPT_TEMPLATE_VERSION,
+        default_model="smollm2",
+        max_new_tokens=256,
+    ),
+    "toy": Task(
+        name="toy",
+        load=_load_toy,
+        format_prompt=toy.format_prompt,
+        gold_solution=lambda p: p.answer,
+        prompt_template_version=toy.PROMPT_TEMPLATE_VERSION,
+        default_model="toy",
+        max_new_tokens=toy.MAX_NEW_TOKENS,
+        exact_potentials=lambda tok, question, ids: toy.exact_boundary_potentials(
+            tok, question, ids
+        ),
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; a ValueError lists the known ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}") from None

@@ -1,0 +1,642 @@
+r"""One trainer for DQO and its baselines: same data path, same loop, only the loss differs.
+
+=========  ===================================  =============================================
+method     data                                 loss (dqo-method.md)
+=========  ===================================  =============================================
+``sft``    gold solutions (or given pairs)      −mean log π_θ(a_h|s_h) over response tokens
+``rft``    the sampled responses with reward 1  the same, on the model's own correct answers
+``dpo``    (correct, wrong) pairs of one prompt :func:`~dqo_tutorial.kernels.dpo_loss` (§9)
+``dro``    every sampled response               :func:`~dqo_tutorial.kernels.dro_loss`, V(x)
+``dqo``    every sampled response               :func:`~dqo_tutorial.kernels.dqo_loss` (§3–§6)
+=========  ===================================  =============================================
+
+Every method reads the offline dataset of :func:`dqo_tutorial.sampling.build_dataset` (SFT reads
+the task's gold solutions), every log-probability comes from the one path
+:func:`dqo_tutorial.modeling.per_token_logprobs`, and π_ref's log-probs are the ones stored at
+sampling time (no reference model in memory).
+
+**Engine.** The loop runs on 🤗 Accelerate: the same script runs on a CPU, one GPU (bf16 autocast
+with ``mixed_precision="auto"``), or several processes under ``accelerate launch`` / ``torchrun``
+(DDP or FSDP; ``configs/accelerate/``).
+
+**Batches and exact accumulation.** One optimiser step consumes a *window* of
+``batch_size × grad_accum × processes`` examples. Its order is a seeded permutation per epoch, so
+the data order depends only on ``seed`` — never on the number of processes — and a resumed run
+sees exactly what the uninterrupted run saw. Each process takes its contiguous share of the
+window and splits it into ``grad_accum`` micro-batches. Every loss is a *sum* over the window's
+items divided by the window's item count N (tokens for SFT/RFT/DQO, pairs for DPO, responses for
+DRO; all-reduced over processes), so 1 × 4, 4 × 1 and 2 processes × 2 give the same gradient.
+
+**Checkpoints.** Every ``checkpoint_every`` steps (and at the end) ``checkpoints/step-NNNNNN``
+holds models, optimisers, schedulers and RNG states (``Accelerator.save_state``) plus
+``trainer_state.json``; it is written under a temporary name and renamed when complete. A rerun
+with the same ``out_dir`` and configuration resumes from the newest checkpoint.
+
+**Outputs.** ``policy/`` (a Hugging Face model directory with the tokenizer: ``--model`` for
+:mod:`dqo_tutorial.evaluate`), ``value_model.safetensors`` (DRO/DQO), ``log.jsonl`` (one line
+per step: losses, learning rates, δ statistics, value error, KL to π_ref, importance-weight mean,
+max and clip rate, tokens/s) and ``train_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .artifacts import atomic_write_json, check_run_identity
+from .collate import DQOCollator, tokenize_example
+from .kernels import dpo_loss, dqo_loss, dro_loss, masked_sum
+from .modeling import ValueHead, ValueModel, per_token_logprobs
+from .models import load_model_and_tokenizer
+from .tasks import get_task
+
+__all__ = [
+    "METHODS",
+    "TrainConfig",
+    "load_rows",
+    "build_examples",
+    "item_count",
+    "compute_losses",
+    "train",
+]
+
+METHODS = ("sft", "rft", "dpo", "dro", "dqo")
+_VALUE_METHODS = ("dro", "dqo")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (stored beside it; a resume must match).
+
+    What to train: ``method`` (one of :data:`METHODS`) starting from ``model`` (π_ref, a spec of
+    :func:`~dqo_tutorial.models.load_model_and_tokenizer`); ``data``: the sampled dataset
+    directory (``build_dataset``'s ``out_dir``; every method but SFT); SFT reads the gold
+    solutions of ``task`` (``data_source`` / ``split`` / ``limit`` as in the task's loader).
+
+    Optimisation: ``epochs`` passes over the data, or exactly ``max_steps`` optimiser steps;
+    ``batch_size`` examples (DPO: pairs) per process and micro-batch, ``grad_accum``
+    micro-batches per step; AdamW with ``policy_lr`` / ``value_lr``, ``weight_decay``, a
+    ``lr_scheduler`` of ``transformers.get_scheduler`` with ``warmup_ratio``, gradient clipping
+    at ``max_grad_norm`` (per model). ``value_warmup_steps``: the first steps update only V_φ
+    (dqo-method.md §8 practical notes).
+
+    DQO knobs (§8): ``beta``, ``lam``, ``is_mode``, ``is_clip``, ``is_normalize``,
+    ``detach_target``, ``value_model`` (``"separate"``: a copy of the trunk + scalar head;
+    ``"shared"``: a head on the policy's trunk, fed detached hidden states),
+    ``process_reward_coef`` α (needs a dataset sampled with process rewards). DPO:
+    ``dpo_pairs_per_prompt``. DPO and DRO use ``beta`` too.
+
+    Engine: ``mixed_precision`` (``"auto"``: bf16 on a GPU that has it, else off; or ``"no"``,
+    ``"bf16"``, ``"fp16"``), ``dtype`` of the master weights, ``padding_side`` of training
+    batches, ``gradient_checkpointing``, ``checkpoint_every`` / ``keep_checkpoints``, ``seed``.
+    """
+
+    method: str = "dqo"
+    model: str = "smollm2"
+    task: str = "gsm8k"
+    data: str | None = None
+    data_source: str | None = None
+    split: str = "train"
+    limit: int | None = None
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    policy_lr: float = 5e-6
+    value_lr: float = 5e-5
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    value_warmup_steps: int = 0
+    beta: float = 0.05
+    lam: float = 1.0
+    is_mode: str = "prefix"
+    is_clip: float = 2.0
+    is_normalize: bool = False
+    detach_target: bool = True
+    value_model: str = "separate"
+    process_reward_coef: float = 0.0
+    dpo_pairs_per_prompt: int = 4
+    mixed_precision: str = "auto"
+    dtype: str = "float32"
+    padding_side: str = "right"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"TrainConfig.{name}: {why}, got {getattr(self, name)!r}")
+
+        if self.method not in METHODS:
+            raise bad("method", f"must be one of {METHODS}")
+        get_task(self.task)
+        for name in ("batch_size", "grad_accum", "epochs", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise bad("max_steps", "must be >= 1 or None")
+        for name in ("policy_lr", "value_lr", "beta", "is_clip", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "must be > 0")
+        if not 0 <= self.lam <= 1:
+            raise bad("lam", "must lie in [0, 1]")
+        if self.is_mode not in ("none", "sequence", "prefix"):
+            raise bad("is_mode", "must be 'none', 'sequence' or 'prefix'")
+        if self.value_model not in ("separate", "shared"):
+            raise bad("value_model", "must be 'separate' or 'shared'")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise bad("mixed_precision", "must be 'auto', 'no', 'bf16' or 'fp16'")
+        if self.padding_side not in ("left", "right"):
+            raise bad("padding_side", "must be 'left' or 'right'")
+        if not 0 <= self.warmup_ratio < 1:
+            raise bad("warmup_ratio", "must lie in [0, 1)")
+        if self.value_warmup_steps < 0 or self.dpo_pairs_per_prompt < 1:
+            raise ValueError("TrainConfig: value_warmup_steps >= 0 and dpo_pairs_per_prompt >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# data: one example format per method, all collated by DQOCollator
+# --------------------------------------------------------------------------------------------
+
+
+def load_rows(data: str | os.PathLike[str]) -> Any:
+    """The sampled dataset at ``data`` (a ``build_dataset`` directory, or its ``dataset``)."""
+    from datasets import load_from_disk
+
+    path = Path(data)
+    if (path / "dataset").is_dir():
+        path = path / "dataset"
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"no sampled dataset at {data}: create one with `dqo-tutorial sample --out {data}`"
+        )
+    return load_from_disk(str(path))
+
+
+def _token_rewards(row: Mapping[str, Any], alpha: float) -> list[float]:
+    """Action-aligned r_h: the outcome reward on the last action plus α-shaping (§6).
+
+    Potential-based shaping with Φ(terminal) = 0 (docs/implementation-notes.md: only then is the
+    optimal policy unchanged); a length-cut response keeps its last Φ (no shaping at the cut)."""
+    ids, mask = row["input_ids"], row["action_mask"]
+    n_prompt = len(ids) - sum(mask)
+    length = len(ids) - n_prompt
+    shaped = [0.0] * length
+    if alpha and "step_phi" in row:
+        from .sampling import process_rewards
+
+        pairs = list(zip(row["step_boundaries"], row["step_phi"]))
+        last = pairs[-1][1] if pairs else row["phi_start"]
+        phi_end = 0.0 if row["terminal"] else last
+        shaped = process_rewards(length, pairs, alpha, row["phi_start"], phi_end)
+    elif alpha:
+        raise ValueError(
+            "process_reward_coef > 0 needs a dataset sampled with process_rewards=True"
+        )
+    if row["terminal"]:
+        shaped[-1] += float(row["reward"])
+    return [0.0] * n_prompt + shaped
+
+
+def build_examples(
+    method: str,
+    rows: Sequence[Mapping[str, Any]] | Any,
+    *,
+    tokenizer: Any = None,
+    process_reward_coef: float = 0.0,
+    pairs_per_prompt: int = 4,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """The training examples of ``method``: dicts that :class:`DQOCollator` pads.
+
+    - ``sft``: ``rows`` are ``{"prompt", "response"}`` texts, tokenised jointly with EOS
+      (:func:`~dqo_tutorial.collate.tokenize_example`; needs ``tokenizer``);
+    - ``rft``: the sampled rows with reward 1 (their sampled ids, no re-tokenisation);
+    - ``dpo``: for each prompt, up to ``pairs_per_prompt`` (correct, wrong) pairs, each response
+      used at most once per side (a seeded shuffle); ``{"chosen": ex, "rejected": ex}``;
+    - ``dro`` / ``dqo``: every sampled row with ``ref_logps``, ``behavior_logps``, per-token
+      ``rewards`` (outcome + α-shaping), ``reward`` and ``terminal``.
+    """
+    if method == "sft":
+        if tokenizer is None:
+            raise ValueError("build_examples('sft', ...) needs the tokenizer")
+        out = []
+        for r in rows:
+            ex = tokenize_example(tokenizer, r["prompt"], r["response"], add_eos=True)
+            out.append({"input_ids": ex["input_ids"], "action_mask": ex["action_mask"]})
+        return out
+
+    def sampled(r: Mapping[str, Any], full: bool) -> dict[str, Any]:
+        ex = {"input_ids": list(r["input_ids"]), "action_mask": list(r["action_mask"])}
+        if full:
+            ex |= {
+                "ref_logps": list(r["ref_logps"]),
+                "behavior_logps": list(r["behavior_logps"]),
+                "rewards": _token_rewards(r, process_reward_coef),
+                "reward": float(r["reward"]),
+                "terminal": bool(r["terminal"]),
+            }
+        return ex
+
+    if method == "rft":
+        return [sampled(r, False) for r in rows if r["reward"] > 0.5]
+    if method in _VALUE_METHODS:
+        return [sampled(r, True) for r in rows]
+    if method != "dpo":
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    by_prompt: dict[int, tuple[list[Any], list[Any]]] = {}
+    for r in rows:
+        pos, neg = by_prompt.setdefault(int(r["prompt_index"]), ([], []))
+        (pos if r["reward"] > 0.5 else neg).append(r)
+    rng = random.Random(seed)
+    pairs = []
+    for p in sorted(by_prompt):
+        pos, neg = by_prompt[p]
+        rng.shuffle(pos)
+        rng.shuffle(neg)
+        for c, r in list(zip(pos, neg))[:pairs_per_prompt]:
+            pairs.append({"chosen": sampled(c, True), "rejected": sampled(r, True)})
+    return pairs
+
+
+def item_count(method: str, batch: Mapping[str, Any]) -> Tensor:
+    """N contributed by one collated batch: action tokens (SFT/RFT/DQO), pairs (DPO) or
+    responses (DRO) — the denominator of the loss over a whole window."""
+    if method == "dpo":
+        return torch.tensor(batch["input_ids"].shape[0] // 2)
+    if method == "dro":
+        return torch.tensor(batch["input_ids"].shape[0])
+    return batch["action_mask"].sum()
+
+
+def _collate(method: str, collator: DQOCollator, examples: Sequence[Mapping[str, Any]]) -> dict:
+    if method == "dpo":  # chosen rows first, then rejected rows: one forward pass for both
+        examples = [e["chosen"] for e in examples] + [e["rejected"] for e in examples]
+    return collator(examples)
+
+
+# --------------------------------------------------------------------------------------------
+# losses: one log-prob path feeds every method
+# --------------------------------------------------------------------------------------------
+
+
+def compute_losses(
+    method: str,
+    batch: Mapping[str, Tensor],
+    policy: nn.Module,
+    value_model: nn.Module | None,
+    cfg: TrainConfig,
+    num_items: Tensor | float,
+    *,
+    policy_grad: bool = True,
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+    """``(policy_loss, value_loss or None, stats)`` of one micro-batch.
+
+    Losses are sums over the micro-batch divided by ``num_items`` (the whole window's N), so the
+    micro-batch losses of a window add up to the window's mean. ``policy_grad=False`` runs the
+    policy forward without a graph (the value warm-up steps).
+    """
+    ids, att, mask = batch["input_ids"], batch["attention_mask"], batch["action_mask"]
+    shared = value_model is not None and cfg.value_model == "shared"
+    with torch.set_grad_enabled(policy_grad and torch.is_grad_enabled()):
+        out = per_token_logprobs(policy, ids, att, output_hidden=shared)
+    logps, hidden = out if shared else (out, None)
+    stats: dict[str, Tensor] = {}
+    n = torch.as_tensor(num_items, dtype=torch.float32, device=logps.device).clamp(min=1)
+
+    if method in ("sft", "rft"):
+        nll = -masked_sum(logps, mask)
+        stats["nll"] = nll.detach() / mask.sum().clamp(min=1)
+        return nll / n, None, stats
+
+    ref = batch["ref_logps"]
+    with torch.no_grad():
+        stats["kl_ref"] = masked_sum(logps - ref, mask) / mask.sum().clamp(min=1)
+    if method == "dpo":
+        seq = masked_sum(logps, mask, dim=1)
+        seq_ref = masked_sum(ref, mask, dim=1)
+        b = ids.shape[0] // 2
+        losses = dpo_loss(seq[:b], seq[b:], seq_ref[:b], seq_ref[b:], cfg.beta)
+        with torch.no_grad():
+            margin = (seq[:b] - seq_ref[:b]) - (seq[b:] - seq_ref[b:])
+            stats["dpo_margin"] = margin.mean()
+            stats["dpo_accuracy"] = (margin > 0).float().mean()
+        return losses.sum() / n, None, stats
+
+    v = value_model(hidden, att) if shared else value_model(ids, att)
+    if method == "dro":
+        first = mask.long().argmax(dim=1, keepdim=True)  # the first action: V(s_1) = V(x)
+        v_x = v.values.gather(1, first).squeeze(1)
+        seq, seq_ref = masked_sum(logps, mask, dim=1), masked_sum(ref, mask, dim=1)
+        pl, vl = dro_loss(seq, seq_ref, v_x, batch["reward"], cfg.beta, num_items=n)
+        with torch.no_grad():
+            stats["value_error"] = (v_x - batch["reward"]).abs().mean()
+        return pl, vl, stats
+
+    bootstrap = torch.where(batch["terminal"], torch.zeros_like(v.final), v.final)
+    pl, vl, dqo_stats = dqo_loss(
+        logps,
+        ref,
+        v.values,
+        batch["rewards"],
+        mask,
+        beta=cfg.beta,
+        lam=cfg.lam,
+        bootstrap=bootstrap,
+        behavior_logps=batch["behavior_logps"],
+        is_mode=cfg.is_mode,
+        is_clip=cfg.is_clip,
+        is_normalize=cfg.is_normalize,
+        detach_target=cfg.detach_target,
+        num_items=n,
+    )
+    stats |= {k: t for k, t in dqo_stats.items() if k not in ("kl_ref", "num_tokens")}
+    return pl, vl, stats
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+
+
+def _window_order(n: int, window: int, epoch: int, seed: int) -> list[list[int]]:
+    """The epoch's windows: a seeded permutation cut into full windows (the tail is dropped)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return [perm[i : i + window] for i in range(0, n - window + 1, window)]
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    found = sorted((out / "checkpoints").glob("step-*"))
+    return found[-1] if found else None
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _sft_rows(cfg: TrainConfig, tokenizer: Any) -> list[dict[str, str]]:
+    task = get_task(cfg.task)
+    return [
+        {"prompt": task.format_prompt(p.question, tokenizer), "response": task.gold_solution(p)}
+        for p in task.load(cfg.split, cfg.data_source, cfg.limit)
+    ]
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    policy: nn.Module | None = None,
+    tokenizer: Any = None,
+    rows: Sequence[Mapping[str, Any]] | Any = None,
+    progress: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg.method`` and write the outputs of the module docstring into ``out_dir``.
+
+    ``policy`` / ``tokenizer``: an already loaded π_ref to start from (``cfg.model`` then only
+    labels the run); ``rows``: the data instead of ``cfg.data`` (sampled rows, or for SFT
+    ``{"prompt", "response"}`` texts). ``callback(step, stats)`` runs after every optimiser step
+    on the main process (live plots; an exception there interrupts the run like Ctrl-C would, and
+    a rerun resumes from the last checkpoint). Returns the training summary.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    if accelerator.distributed_type.value == "DEEPSPEED":
+        raise ValueError(
+            "DeepSpeed is not supported: it ties one engine to one model, and DRO/DQO train two; "
+            "use FSDP (configs/accelerate/fsdp.yaml) or DDP"
+        )
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        check_run_identity(out / "train_config.json", {"config": asdict(cfg)})
+    accelerator.wait_for_everyone()
+    set_seed(cfg.seed)
+
+    if policy is None:
+        policy, tokenizer = load_model_and_tokenizer(cfg.model, device="cpu", dtype=cfg.dtype)
+    elif tokenizer is None:
+        raise ValueError("pass the tokenizer together with the policy")
+    if rows is None:
+        rows = _sft_rows(cfg, tokenizer) if cfg.method == "sft" else load_rows(cfg.data or "")
+    examples = build_examples(
+        cfg.method,
+        rows,
+        tokenizer=tokenizer,
+        process_reward_coef=cfg.process_reward_coef,
+        pairs_per_prompt=cfg.dpo_pairs_per_prompt,
+        seed=cfg.seed,
+    )
+    world, rank = accelerator.num_processes, accelerator.process_index
+    share = cfg.batch_size * cfg.grad_accum
+    window = share * world
+    steps_per_epoch = len(examples) // window
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(examples)} {cfg.method} examples do not fill one step of {window} "
+            "(batch_size × grad_accum × processes): lower TrainConfig.batch_size or add data"
+        )
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+
+    policy.train()
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+    value_model: nn.Module | None = None
+    if cfg.method in _VALUE_METHODS:
+        if cfg.value_model == "separate":
+            value_model = ValueModel.from_causal_lm(policy)
+        else:
+            value_model = ValueHead(policy.config.hidden_size, detach_input=True)
+            value_model.to(next(policy.parameters()).dtype)
+        value_model.train()
+
+    policy_steps = max(total_steps - cfg.value_warmup_steps, 1)
+
+    def optimiser(model: nn.Module, lr: float, steps: int) -> tuple[Any, Any]:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        sched = get_scheduler(
+            cfg.lr_scheduler, opt, int(cfg.warmup_ratio * steps), num_training_steps=steps
+        )
+        return opt, sched
+
+    opt_p, sched_p = optimiser(policy, cfg.policy_lr, policy_steps)
+    if value_model is not None:
+        opt_v, sched_v = optimiser(value_model, cfg.value_lr, total_steps)
+        policy, value_model, opt_p, opt_v, sched_p, sched_v = accelerator.prepare(
+            policy, value_model, opt_p, opt_v, sched_p, sched_v
+        )
+    else:
+        policy, opt_p, sched_p = accelerator.prepare(policy, opt_p, sched_p)
+
+    step = 0
+    ckpt = _latest_checkpoint(out)
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+    log_path = out / "log.jsonl"
+    if main:  # drop log lines of steps after the checkpoint (they will be redone)
+        kept = []
+        if log_path.exists() and step:
+            kept = [
+                ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= step
+            ]
+        log_path.write_text("".join(ln + "\n" for ln in kept))
+
+    collator = DQOCollator(tokenizer.pad_token_id, padding_side=cfg.padding_side)
+    device = accelerator.device
+
+    def save_checkpoint() -> None:
+        final = out / "checkpoints" / f"step-{step:06d}"
+        tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=False)
+        if main:
+            atomic_write_json(tmp / "trainer_state.json", {"step": step, "config": asdict(cfg)})
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in sorted((out / "checkpoints").glob("step-*"))[: -cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (progress and main))
+    tokens_seen, loop_start = 0, time.perf_counter()
+    last: dict[str, float] = {}
+    while step < total_steps:
+        epoch, k = divmod(step, steps_per_epoch)
+        mine = _window_order(len(examples), window, epoch, cfg.seed)[k][rank * share :][:share]
+        micro = [
+            _collate(cfg.method, collator, [examples[i] for i in mine[j : j + cfg.batch_size]])
+            for j in range(0, share, cfg.batch_size)
+        ]
+        micro = [
+            {k2: v.to(device) if torch.is_tensor(v) else v for k2, v in b.items()} for b in micro
+        ]
+        local_n = sum(item_count(cfg.method, b) for b in micro).to(device)
+        num_items = accelerator.reduce(local_n.float(), reduction="sum")
+        policy_active = step >= cfg.value_warmup_steps
+        sums: dict[str, float] = {}
+        totals = {"policy_loss": 0.0, "value_loss": 0.0}
+        for j, b in enumerate(micro):
+            last_micro = j == len(micro) - 1
+            with ExitStack() as no_sync:  # all-reduce gradients once, after the last micro-batch
+                if not last_micro:
+                    for m in (policy, value_model):
+                        if m is not None:
+                            no_sync.enter_context(accelerator.no_sync(m))
+                pl, vl, stats = compute_losses(
+                    cfg.method, b, policy, value_model, cfg, num_items, policy_grad=policy_active
+                )
+                # DDP/FSDP average gradients over processes: × world keeps the window's sum / N.
+                loss = (pl if policy_active else pl.detach()) + (vl if vl is not None else 0.0)
+                if loss.requires_grad:
+                    accelerator.backward(loss * world)
+            totals["policy_loss"] += pl.item()
+            totals["value_loss"] += vl.item() if vl is not None else 0.0
+            for name, val in stats.items():
+                sums[name] = sums.get(name, 0.0) + float(val) / len(micro)
+        grad_norms = {}
+        if policy_active:
+            grad_norms["policy_grad_norm"] = float(
+                accelerator.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            )
+            opt_p.step()
+            sched_p.step()
+        opt_p.zero_grad(set_to_none=True)
+        if value_model is not None:
+            grad_norms["value_grad_norm"] = float(
+                accelerator.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
+            )
+            opt_v.step()
+            sched_v.step()
+            opt_v.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += int(
+            accelerator.reduce(
+                sum(b["attention_mask"].sum() for b in micro).to(device), reduction="sum"
+            )
+        )
+        reduced = {
+            name: float(accelerator.reduce(torch.tensor(v, device=device), reduction="mean"))
+            for name, v in {**totals, **sums}.items()
+        }
+        last = {
+            "step": step,
+            "epoch": epoch,
+            **{
+                k2: v
+                for k2, v in reduced.items()
+                if not (k2 == "value_loss" and value_model is None)
+            },
+            **grad_norms,
+            "policy_lr": sched_p.get_last_lr()[0] if policy_active else 0.0,
+            "num_items": float(num_items),
+            "tokens_per_s": tokens_seen / (time.perf_counter() - loop_start),
+        }
+        if value_model is not None:
+            last["value_lr"] = sched_v.get_last_lr()[0]
+        if main:
+            with log_path.open("a") as f:
+                f.write(json.dumps(last) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['policy_loss']:.4g}")
+        if step % cfg.checkpoint_every == 0 or step == total_steps:
+            save_checkpoint()
+        if callback is not None and main:
+            callback(step, last)
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(policy)
+    state = accelerator.get_state_dict(policy)
+    value_state = accelerator.get_state_dict(value_model) if value_model is not None else None
+    summary = {
+        "package_version": __version__,
+        "method": cfg.method,
+        "model": cfg.model,
+        "config": asdict(cfg),
+        "num_examples": len(examples),
+        "steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "processes": world,
+        "mixed_precision": accelerator.mixed_precision,
+        "last": last,
+        "wall_s_this_run": time.perf_counter() - start,
+    }
+    if main:
+        unwrapped.save_pretrained(str(out / "policy"), state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(str(out / "policy"))
+        if value_state is not None:
+            value_state = {k2: v.contiguous() for k2, v in value_state.items()}
+            save_file(value_state, str(out / "value_model.safetensors"))
+        atomic_write_json(out / "train_summary.json", summary)
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    return summary

@@ -1,0 +1,302 @@
+"""The trainer: every method learns, exact gradient accumulation, resume, gradient isolation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from dqo_tutorial.collate import DQOCollator
+from dqo_tutorial.modeling import ValueModel, per_token_logprobs
+from dqo_tutorial.train import (
+    METHODS,
+    TrainConfig,
+    _token_rewards,
+    build_examples,
+    compute_losses,
+    item_count,
+    train,
+)
+
+
+def make_rows(model, vocab: int, n_prompts: int = 4, n_samples: int = 4, seed: int = 0):
+    """A sampled dataset in build_dataset's row format, with log π_ref from ``model`` itself
+    (so ρ starts at 0) and a behaviour law μ that differs from it (so IS weights are not 1)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for p in range(n_prompts):
+        prompt = torch.randint(3, vocab, (int(torch.randint(3, 6, (1,), generator=g)),), generator=g)
+        for s in range(n_samples):
+            length = int(torch.randint(2, 7, (1,), generator=g))
+            response = torch.randint(3, vocab, (length,), generator=g)
+            ids = torch.cat([prompt, response])
+            mask = torch.cat([torch.zeros_like(prompt), torch.ones_like(response)])
+            with torch.no_grad():
+                ref = per_token_logprobs(model, ids[None], torch.ones_like(ids)[None])[0] * mask
+                mu = per_token_logprobs(model, ids[None], torch.ones_like(ids)[None], 1.3)[0]
+            rows.append(
+                {
+                    "prompt_index": p,
+                    "sample_index": s,
+                    "input_ids": ids.tolist(),
+                    "action_mask": mask.tolist(),
+                    "ref_logps": ref.tolist(),
+                    "behavior_logps": (mu * mask).tolist(),
+                    "reward": float((p + s) % 2),
+                    "terminal": (p + s) % 5 != 4,
+                }
+            )
+    return rows
+
+
+@pytest.fixture
+def rows(tiny_model, tiny_tok):
+    return make_rows(tiny_model, len(tiny_tok))
+
+
+def sft_rows():
+    return [{"prompt": f"Q: {a}+{a}=\nA:\n", "response": f"{a}+{a}={2 * a}\n#### {2 * a}"} for a in range(8)]
+
+
+def cfg_for(method: str, **kw) -> TrainConfig:
+    base = dict(
+        method=method,
+        model="tiny",
+        task="toy",
+        policy_lr=3e-3,
+        value_lr=3e-3,
+        beta=0.5,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        mixed_precision="no",
+        checkpoint_every=1000,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def data_for(method: str, rows):
+    return sft_rows() if method == "sft" else rows
+
+
+def losses_from_log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_learns_and_updates_every_parameter(method, tiny_model, tiny_tok, rows, tmp_path):
+    data = data_for(method, rows)
+    n = len(build_examples(method, data, tokenizer=tiny_tok))
+    batch = n // 2 if method == "dpo" else n  # DPO: pairs; full-batch steps make the log honest
+    batch = max(batch, 1)
+    cfg = cfg_for(method, batch_size=batch, max_steps=12)
+    init = copy.deepcopy(tiny_model)
+    train(cfg, tmp_path, policy=tiny_model, tokenizer=tiny_tok, rows=data, progress=False)
+    log = losses_from_log(tmp_path)
+    assert len(log) == 12
+    # full-batch: the logged loss of step k is the loss on the same data before update k
+    key = "policy_loss"
+    assert log[-1][key] < log[0][key], [r[key] for r in log]
+    if method in ("dro", "dqo"):
+        assert log[-1]["value_loss"] < log[0]["value_loss"]
+
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
+    before = dict(init.named_parameters())
+    for name, p in trained.named_parameters():
+        assert not torch.equal(p, before[name]), f"{method}: policy parameter {name} unchanged"
+    if method in ("dro", "dqo"):
+        value = load_file(tmp_path / "value_model.safetensors")
+        value_init = ValueModel.from_causal_lm(init).state_dict()
+        assert set(value) == set(value_init)
+        for name, p in value.items():
+            assert not torch.equal(p, value_init[name]), f"{method}: value parameter {name} unchanged"
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["steps"] == 12 and summary["method"] == method
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "dro", "dqo"])
+def test_gradient_accumulation_4x1_equals_1x4(method, tiny_model, tiny_tok, rows, tmp_path):
+    data = data_for(method, rows)
+    params = []
+    for i, (bs, ga) in enumerate([(4, 1), (1, 4), (2, 2)]):
+        model = copy.deepcopy(tiny_model)
+        cfg = cfg_for(method, batch_size=bs, grad_accum=ga, max_steps=3)
+        train(cfg, tmp_path / str(i), policy=model, tokenizer=tiny_tok, rows=data, progress=False)
+        params.append(AutoModelForCausalLM.from_pretrained(tmp_path / str(i) / "policy").state_dict())
+        losses = [r["policy_loss"] for r in losses_from_log(tmp_path / str(i))]
+        if i == 0:
+            ref_losses = losses
+        else:
+            assert losses == pytest.approx(ref_losses, rel=1e-5, abs=1e-7)
+    # AdamW divides by √v: where a gradient is ~0, float noise moves a weight by up to ~lr·1e-3
+    for other in params[1:]:
+        for name, p in params[0].items():
+            torch.testing.assert_close(other[name], p, rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_micro_batch_gradients_add_up_to_the_window_gradient(method, tiny_model, tiny_tok, rows):
+    """The exact statement behind gradient accumulation: Σ_micro ∇L_micro(N_window) = ∇L_window."""
+    cfg = cfg_for(method, value_model="separate")
+    examples = build_examples(method, data_for(method, rows), tokenizer=tiny_tok)[:4]
+    collator = DQOCollator(tiny_tok.pad_token_id)
+
+    def collate(exs):
+        if method == "dpo":
+            exs = [e["chosen"] for e in exs] + [e["rejected"] for e in exs]
+        return collator(exs)
+
+    policy = tiny_model.train()
+    value = ValueModel.from_causal_lm(policy) if method in ("dro", "dqo") else None
+    if value is not None:
+        with torch.no_grad():
+            value.head.proj.weight.normal_(0, 0.1)
+    params = list(policy.parameters()) + (list(value.parameters()) if value else [])
+
+    def grads(batches):
+        for p in params:
+            p.grad = None
+        n = sum(item_count(method, b) for b in batches)
+        for b in batches:
+            pl, vl, _ = compute_losses(method, b, policy, value, cfg, n)
+            (pl + (vl if vl is not None else 0)).backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    whole = grads([collate(examples)])
+    micro = grads([collate([e]) for e in examples])
+    for a, b in zip(whole, micro):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["dqo", "dpo"])
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(
+    method, tiny_model, tiny_tok, rows, tmp_path
+):
+    cfg = cfg_for(method, batch_size=2, max_steps=7, checkpoint_every=2, lr_scheduler="cosine")
+    full = tmp_path / "full"
+    train(cfg, full, policy=copy.deepcopy(tiny_model), tokenizer=tiny_tok, rows=rows, progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_5(step, stats):
+        if step == 5:
+            raise Interrupt
+
+    cut = tmp_path / "cut"
+    with pytest.raises(Interrupt):
+        train(cfg, cut, policy=copy.deepcopy(tiny_model), tokenizer=tiny_tok, rows=rows,
+              progress=False, callback=stop_at_5)
+    assert sorted(p.name for p in (cut / "checkpoints").glob("step-*")) == ["step-000002", "step-000004"]
+    # a fresh process would reload π_ref from cfg.model; here we hand it the same π_ref again
+    train(cfg, cut, policy=copy.deepcopy(tiny_model), tokenizer=tiny_tok, rows=rows, progress=False)
+
+    a = AutoModelForCausalLM.from_pretrained(full / "policy").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(cut / "policy").state_dict()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+    if method == "dqo":
+        va, vb = (load_file(d / "value_model.safetensors") for d in (full, cut))
+        for name in va:
+            torch.testing.assert_close(vb[name], va[name], rtol=0, atol=0)
+    la, lb = losses_from_log(full), losses_from_log(cut)
+    assert [r["step"] for r in lb] == list(range(1, 8))
+    assert [r["policy_loss"] for r in lb] == [r["policy_loss"] for r in la]
+
+
+def test_a_different_config_does_not_resume(tiny_model, tiny_tok, rows, tmp_path):
+    train(cfg_for("rft", batch_size=2, max_steps=1), tmp_path, policy=tiny_model,
+          tokenizer=tiny_tok, rows=rows, progress=False)
+    with pytest.raises(ValueError, match="beta"):
+        train(cfg_for("rft", batch_size=2, max_steps=1, beta=0.1), tmp_path, policy=tiny_model,
+              tokenizer=tiny_tok, rows=rows, progress=False)
+
+
+@pytest.mark.parametrize("value_model", ["separate", "shared"])
+@pytest.mark.parametrize("method", ["dro", "dqo"])
+def test_policy_and_value_gradients_never_cross(method, value_model, tiny_model, tiny_tok, rows):
+    from dqo_tutorial.modeling import ValueHead
+
+    cfg = cfg_for(method, value_model=value_model)
+    policy = tiny_model.train()
+    if value_model == "separate":
+        value = ValueModel.from_causal_lm(policy)
+    else:
+        value = ValueHead(policy.config.hidden_size, detach_input=True)
+    with torch.no_grad():  # a non-zero head, so that V depends on its input
+        head = value.head if value_model == "separate" else value
+        head.proj.weight.normal_(0, 0.1)
+    examples = build_examples(method, rows, tokenizer=tiny_tok)
+    batch = DQOCollator(tiny_tok.pad_token_id)(examples)
+    n = item_count(method, batch)
+
+    pl, vl, _ = compute_losses(method, batch, policy, value, cfg, n)
+    pl.backward()
+    assert all(p.grad is None or not p.grad.any() for p in value.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in policy.parameters())
+    policy.zero_grad(set_to_none=True)
+
+    pl, vl, _ = compute_losses(method, batch, policy, value, cfg, n)
+    vl.backward()
+    assert all(p.grad is None or not p.grad.any() for p in policy.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in value.parameters())
+
+
+def test_build_examples_by_hand(tiny_tok):
+    rows = [
+        {"prompt_index": 0, "input_ids": [5, 6, 7], "action_mask": [0, 1, 1], "reward": 1.0,
+         "terminal": True, "ref_logps": [0, -1, -2], "behavior_logps": [0, -1, -1]},
+        {"prompt_index": 0, "input_ids": [5, 8], "action_mask": [0, 1], "reward": 0.0,
+         "terminal": True, "ref_logps": [0, -3], "behavior_logps": [0, -3]},
+        {"prompt_index": 0, "input_ids": [5, 9], "action_mask": [0, 1], "reward": 0.0,
+         "terminal": False, "ref_logps": [0, -3], "behavior_logps": [0, -3]},
+        {"prompt_index": 1, "input_ids": [4, 9], "action_mask": [0, 1], "reward": 0.0,
+         "terminal": True, "ref_logps": [0, -3], "behavior_logps": [0, -3]},
+    ]
+    rft = build_examples("rft", rows)
+    assert rft == [{"input_ids": [5, 6, 7], "action_mask": [0, 1, 1]}]
+    dpo = build_examples("dpo", rows)
+    assert len(dpo) == 1  # prompt 0: one correct, two wrong → one pair; prompt 1: no correct one
+    assert dpo[0]["chosen"]["input_ids"] == [5, 6, 7]
+    assert dpo[0]["rejected"]["input_ids"] in ([5, 8], [5, 9])
+    dqo = build_examples("dqo", rows)
+    assert [e["rewards"] for e in dqo] == [[0, 0, 1.0], [0, 0.0], [0, 0.0], [0, 0.0]]
+    batch = DQOCollator(0)(dqo)
+    assert item_count("dqo", batch) == 5
+    assert item_count("dro", batch) == 4
+    sft = build_examples("sft", [{"prompt": "Q: 1\nA:\n", "response": "#### 1"}], tokenizer=tiny_tok)
+    assert sft[0]["input_ids"][-1] == tiny_tok.eos_token_id and sft[0]["action_mask"][-1] == 1
+
+
+def test_process_rewards_use_zero_terminal_potential():
+    # prompt of 2 tokens, response of 4; boundaries after 1 and 3 response tokens
+    row = {"input_ids": [1, 2, 3, 4, 5, 6], "action_mask": [0, 0, 1, 1, 1, 1], "reward": 1.0,
+           "terminal": True, "step_boundaries": [1, 3], "step_phi": [1.0, 0.0], "phi_start": 1.0}
+    # shaping α(Φ' − Φ): 1→1 at h=1, 1→0 at h=3, 0→0 (terminal, Φ = 0) at h=4; reward 1 at the end
+    assert _token_rewards(row, 0.5) == [0, 0, 0.0, 0.0, -0.5, 1.0]
+    cut = {**row, "terminal": False, "reward": 0.0}
+    assert _token_rewards(cut, 0.5) == [0, 0, 0.0, 0.0, -0.5, 0.0]
+    # the shaped return telescopes to α(Φ_end − Φ(s_1)) + R: policy-invariant (Ng et al.)
+    assert sum(_token_rewards({**row, "step_phi": [0.3, 0.9]}, 2.0)) == pytest.approx(2 * (0 - 1) + 1)
+    with pytest.raises(ValueError, match="process_rewards=True"):
+        _token_rewards({k: v for k, v in row.items() if k != "step_phi"}, 0.5)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="TrainConfig.method"):
+        TrainConfig(method="ppo")
+    with pytest.raises(ValueError, match="TrainConfig.lam"):
+        TrainConfig(lam=1.5)
+    with pytest.raises(ValueError, match="TrainConfig.is_mode"):
+        TrainConfig(is_mode="token")
+    with pytest.raises(ValueError, match="unknown task"):
+        TrainConfig(task="math")
+
+
+def test_too_little_data_names_the_way_out(tiny_model, tiny_tok, rows, tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        train(cfg_for("dqo", batch_size=64), tmp_path, policy=tiny_model, tokenizer=tiny_tok,
+              rows=rows, progress=False)
