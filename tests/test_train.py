@@ -7,11 +7,12 @@ import json
 
 import pytest
 import torch
+from conftest import sampled_rows
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from dqo_tutorial.collate import DQOCollator
-from dqo_tutorial.modeling import ValueModel, per_token_logprobs
+from dqo_tutorial.modeling import ValueModel
 from dqo_tutorial.train import (
     METHODS,
     TrainConfig,
@@ -23,43 +24,16 @@ from dqo_tutorial.train import (
 )
 
 
-def make_rows(model, vocab: int, n_prompts: int = 4, n_samples: int = 4, seed: int = 0):
-    """A sampled dataset in build_dataset's row format, with log π_ref from ``model`` itself
-    (so ρ starts at 0) and a behaviour law μ that differs from it (so IS weights are not 1)."""
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for p in range(n_prompts):
-        prompt = torch.randint(3, vocab, (int(torch.randint(3, 6, (1,), generator=g)),), generator=g)
-        for s in range(n_samples):
-            length = int(torch.randint(2, 7, (1,), generator=g))
-            response = torch.randint(3, vocab, (length,), generator=g)
-            ids = torch.cat([prompt, response])
-            mask = torch.cat([torch.zeros_like(prompt), torch.ones_like(response)])
-            with torch.no_grad():
-                ref = per_token_logprobs(model, ids[None], torch.ones_like(ids)[None])[0] * mask
-                mu = per_token_logprobs(model, ids[None], torch.ones_like(ids)[None], 1.3)[0]
-            rows.append(
-                {
-                    "prompt_index": p,
-                    "sample_index": s,
-                    "input_ids": ids.tolist(),
-                    "action_mask": mask.tolist(),
-                    "ref_logps": ref.tolist(),
-                    "behavior_logps": (mu * mask).tolist(),
-                    "reward": float((p + s) % 2),
-                    "terminal": (p + s) % 5 != 4,
-                }
-            )
-    return rows
-
-
 @pytest.fixture
 def rows(tiny_model, tiny_tok):
-    return make_rows(tiny_model, len(tiny_tok))
+    return sampled_rows(tiny_model, len(tiny_tok))
 
 
 def sft_rows():
-    return [{"prompt": f"Q: {a}+{a}=\nA:\n", "response": f"{a}+{a}={2 * a}\n#### {2 * a}"} for a in range(8)]
+    return [
+        {"prompt": f"Q: {a}+{a}=\nA:\n", "response": f"{a}+{a}={2 * a}\n#### {2 * a}"}
+        for a in range(8)
+    ]
 
 
 def cfg_for(method: str, **kw) -> TrainConfig:
@@ -87,7 +61,9 @@ def losses_from_log(out):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_learns_and_updates_every_parameter(method, tiny_model, tiny_tok, rows, tmp_path):
+def test_every_method_learns_and_updates_every_parameter(
+    method, tiny_model, tiny_tok, rows, tmp_path
+):
     data = data_for(method, rows)
     n = len(build_examples(method, data, tokenizer=tiny_tok))
     batch = n // 2 if method == "dpo" else n  # DPO: pairs; full-batch steps make the log honest
@@ -112,7 +88,9 @@ def test_every_method_learns_and_updates_every_parameter(method, tiny_model, tin
         value_init = ValueModel.from_causal_lm(init).state_dict()
         assert set(value) == set(value_init)
         for name, p in value.items():
-            assert not torch.equal(p, value_init[name]), f"{method}: value parameter {name} unchanged"
+            assert not torch.equal(p, value_init[name]), (
+                f"{method}: value parameter {name} unchanged"
+            )
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["steps"] == 12 and summary["method"] == method
 
@@ -125,7 +103,9 @@ def test_gradient_accumulation_4x1_equals_1x4(method, tiny_model, tiny_tok, rows
         model = copy.deepcopy(tiny_model)
         cfg = cfg_for(method, batch_size=bs, grad_accum=ga, max_steps=3)
         train(cfg, tmp_path / str(i), policy=model, tokenizer=tiny_tok, rows=data, progress=False)
-        params.append(AutoModelForCausalLM.from_pretrained(tmp_path / str(i) / "policy").state_dict())
+        params.append(
+            AutoModelForCausalLM.from_pretrained(tmp_path / str(i) / "policy").state_dict()
+        )
         losses = [r["policy_loss"] for r in losses_from_log(tmp_path / str(i))]
         if i == 0:
             ref_losses = losses
@@ -177,7 +157,9 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(
 ):
     cfg = cfg_for(method, batch_size=2, max_steps=7, checkpoint_every=2, lr_scheduler="cosine")
     full = tmp_path / "full"
-    train(cfg, full, policy=copy.deepcopy(tiny_model), tokenizer=tiny_tok, rows=rows, progress=False)
+    train(
+        cfg, full, policy=copy.deepcopy(tiny_model), tokenizer=tiny_tok, rows=rows, progress=False
+    )
 
     class Interrupt(Exception):
         pass
@@ -188,9 +170,19 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(
 
     cut = tmp_path / "cut"
     with pytest.raises(Interrupt):
-        train(cfg, cut, policy=copy.deepcopy(tiny_model), tokenizer=tiny_tok, rows=rows,
-              progress=False, callback=stop_at_5)
-    assert sorted(p.name for p in (cut / "checkpoints").glob("step-*")) == ["step-000002", "step-000004"]
+        train(
+            cfg,
+            cut,
+            policy=copy.deepcopy(tiny_model),
+            tokenizer=tiny_tok,
+            rows=rows,
+            progress=False,
+            callback=stop_at_5,
+        )
+    assert sorted(p.name for p in (cut / "checkpoints").glob("step-*")) == [
+        "step-000002",
+        "step-000004",
+    ]
     # a fresh process would reload π_ref from cfg.model; here we hand it the same π_ref again
     train(cfg, cut, policy=copy.deepcopy(tiny_model), tokenizer=tiny_tok, rows=rows, progress=False)
 
@@ -208,11 +200,23 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(
 
 
 def test_a_different_config_does_not_resume(tiny_model, tiny_tok, rows, tmp_path):
-    train(cfg_for("rft", batch_size=2, max_steps=1), tmp_path, policy=tiny_model,
-          tokenizer=tiny_tok, rows=rows, progress=False)
+    train(
+        cfg_for("rft", batch_size=2, max_steps=1),
+        tmp_path,
+        policy=tiny_model,
+        tokenizer=tiny_tok,
+        rows=rows,
+        progress=False,
+    )
     with pytest.raises(ValueError, match="beta"):
-        train(cfg_for("rft", batch_size=2, max_steps=1, beta=0.1), tmp_path, policy=tiny_model,
-              tokenizer=tiny_tok, rows=rows, progress=False)
+        train(
+            cfg_for("rft", batch_size=2, max_steps=1, beta=0.1),
+            tmp_path,
+            policy=tiny_model,
+            tokenizer=tiny_tok,
+            rows=rows,
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize("value_model", ["separate", "shared"])
@@ -247,14 +251,42 @@ def test_policy_and_value_gradients_never_cross(method, value_model, tiny_model,
 
 def test_build_examples_by_hand(tiny_tok):
     rows = [
-        {"prompt_index": 0, "input_ids": [5, 6, 7], "action_mask": [0, 1, 1], "reward": 1.0,
-         "terminal": True, "ref_logps": [0, -1, -2], "behavior_logps": [0, -1, -1]},
-        {"prompt_index": 0, "input_ids": [5, 8], "action_mask": [0, 1], "reward": 0.0,
-         "terminal": True, "ref_logps": [0, -3], "behavior_logps": [0, -3]},
-        {"prompt_index": 0, "input_ids": [5, 9], "action_mask": [0, 1], "reward": 0.0,
-         "terminal": False, "ref_logps": [0, -3], "behavior_logps": [0, -3]},
-        {"prompt_index": 1, "input_ids": [4, 9], "action_mask": [0, 1], "reward": 0.0,
-         "terminal": True, "ref_logps": [0, -3], "behavior_logps": [0, -3]},
+        {
+            "prompt_index": 0,
+            "input_ids": [5, 6, 7],
+            "action_mask": [0, 1, 1],
+            "reward": 1.0,
+            "terminal": True,
+            "ref_logps": [0, -1, -2],
+            "behavior_logps": [0, -1, -1],
+        },
+        {
+            "prompt_index": 0,
+            "input_ids": [5, 8],
+            "action_mask": [0, 1],
+            "reward": 0.0,
+            "terminal": True,
+            "ref_logps": [0, -3],
+            "behavior_logps": [0, -3],
+        },
+        {
+            "prompt_index": 0,
+            "input_ids": [5, 9],
+            "action_mask": [0, 1],
+            "reward": 0.0,
+            "terminal": False,
+            "ref_logps": [0, -3],
+            "behavior_logps": [0, -3],
+        },
+        {
+            "prompt_index": 1,
+            "input_ids": [4, 9],
+            "action_mask": [0, 1],
+            "reward": 0.0,
+            "terminal": True,
+            "ref_logps": [0, -3],
+            "behavior_logps": [0, -3],
+        },
     ]
     rft = build_examples("rft", rows)
     assert rft == [{"input_ids": [5, 6, 7], "action_mask": [0, 1, 1]}]
@@ -267,20 +299,31 @@ def test_build_examples_by_hand(tiny_tok):
     batch = DQOCollator(0)(dqo)
     assert item_count("dqo", batch) == 5
     assert item_count("dro", batch) == 4
-    sft = build_examples("sft", [{"prompt": "Q: 1\nA:\n", "response": "#### 1"}], tokenizer=tiny_tok)
+    sft = build_examples(
+        "sft", [{"prompt": "Q: 1\nA:\n", "response": "#### 1"}], tokenizer=tiny_tok
+    )
     assert sft[0]["input_ids"][-1] == tiny_tok.eos_token_id and sft[0]["action_mask"][-1] == 1
 
 
 def test_process_rewards_use_zero_terminal_potential():
     # prompt of 2 tokens, response of 4; boundaries after 1 and 3 response tokens
-    row = {"input_ids": [1, 2, 3, 4, 5, 6], "action_mask": [0, 0, 1, 1, 1, 1], "reward": 1.0,
-           "terminal": True, "step_boundaries": [1, 3], "step_phi": [1.0, 0.0], "phi_start": 1.0}
+    row = {
+        "input_ids": [1, 2, 3, 4, 5, 6],
+        "action_mask": [0, 0, 1, 1, 1, 1],
+        "reward": 1.0,
+        "terminal": True,
+        "step_boundaries": [1, 3],
+        "step_phi": [1.0, 0.0],
+        "phi_start": 1.0,
+    }
     # shaping α(Φ' − Φ): 1→1 at h=1, 1→0 at h=3, 0→0 (terminal, Φ = 0) at h=4; reward 1 at the end
     assert _token_rewards(row, 0.5) == [0, 0, 0.0, 0.0, -0.5, 1.0]
     cut = {**row, "terminal": False, "reward": 0.0}
     assert _token_rewards(cut, 0.5) == [0, 0, 0.0, 0.0, -0.5, 0.0]
     # the shaped return telescopes to α(Φ_end − Φ(s_1)) + R: policy-invariant (Ng et al.)
-    assert sum(_token_rewards({**row, "step_phi": [0.3, 0.9]}, 2.0)) == pytest.approx(2 * (0 - 1) + 1)
+    assert sum(_token_rewards({**row, "step_phi": [0.3, 0.9]}, 2.0)) == pytest.approx(
+        2 * (0 - 1) + 1
+    )
     with pytest.raises(ValueError, match="process_rewards=True"):
         _token_rewards({k: v for k, v in row.items() if k != "step_phi"}, 0.5)
 
@@ -298,5 +341,11 @@ def test_config_errors_name_the_field():
 
 def test_too_little_data_names_the_way_out(tiny_model, tiny_tok, rows, tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
-        train(cfg_for("dqo", batch_size=64), tmp_path, policy=tiny_model, tokenizer=tiny_tok,
-              rows=rows, progress=False)
+        train(
+            cfg_for("dqo", batch_size=64),
+            tmp_path,
+            policy=tiny_model,
+            tokenizer=tiny_tok,
+            rows=rows,
+            progress=False,
+        )

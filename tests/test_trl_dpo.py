@@ -44,6 +44,9 @@ REJECTED = [" 8", " 14", " 6 or so", "5 apples.\n#### 15", "3"]
 
 LOSS_TOL = 1e-5
 
+# TRL 1.16 still calls the pre-rename `is_gradient_checkpointing` of transformers 5.x.
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated")
+
 
 @pytest.fixture(autouse=True)
 def _no_telemetry(monkeypatch):
@@ -54,8 +57,11 @@ def _no_telemetry(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
 
 
-def perturbed(model: torch.nn.Module, scale: float = 0.5, seed: int = 1) -> torch.nn.Module:
-    """A copy of ``model`` with Gaussian noise of ``scale`` × (each tensor's std) on every weight."""
+def perturbed(model: torch.nn.Module, scale: float = 4.0, seed: int = 2) -> torch.nn.Module:
+    """A copy of ``model`` plus Gaussian noise of ``scale`` × each tensor's std on every weight.
+
+    A random tiny model is nearly uniform, so small noise barely moves the margins; at this scale
+    the chosen-minus-rejected log-ratio margins are of order 1 and the loss is far from log 2."""
     out = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -81,8 +87,12 @@ def make_trainer(policy, ref_model, tokenizer, beta: float, precompute: bool, ou
     )
     # TRL turns activation checkpointing on by default; transformers >= 5.x renamed the field.
     fields = {f.name for f in dataclasses.fields(DPOConfig)}
-    name = "activation_checkpointing" if "activation_checkpointing" in fields else None
-    kwargs[name or "gradient_checkpointing"] = False
+    ckpt = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    kwargs[ckpt] = False
     data = datasets.Dataset.from_dict({"prompt": PROMPTS, "chosen": CHOSEN, "rejected": REJECTED})
     return DPOTrainer(
         model=policy,
@@ -127,14 +137,21 @@ def test_dpo_loss_and_gradients_match_trl(tiny_tok, tiny_model, tmp_path, beta, 
     seq, seq_ref = masked_sum(logps, mask, dim=1), masked_sum(ref_logps, mask, dim=1)
     if precompute:  # TRL's stored reference log-probs are ours
         torch.testing.assert_close(batch["ref_chosen_logps"], seq_ref[:n_pairs], rtol=0, atol=1e-4)
-        torch.testing.assert_close(batch["ref_rejected_logps"], seq_ref[n_pairs:], rtol=0, atol=1e-4)
+        torch.testing.assert_close(
+            batch["ref_rejected_logps"], seq_ref[n_pairs:], rtol=0, atol=1e-4
+        )
 
     # 1. the kernel: dpo_loss on the sequence sums, averaged over pairs
     kernel_loss = dpo_loss(
         seq[:n_pairs], seq[n_pairs:], seq_ref[:n_pairs], seq_ref[n_pairs:], beta
     ).mean()
     # 2. the project trainer's loss: stored per-token reference log-probs, N = number of pairs
-    ours_batch = {"input_ids": ids, "attention_mask": att, "action_mask": mask, "ref_logps": ref_logps}
+    ours_batch = {
+        "input_ids": ids,
+        "attention_mask": att,
+        "action_mask": mask,
+        "ref_logps": ref_logps,
+    }
     cfg = TrainConfig(method="dpo", beta=beta)
     train_loss, value_loss, _ = compute_losses("dpo", ours_batch, ours_policy, None, cfg, n_pairs)
     assert value_loss is None

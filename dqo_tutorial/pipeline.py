@@ -1,0 +1,321 @@
+"""The whole comparison in one call: sample → label → train each method → evaluate → table, plot.
+
+Every method trains on the **same** offline dataset (sampled once from π_ref), with the same
+trainer, and is evaluated by the same code (dqo-method.md §9–§10); only the loss differs. Layout
+of the output directory::
+
+    out/pipeline_config.json    the configuration (a rerun must match it, then resumes)
+    out/data/                   sampling.build_dataset (resumable shards, manifest.json)
+    out/train/<method>/         train.train (checkpoints, log.jsonl, policy/)
+    out/eval/<name>/            evaluate.evaluate for "reference" and every method
+    out/results.json            the table below as data, with every run's settings
+    out/results.md              the table as Markdown
+    out/results.png             greedy and sampling accuracy with ±1 standard error
+
+Each stage resumes on its own, so an interrupted ``run`` continues where it stopped.
+
+Configuration (:class:`PipelineConfig`, YAML in ``configs/``): ``task``, ``model`` (π_ref;
+default: the task's), ``methods``, and three sections whose keys are the fields of
+:class:`~dqo_tutorial.sampling.SamplingConfig` (``sample``),
+:class:`~dqo_tutorial.train.TrainConfig` (``train``, shared by all methods, plus
+``method_overrides: {method: {...}}``) and :class:`~dqo_tutorial.evaluate.EvalConfig` (``eval``).
+An unknown key is an error naming it (e.g. ``sample.temprature``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifacts import atomic_write_json, check_run_identity
+from .evaluate import EvalConfig, evaluate
+from .sampling import SamplingConfig, build_dataset
+from .tasks import get_task
+from .train import METHODS, TrainConfig, train
+
+__all__ = ["PipelineConfig", "TASK_DEFAULTS", "SMOKE", "load_config", "run", "results_table", "plot_results"]
+
+_SECTIONS = {"sample": SamplingConfig, "train": TrainConfig, "eval": EvalConfig}
+_SET_BY_PIPELINE = {"model", "task", "method", "data"}  # fields the pipeline fills in itself
+
+
+TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "toy": {
+        "sample": {"limit": 1000, "num_samples": 8, "batch_size": 256, "shard_size": 250},
+        "train": {
+            "batch_size": 64,
+            "epochs": 1,
+            "policy_lr": 1e-4,
+            "value_lr": 1e-3,
+            "beta": 0.1,
+            "value_warmup_steps": 20,
+            "warmup_ratio": 0.05,
+            "checkpoint_every": 100,
+            "mixed_precision": "no",
+        },
+        "eval": {"num_samples": 4, "batch_size": 256},
+    },
+    "gsm8k": {"sample": {}, "train": {}, "eval": {}},
+}
+"""Per-task defaults of the three sections, under what a configuration gives. GSM8K: the
+dataclass defaults (dqo-method.md §8). Toy: a 1 M-parameter model tolerates larger learning
+rates; sizes chosen so that the whole comparison takes minutes on a CPU (``configs/toy.yaml``
+spells the same values out)."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The comparison to run (module docstring). Defaults: the toy task end to end.
+
+    Each section holds field values of its dataclass *on top of* :data:`TASK_DEFAULTS` of the
+    task; the effective values are in :meth:`sampling_config`, :meth:`train_config` and
+    :meth:`eval_config`.
+    """
+
+    task: str = "toy"
+    model: str | None = None
+    methods: tuple[str, ...] = METHODS
+    sample: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
+    method_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    eval: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        get_task(self.task)
+        object.__setattr__(self, "methods", tuple(self.methods))
+        for m in self.methods:
+            if m not in METHODS:
+                raise ValueError(f"methods: unknown method {m!r}; expected some of {METHODS}")
+        for m in self.method_overrides:
+            if m not in METHODS:
+                raise ValueError(f"method_overrides: unknown method {m!r}")
+        for section, cls in _SECTIONS.items():
+            names = {f.name for f in dataclasses.fields(cls)} - _SET_BY_PIPELINE
+            given = [getattr(self, section)] + (
+                list(self.method_overrides.values()) if section == "train" else []
+            )
+            for values in given:
+                for key in values:
+                    if key not in names:
+                        raise ValueError(
+                            f"{section}.{key}: unknown field (set by the pipeline or not a field "
+                            f"of {cls.__name__}); known: {sorted(names)}"
+                        )
+        # build every sub-configuration once now, so that a bad value fails before any work
+        self.sampling_config()
+        self.eval_config("reference")
+        for m in self.methods:
+            self.train_config(m, "data")
+
+    @property
+    def reference_model(self) -> str:
+        return self.model or get_task(self.task).default_model
+
+    def _build(self, cls: type, section: str, values: Mapping[str, Any]) -> Any:
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ValueError(f"{section}: {err}") from err
+
+    def _section(self, name: str) -> dict[str, Any]:
+        return {**TASK_DEFAULTS[self.task][name], **getattr(self, name)}
+
+    def sampling_config(self) -> SamplingConfig:
+        task = get_task(self.task)
+        values = {"max_new_tokens": task.max_new_tokens, **self._section("sample")}
+        return self._build(
+            SamplingConfig, "sample", {**values, "model": self.reference_model, "task": self.task}
+        )
+
+    def train_config(self, method: str, data: str) -> TrainConfig:
+        values = {**self._section("train"), **self.method_overrides.get(method, {})}
+        fixed = {"method": method, "model": self.reference_model, "task": self.task, "data": data}
+        return self._build(TrainConfig, f"train ({method})", {**values, **fixed})
+
+    def eval_config(self, model: str) -> EvalConfig:
+        task = get_task(self.task)
+        values = {"max_new_tokens": task.max_new_tokens, **self._section("eval")}
+        return self._build(EvalConfig, "eval", {**values, "model": model, "task": self.task})
+
+
+SMOKE: dict[str, Any] = {
+    "sample": {"limit": 16, "num_samples": 4, "batch_size": 64, "shard_size": 16},
+    "train": {"max_steps": 3, "batch_size": 8, "checkpoint_every": 3},
+    "eval": {"limit": 16, "num_samples": 2, "batch_size": 64},
+}
+"""``--smoke``: a few prompts, samples, steps and test problems — the whole pipeline in about
+a minute on a CPU, to check that everything runs (the accuracies mean nothing)."""
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, overrides: Mapping[str, Any] | None = None
+) -> PipelineConfig:
+    """A :class:`PipelineConfig` from a YAML file (None: the defaults) with nested ``overrides``
+    merged on top. Errors name the file and the bad key."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+        values = loaded
+    values = _merge(values, overrides or {})
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path or 'config'}: unknown key(s) {unknown}; known: {sorted(known)}")
+    try:
+        return PipelineConfig(**values)
+    except ValueError as err:
+        raise ValueError(f"{path or 'config'}: {err}") from err
+
+
+def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table: strict greedy and sampling accuracy (± standard error) and invalid rate."""
+    lines = [
+        "| model | greedy | sampling (τ=1) | invalid (greedy) | train steps | train time |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(acc: Mapping[str, Any], decoding: str, key: str = "strict") -> str:
+        if decoding not in acc:
+            return "–"
+        r = acc[decoding][key]
+        return f"{r['mean']:.1%} ± {r['stderr']:.1%}"
+
+    for name, res in results.items():
+        acc = res["accuracy"]
+        steps = res.get("train_steps", "–")
+        wall = f"{res['train_s']:.0f} s" if "train_s" in res else "–"
+        invalid = f"{acc['greedy']['invalid']['mean']:.1%}" if "greedy" in acc else "–"
+        lines.append(
+            f"| {name} | {cell(acc, 'greedy')} | {cell(acc, 'sampling')} | {invalid} "
+            f"| {steps} | {wall} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_results(
+    results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], title: str = ""
+) -> None:
+    """Grouped bars of strict greedy / sampling accuracy with ±1 standard error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
+    width = 0.38
+    for k, decoding in enumerate(("greedy", "sampling")):
+        means, errs = [], []
+        for n in names:
+            acc = results[n]["accuracy"].get(decoding, {}).get("strict")
+            means.append(acc["mean"] if acc else 0.0)
+            errs.append(acc["stderr"] if acc else 0.0)
+        xs = [i + (k - 0.5) * width for i in range(len(names))]
+        ax.bar(xs, means, width, yerr=errs, capsize=3, label=decoding)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("accuracy (strict)")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax.set_title(title)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run(cfg: PipelineConfig, out_dir: str | os.PathLike[str], *, progress: bool = True) -> dict:
+    """Run (or resume) the whole comparison into ``out_dir``; returns ``results.json``'s dict."""
+    from .models import load_model_and_tokenizer
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_identity(out / "pipeline_config.json", {"config": asdict(cfg)})
+    stage_s: dict[str, float] = {}
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)
+
+    scfg = cfg.sampling_config()
+    ref_model, ref_tok = load_model_and_tokenizer(
+        cfg.reference_model, device=scfg.device, dtype=scfg.dtype
+    )
+    say(f"sampling {scfg.num_samples} responses per prompt from {cfg.reference_model}")
+    t = time.perf_counter()
+    build_dataset(scfg, out / "data", model=ref_model, tokenizer=ref_tok, progress=progress)
+    stage_s["sample"] = time.perf_counter() - t
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    say(f"data: {json.dumps(manifest['summary'])}")
+
+    results: dict[str, dict[str, Any]] = {}
+    say("evaluating the reference model")
+    t = time.perf_counter()
+    results["reference"] = evaluate(
+        cfg.eval_config(cfg.reference_model),
+        out / "eval" / "reference",
+        model=ref_model,
+        tokenizer=ref_tok,
+        progress=progress,
+    )
+    stage_s["eval reference"] = time.perf_counter() - t
+    del ref_model
+
+    for method in cfg.methods:
+        tcfg = cfg.train_config(method, str(out / "data"))
+        run_dir = out / "train" / method
+        summary_path = run_dir / "train_summary.json"
+        t = time.perf_counter()
+        if summary_path.exists() and json.loads(summary_path.read_text())["config"] == asdict(tcfg):
+            summary = json.loads(summary_path.read_text())
+            say(f"{method}: already trained")
+        else:
+            say(f"training {method}")
+            summary = train(tcfg, run_dir, progress=progress)
+        stage_s[f"train {method}"] = time.perf_counter() - t
+        say(f"evaluating {method}")
+        t = time.perf_counter()
+        res = evaluate(
+            cfg.eval_config(str(run_dir / "policy")), out / "eval" / method, progress=progress
+        )
+        stage_s[f"eval {method}"] = time.perf_counter() - t
+        res["train_steps"] = summary["steps"]
+        res["train_s"] = summary["wall_s_this_run"]
+        results[method] = res
+
+    table = results_table(results)
+    (out / "results.md").write_text(table + "\n")
+    plot_results(results, out / "results.png", title=f"{cfg.task}: π_ref vs methods")
+    payload = {
+        "config": asdict(cfg),
+        "data": manifest["summary"],
+        "results": results,
+        "stage_s_this_run": stage_s,
+        "wall_s_this_run": time.perf_counter() - start,
+    }
+    atomic_write_json(out / "results.json", payload)
+    if progress:
+        print(table)
+        print(f"wrote {out / 'results.md'}, {out / 'results.png'}, {out / 'results.json'}")
+    return payload

@@ -1,0 +1,121 @@
+"""The pipeline: configuration files and errors, the results table, the whole run via the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dqo_tutorial.pipeline import (
+    TASK_DEFAULTS,
+    PipelineConfig,
+    load_config,
+    plot_results,
+    results_table,
+)
+from dqo_tutorial.train import METHODS
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def effective(cfg: PipelineConfig):
+    return (
+        cfg.sampling_config(),
+        [cfg.train_config(m, "d") for m in cfg.methods],
+        cfg.eval_config("m"),
+    )
+
+
+def test_configs_toy_yaml_spells_out_the_builtin_default():
+    assert effective(load_config(CONFIGS / "toy.yaml")) == effective(load_config(None))
+
+
+def test_gsm8k_config_loads_and_keeps_the_method_defaults():
+    cfg = load_config(CONFIGS / "gsm8k-smollm2.yaml")
+    t = cfg.train_config("dqo", "d")
+    assert (t.model, t.task, t.beta, t.lam, t.is_mode, t.is_clip) == (
+        "smollm2", "gsm8k", 0.05, 1.0, "prefix", 2.0,
+    )  # fmt: skip
+    assert (t.policy_lr, t.value_lr, t.value_model) == (5e-6, 5e-5, "separate")
+    assert cfg.sampling_config().num_samples == 8 and cfg.sampling_config().temperature == 1.0
+    assert TASK_DEFAULTS["gsm8k"]["train"] == {}  # GSM8K never inherits the toy learning rates
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"sample": {"temprature": 1.0}}, "sample.temprature: unknown field"),
+        ({"train": {"lr": 1e-3}}, "train.lr: unknown field"),
+        ({"method_overrides": {"dqo": {"betta": 1}}}, "train.betta: unknown field"),
+        ({"train": {"lam": 2.0}}, "TrainConfig.lam"),
+        ({"methods": ["ppo"]}, "unknown method 'ppo'"),
+        ({"tsk": "toy"}, "unknown key"),
+        ({"eval": {"batch_size": 0}}, "eval: batch_size"),
+    ],
+)
+def test_bad_configurations_name_the_bad_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides=overrides)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: toy\nsample:\n  limt: 3\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: sample.limt"):
+        load_config(bad)
+
+
+def test_method_overrides_apply_to_their_method_only():
+    cfg = load_config(None, overrides={"method_overrides": {"dqo": {"beta": 0.3}}})
+    assert cfg.train_config("dqo", "d").beta == 0.3
+    assert cfg.train_config("dpo", "d").beta == TASK_DEFAULTS["toy"]["train"]["beta"]
+
+
+def _acc(mean, n):
+    return {"mean": mean, "stderr": (mean * (1 - mean) / n) ** 0.5, "n": n}
+
+
+def test_results_table_and_plot_by_hand(tmp_path):
+    results = {
+        "reference": {"accuracy": {"greedy": {"strict": _acc(0.5, 100), "invalid": _acc(0.1, 100)},
+                                   "sampling": {"strict": _acc(0.25, 400)}}},
+        "dqo": {"accuracy": {"greedy": {"strict": _acc(0.75, 100), "invalid": _acc(0.0, 100)}},
+                "train_steps": 10, "train_s": 12.4},
+    }  # fmt: skip
+    table = results_table(results).splitlines()
+    assert table[2] == "| reference | 50.0% ± 5.0% | 25.0% ± 2.2% | 10.0% | – | – |"
+    assert table[3] == "| dqo | 75.0% ± 4.3% | – | 0.0% | 10 | 12 s |"
+    plot_results(results, tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_smoke_run_of_the_whole_pipeline_through_the_cli(tmp_path):
+    """`dqo-tutorial run --smoke`: sample, train all five methods, evaluate six models."""
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "dqo_tutorial.cli", "run", "--smoke", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seconds = time.perf_counter() - start
+    payload = json.loads((out / "results.json").read_text())
+    assert list(payload["results"]) == ["reference", *METHODS]
+    for name, res in payload["results"].items():
+        assert res["accuracy"]["greedy"]["strict"]["n"] == 16, name
+        assert res["accuracy"]["sampling"]["strict"]["n"] == 32, name
+    assert "| dqo |" in done.stdout and (out / "results.png").is_file()
+    for m in METHODS:
+        assert json.loads((out / "train" / m / "train_summary.json").read_text())["steps"] == 3
+    print(f"smoke pipeline: {seconds:.0f} s")
+
+    # a rerun finds every stage done and only rebuilds the table
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already trained" in again.stdout
+    rerun = json.loads((out / "results.json").read_text())["results"]
+    assert {k: r["accuracy"] for k, r in rerun.items()} == {
+        k: r["accuracy"] for k, r in payload["results"].items()
+    }
