@@ -26,8 +26,10 @@ and value forwards are timed by hooks on the two modules inside ``compute_losses
 ``compute_losses`` (log-prob gather, λ-returns, importance weights, losses) is reported as
 "log-probs + DQO kernels"; the policy and value losses are backpropagated separately (their
 graphs are disjoint, so this gives the same gradients as one backward of their sum). Every
-figure is the median over ``--repeats`` steps after ``--warmup`` steps. Each method trains its own
-fresh copy of the model. No autocast anywhere: ``--dtype`` is the dtype of the weights. On CUDA
+figure is the median over ``--repeats`` steps after ``--warmup`` steps (the phase timing reuses
+the warm DQO models). The methods run one after the other, each training its own fresh copy of
+the model, so on a shared CPU other processes can skew one method more than another (the load
+average is printed). No autocast anywhere: ``--dtype`` is the dtype of the weights. On CUDA
 the peak memory of each method (``torch.cuda.max_memory_allocated``: its models, optimiser
 states, activations) is printed too.
 
@@ -213,7 +215,9 @@ def bench_ours(method, base, rows, tokenizer, args) -> dict[str, Any]:
 
 
 def dqo_phases(batch, policy, value, cfg, num_items, opt_p, opt_v, args) -> dict[str, float]:
-    """Median seconds of each phase of the DQO step (timers with a sync at each boundary)."""
+    """Median seconds of each phase of the DQO step (timers with a sync at each boundary).
+
+    Runs right after the throughput steps on the same, already warm models: no extra warm-up."""
     dev = args.device
     marks: dict[str, float] = {}
 
@@ -235,7 +239,7 @@ def dqo_phases(batch, policy, value, cfg, num_items, opt_p, opt_v, args) -> dict
         phases.setdefault(name, []).append(seconds)
 
     try:
-        for i in range(args.warmup + args.repeats):
+        for _ in range(args.repeats):
             sync(dev)
             t0 = time.perf_counter()
             pl, vl, _ = compute_losses("dqo", batch, policy, value, cfg, num_items)
@@ -251,8 +255,6 @@ def dqo_phases(batch, policy, value, cfg, num_items, opt_p, opt_v, args) -> dict
             optimiser_step(value, opt_v)
             sync(dev)
             t4 = time.perf_counter()
-            if i < args.warmup:
-                continue
             fwd_p = marks["policy_end"] - marks["policy_start"]
             fwd_v = marks["value_end"] - marks["value_start"]
             record("policy forward (model)", fwd_p)
@@ -399,6 +401,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"median of {args.repeats} steps after {args.warmup} warm-up step(s); AdamW, clip 1.0\n")
 
+    if torch.device(args.device).type == "cpu" and hasattr(os, "getloadavg"):
+        print(f"load average before: {os.getloadavg()[0]:.2f} (other processes skew CPU timings)")
     results: dict[str, dict[str, Any]] = {}
     results["dqo (policy + value model)"] = bench_ours("dqo", base, rows, tok, args)
     results["dpo (ours, stored ref)"] = bench_ours("dpo", base, rows, tok, args)
@@ -407,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_live_ref:
             results["trl dpo (live ref model)"] = bench_trl(base, texts, tok, args, False)
 
+    if torch.device(args.device).type == "cpu" and hasattr(os, "getloadavg"):
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
     batches = [r["batch"] for r in results.values()]
     identical = all(same_batch(batches[0], b) for b in batches[1:])
     print(f"identical token ids, attention and action/completion masks: {identical}")
@@ -429,12 +435,14 @@ def main(argv: list[str] | None = None) -> None:
         "the reference)"
     )
     dqo, dpo = tps["dqo (policy + value model)"], tps["dpo (ours, stored ref)"]
-    print("\nratios of tokens/s")
-    print(f"  DQO / DPO (ours)                    {dqo / dpo:6.2f}")
+    ratios = [("DQO / DPO (ours)", dqo / dpo)]
     for name in ("trl dpo (precomputed ref)", "trl dpo (live ref model)"):
         if name in tps:
-            print(f"  TRL {name[8:]:<20} / DPO (ours)  {tps[name] / dpo:6.2f}")
-            print(f"  TRL {name[8:]:<20} / DQO (ours)  {tps[name] / dqo:6.2f}")
+            ratios.append((f"TRL {name[8:]} / DPO (ours)", tps[name] / dpo))
+            ratios.append((f"TRL {name[8:]} / DQO (ours)", tps[name] / dqo))
+    print("\nratios of tokens/s")
+    for label, ratio in ratios:
+        print(f"  {label:<42}{ratio:6.2f}")
 
     phases = results["dqo (policy + value model)"]["phases"]
     total = phases["total (instrumented)"]

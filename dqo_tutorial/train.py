@@ -426,7 +426,10 @@ def train(
 
     start = time.perf_counter()
     out = Path(out_dir)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    # cpu=True without a GPU: only then does Accelerate treat torchrun's processes as MULTI_CPU
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available()
+    )
     if accelerator.distributed_type.value == "DEEPSPEED":
         raise ValueError(
             "DeepSpeed is not supported: it ties one engine to one model, and DRO/DQO train two; "
@@ -516,8 +519,10 @@ def train(
         tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp), safe_serialization=False)
+        accelerator.save_state(str(tmp), safe_serialization=False)  # every rank: its RNG state
+        accelerator.wait_for_everyone()
         if main:
             atomic_write_json(tmp / "trainer_state.json", {"step": step, "config": asdict(cfg)})
             shutil.rmtree(final, ignore_errors=True)
@@ -583,9 +588,11 @@ def train(
                 sum(b["attention_mask"].sum() for b in micro).to(device), reduction="sum"
             )
         )
+        # each process holds its share of the window's losses (sum) and its own stats (mean)
         reduced = {
-            name: float(accelerator.reduce(torch.tensor(v, device=device), reduction="mean"))
-            for name, v in {**totals, **sums}.items()
+            name: float(accelerator.reduce(torch.tensor(v, device=device), reduction=how))
+            for how, values in (("sum", totals), ("mean", sums))
+            for name, v in values.items()
         }
         last = {
             "step": step,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -48,6 +49,12 @@ def train_args(assets, out, method, batch_size):
     ]  # fmt: skip
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch(args, processes: int):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     if processes == 1:
@@ -55,9 +62,9 @@ def launch(args, processes: int):
     else:
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-            "--master_port", "0", *args,
+            "--master_port", str(free_port()), *args,
         ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
