@@ -12,7 +12,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_SPEC ?= $(if $(HAS_GPU),torch>=2.4,torch==2.13.0)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run tabular-demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
+# The toy comparison end to end: π_ref, SFT, RFT, DPO, DRO, DQO (sample, train, evaluate, table, plot).
 run: setup
+	$(PY) -m dqo_tutorial.cli run --out outputs/toy
+
+tabular-demo: setup
 	$(PY) -m dqo_tutorial.cli tabular-demo --out outputs/tabular-demo
 
 test: setup

@@ -37,7 +37,7 @@ from .artifacts import atomic_write_json, check_run_identity
 from .evaluate import EvalConfig, evaluate
 from .sampling import SamplingConfig, build_dataset
 from .tasks import get_task
-from .train import METHODS, TrainConfig, train
+from .train import METHODS, NotEnoughDataError, TrainConfig, train
 
 __all__ = ["PipelineConfig", "TASK_DEFAULTS", "SMOKE", "load_config", "run", "results_table", "plot_results"]
 
@@ -201,6 +201,9 @@ def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         return f"{r['mean']:.1%} ± {r['stderr']:.1%}"
 
     for name, res in results.items():
+        if "skipped" in res:
+            lines.append(f"| {name} | skipped: not enough data | – | – | – | – |")
+            continue
         acc = res["accuracy"]
         steps = res.get("train_steps", "–")
         wall = f"{res['train_s']:.0f} s" if "train_s" in res else "–"
@@ -221,7 +224,7 @@ def plot_results(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results)
+    names = [n for n in results if "skipped" not in results[n]]
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
     width = 0.38
     for k, decoding in enumerate(("greedy", "sampling")):
@@ -292,7 +295,12 @@ def run(cfg: PipelineConfig, out_dir: str | os.PathLike[str], *, progress: bool 
             say(f"{method}: already trained")
         else:
             say(f"training {method}")
-            summary = train(tcfg, run_dir, progress=progress)
+            try:
+                summary = train(tcfg, run_dir, progress=progress)
+            except NotEnoughDataError as err:
+                say(f"{method}: skipped: {err}")
+                results[method] = {"skipped": str(err)}
+                continue
         stage_s[f"train {method}"] = time.perf_counter() - t
         say(f"evaluating {method}")
         t = time.perf_counter()

@@ -64,6 +64,7 @@ from .tasks import get_task
 
 __all__ = [
     "METHODS",
+    "NotEnoughDataError",
     "TrainConfig",
     "load_rows",
     "build_examples",
@@ -73,6 +74,11 @@ __all__ = [
 ]
 
 METHODS = ("sft", "rft", "dpo", "dro", "dqo")
+
+
+class NotEnoughDataError(ValueError):
+    """The data of a method do not fill one optimiser step (e.g. RFT or DPO when π_ref never
+    answers correctly: no correct samples, no pairs)."""
 _VALUE_METHODS = ("dro", "dqo")
 
 
@@ -461,7 +467,7 @@ def train(
     window = share * world
     steps_per_epoch = len(examples) // window
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise NotEnoughDataError(
             f"{len(examples)} {cfg.method} examples do not fill one step of {window} "
             "(batch_size × grad_accum × processes): lower TrainConfig.batch_size or add data"
         )

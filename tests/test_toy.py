@@ -387,3 +387,28 @@ def test_toy_model_config_fits_the_task(tok, train):
     )
     assert len(gens) == 4 and all(len(g.response_ids) <= 8 for g in gens)
     assert all(len(g.behavior_logps) == len(g.response_ids) for g in gens)
+
+
+def test_shipped_reference_model_is_a_half_right_reasoner():
+    """The shipped π_ref ("toy"): greedy accuracy in 30–70 % on test problems, and every wrong
+    greedy answer has an identifiable first wrong step (what process rewards need)."""
+    from dqo_tutorial.gsm8k import is_correct
+    from dqo_tutorial.models import load_model_and_tokenizer
+    from dqo_tutorial.sampling import generate
+
+    model, tok = load_model_and_tokenizer("toy", device="cpu")
+    problems = toy.load_toy("test", 200)
+    gens = generate(
+        model,
+        tok,
+        [toy.format_prompt(p.question) for p in problems],
+        num_samples=1,
+        temperature=0.0,
+        max_new_tokens=toy.MAX_NEW_TOKENS,
+        batch_size=200,
+    )
+    correct = [is_correct(g.text, problems[g.prompt_index].gold) for g in gens]
+    assert 0.3 <= sum(correct) / len(correct) <= 0.7, sum(correct) / len(correct)
+    for g, ok in zip(gens, correct):
+        if not ok:
+            assert toy.first_error(problems[g.prompt_index].question, g.text) is not None, g.text

@@ -18,7 +18,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,12 +51,19 @@ pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is d
 
 
 @pytest.fixture(autouse=True)
-def _no_telemetry(monkeypatch):
-    """Trainer construction would queue a usage ping to the Hub; this is the documented opt-out."""
+def _isolated(monkeypatch):
+    """No telemetry ping (trainer construction queues one to the Hub: this is the documented
+    opt-out), and the global RNGs that the trainer's ``set_seed`` reseeds are restored after."""
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    # set_seed reseeds numpy's legacy global generator, so that is the state to restore
+    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(py_state)
+    np.random.set_state(np_state)  # noqa: NPY002
 
 
 def perturbed(model: torch.nn.Module, scale: float = 4.0, seed: int = 2) -> torch.nn.Module:
