@@ -66,6 +66,8 @@ from dqo_tutorial.train import TrainConfig, build_examples, compute_losses
 
 MiB = 2**20
 LR = 1e-6
+# dense bf16 tensor-core peaks (vendor data sheets, TFLOP/s) for the MFU column
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0}
 MAX_GRAD_NORM = 1.0
 
 
@@ -349,6 +351,35 @@ def bench_trl(base, texts, tokenizer, args, precompute: bool) -> dict[str, Any]:
     return out
 
 
+def matmul_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(N, head): parameters that take part in a matrix product per token — all but the input
+    embedding (a lookup), the LM head counted once even when tied to it — and the head's share."""
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    tied = head is emb
+    return total - emb.numel() + (head.numel() if tied else 0), head.numel()
+
+
+def step_flops(method: str, model: torch.nn.Module, lengths: list[int]) -> float:
+    """Model FLOPs of one training step (PaLM's convention, no recomputation counted):
+    forward + backward = 6·N·T for the matrix products plus 6·L·d·Σᵢ Tᵢ² for causal attention
+    (T real tokens, Tᵢ the length of sequence i). DQO adds the value model (N − head + d, its
+    scalar head); TRL's live mode adds the reference's forward (a third of a training pass)."""
+    cfg = model.config
+    n, head = matmul_params(model)
+    tokens, attn = (
+        sum(lengths),
+        6 * cfg.num_hidden_layers * cfg.hidden_size * sum(t * t for t in lengths),
+    )
+    policy = 6 * n * tokens + attn
+    if method.startswith("dqo"):
+        return policy + 6 * (n - head + cfg.hidden_size) * tokens + attn
+    if "live ref" in method:
+        return policy + (policy / 3)
+    return policy
+
+
 def same_batch(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
 
@@ -368,6 +399,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's dense bf16 peak for the MFU column (default: looked up by GPU name)",
+    )
     p.add_argument("--no-trl", action="store_true", help="skip TRL's DPOTrainer")
     p.add_argument("--no-live-ref", action="store_true", help="skip TRL with a live reference")
     args = p.parse_args(argv)
@@ -420,7 +457,13 @@ def main(argv: list[str] | None = None) -> None:
         print("WARNING: the methods did not see the same sequences; ratios are not comparable")
 
     cuda = torch.device(args.device).type == "cuda"
+    peak = args.peak_tflops
+    if peak is None and cuda:
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        print(f"GPU {name}; dense bf16 peak {peak} TFLOP/s" if peak else f"GPU {name}")
     header = f"{'method':<30}{'step (s)':>10}{'min-max (s)':>16}{'tokens/s':>11}{'1st loss':>10}"
+    header += f"{'TFLOP/s':>9}" + (f"{'MFU':>7}" if peak else "")
     print("\n" + header + (f"{'peak MiB':>10}" if cuda else ""))
     tps = {}
     for name, r in results.items():
@@ -428,8 +471,11 @@ def main(argv: list[str] | None = None) -> None:
         tps[name] = n_tokens / med
         spread = f"{min(r['times']):.3f}-{max(r['times']):.3f}"
         line = f"{name:<30}{med:>10.3f}{spread:>16}{tps[name]:>11.0f}{r['first_loss']:>10.4f}"
+        tflops = step_flops(name, base, lengths) / med / 1e12
+        line += f"{tflops:>9.2f}" + (f"{tflops / peak:>7.1%}" if peak else "")
         print(line + (f"{r['peak_mib']:>10.0f}" if cuda else ""))
 
+    print("(TFLOP/s: model FLOPs of the step (step_flops: 6·N·T + causal attention) per second)")
     print(
         "(1st loss: the policy loss of the first step; log 2 for DPO, whose policy starts at "
         "the reference)"

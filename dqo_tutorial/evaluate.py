@@ -146,6 +146,7 @@ def _chunk_records(
             max_new_tokens=cfg.max_new_tokens,
             batch_size=cfg.batch_size,
             seed=cfg.seed * 1_000_003 + chunk,
+            record_logps=False,  # accuracy needs no log μ (and its scores fill a GPU)
             **law,
         )
         for g in gens:

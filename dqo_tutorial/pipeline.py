@@ -39,10 +39,23 @@ from .sampling import SamplingConfig, build_dataset
 from .tasks import get_task
 from .train import METHODS, NotEnoughDataError, TrainConfig, train
 
-__all__ = ["PipelineConfig", "TASK_DEFAULTS", "SMOKE", "load_config", "run", "results_table", "plot_results"]
+__all__ = [
+    "PipelineConfig",
+    "TASK_DEFAULTS",
+    "SMOKE",
+    "load_config",
+    "run",
+    "results_table",
+    "plot_results",
+]
 
 _SECTIONS = {"sample": SamplingConfig, "train": TrainConfig, "eval": EvalConfig}
-_SET_BY_PIPELINE = {"model", "task", "method", "data"}  # fields the pipeline fills in itself
+# fields the pipeline fills in itself, per section (SFT's problems are those of ``sample``)
+_SET_BY_PIPELINE = {
+    "sample": {"model", "task"},
+    "train": {"model", "task", "method", "data", "data_source", "split", "limit"},
+    "eval": {"model", "task"},
+}
 
 
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -96,7 +109,7 @@ class PipelineConfig:
             if m not in METHODS:
                 raise ValueError(f"method_overrides: unknown method {m!r}")
         for section, cls in _SECTIONS.items():
-            names = {f.name for f in dataclasses.fields(cls)} - _SET_BY_PIPELINE
+            names = {f.name for f in dataclasses.fields(cls)} - _SET_BY_PIPELINE[section]
             given = [getattr(self, section)] + (
                 list(self.method_overrides.values()) if section == "train" else []
             )
@@ -134,8 +147,17 @@ class PipelineConfig:
         )
 
     def train_config(self, method: str, data: str) -> TrainConfig:
+        # SFT reads gold solutions itself: of the problems that were sampled from, like the rest
+        scfg = self.sampling_config()
+        same_problems = {k: getattr(scfg, k) for k in ("data_source", "split", "limit")}
         values = {**self._section("train"), **self.method_overrides.get(method, {})}
-        fixed = {"method": method, "model": self.reference_model, "task": self.task, "data": data}
+        fixed = {
+            "method": method,
+            "model": self.reference_model,
+            "task": self.task,
+            "data": data,
+            **same_problems,
+        }
         return self._build(TrainConfig, f"train ({method})", {**values, **fixed})
 
     def eval_config(self, model: str) -> EvalConfig:

@@ -202,6 +202,7 @@ def generate(
     max_new_tokens: int = 256,
     seed: int = 0,
     batch_size: int = 16,
+    record_logps: bool = True,
 ) -> list[Generation]:
     """Sample ``num_samples`` responses per prompt with HF ``generate``, recording log μ.
 
@@ -216,7 +217,9 @@ def generate(
 
     Prompts are final strings (chat template applied) tokenised without added special tokens and
     left-padded per batch of ``batch_size`` sequences (each prompt counts ``num_samples`` times).
-    Memory: the recorded scores take batch_size × max_new_tokens × vocab floats per batch.
+    Memory: the recorded scores take batch_size × max_new_tokens × vocab floats per batch
+    (float32: 51 GB for 512 × 512 × 49,152); ``record_logps=False`` (evaluation) records nothing
+    and leaves ``behavior_logps`` None.
     Sampling is reproducible: batch b uses the seed derived from ``(seed, b)``.
 
     Returns:
@@ -234,6 +237,7 @@ def generate(
         max_new_tokens=max_new_tokens,
         seed=seed,
         batch_size=batch_size,
+        record_logps=record_logps,
     )
 
 

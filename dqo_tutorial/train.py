@@ -79,6 +79,8 @@ METHODS = ("sft", "rft", "dpo", "dro", "dqo")
 class NotEnoughDataError(ValueError):
     """The data of a method do not fill one optimiser step (e.g. RFT or DPO when π_ref never
     answers correctly: no correct samples, no pairs)."""
+
+
 _VALUE_METHODS = ("dro", "dqo")
 
 

@@ -55,6 +55,7 @@ def test_gsm8k_config_loads_and_keeps_the_method_defaults():
         ({"methods": ["ppo"]}, "unknown method 'ppo'"),
         ({"tsk": "toy"}, "unknown key"),
         ({"eval": {"batch_size": 0}}, "eval: batch_size"),
+        ({"train": {"limit": 5}}, "train.limit: unknown field"),  # set from sample.limit
     ],
 )
 def test_bad_configurations_name_the_bad_field(overrides, message):
@@ -73,6 +74,18 @@ def test_method_overrides_apply_to_their_method_only():
     cfg = load_config(None, overrides={"method_overrides": {"dqo": {"beta": 0.3}}})
     assert cfg.train_config("dqo", "d").beta == 0.3
     assert cfg.train_config("dpo", "d").beta == TASK_DEFAULTS["toy"]["train"]["beta"]
+
+
+def test_sft_trains_on_the_problems_that_were_sampled():
+    """SFT reads gold solutions itself; the pipeline hands it sample's source, split and limit,
+    so that every method sees the same problems (a bare TrainConfig would take all of them)."""
+    cfg = load_config(
+        None, overrides={"sample": {"limit": 37, "split": "test", "data_source": "embedded"}}
+    )
+    for method in ("sft", "dqo"):
+        t = cfg.train_config(method, "d")
+        assert (t.limit, t.split, t.data_source) == (37, "test", "embedded")
+    assert cfg.eval_config("m").limit == TASK_DEFAULTS["toy"]["eval"].get("limit")
 
 
 def _acc(mean, n):

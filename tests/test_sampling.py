@@ -371,3 +371,14 @@ def test_summarize():
         "tokens_per_s": 10.0,
     }
     assert "samples_per_s" not in sampling.summarize(ds)
+
+
+def test_record_logps_false_draws_the_same_responses_without_scores(model, tok):
+    """Evaluation turns the scores off (they take batch × steps × vocab floats on the device):
+    the responses must not change, only log μ goes."""
+    kw = dict(num_samples=2, temperature=1.0, max_new_tokens=6, seed=3)
+    with_logps = generate(model, tok, PROMPTS[:2], **kw)
+    without = generate(model, tok, PROMPTS[:2], record_logps=False, **kw)
+    assert [g.response_ids for g in without] == [g.response_ids for g in with_logps]
+    assert all(g.behavior_logps is None for g in without)
+    assert all(g.behavior_logps is not None for g in with_logps)
