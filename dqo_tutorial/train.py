@@ -98,7 +98,8 @@ class TrainConfig:
     micro-batches per step; AdamW with ``policy_lr`` / ``value_lr``, ``weight_decay``, a
     ``lr_scheduler`` of ``transformers.get_scheduler`` with ``warmup_ratio``, gradient clipping
     at ``max_grad_norm`` (per model). ``value_warmup_steps``: the first steps update only V_φ
-    (dqo-method.md §8 practical notes).
+    (dqo-method.md §8 practical notes); DRO and DQO only — the other methods have no V_φ and
+    train the policy from the first step.
 
     DQO knobs (§8): ``beta``, ``lam``, ``is_mode``, ``is_clip``, ``is_normalize``,
     ``detach_target``, ``value_model`` (``"separate"``: a copy of the trunk + scalar head;
@@ -474,6 +475,13 @@ def train(
             "(batch_size × grad_accum × processes): lower TrainConfig.batch_size or add data"
         )
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    # value warm-up exists only where there is a value model (SFT/RFT/DPO train from step 0)
+    value_warmup = cfg.value_warmup_steps if cfg.method in _VALUE_METHODS else 0
+    if value_warmup >= total_steps:
+        raise ValueError(
+            f"TrainConfig.value_warmup_steps: {value_warmup} warm-up steps of {total_steps} in "
+            f"all would never train the policy; lower it below {total_steps}"
+        )
 
     policy.train()
     if cfg.gradient_checkpointing:
@@ -487,7 +495,7 @@ def train(
             value_model.to(next(policy.parameters()).dtype)
         value_model.train()
 
-    policy_steps = max(total_steps - cfg.value_warmup_steps, 1)
+    policy_steps = total_steps - value_warmup
 
     def optimiser(model: nn.Module, lr: float, steps: int) -> tuple[Any, Any]:
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
@@ -554,7 +562,7 @@ def train(
         ]
         local_n = sum(item_count(cfg.method, b) for b in micro).to(device)
         num_items = accelerator.reduce(local_n.float(), reduction="sum")
-        policy_active = step >= cfg.value_warmup_steps
+        policy_active = step >= value_warmup
         sums: dict[str, float] = {}
         totals = {"policy_loss": 0.0, "value_loss": 0.0}
         for j, b in enumerate(micro):

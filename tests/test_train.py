@@ -336,7 +336,7 @@ def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="TrainConfig.is_mode"):
         TrainConfig(is_mode="token")
     with pytest.raises(ValueError, match="unknown task"):
-        TrainConfig(task="math")
+        TrainConfig(task="no-such-task")
 
 
 def test_too_little_data_names_the_way_out(tiny_model, tiny_tok, rows, tmp_path):
@@ -349,3 +349,25 @@ def test_too_little_data_names_the_way_out(tiny_model, tiny_tok, rows, tmp_path)
             rows=rows,
             progress=False,
         )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_value_warmup_holds_back_the_policy_of_value_methods_only(
+    method, tiny_model, tiny_tok, rows, tmp_path
+):
+    """One configuration serves every method (the pipeline's ``train`` section): a value
+    warm-up of 3 steps must freeze the policy of DRO/DQO for exactly 3 steps and must not touch
+    SFT/RFT/DPO, which have no V_φ (a regression: they once sat out the warm-up too)."""
+    data = data_for(method, rows)
+    cfg = cfg_for(method, batch_size=2, max_steps=5, value_warmup_steps=3)
+    train(cfg, tmp_path, policy=tiny_model, tokenizer=tiny_tok, rows=data, progress=False)
+    lrs = [r["policy_lr"] for r in losses_from_log(tmp_path)]
+    frozen = 3 if method in ("dro", "dqo") else 0
+    assert lrs[:frozen] == [0.0] * frozen
+    assert all(lr == pytest.approx(3e-3) for lr in lrs[frozen:]), lrs
+
+
+def test_a_warmup_that_outlasts_training_is_an_error(tiny_model, tiny_tok, rows, tmp_path):
+    cfg = cfg_for("dqo", batch_size=2, max_steps=3, value_warmup_steps=3)
+    with pytest.raises(ValueError, match="value_warmup_steps: 3 warm-up steps of 3"):
+        train(cfg, tmp_path, policy=tiny_model, tokenizer=tiny_tok, rows=rows, progress=False)
