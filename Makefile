@@ -12,7 +12,9 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_SPEC ?= $(if $(HAS_GPU),torch>=2.4,torch==2.13.0)
 PYTEST_ARGS ?=
 
-.PHONY: setup run tabular-demo test lint bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser run tabular-demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +33,16 @@ run: setup
 tabular-demo: setup
 	$(PY) -m dqo_tutorial.cli tabular-demo --out outputs/tabular-demo
 
-test: setup
+# The Q-value explorer's real-browser test drives Debian's chromium through its chromedriver
+# (nothing downloads a browser of its own). Without apt the test reports itself skipped.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium and chromium-driver for tests/test_browser.py"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "WARNING: no apt-get: install chromium + chromedriver yourself, or the browser test skips"; fi
+
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

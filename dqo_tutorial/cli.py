@@ -61,6 +61,10 @@ def _parse_optional(kind: type) -> Any:
     return parse
 
 
+_ALIASES = {"task": ("--dataset",)}
+"""Other spellings of a config flag: ``--dataset math`` is ``--task math``."""
+
+
 def _add_config_flags(p: argparse.ArgumentParser, cls: type, func: Any) -> None:
     """``--out``, ``--config`` and one ``--field-name`` flag per field of ``cls`` (default None =
     "not given"); ``func`` runs the subcommand."""
@@ -69,6 +73,7 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, func: Any) -> None:
     p.add_argument("--config", type=Path, help="YAML file of config fields (flags override it)")
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
+        aliases = _ALIASES.get(f.name, ())
         hint = typing.get_type_hints(cls)[f.name]
         args = typing.get_args(hint)
         if hint is bool:
@@ -83,6 +88,8 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, func: Any) -> None:
         kind = next(a for a in args if a is not type(None)) if optional else hint
         p.add_argument(
             flag,
+            *aliases,
+            dest=f.name,
             type=_parse_optional(kind) if optional else kind,
             default=None,
             help=f"(default {f.default})",
@@ -129,8 +136,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
         help="sample the offline DQO dataset (responses, log μ, log π_ref, rewards)",
-        description="Sample responses from the reference model on GSM8K, label them, and save a "
-        "resumable, sharded dataset with a manifest to --out.",
+        description="Sample responses from the reference model on a task (gsm8k, toy, math), "
+        "label them, and save a resumable, sharded dataset with a manifest to --out.",
     )
     _add_config_flags(p, SamplingConfig, _sample)
 
@@ -158,9 +165,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "eval",
-        help="greedy / sampling accuracy on GSM8K (strict, flexible, invalid rate)",
-        description="Evaluate a model on GSM8K; writes outputs.jsonl and results.json to --out "
-        "(rerun to resume).",
+        help="greedy / sampling accuracy on a task's test split (strict, flexible, invalid rate)",
+        description="Evaluate a model on a task (gsm8k, toy, math); writes outputs.jsonl and "
+        "results.json to --out (rerun to resume).",
     )
     _add_config_flags(p, EvalConfig, _eval)
 

@@ -1,4 +1,4 @@
-r"""Evaluation (GSM8K or the toy task): greedy and sampling accuracy, strict and flexible,
+r"""Evaluation (GSM8K, MATH or the toy task): greedy and sampling accuracy, strict and flexible,
 invalid-format rate.
 
 For each problem the model answers the task's prompt (:mod:`dqo_tutorial.tasks`; for GSM8K
@@ -9,7 +9,8 @@ For each problem the model answers the task's prompt (:mod:`dqo_tutorial.tasks`;
   samples and the problems (an estimate of the expected accuracy of the sampling policy, not
   pass@k).
 
-Each response is graded in both modes of :func:`~dqo_tutorial.gsm8k.extract_answer`: ``strict``
+Each response is graded by the task's ``is_correct`` in both modes of its ``extract_answer``
+(GSM8K: :func:`~dqo_tutorial.gsm8k.extract_answer`; MATH: the last ``\boxed{}``): ``strict``
 (the last ``#### N``) and ``flexible`` (else the last number). A response with no strict answer
 counts towards the **invalid-format rate**. Every accuracy comes with its standard error
 √(p(1 − p)/n) over the n graded responses (binomial; the k samples of one problem are not
@@ -36,7 +37,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import __version__
 from .artifacts import atomic_write_json, check_run_identity
-from .gsm8k import MODES, GSM8KProblem, dataset_hash, extract_answer, is_correct
+from .gsm8k import MODES, GSM8KProblem, dataset_hash
 from .models import load_model_and_tokenizer
 from .sampling import generate
 from .tasks import get_task
@@ -79,12 +80,13 @@ class EvalConfig:
             raise ValueError("num_samples must be >= 0 and temperature > 0")
 
 
-def grade(text: str, gold: str) -> dict[str, Any]:
-    """Extracted answers and correctness of one response in both modes."""
+def grade(text: str, gold: str, task: str = "gsm8k") -> dict[str, Any]:
+    """Extracted answers and correctness of one response in both modes, by ``task``'s rules."""
+    rules = get_task(task)
     out: dict[str, Any] = {}
     for mode in MODES:
-        out[f"answer_{mode}"] = extract_answer(text, mode)
-        out[f"correct_{mode}"] = is_correct(text, gold, mode)
+        out[f"answer_{mode}"] = rules.extract_answer(text, mode)
+        out[f"correct_{mode}"] = rules.is_correct(text, gold, mode)
     out["invalid"] = out["answer_strict"] is None
     return out
 
@@ -160,7 +162,7 @@ def _chunk_records(
                     "response": g.text,
                     "finished": g.finished,
                     "response_tokens": len(g.response_ids),
-                    **grade(g.text, problem.gold),
+                    **grade(g.text, problem.gold, cfg.task),
                 }
             )
     return records

@@ -75,6 +75,7 @@ TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "eval": {"num_samples": 4, "batch_size": 256},
     },
     "gsm8k": {"sample": {}, "train": {}, "eval": {}},
+    "math": {"sample": {}, "train": {}, "eval": {}},
 }
 """Per-task defaults of the three sections, under what a configuration gives. GSM8K: the
 dataclass defaults (dqo-method.md §8). Toy: a 1 M-parameter model tolerates larger learning

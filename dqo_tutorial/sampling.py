@@ -14,7 +14,9 @@ them. Each sampled response therefore has to carry, token by token and action-al
 - ``ref_logps`` — log π_ref(a_h|s_h) = log softmax(z)[a_h] (τ = 1), the anchor of the KL term and
   of the parameterisation Q = β log(π_θ/π_ref) + V;
 - ``reward`` — the outcome reward r_H = 1 if the final answer is correct, else 0
-  (:func:`dqo_tutorial.gsm8k.is_correct`), and ``terminal`` — whether the response ended with EOS
+  (the task's ``is_correct``: :func:`dqo_tutorial.gsm8k.is_correct`, for MATH
+  :func:`dqo_tutorial.math_problems.is_correct`), and ``terminal`` — whether the response ended
+  with EOS
   (a response cut by the length limit is not terminal and is bootstrapped, §4);
 - optionally the potentials Φ of §6 at the step boundaries (process rewards).
 
@@ -32,7 +34,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -298,6 +300,7 @@ def monte_carlo_potentials(
     seed: int,
     batch_size: int,
     mode: str = "strict",
+    grader: Callable[[str, str, str], bool] | None = None,
 ) -> list[list[tuple[int, float]]]:
     r"""Φ at every step boundary of every response, by Monte-Carlo rollouts of μ (Math-Shepherd).
 
@@ -306,10 +309,11 @@ def monte_carlo_potentials(
 
     From the boundary state s = (x, a_1 … a_h), k completions c_i are sampled with the same τ and
     top-p as the data, each with the **remaining budget** ``max_new_tokens − h``, and the full
-    response text (prefix tokens + completion, decoded together) is graded. Φ̂ thus estimates the
-    success probability of the same length-limited process that produced the data, so the final
-    state's potential is exactly the observed reward R. Continuations start from the sampled
-    token ids (no re-tokenisation of the prefix).
+    response text (prefix tokens + completion, decoded together) is graded by ``grader`` in
+    ``mode`` (the task's ``is_correct``; default :func:`dqo_tutorial.gsm8k.is_correct`). Φ̂ thus
+    estimates the success probability of the same length-limited process that produced the data,
+    so the final state's potential is exactly the observed reward R. Continuations start from the
+    sampled token ids (no re-tokenisation of the prefix).
 
     Returns:
         per generation, the list of ``(h, Φ̂)`` pairs in the order of :func:`step_boundaries`.
@@ -331,11 +335,12 @@ def monte_carlo_potentials(
         batch_size=batch_size,
         record_logps=False,
     )
+    grader = grader or is_correct
     potentials: list[list[tuple[int, float]]] = [[] for _ in generations]
     for s, (g, h) in enumerate(states):
         prefix = generations[g].response_ids[:h]
         hits = sum(
-            is_correct(
+            grader(
                 tokenizer.decode(prefix + c.response_ids, skip_special_tokens=True), golds[g], mode
             )
             for c in completions[s * k : (s + 1) * k]
@@ -400,12 +405,12 @@ class SamplingConfig:
     """Everything that determines the sampled dataset (stored beside it; a resume must match).
 
     model: a spec for :func:`~dqo_tutorial.models.load_model_and_tokenizer` (or a label, when
-        :func:`build_dataset` is handed a model). task: ``"gsm8k"`` or ``"toy"``
-        (:mod:`dqo_tutorial.tasks`). data_source / split / limit: as in the task's loader
+        :func:`build_dataset` is handed a model). task: ``"gsm8k"``, ``"math"`` or
+        ``"toy"`` (:mod:`dqo_tutorial.tasks`). data_source / split / limit: as in the task's loader
         (:func:`~dqo_tutorial.gsm8k.load_gsm8k`). num_samples responses per prompt at
         temperature τ and top_p (§8 default: 8 at τ = 1). batch_size: sequences per ``generate``
         call and per reference forward pass. shard_size: prompts per shard (the unit of resume).
-        reward_mode: answer extraction of :func:`~dqo_tutorial.gsm8k.is_correct`.
+        reward_mode: answer extraction (``strict``/``flexible``) of the task's ``is_correct``.
         process_rewards / process_k: potentials Φ at step boundaries (§6): exact ones when the
         task has them (toy), else Monte-Carlo with k rollouts each (costly: about
         k × lines × the sampling cost).
@@ -497,7 +502,9 @@ def _build_shard(
     timing["reference_s"] = time.perf_counter() - t
 
     golds = [problems[g.prompt_index].gold for g in gens]
-    rewards = [float(is_correct(g.text, gold, cfg.reward_mode)) for g, gold in zip(gens, golds)]
+    rewards = [
+        float(task.is_correct(g.text, gold, cfg.reward_mode)) for g, gold in zip(gens, golds)
+    ]
     rows = []
     for g, ex, ref_logps, reward, gold in zip(gens, examples, ref, rewards, golds):
         n_prompt = len(g.prompt_ids)
@@ -540,6 +547,7 @@ def _build_shard(
             seed=_derive_seed(cfg.seed, shard, "process"),
             batch_size=cfg.batch_size,
             mode=cfg.reward_mode,
+            grader=task.is_correct,
         )
         for row, g, pairs in zip(rows, gens, potentials):
             # Φ(s_1): the mean reward of this prompt's num_samples responses — itself a

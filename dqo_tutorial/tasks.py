@@ -1,19 +1,26 @@
-"""Tasks: what a problem set contributes to the one harness (sampling, training, evaluation).
+r"""Tasks: what a problem set contributes to the one harness (sampling, training, evaluation).
 
 The harness is written once; a task supplies only what differs between datasets:
 
-========================  ===================================  ================================
-field                     GSM8K (``"gsm8k"``)                  toy chains (``"toy"``)
-========================  ===================================  ================================
-``load(split, src, n)``   :func:`~.gsm8k.load_gsm8k`           :func:`~.toy.load_toy`
-``format_prompt(q, tok)`` chat template + system prompt        ``"Q: …\\nA:\\n"``
-``gold_solution(p)``      annotations stripped, ``#### N``     the step-by-step solution
-``default_model``         ``"smollm2"`` (PyPI-shipped GGUF)    ``"toy"`` (shipped π_ref)
-``exact_potentials``      None: Monte-Carlo Φ (§6)             exact Φ from the step checker
-========================  ===================================  ================================
+====================  ========================  ===========================  ===================
+field                 GSM8K (``"gsm8k"``)       MATH (``"math"``)            toy (``"toy"``)
+====================  ========================  ===========================  ===================
+``load``              ``gsm8k.load_gsm8k``      ``math_problems.load_math``  ``toy.load_toy``
+``format_prompt``     chat template + system    the same; final answer in    ``"Q: …\nA:\n"``
+                      prompt; ``#### N``        ``\boxed{}``
+``gold_solution``     annotations stripped,     the worked solution          the step-by-step
+                      ``#### N``                                             solution
+``default_model``     ``"smollm2"`` (GGUF)      ``"smollm2"``                ``"toy"`` (π_ref)
+``exact_potentials``  None: Monte-Carlo Φ (§6)  None: Monte-Carlo Φ (§6)     exact, step checker
+``is_correct``        last ``#### N``           last ``\boxed{…}``,          as GSM8K
+                                                math-verify, time-limited
+====================  ========================  ===========================  ===================
 
-Both grade a response with :func:`dqo_tutorial.gsm8k.is_correct` (last ``#### N``), so the reward,
-the accuracy and the invalid-format rate mean the same thing on both.
+``is_correct(response, gold, mode)`` is the reward of sampling and the accuracy of evaluation;
+``extract_answer(response, mode)`` gives the recorded answer and the invalid-format rate (no
+strict answer). GSM8K and toy share :func:`dqo_tutorial.gsm8k.is_correct` (last ``#### N``), so
+the reward, the accuracy and the invalid-format rate mean the same thing on both; MATH uses
+:func:`dqo_tutorial.math_problems.is_correct` in the same two modes.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import gsm8k, toy
+from . import gsm8k, math_problems, toy
 
 __all__ = ["Task", "TASKS", "get_task"]
 
@@ -39,6 +46,8 @@ class Task:
     default_model: str
     max_new_tokens: int
     exact_potentials: Callable[[Any, str, Sequence[int]], list[tuple[int, float]]] | None = None
+    extract_answer: Callable[[str, str], str | None] = gsm8k.extract_answer
+    is_correct: Callable[[str, str, str], bool] = gsm8k.is_correct
 
 
 def _load_toy(split: str, source: str | None, limit: int | None) -> list[gsm8k.GSM8KProblem]:
@@ -58,6 +67,17 @@ TASKS: dict[str, Task] = {
         prompt_template_version=gsm8k.PROMPT_TEMPLATE_VERSION,
         default_model="smollm2",
         max_new_tokens=256,
+    ),
+    "math": Task(
+        name="math",
+        load=math_problems.load_math,
+        format_prompt=math_problems.format_prompt,
+        gold_solution=math_problems.format_gold_solution,
+        prompt_template_version=math_problems.PROMPT_TEMPLATE_VERSION,
+        default_model="smollm2",
+        max_new_tokens=512,
+        extract_answer=math_problems.extract_answer,
+        is_correct=math_problems.is_correct,
     ),
     "toy": Task(
         name="toy",

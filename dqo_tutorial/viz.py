@@ -1,0 +1,1080 @@
+r"""A per-token Q-value explorer: see where along a response DQO's quantities move.
+
+DQO scores every response token as an action (docs/dqo-method.md §3–§4):
+
+=====================  ======================================================  ==========
+quantity (key)         definition, action-aligned at the h-th response token    colours
+=====================  ======================================================  ==========
+``logp``               log π_θ(a_h|s_h)                                         sequential
+``logp_ref``           log π_ref(a_h|s_h)                                       sequential
+``log_ratio``          β·log(π_θ(a_h|s_h)/π_ref(a_h|s_h)) = Q − V               diverging
+``value``              V_φ(s_h), the state *before* the token                   sequential
+``q``                  Q(s_h,a_h) = β·log-ratio + V_φ(s_h)                      sequential
+``advantage``          Â^λ_h = r_h + T_{h+1} − V_φ(s_h) = β·log-ratio − δ^λ_h    diverging
+``lambda_return``      G^λ_h, the λ-return estimate of V(s_h) (§4)              sequential
+``delta``              δ^λ_h = V_φ(s_h) − G^λ_h (λ = 0: the one-step δ_h)       diverging
+``reward``             r_h: outcome reward on the last action + process reward  diverging
+=====================  ======================================================  ==========
+
+The advantage is the *critic's* estimate (the λ-target minus the value), next to the policy's own
+implied advantage β·log-ratio; the residual δ^λ is exactly their difference. Every number comes
+from the package's one log-prob path (:func:`~dqo_tutorial.modeling.per_token_logprobs`), its
+value model (:class:`~dqo_tutorial.modeling.ValueModel`) and its kernel
+(:func:`~dqo_tutorial.kernels.lambda_return`); rewards come from the trainer's own
+``_token_rewards`` (outcome + α-shaping with Φ(terminal) = 0).
+
+Three views share **one data model**, :class:`TokenGrid` (display tokens, a (rows × tokens) value
+array, a mask, a title, one colour scale shared by all rows, the reasoning-step boundaries and,
+optionally, the state values for the per-step summary):
+
+- :func:`to_html` — HTML spans with inline styles and ``title`` tooltips carrying the exact value;
+  no JavaScript, no external resources. Whitespace, newlines and byte-level pieces are made
+  visible (``␣``, ``↵``, ``⇥``, ``<0xE2>``), every reasoning line is its own row, and a per-step
+  table beside the tokens lists V before and after each line, the largest drop highlighted.
+- :func:`plot_heatmap` / :func:`plot_token_strips` — static matplotlib figures (rows =
+  checkpoints or methods, columns = tokens).
+- :func:`explore` — an ipywidgets explorer: problem, response (preset or typed), checkpoints
+  (π_ref, a trained run directory, …), quantity, β, λ and the process-reward coefficient α; it
+  recomputes and re-renders an ``ipywidgets.HTML`` of the spans on every change. It works with the
+  toy π_ref (``"toy"``) and with ``"smollm2"`` on a CPU.
+
+Diverging quantities use a colormap centred at 0 (symmetric limits, so 0 is the map's centre
+colour); V, Q, G^λ and log-probs use a sequential map. Rows share the limits, so colours compare
+across checkpoints.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.colors import Normalize, to_hex
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from .kernels import lambda_return
+from .modeling import ValueHead, ValueModel, per_token_logprobs
+
+__all__ = [
+    "Quantity",
+    "QUANTITIES",
+    "DIVERGING_CMAP",
+    "SEQUENTIAL_CMAP",
+    "TokenGrid",
+    "visible",
+    "display_tokens",
+    "token_spans_html",
+    "step_summary_html",
+    "to_html",
+    "plot_heatmap",
+    "plot_token_strips",
+    "compute_quantities",
+    "Checkpoint",
+    "load_checkpoint",
+    "Example",
+    "make_example",
+    "forward_example",
+    "token_rewards",
+    "example_quantities",
+    "build_grid",
+    "Explorer",
+    "explore",
+]
+
+DIVERGING_CMAP = "RdBu"
+"""Signed quantities: red below 0, blue above, the centre colour at exactly 0."""
+SEQUENTIAL_CMAP = "viridis"
+"""V, Q, G^λ and log-probabilities."""
+
+
+@dataclass(frozen=True)
+class Quantity:
+    key: str
+    label: str
+    signed: bool
+    needs_value: bool = False
+
+
+QUANTITIES: dict[str, Quantity] = {
+    q.key: q
+    for q in (
+        Quantity("logp", "log π_θ(a|s)", False),
+        Quantity("logp_ref", "log π_ref(a|s)", False),
+        Quantity("log_ratio", "β·log(π_θ/π_ref)", True),
+        Quantity("value", "V(s)", False, True),
+        Quantity("q", "Q(s,a)", False, True),
+        Quantity("advantage", "advantage Â^λ", True, True),
+        Quantity("lambda_return", "λ-return G^λ", False, True),
+        Quantity("delta", "δ^λ", True, True),
+        Quantity("reward", "reward r (outcome + process)", True),
+    )
+}
+
+
+# ============================================================================ the data model
+
+
+@dataclass
+class TokenGrid:
+    """One view's data: display tokens × rows (checkpoints or methods) of one quantity.
+
+    ============== ============ =============================================================
+    field          shape        meaning
+    ============== ============ =============================================================
+    tokens         T            display strings (already visible: see :func:`visible`)
+    values         (R, T)       the quantity; a 1-D array is one row
+    mask           (R, T)       True where a value is shown (default: finite values)
+    title          str          heading of the view
+    row_labels     R            one label per row (default ``row 0``, …)
+    label          str          the quantity's name, used in tooltips and colour bars
+    signed         bool         diverging colours centred at 0 (else sequential)
+    vmin, vmax     float        the one colour scale shared by every row (default: from the
+                                shown values; symmetric around 0 when ``signed``)
+    cmap           str          matplotlib colormap name (default by ``signed``)
+    step_starts    list[int]    token index where each reasoning line starts (sorted; 0 is
+                                added); lines are rendered as separate rows of spans
+    state_values   (R, T + 1)   optional V(s_h) before each token plus the value reached after
+                                the last one; feeds the per-step summary
+    ============== ============ =============================================================
+    """
+
+    tokens: list[str]
+    values: Any
+    mask: Any = None
+    title: str = ""
+    row_labels: list[str] | None = None
+    label: str = ""
+    signed: bool = False
+    vmin: float | None = None
+    vmax: float | None = None
+    cmap: str | None = None
+    step_starts: list[int] = field(default_factory=list)
+    state_values: Any = None
+
+    def __post_init__(self) -> None:
+        self.tokens = [str(t) for t in self.tokens]
+        values = np.asarray(self.values, dtype=np.float64)
+        if values.ndim == 1:
+            values = values[None]
+        if values.ndim != 2 or values.shape[1] != len(self.tokens):
+            raise ValueError(
+                f"values must be (rows, {len(self.tokens)}) for {len(self.tokens)} tokens, "
+                f"got {values.shape}"
+            )
+        self.values = values
+        if self.mask is None:
+            mask = np.isfinite(values)
+        else:
+            mask = np.broadcast_to(np.asarray(self.mask, dtype=bool), values.shape).copy()
+            mask &= np.isfinite(values)
+        self.mask = mask
+        rows = values.shape[0]
+        if self.row_labels is None:
+            self.row_labels = [f"row {i}" for i in range(rows)]
+        if len(self.row_labels) != rows:
+            raise ValueError(f"{len(self.row_labels)} row labels for {rows} rows")
+        self.step_starts = sorted(
+            {0, *(int(s) for s in self.step_starts)} & set(range(max(1, len(self.tokens))))
+        )
+        if self.state_values is not None:
+            sv = np.asarray(self.state_values, dtype=np.float64)
+            if sv.ndim == 1:
+                sv = sv[None]
+            if sv.shape != (rows, len(self.tokens) + 1):
+                raise ValueError(
+                    f"state_values must be {(rows, len(self.tokens) + 1)}, got {sv.shape}"
+                )
+            self.state_values = sv
+        if self.cmap is None:
+            self.cmap = DIVERGING_CMAP if self.signed else SEQUENTIAL_CMAP
+        shown = values[mask]
+        if self.signed:
+            bound = max(
+                abs(self.vmin) if self.vmin is not None else 0.0,
+                abs(self.vmax) if self.vmax is not None else 0.0,
+            )
+            if self.vmin is None and self.vmax is None:
+                bound = float(np.abs(shown).max()) if shown.size else 0.0
+            bound = bound if bound > 0 else 1.0
+            self.vmin, self.vmax = -bound, bound
+        else:
+            lo = self.vmin if self.vmin is not None else (float(shown.min()) if shown.size else 0.0)
+            hi = self.vmax if self.vmax is not None else (float(shown.max()) if shown.size else 1.0)
+            if not hi > lo:
+                lo, hi = lo - 0.5, hi + 0.5
+            self.vmin, self.vmax = float(lo), float(hi)
+
+    @property
+    def norm(self) -> Normalize:
+        return Normalize(vmin=self.vmin, vmax=self.vmax, clip=True)
+
+    def rgba(self, value: float) -> tuple[float, float, float, float]:
+        """The colour of ``value`` on the shared scale (clipped to the limits)."""
+        return tuple(matplotlib.colormaps[self.cmap](float(self.norm(value))))
+
+    def color(self, value: float) -> str:
+        """``#rrggbb`` of ``value``; 0 on a signed grid is the colormap's centre, cmap(0.5)."""
+        return to_hex(self.rgba(value), keep_alpha=False)
+
+    def steps(self) -> list[tuple[int, int]]:
+        """``(start, end)`` token ranges of the reasoning lines."""
+        ends = [*self.step_starts[1:], len(self.tokens)]
+        return [(s, e) for s, e in zip(self.step_starts, ends) if e > s]
+
+
+def _text_color(rgba: Sequence[float]) -> str:
+    r, g, b = rgba[:3]
+    return "#000000" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "#ffffff"
+
+
+# ============================================================================ tokens made visible
+
+_WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def visible(text: str) -> str:
+    """Whitespace made visible: space ``␣``, newline ``↵``, tab ``⇥``, CR ``␍``, any other
+    whitespace character as ``<U+XXXX>``. Everything else is left alone (escape it for HTML)."""
+    out = []
+    for ch in text:
+        if ch in _WHITESPACE:
+            out.append(_WHITESPACE[ch])
+        elif ch.isspace():
+            out.append(f"<U+{ord(ch):04X}>")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _byte_level_table() -> dict[str, int]:
+    """Byte-level BPE's printable stand-ins (``Ġ`` = space, ``Ċ`` = newline, …) → the byte.
+
+    Bytes that are printable Latin-1 stand for themselves; the others (controls, space, a few
+    Latin-1 gaps) are numbered 256, 257, … in byte order."""
+    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table = {chr(b): b for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in table.values():
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+_BYTE_LEVEL = _byte_level_table()
+
+
+def _piece_bytes(piece: str) -> bytes | None:
+    if all(ch in _BYTE_LEVEL for ch in piece):
+        return bytes(_BYTE_LEVEL[ch] for ch in piece)
+    return None
+
+
+def display_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Display strings of token ids: each token decoded alone, whitespace made visible.
+
+    Byte-level BPE pieces come out as text (``Ġthe`` → ``␣the``, ``Ċ`` → ``↵``); a piece that is
+    only part of a UTF-8 character (decodes to U+FFFD) is shown as its bytes, ``<0xE2><0x80>``.
+    Special tokens keep their names (``<eos>``)."""
+    out = []
+    for t in ids:
+        text = tokenizer.decode(
+            [int(t)], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+        if "\ufffd" in text:
+            piece = tokenizer.convert_ids_to_tokens(int(t))
+            raw = _piece_bytes(piece) if isinstance(piece, str) else None
+            if raw is not None:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = "".join(f"<0x{b:02X}>" for b in raw)
+        out.append(visible(text))
+    return out
+
+
+# ============================================================================ HTML
+
+_FONT = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px"
+_SPAN = "padding:1px 2px;margin:0 1px 0 0;border-radius:3px;white-space:pre"
+
+
+def _fmt(value: float) -> str:
+    """The exact value of a float (Python's shortest round-trip repr)."""
+    return repr(float(value))
+
+
+def _short(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:+.3f}"
+
+
+def token_spans_html(grid: TokenGrid, row: int, start: int = 0, end: int | None = None) -> str:
+    """The ``<span>`` of every token of ``row`` in ``[start, end)``, concatenated.
+
+    A shown token: ``<span class="dqo-tok" style="background:#rrggbb;color:#rrggbb;…"
+    title="j: token | label = exact value">token</span>``; a masked one gets the class
+    ``dqo-tok dqo-off``, no colour and the tooltip ``j: token | no value``. Text and tooltips are
+    HTML-escaped."""
+    end = len(grid.tokens) if end is None else end
+    parts = []
+    for j in range(start, end):
+        tok = visible(grid.tokens[j])
+        if grid.mask[row, j]:
+            v = float(grid.values[row, j])
+            rgba = grid.rgba(v)
+            style = f"background:{to_hex(rgba)};color:{_text_color(rgba)};{_SPAN}"
+            title = f"{j}: {tok} | {grid.label} = {_fmt(v)}"
+            cls = "dqo-tok"
+        else:
+            style = f"background:#ffffff;color:#999999;{_SPAN}"
+            title = f"{j}: {tok} | no value"
+            cls = "dqo-tok dqo-off"
+        parts.append(
+            f'<span class="{cls}" style="{style}" title="{html.escape(title)}">'
+            f"{html.escape(tok)}</span>"
+        )
+    return "".join(parts)
+
+
+def _colorbar_html(grid: TokenGrid, stops: int = 11) -> str:
+    cmap = matplotlib.colormaps[grid.cmap]
+    gradient = ",".join(
+        f"{to_hex(cmap(i / (stops - 1)))} {100 * i / (stops - 1):.0f}%" for i in range(stops)
+    )
+    mid = "0" if grid.signed else _short((grid.vmin + grid.vmax) / 2)
+    return (
+        f'<div class="dqo-scale" style="display:flex;align-items:center;gap:6px;margin:4px 0">'
+        f"<span>{html.escape(grid.label)}</span><span>{_short(grid.vmin)}</span>"
+        f'<span style="display:inline-block;width:180px;height:10px;'
+        f'background:linear-gradient(to right,{gradient})"></span>'
+        f'<span>{_short(grid.vmax)}</span><span style="color:#666">(centre {mid}, '
+        f"{html.escape(grid.cmap)}, shared by all rows)</span></div>"
+    )
+
+
+def step_summary_html(grid: TokenGrid, row: int) -> str:
+    """The per-step table of ``row``: V before and after every reasoning line and their
+    difference; the line with the largest drop is marked (the likely wrong step).
+
+    Needs ``grid.state_values``; empty string without it."""
+    if grid.state_values is None:
+        return ""
+    sv = grid.state_values[row]
+    steps = grid.steps()
+    drops = [sv[e] - sv[s] for s, e in steps]
+    finite = [(d, k) for k, d in enumerate(drops) if math.isfinite(d)]
+    worst = min(finite)[1] if finite and min(finite)[0] < 0 else None
+    head = (
+        '<tr style="color:#555"><th style="text-align:left">step</th>'
+        '<th style="text-align:left">line</th><th>V before</th><th>V after</th><th>ΔV</th></tr>'
+    )
+    body = []
+    for k, (s, e) in enumerate(steps):
+        text = visible("".join(grid.tokens[s:e]))
+        text = text if len(text) <= 28 else text[:27] + "…"
+        mark = k == worst
+        style = ' style="background:#fde0dd;font-weight:bold"' if mark else ""
+        body.append(
+            f'<tr class="dqo-step{" dqo-worst" if mark else ""}"{style}><td>{k + 1}</td>'
+            f"<td>{html.escape(text)}</td><td>{_short(sv[s])}</td><td>{_short(sv[e])}</td>"
+            f"<td>{_short(drops[k])}{' ◀ largest drop' if mark else ''}</td></tr>"
+        )
+    return (
+        '<table class="dqo-steps" style="border-collapse:separate;border-spacing:10px 1px;'
+        f'font-size:12px;flex:0 0 auto">{head}{"".join(body)}</table>'
+    )
+
+
+def to_html(grid: TokenGrid, *, summary: bool = True, header: str = "") -> str:
+    """The whole view as one self-contained HTML fragment (inline styles, no scripts).
+
+    Title, colour bar, then per row: its label, one line of spans per reasoning step (numbered
+    at the left: the step boundaries) and, with ``summary``, the per-step table beside them.
+    ``header`` is inserted verbatim under the title (already HTML)."""
+    rows = []
+    for r, row_label in enumerate(grid.row_labels or []):
+        lines = []
+        for k, (s, e) in enumerate(grid.steps()):
+            lines.append(
+                f'<div class="dqo-line" data-step="{k + 1}" style="margin:2px 0;padding-left:4px;'
+                f'border-left:3px solid #bbbbbb"><span class="dqo-stepno" style="color:#888;'
+                f'display:inline-block;width:2.2em">{k + 1}</span>'
+                f"{token_spans_html(grid, r, s, e)}</div>"
+            )
+        table = step_summary_html(grid, r) if summary else ""
+        rows.append(
+            f'<div class="dqo-row" data-row="{r}" style="margin:8px 0">'
+            f'<div class="dqo-label" style="font-weight:bold">{html.escape(row_label)}</div>'
+            f'<div style="display:flex;gap:24px;align-items:flex-start">'
+            f'<div class="dqo-tokens" style="flex:1 1 auto;line-height:1.9">{"".join(lines)}</div>'
+            f"{table}</div></div>"
+        )
+    title = f'<div class="dqo-title" style="font-weight:bold">{html.escape(grid.title)}</div>'
+    return (
+        f'<div class="dqo-viz" style="{_FONT}">{title}{header}{_colorbar_html(grid)}'
+        f"{''.join(rows)}</div>"
+    )
+
+
+# ============================================================================ matplotlib
+
+
+def _masked(grid: TokenGrid) -> np.ma.MaskedArray:
+    return np.ma.masked_array(grid.values, mask=~grid.mask)
+
+
+def plot_heatmap(grid: TokenGrid, *, width: float | None = None) -> Figure:
+    """A heatmap: rows = checkpoints/methods, columns = tokens (the display strings as tick
+    labels), one shared colour scale, dashed lines at the reasoning-step boundaries."""
+    n_rows, n_tok = grid.values.shape
+    fig = Figure(figsize=(width or max(6.0, 0.22 * n_tok + 2), 1.0 + 0.45 * n_rows + 0.6))
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps[grid.cmap].with_extremes(bad="#eeeeee")
+    im = ax.imshow(_masked(grid), aspect="auto", cmap=cmap, norm=grid.norm, interpolation="none")
+    ax.set_xticks(
+        range(n_tok),
+        [visible(t) for t in grid.tokens],
+        rotation=90,
+        fontsize=7,
+        fontfamily="monospace",
+    )
+    ax.set_yticks(range(n_rows), grid.row_labels)
+    for s in grid.step_starts[1:]:
+        ax.axvline(s - 0.5, color="black", lw=0.8, ls="--")
+    ax.set_title(grid.title, fontsize=10)
+    fig.colorbar(im, ax=ax, label=grid.label, pad=0.01)
+    fig.tight_layout()
+    return fig
+
+
+def plot_token_strips(grid: TokenGrid, *, width: float | None = None) -> Figure:
+    """Token strips: one strip per row, every token a coloured cell with its text written in
+    it (black or white for contrast), step boundaries as thick vertical lines."""
+    n_rows, n_tok = grid.values.shape
+    fig = Figure(figsize=(width or max(6.0, 0.32 * n_tok + 1.5), 0.6 + 0.55 * n_rows))
+    axes = fig.subplots(n_rows, 1, squeeze=False)[:, 0]
+    cmap = matplotlib.colormaps[grid.cmap].with_extremes(bad="#eeeeee")
+    for r, ax in enumerate(axes):
+        ax.imshow(_masked(grid)[r : r + 1], aspect="auto", cmap=cmap, norm=grid.norm)
+        for j, tok in enumerate(map(visible, grid.tokens)):
+            color = _text_color(grid.rgba(grid.values[r, j])) if grid.mask[r, j] else "#999999"
+            ax.text(
+                j, 0, tok, ha="center", va="center", fontsize=7, family="monospace", color=color
+            )
+        for s in grid.step_starts[1:]:
+            ax.axvline(s - 0.5, color="black", lw=2)
+        ax.set_xticks([])
+        ax.set_yticks([0], [grid.row_labels[r]])
+    axes[0].set_title(f"{grid.title} — {grid.label}", fontsize=10)
+    fig.colorbar(
+        matplotlib.cm.ScalarMappable(norm=grid.norm, cmap=cmap), ax=list(axes), label=grid.label
+    )
+    return fig
+
+
+# ============================================================================ quantities
+
+
+def compute_quantities(
+    logp: Tensor,
+    logp_ref: Tensor,
+    values: Tensor | None,
+    final: Tensor | None,
+    rewards: Tensor,
+    mask: Tensor,
+    terminal: Tensor,
+    *,
+    beta: float,
+    lam: float,
+) -> dict[str, Tensor]:
+    r"""Every quantity of the module table, (B, T) action-aligned, 0 off-mask.
+
+    ρ = log π_θ − log π_ref; r̃ = r − β·ρ; b = 0 for terminal rows, V(s_{H+1}) = ``final``
+    otherwise; G^λ = :func:`~dqo_tutorial.kernels.lambda_return` (r̃, V, mask, λ, b);
+    δ^λ = V − G^λ; Q = β·ρ + V; Â = β·ρ − δ^λ (= r + T_{h+1} − V). Without a value model
+    (``values=None``) the V-dependent quantities are NaN. Also returns ``"final"`` (B,): the
+    value reached after the last action, r_H + b (the outcome for a terminal row)."""
+    m = mask.bool()
+    zero = torch.zeros((), dtype=torch.float32)
+    logp, logp_ref, rewards = (x.float() for x in (logp, logp_ref, rewards))
+    rho = torch.where(m, logp - logp_ref, zero)
+    r = torch.where(m, rewards, zero)
+    out = {
+        "logp": torch.where(m, logp, zero),
+        "logp_ref": torch.where(m, logp_ref, zero),
+        "log_ratio": beta * rho,
+        "reward": r,
+    }
+    last = torch.where(m, torch.arange(m.shape[1]), -1).max(dim=1).values.clamp(min=0)
+    r_last = r.gather(1, last[:, None]).squeeze(1)
+    if values is None:
+        nan = torch.full_like(rho, math.nan)
+        out |= {k: nan for k in ("value", "q", "advantage", "lambda_return", "delta")}
+        out["final"] = torch.full_like(r_last, math.nan)
+        return out
+    v = torch.where(m, values.float(), zero)
+    b = torch.where(terminal.bool(), torch.zeros_like(final.float()), final.float())
+    g = lambda_return(r - beta * rho, v, m, lam, b)
+    delta = torch.where(m, v - g, zero)
+    out |= {
+        "value": v,
+        "q": torch.where(m, beta * rho + v, zero),
+        "advantage": torch.where(m, beta * rho - delta, zero),
+        "lambda_return": g,
+        "delta": delta,
+        "final": r_last + b,
+    }
+    return out
+
+
+# ============================================================================ models and examples
+
+
+@dataclass
+class Checkpoint:
+    """A policy π_θ with its tokenizer and, for a DRO/DQO run, its value model V_φ.
+
+    ``reference`` is the model spec of the run's π_ref (its ``train_config.json``), None when
+    unknown (a bare model: the explorer's reference is used); ``config`` the run's train config."""
+
+    name: str
+    policy: nn.Module
+    tokenizer: Any
+    value_model: nn.Module | None = None
+    shared_value: bool = False
+    reference: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_config(run: Path) -> dict[str, Any]:
+    for name in ("train_config.json", "train_summary.json"):
+        if (run / name).is_file():
+            data = json.loads((run / name).read_text())
+            return dict(data.get("config", data))
+    return {}
+
+
+def load_checkpoint(spec: str, name: str | None = None, *, device: str = "cpu") -> Checkpoint:
+    """A checkpoint from a model spec (``"toy"``, ``"smollm2"``, a model directory, …) or a
+    training run directory (``policy/`` + ``value_model.safetensors``, see
+    :mod:`dqo_tutorial.train`), loaded in float32 on ``device`` in eval mode."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in the explorer's output
+    try:
+        return _load_checkpoint(spec, name, device)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_checkpoint(spec: str, name: str | None, device: str) -> Checkpoint:
+    from .models import load_model_and_tokenizer
+
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "policy").is_dir():
+        cfg = _run_config(path)
+        policy, tok = load_model_and_tokenizer(str(path / "policy"), device=device, dtype="float32")
+        value, shared = None, False
+        weights = path / "value_model.safetensors"
+        if weights.is_file():
+            from safetensors.torch import load_file
+
+            state = load_file(str(weights), device=str(device))
+            shared = cfg.get("value_model", "separate") == "shared"
+            if shared:
+                value = ValueHead(policy.config.hidden_size, detach_input=True)
+            else:
+                value = ValueModel.from_causal_lm(policy)
+            value.load_state_dict(state)
+            value.to(device=device, dtype=torch.float32).eval()
+        return Checkpoint(name or path.name, policy, tok, value, shared, cfg.get("model"), cfg)
+    policy, tok = load_model_and_tokenizer(spec, device=device, dtype="float32")
+    return Checkpoint(name or spec, policy, tok)
+
+
+@dataclass
+class Example:
+    """One (problem, response) tokenised once (:func:`~dqo_tutorial.collate.tokenize_example`).
+
+    ``input_ids``/``action_mask`` cover prompt + response (+ EOS when ``terminal``);
+    ``n_prompt`` prompt tokens come first; ``step_starts`` are response-token indices where a
+    reasoning line starts; ``boundary_phi`` the exact ``(h, Φ)`` potentials (toy task) or None."""
+
+    question: str
+    gold: str
+    prompt: str
+    response: str
+    input_ids: list[int]
+    action_mask: list[int]
+    terminal: bool
+    n_prompt: int
+    tokens: list[str]
+    step_starts: list[int]
+    reward: float
+    boundary_phi: list[tuple[int, float]] | None
+
+
+def make_example(
+    tokenizer: Any, task: Any, question: str, gold: str, response: str, *, terminal: bool = True
+) -> Example:
+    """Tokenise ``task``'s prompt for ``question`` with ``response``; grade it against ``gold``
+    (outcome reward 1/0, only for a terminal response) and find its step boundaries."""
+    from .collate import tokenize_example
+    from .gsm8k import is_correct as gsm8k_is_correct
+    from .sampling import step_boundaries
+
+    is_correct = getattr(task, "is_correct", None) or gsm8k_is_correct
+
+    prompt = task.format_prompt(question, tokenizer)
+    ex = tokenize_example(tokenizer, prompt, response, add_eos=terminal)
+    n_prompt = ex["action_mask"].index(1) if 1 in ex["action_mask"] else len(ex["action_mask"])
+    resp_ids = ex["input_ids"][n_prompt:]
+    phi = None
+    if task.exact_potentials is not None and resp_ids:
+        phi = list(task.exact_potentials(tokenizer, question, resp_ids))
+    return Example(
+        question=question,
+        gold=gold,
+        prompt=prompt,
+        response=response,
+        input_ids=ex["input_ids"],
+        action_mask=ex["action_mask"],
+        terminal=bool(ex["terminal"]),
+        n_prompt=n_prompt,
+        tokens=display_tokens(tokenizer, resp_ids),
+        step_starts=[0, *step_boundaries(tokenizer, resp_ids)] if resp_ids else [],
+        reward=float(is_correct(response, gold, "strict")) if ex["terminal"] else 0.0,
+        boundary_phi=phi,
+    )
+
+
+def token_rewards(example: Example, alpha: float) -> list[float]:
+    """Action-aligned r_h of ``example`` exactly as the trainer builds them: the outcome reward
+    on the last action of a terminal response plus α-shaped process rewards (needs exact
+    potentials; α is ignored without them)."""
+    from .train import _token_rewards
+
+    row: dict[str, Any] = {
+        "input_ids": example.input_ids,
+        "action_mask": example.action_mask,
+        "terminal": example.terminal,
+        "reward": example.reward,
+    }
+    if example.boundary_phi is not None and alpha:
+        row |= {
+            "step_boundaries": [h for h, _ in example.boundary_phi],
+            "step_phi": [p for _, p in example.boundary_phi],
+            "phi_start": 1.0,
+        }
+    else:
+        alpha = 0.0
+    return _token_rewards(row, alpha)
+
+
+@torch.no_grad()
+def forward_example(
+    checkpoint: Checkpoint, reference: nn.Module, example: Example
+) -> dict[str, Tensor | None]:
+    """The model outputs one view needs, (1, T): log π_θ, log π_ref, V(s_h) and V(s_{H+1})."""
+    device = next(checkpoint.policy.parameters()).device
+    ids = torch.tensor([example.input_ids], device=device)
+    att = torch.ones_like(ids)
+    shared = checkpoint.value_model is not None and checkpoint.shared_value
+    out = per_token_logprobs(checkpoint.policy, ids, att, output_hidden=shared)
+    logp, hidden = out if shared else (out, None)
+    ref = per_token_logprobs(reference, ids.to(next(reference.parameters()).device), att)
+    values = final = None
+    if checkpoint.value_model is not None:
+        v = checkpoint.value_model(hidden, att) if shared else checkpoint.value_model(ids, att)
+        values, final = v.values.cpu(), v.final.cpu()
+    return {"logp": logp.cpu(), "logp_ref": ref.cpu(), "values": values, "final": final}
+
+
+def example_quantities(
+    example: Example, fwd: Mapping[str, Tensor | None], *, beta: float, lam: float, alpha: float
+) -> dict[str, np.ndarray]:
+    """:func:`compute_quantities` of one example, cut to its response tokens (numpy, length H;
+    ``"state_values"`` has length H + 1: V before each token, then the value reached)."""
+    mask = torch.tensor([example.action_mask])
+    rewards = torch.tensor([token_rewards(example, alpha)], dtype=torch.float32)
+    q = compute_quantities(
+        fwd["logp"],
+        fwd["logp_ref"],
+        fwd["values"],
+        fwd["final"],
+        rewards,
+        mask,
+        torch.tensor([example.terminal]),
+        beta=beta,
+        lam=lam,
+    )
+    n = example.n_prompt
+    out = {k: v[0, n:].double().numpy() for k, v in q.items() if k != "final"}
+    out["state_values"] = np.append(out["value"], float(q["final"][0]))
+    return out
+
+
+def build_grid(
+    example: Example,
+    per_row: Mapping[str, Mapping[str, np.ndarray]],
+    quantity: str,
+    *,
+    title: str = "",
+) -> TokenGrid:
+    """The :class:`TokenGrid` of one quantity for several checkpoints (rows) of one example."""
+    spec = QUANTITIES[quantity]
+    labels = list(per_row)
+    return TokenGrid(
+        tokens=example.tokens,
+        values=np.stack([per_row[k][quantity] for k in labels]),
+        title=title or spec.label,
+        row_labels=labels,
+        label=spec.label,
+        signed=spec.signed,
+        step_starts=example.step_starts,
+        state_values=np.stack([per_row[k]["state_values"] for k in labels]),
+    )
+
+
+# ============================================================================ the explorer
+
+
+def _slipped(question: str, step: int) -> str:
+    """The toy gold solution with the result of ``step`` off by +1, later steps computed
+    correctly from the wrong value (so that step is the first wrong one)."""
+    from . import toy
+
+    value, ops = toy.parse_question(question)
+    lines = []
+    for k, op in enumerate(ops):
+        result = toy.apply_op(value, op) + (1 if k == step else 0)
+        lines.append(f"{value}{op[0]}{op[1]}={result}")
+        value = result
+    return "\n".join([*lines, f"#### {value}"])
+
+
+class Explorer:
+    """The ipywidgets explorer behind :func:`explore`; ``.widget`` is what to display.
+
+    Controls (plain ipywidgets, so tests can set ``.value`` headless): ``problem``,
+    ``response`` (preset), ``text`` (the response actually scored; typing switches to
+    ``custom``), ``eos`` (the response ended), ``checkpoints`` (rows), ``add_path`` +
+    ``add_button`` (load a run directory or model), ``quantity``, ``beta``, ``lam``, ``alpha``;
+    outputs ``view`` (an ``ipywidgets.HTML`` of :func:`to_html`) and ``status``."""
+
+    CUSTOM = "custom (edit the text)"
+    GREEDY = "greedy sample of the first checkpoint"
+
+    def __init__(
+        self,
+        task: str = "toy",
+        checkpoints: Mapping[str, str] | None = None,
+        *,
+        reference: str | None = None,
+        split: str = "test",
+        problems: int = 20,
+        source: str | None = None,
+        quantity: str = "logp",
+        beta: float | None = None,
+        lam: float = 1.0,
+        alpha: float = 0.0,
+        device: str = "cpu",
+    ):
+        import ipywidgets as w
+
+        from .tasks import get_task
+
+        self.task = get_task(task)
+        self.reference_spec = reference or self.task.default_model
+        self.device = device
+        self.specs: dict[str, str] = dict(checkpoints or {"π_ref": self.reference_spec})
+        self._models: dict[str, Checkpoint] = {}
+        self._refs: dict[str, nn.Module] = {}
+        self._examples: dict[tuple, Example] = {}
+        self._forwards: dict[tuple, dict] = {}
+        self._greedy: dict[tuple, str] = {}
+        self._busy = False
+        self.problems = self.task.load(split, source, problems)
+        if beta is None:
+            beta = 0.05
+            for spec in self.specs.values():
+                cfg = _run_config(Path(spec).expanduser())
+                if "beta" in cfg:
+                    beta = float(cfg["beta"])
+                    break
+
+        def short(q: str) -> str:
+            q = " ".join(q.split())
+            return q if len(q) <= 70 else q[:69] + "…"
+
+        layout = w.Layout(width="auto")
+        style = {"description_width": "90px"}
+        self.problem = w.Dropdown(
+            options=[(f"{i}: {short(p.question)}", i) for i, p in enumerate(self.problems)],
+            value=0,
+            description="problem",
+            layout=w.Layout(width="640px"),
+            style=style,
+        )
+        self.response = w.Dropdown(description="response", style=style, layout=layout)
+        self.text = w.Textarea(
+            description="text", style=style, layout=w.Layout(width="640px", height="110px")
+        )
+        self.eos = w.Checkbox(value=True, description="ended with EOS (terminal)", indent=False)
+        self.checkpoints = w.SelectMultiple(
+            options=list(self.specs),
+            value=list(self.specs),
+            description="checkpoints",
+            rows=min(4, max(2, len(self.specs))),
+            style=style,
+        )
+        self.add_path = w.Text(
+            placeholder="run directory or model spec", description="add", style=style
+        )
+        self.add_button = w.Button(description="load")
+        self.quantity = w.Dropdown(
+            options=[(q.label, q.key) for q in QUANTITIES.values()],
+            value=quantity,
+            description="quantity",
+            style=style,
+        )
+        self.beta = w.FloatSlider(
+            value=beta,
+            min=0.005,
+            max=1.0,
+            step=0.005,
+            description="β",
+            style=style,
+            readout_format=".3f",
+        )
+        self.lam = w.FloatSlider(value=lam, min=0, max=1, step=0.05, description="λ", style=style)
+        self.alpha = w.FloatSlider(
+            value=alpha,
+            min=0,
+            max=1,
+            step=0.05,
+            description="α (process)",
+            style=style,
+            disabled=self.task.exact_potentials is None,
+        )
+        self.status = w.HTML()
+        self.view = w.HTML()
+        self._set_response_options()
+
+        self.problem.observe(self._on_problem, "value")
+        self.response.observe(self._on_preset, "value")
+        self.text.observe(self._on_text, "value")
+        self.add_button.on_click(self._on_add)
+        for c in (self.eos, self.checkpoints, self.quantity, self.beta, self.lam, self.alpha):
+            c.observe(lambda _change: self.refresh(), "value")
+
+        self.widget = w.VBox(
+            [
+                w.HBox([self.problem, self.response]),
+                w.HBox([self.text, w.VBox([self.eos, self.quantity])]),
+                w.HBox([self.checkpoints, w.VBox([self.add_path, self.add_button])]),
+                w.HBox([self.beta, self.lam, self.alpha]),
+                self.status,
+                self.view,
+            ]
+        )
+        self.widget.explorer = self  # the controls stay reachable from the displayed widget
+        self.refresh()
+
+    # ------------------------------------------------------------------ loading (cached)
+
+    def checkpoint(self, name: str) -> Checkpoint:
+        if name not in self._models:
+            self._models[name] = load_checkpoint(self.specs[name], name, device=self.device)
+        return self._models[name]
+
+    def reference_for(self, ckpt: Checkpoint) -> nn.Module:
+        spec = ckpt.reference or self.reference_spec
+        for other in self._models.values():  # π_ref itself is often one of the rows
+            if self.specs.get(other.name) == spec and other.value_model is None:
+                return other.policy
+        if spec not in self._refs:
+            self._refs[spec] = load_checkpoint(spec, device=self.device).policy
+        return self._refs[spec]
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _set_response_options(self) -> None:
+        p = self.problems[self.problem.value]
+        options = {"gold solution": self.task.gold_solution(p)}
+        if self.task.name == "toy":
+            from .toy import parse_question
+
+            for k in range(len(parse_question(p.question)[1])):
+                options[f"slip at step {k + 1}"] = _slipped(p.question, k)
+        options[self.GREEDY] = None
+        options[self.CUSTOM] = None
+        self._presets = options
+        self._busy = True
+        try:
+            self.response.options = list(options)
+            self.response.value = "gold solution"
+            self.text.value = options["gold solution"]
+        finally:
+            self._busy = False
+
+    def _on_problem(self, _change: Any) -> None:
+        self._set_response_options()
+        self.refresh()
+
+    def _on_preset(self, change: Any) -> None:
+        if self._busy or change["new"] == self.CUSTOM:
+            return
+        text = self._presets.get(change["new"])
+        if change["new"] == self.GREEDY:
+            text = self._greedy_text()
+        self._busy = True
+        try:
+            self.text.value = text or ""
+        finally:
+            self._busy = False
+        self.refresh()
+
+    def _on_text(self, _change: Any) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            self.response.value = self.CUSTOM
+        finally:
+            self._busy = False
+        self.refresh()
+
+    def _on_add(self, _button: Any) -> None:
+        spec = self.add_path.value.strip()
+        if not spec:
+            return
+        name = Path(spec).name or spec
+        while name in self.specs and self.specs[name] != spec:
+            name += "'"
+        self.specs[name] = spec
+        try:
+            self.checkpoint(name)
+        except Exception as err:  # show the failure, keep the explorer usable
+            del self.specs[name]
+            self.status.value = f'<span style="color:#b00">{html.escape(repr(err))}</span>'
+            return
+        selected = (*self.checkpoints.value, name)
+        self._busy = True  # new options clear the selection: restore it, then refresh once
+        try:
+            self.checkpoints.options = list(self.specs)
+            self.checkpoints.value = ()
+        finally:
+            self._busy = False
+        self.checkpoints.value = selected
+
+    def _greedy_text(self) -> str:
+        names = list(self.checkpoints.value) or list(self.specs)[:1]
+        p = self.problems[self.problem.value]
+        key = (names[0], p.question)
+        if key not in self._greedy:
+            ckpt = self.checkpoint(names[0])
+            tok = ckpt.tokenizer
+            prompt = self.task.format_prompt(p.question, tok)
+            ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            device = next(ckpt.policy.parameters()).device
+            with torch.no_grad():
+                out = ckpt.policy.generate(
+                    ids.to(device),
+                    attention_mask=torch.ones_like(ids).to(device),
+                    do_sample=False,
+                    max_new_tokens=self.task.max_new_tokens,
+                    pad_token_id=tok.pad_token_id,
+                )
+            self._greedy[key] = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        return self._greedy[key]
+
+    # ------------------------------------------------------------------ recomputation
+
+    def rows(self) -> dict[str, dict[str, np.ndarray]]:
+        """Quantities of every selected checkpoint on the current example (forwards cached;
+        β, λ, α only rerun the kernels)."""
+        names = list(self.checkpoints.value) or list(self.specs)[:1]
+        p = self.problems[self.problem.value]
+        first = self.checkpoint(names[0])
+        key = (p.question, self.text.value, bool(self.eos.value))
+        if key not in self._examples:
+            self._examples[key] = make_example(
+                first.tokenizer,
+                self.task,
+                p.question,
+                p.gold,
+                self.text.value,
+                terminal=bool(self.eos.value),
+            )
+        example = self._examples[key]
+        out = {}
+        for name in names:
+            ckpt = self.checkpoint(name)
+            if len(ckpt.tokenizer) != len(first.tokenizer):
+                raise ValueError(f"{name!r} has another tokenizer than {names[0]!r}")
+            fkey = (name, key)
+            if fkey not in self._forwards:
+                self._forwards[fkey] = forward_example(ckpt, self.reference_for(ckpt), example)
+            out[name] = example_quantities(
+                example,
+                self._forwards[fkey],
+                beta=self.beta.value,
+                lam=self.lam.value,
+                alpha=self.alpha.value,
+            )
+        self.example = example
+        return out
+
+    def refresh(self) -> None:
+        """Recompute and re-render ``view`` (errors go to ``status``, the view is kept)."""
+        if self._busy:
+            return
+        try:
+            rows = self.rows()
+        except Exception as err:
+            self.status.value = f'<span style="color:#b00">{html.escape(repr(err))}</span>'
+            return
+        ex = self.example
+        spec = QUANTITIES[self.quantity.value]
+        grid = build_grid(ex, rows, spec.key, title=f"{spec.label} per response token")
+        notes = [
+            f"β = {self.beta.value:.3g}, λ = {self.lam.value:.3g}, α = {self.alpha.value:.3g}",
+            f"outcome reward {ex.reward:g}" + ("" if ex.terminal else " (cut: not terminal)"),
+        ]
+        missing = [n for n in rows if not np.isfinite(rows[n]["value"]).any()]
+        if spec.needs_value and missing:
+            notes.append("no value model: " + ", ".join(missing))
+        header = (
+            f'<div style="color:#444">{html.escape(" · ".join(notes))}</div>'
+            f'<details><summary>prompt</summary><pre style="white-space:pre-wrap">'
+            f"{html.escape(ex.prompt)}</pre></details>"
+        )
+        self.grid = grid
+        self.view.value = to_html(grid, header=header)
+        self.status.value = ""
+
+
+def explore(
+    task: str = "toy",
+    checkpoints: Mapping[str, str] | None = None,
+    **kwargs: Any,
+):
+    """The explorer widget (an ``ipywidgets.VBox``; its :class:`Explorer` is ``.explorer``).
+
+    ``checkpoints`` maps a row name to a model spec or a training run directory, e.g.
+    ``{"π_ref": "toy", "DQO": "outputs/toy/train/dqo"}`` (default: the task's π_ref only).
+    Other keywords go to :class:`Explorer`: ``reference``, ``split``, ``problems``, ``source``
+    (the task's data source, None = its default), ``quantity``, ``beta``, ``lam``, ``alpha``,
+    ``device``."""
+    return Explorer(task, checkpoints, **kwargs).widget
