@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser run tabular-demo test lint bench clean
+.PHONY: setup browser run tabular-demo test course lab lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,18 @@ browser:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "WARNING: no apt-get: install chromium + chromedriver yourself, or the browser test skips"; fi
 
+# the unit tests, then every notebook executed in smoke mode (notebooks/conftest.py sets it)
 test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --nbmake --nbmake-timeout=600 notebooks/
+
+# the executed course (full sizes) as HTML with its figures, in outputs/course/
+course: setup
+	DQO_SMOKE=0 OMP_NUM_THREADS=1 $(VENV)/bin/jupyter nbconvert --to html --execute \
+	  --ExecutePreprocessor.timeout=900 --output-dir outputs/course notebooks/[0-9]*.ipynb
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
 
 lint: setup
 	$(PY) -m ruff check dqo_tutorial tests benchmarks

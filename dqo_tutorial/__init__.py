@@ -38,6 +38,8 @@ _SUBMODULES = (
     "evaluate",
     "pipeline",
     "viz",
+    "course",
+    "exercises",
     "artifacts",
     "cli",
 )

@@ -6,6 +6,7 @@
     dqo-tutorial eval   --out runs/eval --model smollm2 --limit 100 [--num-samples 4]
     dqo-tutorial run    --out runs/toy [--config configs/toy.yaml] [--smoke] [--limit N]
     dqo-tutorial toy-ref --out runs/toy-ref
+    dqo-tutorial student-copies notebooks student-notebooks
 
 ``sample``, ``train`` and ``eval`` take every field of their config dataclass
 (:class:`~dqo_tutorial.sampling.SamplingConfig`, :class:`~dqo_tutorial.train.TrainConfig`,
@@ -248,6 +249,29 @@ def _add_toy_ref(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_toy_ref)
 
 
+def _student_copies(args: argparse.Namespace) -> int:
+    from dqo_tutorial.course import make_student_copies
+
+    written = make_student_copies(args.src, args.dst)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{len(written)} student copies in {args.dst}")
+    return 0
+
+
+def _add_student_copies(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "student-copies",
+        help="copy the course notebooks with every solution region blanked out",
+        description="Write a copy of every notebook in SRC into DST with each "
+        "### BEGIN SOLUTION / ### END SOLUTION region replaced by `raise NotImplementedError` "
+        "and all outputs cleared (for instructors without nbgrader).",
+    )
+    p.add_argument("src", help="folder with the notebooks (e.g. notebooks)")
+    p.add_argument("dst", help="folder for the student copies (created if missing)")
+    p.set_defaults(func=_student_copies)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dqo-tutorial", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -257,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_run(sub)
     _add_toy_ref(sub)
+    _add_student_copies(sub)
     return parser
 
 

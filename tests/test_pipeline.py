@@ -134,3 +134,10 @@ def test_smoke_run_of_the_whole_pipeline_through_the_cli(tmp_path):
     assert {k: r["accuracy"] for k, r in rerun.items()} == {
         k: r["accuracy"] for k, r in payload["results"].items()
     }
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "math", "toy"])
+def test_every_task_has_pipeline_defaults(task):
+    cfg = load_config(None, overrides={"task": task})
+    assert cfg.train_config("dqo", "d").task == task
+    assert cfg.eval_config("m").task == task

@@ -111,10 +111,17 @@ def test_gradient_accumulation_4x1_equals_1x4(method, tiny_model, tiny_tok, rows
             ref_losses = losses
         else:
             assert losses == pytest.approx(ref_losses, rel=1e-5, abs=1e-7)
-    # AdamW divides by √v: where a gradient is ~0, float noise moves a weight by up to ~lr·1e-3
+    # Parameters: AdamW's step m/(√v + ε) is ±lr whatever the gradient's size, so where a
+    # gradient is at float-noise level (e.g. LM-head rows of tokens with probability ~0) the
+    # summation order of the micro-batches decides its sign. Such entries may differ by up to
+    # lr per step; every other entry must agree to float precision.
+    lr, steps = 3e-3, 3
     for other in params[1:]:
         for name, p in params[0].items():
-            torch.testing.assert_close(other[name], p, rtol=1e-4, atol=2e-5)
+            diff = (other[name] - p).abs()
+            close = diff <= 2e-5 + 1e-4 * p.abs()
+            assert close.float().mean() >= 0.98, f"{method}: {name} differs in many entries"
+            assert diff.max() <= 2 * lr * steps, f"{method}: {name} moved more than Adam can"
 
 
 @pytest.mark.parametrize("method", METHODS)

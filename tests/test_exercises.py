@@ -1,0 +1,139 @@
+"""Exercise checkers: pass on the notebooks' reference solutions, say "not implemented" on the
+student copies, report wrong answers and crashes as verdicts (never raise)."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+import dqo_tutorial as dqo
+from dqo_tutorial import course, exercises
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+CONCEPT_NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("0[1-9]_*.ipynb"))
+
+
+def _exercise_pairs(nb) -> list[tuple[str, str]]:
+    """(solution cell, the checker cell after it) for every exercise of a notebook."""
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    pairs = []
+    for i, cell in enumerate(cells):
+        if course.BEGIN_SOLUTION in cell.source or "raise NotImplementedError" in cell.source:
+            check = cells[i + 1].source
+            assert "exercises.check_" in check, "a solution cell must be followed by its checker"
+            pairs.append((cell.source, check))
+    return pairs
+
+
+def _run_exercise(solution: str, check: str) -> exercises.Verdict:
+    """Execute a solution cell then its checker cell, as the notebook would; return the verdict."""
+    ns = {"torch": torch, "math": math, "dqo": dqo, "course": course, "exercises": exercises}
+    exec(compile(solution, "<solution>", "exec"), ns)
+    exec(compile(check, "<check>", "exec"), ns)
+    return ns["verdict"]
+
+
+def _all_pairs(directory: Path):
+    for path in sorted(directory.glob("0[1-9]_*.ipynb")):
+        for k, pair in enumerate(_exercise_pairs(nbformat.read(path, as_version=4))):
+            yield f"{path.stem}-{k + 1}", pair
+
+
+REFERENCE = list(_all_pairs(NOTEBOOK_DIR))
+
+
+def test_every_concept_notebook_has_checked_exercises():
+    per_notebook = {
+        p.stem: len(_exercise_pairs(nbformat.read(p, as_version=4))) for p in CONCEPT_NOTEBOOKS
+    }
+    assert per_notebook and all(n >= 2 for n in per_notebook.values()), per_notebook
+
+
+@pytest.mark.parametrize("name,pair", REFERENCE, ids=[n for n, _ in REFERENCE])
+def test_checker_passes_on_the_reference_solution(name, pair, capsys):
+    verdict = _run_exercise(*pair)
+    assert verdict.status == "pass", verdict.message
+    assert capsys.readouterr().out.startswith("✓")
+
+
+def test_student_copies_give_the_not_implemented_verdict(tmp_path, capsys):
+    course.make_student_copies(NOTEBOOK_DIR, tmp_path)
+    student = list(_all_pairs(tmp_path))
+    assert len(student) == len(REFERENCE)
+    for name, pair in student:
+        assert course.BEGIN_SOLUTION not in pair[0]
+        verdict = _run_exercise(*pair)
+        assert verdict.status == "not_implemented", (name, verdict.message)
+        assert "not implemented yet" in capsys.readouterr().out
+
+
+CHECKERS = [getattr(exercises, n) for n in exercises.__all__ if n.startswith("check_")]
+CHECKERS.remove(exercises.check_function)
+
+
+@pytest.mark.parametrize("checker", CHECKERS, ids=lambda c: c.__name__)
+def test_checkers_never_crash(checker, capsys):
+    def not_yet(*args, **kwargs):
+        raise NotImplementedError
+
+    def broken(*args, **kwargs):
+        raise KeyError("oops")
+
+    def wrong(*args, **kwargs):
+        return torch.tensor(12345.0)
+
+    assert checker(not_yet).status == "not_implemented"
+    v = checker(broken)
+    assert v.status == "error" and "KeyError" in v.message
+    v = checker(wrong)
+    assert v.status == "fail" and v.message.startswith("✗")
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "raised KeyError" in out
+
+
+def test_a_wrong_answer_is_located():
+    def nan_unsafe(token_logps, mask):
+        return (token_logps * mask).sum(1)  # NaN * 0 = NaN off the mask
+
+    v = exercises.check_sequence_logprob(nan_unsafe)
+    assert v.status == "fail"
+    assert "at index" in v.message and "max |diff|" in v.message and "nan" in v.message
+
+
+def test_check_close():
+    course.check_close("same", torch.ones(3), [1.0, 1.0, 1.0])
+    with pytest.raises(AssertionError, match="at index \\(1,\\)"):
+        course.check_close("differ", torch.ones(3), [1.0, 2.0, 1.0])
+    with pytest.raises(AssertionError, match="shapes differ"):
+        course.check_close("shape", torch.ones(3), torch.ones(2))
+    course.check_close("nan matches nan", [math.nan, 1.0], [math.nan, 1.0])
+
+
+def test_require(capsys):
+    assert course.require("0.1.0") is None
+    assert set(course.versions()) >= {"python", "torch", "transformers", "dqo_tutorial"}
+    out = capsys.readouterr().out
+    assert "dqo_tutorial" in out and "torch" in out and "transformers" in out
+    with pytest.raises(RuntimeError, match="needs dqo_tutorial >= 99.0"):
+        course.require("99.0")
+
+
+def test_smoke_switch_changes_sizes_only(monkeypatch):
+    monkeypatch.delenv(course.SMOKE_ENV, raising=False)
+    assert not course.is_smoke() and course.sized(100, 3) == 100
+    monkeypatch.setenv(course.SMOKE_ENV, "1")
+    assert course.is_smoke() and course.sized(100, 3) == 3
+    monkeypatch.setenv(course.SMOKE_ENV, "0")
+    assert not course.is_smoke()
+
+
+def test_solution_cells_define_exactly_one_function():
+    for name, (solution, _) in REFERENCE:
+        tree = ast.parse(solution)
+        defs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert len(defs) == 1, name
