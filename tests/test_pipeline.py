@@ -141,3 +141,11 @@ def test_every_task_has_pipeline_defaults(task):
     cfg = load_config(None, overrides={"task": task})
     assert cfg.train_config("dqo", "d").task == task
     assert cfg.eval_config("m").task == task
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_pipeline_config_loads(path):
+    """configs/*.yaml (not the accelerate/ launcher files) are valid pipeline configurations."""
+    cfg = load_config(path)
+    for m in cfg.methods:
+        cfg.train_config(m, "d")
