@@ -169,7 +169,13 @@ class PipelineConfig:
 
 SMOKE: dict[str, Any] = {
     "sample": {"limit": 16, "num_samples": 4, "batch_size": 64, "shard_size": 16},
-    "train": {"max_steps": 3, "batch_size": 8, "checkpoint_every": 3, "value_warmup_steps": 1},
+    "train": {
+        "max_steps": 3,
+        "batch_size": 4,
+        "grad_accum": 1,
+        "checkpoint_every": 3,
+        "value_warmup_steps": 1,
+    },
     "eval": {"limit": 16, "num_samples": 2, "batch_size": 64},
 }
 """``--smoke``: a few prompts, samples, steps and test problems — the whole pipeline in about

@@ -12,6 +12,7 @@ import pytest
 
 from dqo_tutorial.pipeline import (
     TASK_DEFAULTS,
+    SMOKE,
     PipelineConfig,
     load_config,
     plot_results,
@@ -149,3 +150,13 @@ def test_every_shipped_pipeline_config_loads(path):
     cfg = load_config(path)
     for m in cfg.methods:
         cfg.train_config(m, "d")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_smoke_runs_train_every_method_that_has_data(path):
+    """`run --config X --smoke --limit 4` (the README's CPU try-out) must train, not skip: one
+    optimiser step may take at most the 4 prompts' worth of examples (SFT: 4 gold solutions)."""
+    cfg = load_config(path, overrides=SMOKE)
+    for m in cfg.methods:
+        t = cfg.train_config(m, "d")
+        assert t.batch_size * t.grad_accum <= 4, (m, t.batch_size, t.grad_accum)
