@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from dqo_tutorial.pipeline import (
-    TASK_DEFAULTS,
     SMOKE,
+    TASK_DEFAULTS,
     PipelineConfig,
     load_config,
     plot_results,
