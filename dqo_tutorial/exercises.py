@@ -26,6 +26,16 @@ checker                          notebook  the function you write
 ``check_value_loss``             04        token mean of ½ (V + β ρ − r − T)²
 ``check_lambda_return``          05        G_h by the backward recursion of method §4
 ``check_reverse_discounted_sum`` 05        G_h = Σ_{l≥h} λ^{l−h} y_l, vectorised
+``check_tempered_logprobs``      06        log μ(a|s) = log softmax(z/τ)[a]
+``check_prefix_weights``         06        w_h = min(c, exp Σ_{l<h} (log π_θ − log μ))
+``check_process_rewards``        07        shaping α(Φ(s_{h+1}) − Φ(s_h)) at step boundaries
+``check_shaped_rewards``         07        r'_h = r_h + α(Φ(s_{h+1}) − Φ(s_h)), Φ(terminal) = 0
+``check_accuracy_with_stderr``   08        accuracy p and its standard error √(p(1−p)/N)
+``check_dpo_loss``               08        −log σ(β[(log-ratio chosen) − (log-ratio rejected)])
+``check_strict_grading``         09        GSM8K: the number after the last ``####`` = gold?
+``check_flexible_grading``       09        GSM8K: strict answer, else the last number = gold?
+``check_step_value_changes``     10        ΔV over each reasoning step of a response
+``check_advantage``              10        Â_h = β ρ_h − δ^λ_h = r_h + T_{h+1} − V(s_h)
 ===============================  ========  =====================================================
 """
 
@@ -55,6 +65,16 @@ __all__ = [
     "check_value_loss",
     "check_lambda_return",
     "check_reverse_discounted_sum",
+    "check_tempered_logprobs",
+    "check_prefix_weights",
+    "check_process_rewards",
+    "check_shaped_rewards",
+    "check_accuracy_with_stderr",
+    "check_dpo_loss",
+    "check_strict_grading",
+    "check_flexible_grading",
+    "check_step_value_changes",
+    "check_advantage",
 ]
 
 N_INPUTS = 20
@@ -441,3 +461,277 @@ def check_reverse_discounted_sum(
         return kernels.lambda_return(y, torch.zeros_like(y), ones, lam)
 
     return check_function("reverse_discounted_sum", fn, reference, inputs, n=n)
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 06: importance sampling
+# --------------------------------------------------------------------------------------------
+
+
+def _tempered_logprobs_reference(logits: Tensor, actions: Tensor, tau: float) -> Tensor:
+    return torch.log_softmax(logits / tau, dim=-1).gather(-1, actions[:, None]).squeeze(-1)
+
+
+def check_tempered_logprobs(
+    fn: Callable[[Tensor, Tensor, float], Tensor], n: int = N_INPUTS
+) -> Verdict:
+    """``fn(logits (N, K), actions (N,), tau) -> (N,)``: log μ(a|s) = log softmax(z/τ)[a], the
+    behaviour policy of sampling π_ref at temperature τ (method §5).
+
+    Some inputs have logits of several hundred: exponentiate naively and you get inf.
+    """
+
+    def inputs(gen: torch.Generator, i: int):
+        rows = int(torch.randint(1, 9, (), generator=gen))
+        k = int(torch.randint(2, 30, (), generator=gen))
+        logits = 3 * torch.randn(rows, k, generator=gen, dtype=torch.float64)
+        if i % 4 == 3:
+            logits = 100 * logits  # exp(z/τ) overflows float64
+        actions = torch.randint(0, k, (rows,), generator=gen)
+        tau = 1.0 if i % 5 == 0 else float(torch.empty(()).uniform_(0.3, 2.0, generator=gen))
+        return (logits, actions, tau), {}
+
+    return check_function("tempered_logprobs", fn, _tempered_logprobs_reference, inputs, n=n)
+
+
+def check_prefix_weights(fn: Callable[..., Tensor], n: int = N_INPUTS) -> Verdict:
+    """``fn(logp_policy, logp_behavior, mask, clip) -> (B, T)``: the truncated prefix weight
+    w_h = min(c, exp Σ_{l<h} (log π_θ(a_l|s_l) − log μ(a_l|s_l))) on action columns (the sum runs
+    over the row's earlier actions only, so w = 1 at the first action), 0 elsewhere; compared
+    with :func:`dqo_tutorial.kernels.importance_weights` (``mode="prefix"``).
+
+    Off-mask entries hold large junk, and some rows have log-ratios of several hundred.
+    """
+
+    def inputs(gen: torch.Generator, i: int):
+        mask, pol, beh, _, _, _ = _batch_inputs(gen, i)
+        if i % 4 == 3:
+            beh = torch.where(mask, beh * 100, beh)  # Σ Δ of thousands: exp overflows
+        unclipped = i % 5 == 4 and i % 4 != 3  # c = ∞ only where the weights stay finite
+        clip = math.inf if unclipped else float(torch.empty(()).uniform_(0.5, 5.0, generator=gen))
+        return (pol, beh, mask, clip), {}
+
+    def reference(pol, beh, mask, clip):
+        return kernels.importance_weights(pol, beh, mask, mode="prefix", clip=clip)
+
+    return check_function("prefix_weights", fn, reference, inputs, n=n)
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 07: process rewards
+# --------------------------------------------------------------------------------------------
+
+
+def check_process_rewards(fn: Callable[..., Any], n: int = N_INPUTS) -> Verdict:
+    """``fn(length, boundaries, alpha, phi_start, phi_end) -> H floats``: the potential-based
+    shaping rewards α(Φ(s_{h+1}) − Φ(s_{b(h)})) of one response, non-zero only on the token that
+    reaches a boundary and on the last token; compared with
+    :func:`dqo_tutorial.sampling.process_rewards`."""
+    from .sampling import process_rewards
+
+    def inputs(gen: torch.Generator, i: int):
+        length = 1 if i == 0 else int(torch.randint(2, 16, (), generator=gen))
+        inner = [h for h in range(1, length) if float(torch.rand((), generator=gen)) < 0.3]
+        boundaries = [(h, float(torch.rand((), generator=gen))) for h in inner]
+        alpha = 0.0 if i % 7 == 6 else float(torch.rand((), generator=gen))
+        phi_start = float(torch.rand((), generator=gen))
+        phi_end = 0.0 if i % 2 else float(torch.rand((), generator=gen))
+        return (length, boundaries, alpha, phi_start, phi_end), {}
+
+    def reference(length, boundaries, alpha, phi_start, phi_end):
+        return torch.tensor(
+            process_rewards(length, boundaries, alpha, phi_start, phi_end), dtype=torch.float64
+        )
+
+    return check_function("process_rewards", fn, reference, inputs, n=n)
+
+
+def _shaped_rewards_reference(phi: Tensor, outcome: Tensor, mask: Tensor, alpha: float) -> Tensor:
+    out = torch.zeros(mask.shape, dtype=torch.float64)
+    for b in range(mask.shape[0]):
+        cols = mask[b].nonzero().flatten().tolist()
+        for j, c in enumerate(cols):
+            nxt = float(phi[b, cols[j + 1]]) if j + 1 < len(cols) else 0.0  # Φ(terminal) = 0
+            out[b, c] = alpha * (nxt - float(phi[b, c]))
+        if cols:
+            out[b, cols[-1]] += float(outcome[b])
+    return out
+
+
+def check_shaped_rewards(fn: Callable[..., Tensor], n: int = N_INPUTS) -> Verdict:
+    """``fn(phi, outcome, mask, alpha) -> (B, T)``: r'_h = r_h + α(Φ(s_{h+1}) − Φ(s_h)) on the
+    action columns of terminal responses, with ``phi[b, j]`` = Φ(s_h) of the state *before* the
+    action in column j, Φ(terminal) = 0 after the last action, and the outcome reward
+    ``outcome[b]`` on the last action; 0 off the mask (which holds junk in ``phi``)."""
+
+    def inputs(gen: torch.Generator, i: int):
+        b, t = _shape(gen, i)
+        mask = random_mask(gen, b, t)
+        phi = _garbage(torch.rand(b, t, generator=gen, dtype=torch.float64), mask, gen)
+        outcome = (torch.rand(b, generator=gen) < 0.5).double()
+        alpha = 0.0 if i % 7 == 6 else float(torch.empty(()).uniform_(0.1, 2.0, generator=gen))
+        return (phi, outcome, mask, alpha), {}
+
+    return check_function("shaped_rewards", fn, _shaped_rewards_reference, inputs, n=n)
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 08: the end-to-end comparison
+# --------------------------------------------------------------------------------------------
+
+
+def check_accuracy_with_stderr(fn: Callable[[Tensor], Any], n: int = N_INPUTS) -> Verdict:
+    """``fn(correct (N,) bool) -> (mean, stderr)``: the accuracy p and its binomial standard
+    error √(p(1 − p)/N), as the results table reports them (:func:`dqo_tutorial.evaluate.
+    accuracy_table`)."""
+    from .evaluate import accuracy_table
+
+    def inputs(gen: torch.Generator, i: int):
+        size = 1 if i == 0 else int(torch.randint(2, 200, (), generator=gen))
+        p = float(torch.rand((), generator=gen))
+        return (torch.rand(size, generator=gen) < p,), {}
+
+    def reference(correct: Tensor) -> Tensor:
+        records = [
+            {"decoding": "greedy", "correct_strict": c, "correct_flexible": c, "invalid": False}
+            for c in correct.tolist()
+        ]
+        r = accuracy_table(records)["greedy"]["strict"]
+        return torch.tensor([r["mean"], r["stderr"]], dtype=torch.float64)
+
+    def as_pair(correct: Tensor) -> Tensor:
+        out = fn(correct)
+        if isinstance(out, (tuple, list)):  # (mean, stderr) as numbers or 0-d tensors
+            return torch.tensor([float(x) for x in out], dtype=torch.float64)
+        return torch.as_tensor(out, dtype=torch.float64)  # anything else must have shape (2,)
+
+    return check_function("accuracy_with_stderr", as_pair, reference, inputs, n=n)
+
+
+def check_dpo_loss(fn: Callable[..., Tensor], n: int = N_INPUTS) -> Verdict:
+    """``fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> (B,)``: the
+    per-pair DPO loss −log σ(β[(log π_θ(y_c) − log π_ref(y_c)) − (log π_θ(y_r) − log π_ref(y_r))]),
+    compared with :func:`dqo_tutorial.kernels.dpo_loss`. Some margins are in the hundreds."""
+
+    def inputs(gen: torch.Generator, i: int):
+        b = int(torch.randint(1, 9, (), generator=gen))
+        scale = 2000.0 if i % 4 == 3 else 20.0  # σ of a large negative margin underflows
+        logps = [-scale * torch.rand(b, generator=gen, dtype=torch.float64) for _ in range(4)]
+        return (*logps, _beta(gen)), {}
+
+    return check_function("dpo_loss", fn, kernels.dpo_loss, inputs, n=n)
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 09: GSM8K grading
+# --------------------------------------------------------------------------------------------
+
+
+def _gsm8k_number(gen: torch.Generator) -> tuple[str, str]:
+    """A random answer as a model might write it, and the bare gold number it equals."""
+    value = int(torch.randint(0, 20000, (), generator=gen))
+    style = int(torch.randint(0, 5, (), generator=gen))
+    plain = str(value)
+    written = [plain, f"{value:,}", f"${value:,}", f"{value}.00", f"{value}."][style]
+    return written, plain
+
+
+def _gsm8k_text(gen: torch.Generator, i: int) -> tuple[str, str]:
+    written, gold = _gsm8k_number(gen)
+    other, _ = _gsm8k_number(gen)
+    kind = i % 5
+    if kind == 0:
+        text = f"She pays 3 + 4 = 7 dollars.\n#### {written}"
+    elif kind == 1:
+        text = f"First 12 apples, then {other} more.\nThe answer is {written}"  # no '####'
+    elif kind == 2:
+        text = f"#### {other}\nWait, recompute: 2 * 3 = 6.\n#### {written}"  # the last one counts
+    elif kind == 3:
+        text = f"Total: {written} cookies. #### {other}"
+    else:
+        text = f"So {other} minus 2 leaves {written}."
+    if bool(torch.rand((), generator=gen) < 0.3):
+        gold = str(int(torch.randint(0, 20000, (), generator=gen)))  # mostly a wrong answer
+    return text, gold
+
+
+def check_strict_grading(fn: Callable[[str, str], bool], n: int = N_INPUTS) -> Verdict:
+    """``fn(response, gold) -> bool``: is the number after the response's last ``####`` equal
+    to ``gold`` (commas, ``$``, a trailing ``.``, ``5.00 == 5``)? No ``####``: False. Compared
+    with :func:`dqo_tutorial.gsm8k.is_correct` in ``strict`` mode."""
+    from .gsm8k import is_correct
+
+    def inputs(gen: torch.Generator, i: int):
+        return _gsm8k_text(gen, i), {}
+
+    def reference(text: str, gold: str) -> Tensor:
+        return torch.tensor(float(is_correct(text, gold, "strict")), dtype=torch.float64)
+
+    def as_float(text: str, gold: str) -> Tensor:
+        return torch.tensor(float(bool(fn(text, gold))), dtype=torch.float64)
+
+    return check_function("strict_grading", as_float, reference, inputs, n=n)
+
+
+def check_flexible_grading(fn: Callable[[str, str], bool], n: int = N_INPUTS) -> Verdict:
+    """``fn(response, gold) -> bool``: the strict answer (last ``#### N``) if there is one, else
+    the last number of the response, compared numerically with ``gold``; compared with
+    :func:`dqo_tutorial.gsm8k.is_correct` in ``flexible`` mode."""
+    from .gsm8k import is_correct
+
+    def inputs(gen: torch.Generator, i: int):
+        return _gsm8k_text(gen, i), {}
+
+    def reference(text: str, gold: str) -> Tensor:
+        return torch.tensor(float(is_correct(text, gold, "flexible")), dtype=torch.float64)
+
+    def as_float(text: str, gold: str) -> Tensor:
+        return torch.tensor(float(bool(fn(text, gold))), dtype=torch.float64)
+
+    return check_function("flexible_grading", as_float, reference, inputs, n=n)
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 10: the Q-value explorer
+# --------------------------------------------------------------------------------------------
+
+
+def _step_value_changes_reference(state_values: Tensor, step_starts: list[int]) -> Tensor:
+    ends = [*step_starts[1:], state_values.shape[0] - 1]
+    return torch.stack([state_values[e] - state_values[s] for s, e in zip(step_starts, ends)])
+
+
+def check_step_value_changes(fn: Callable[[Tensor, list], Tensor], n: int = N_INPUTS) -> Verdict:
+    """``fn(state_values (H + 1,), step_starts) -> (n_steps,)``: the change of V over each
+    reasoning step, V(s at the next step's start) − V(s at this step's start), the last step
+    ending at the value reached after the last token (``state_values[H]``). ``step_starts``
+    lists the response-token index where each step starts (the first is 0)."""
+
+    def inputs(gen: torch.Generator, i: int):
+        h = 1 if i == 0 else int(torch.randint(2, 30, (), generator=gen))
+        starts = [0] + [k for k in range(1, h) if float(torch.rand((), generator=gen)) < 0.2]
+        return (torch.randn(h + 1, generator=gen, dtype=torch.float64), starts), {}
+
+    return check_function("step_value_changes", fn, _step_value_changes_reference, inputs, n=n)
+
+
+def check_advantage(fn: Callable[..., Tensor], n: int = N_INPUTS) -> Verdict:
+    """``fn(policy_logps, ref_logps, values, rewards, mask, beta, lam, bootstrap) -> (B, T)``:
+    the explorer's advantage Â_h = β ρ_h − δ^λ_h = r_h + T_{h+1} − V(s_h), with ρ = log π_θ −
+    log π_ref, δ^λ = V − G^λ and G^λ the λ-return of r̃ = r − β ρ (``kernels.lambda_return``,
+    bootstrap b); 0 off the mask."""
+
+    def inputs(gen: torch.Generator, i: int):
+        mask, pol, ref, values, rewards, bootstrap = _batch_inputs(gen, i)
+        return (pol, ref, values, rewards, mask, _beta(gen), _lam(gen, i), bootstrap), {}
+
+    def reference(pol, ref, values, rewards, mask, beta, lam, bootstrap):
+        zero = torch.zeros((), dtype=torch.float64)
+        rho = torch.where(mask, pol - ref, zero)
+        v = torch.where(mask, values, zero)
+        g = kernels.lambda_return(
+            torch.where(mask, rewards, zero) - beta * rho, v, mask, lam, bootstrap
+        )
+        return torch.where(mask, beta * rho - (v - g), zero)
+
+    return check_function("advantage", fn, reference, inputs, n=n)

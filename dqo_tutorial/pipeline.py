@@ -248,13 +248,13 @@ def plot_results(
     results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], title: str = ""
 ) -> None:
     """Grouped bars of strict greedy / sampling accuracy with ±1 standard error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure (no pyplot): drawing a file must not switch the caller's backend (a
+    # notebook's inline plots) nor leave a figure open
+    from matplotlib.figure import Figure
 
     names = [n for n in results if "skipped" not in results[n]]
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
+    fig = Figure(figsize=(1.2 * len(names) + 2, 3.5))
+    ax = fig.subplots()
     width = 0.38
     for k, decoding in enumerate(("greedy", "sampling")):
         means, errs = [], []
@@ -272,7 +272,6 @@ def plot_results(
     fig.tight_layout()
     tmp = Path(path).with_name(f".tmp-{Path(path).name}")
     fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
     os.replace(tmp, path)
 
 

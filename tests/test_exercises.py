@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from pathlib import Path
 
 import nbformat
@@ -15,7 +16,14 @@ import dqo_tutorial as dqo
 from dqo_tutorial import course, exercises
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-CONCEPT_NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("0[1-9]_*.ipynb"))
+
+
+def _concept_notebooks(directory: Path) -> list[Path]:
+    """Every numbered notebook but the overview 00 (01 … 10 and on)."""
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb") if not p.name.startswith("00_"))
+
+
+CONCEPT_NOTEBOOKS = _concept_notebooks(NOTEBOOK_DIR)
 
 
 def _exercise_pairs(nb) -> list[tuple[str, str]]:
@@ -39,7 +47,7 @@ def _run_exercise(solution: str, check: str) -> exercises.Verdict:
 
 
 def _all_pairs(directory: Path):
-    for path in sorted(directory.glob("0[1-9]_*.ipynb")):
+    for path in _concept_notebooks(directory):
         for k, pair in enumerate(_exercise_pairs(nbformat.read(path, as_version=4))):
             yield f"{path.stem}-{k + 1}", pair
 
@@ -74,6 +82,13 @@ def test_student_copies_give_the_not_implemented_verdict(tmp_path, capsys):
 
 CHECKERS = [getattr(exercises, n) for n in exercises.__all__ if n.startswith("check_")]
 CHECKERS.remove(exercises.check_function)
+
+
+def test_every_checker_is_used_by_a_notebook():
+    used = {
+        name for _, (_, check) in REFERENCE for name in re.findall(r"exercises\.(check_\w+)", check)
+    }
+    assert {c.__name__ for c in CHECKERS} <= used, sorted({c.__name__ for c in CHECKERS} - used)
 
 
 @pytest.mark.parametrize("checker", CHECKERS, ids=lambda c: c.__name__)

@@ -32,6 +32,12 @@ def test_the_first_part_of_the_course_is_there():
     assert names[:6] == ["00", "01", "02", "03", "04", "05"], names
 
 
+def test_the_whole_course_is_there():
+    """Notebooks 00–10 of the course plan (course-design.md), one per number."""
+    names = [p.name[:2] for p in NOTEBOOKS]
+    assert names == [f"{i:02d}" for i in range(11)], names
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_is_committed_clean(path):
     """No outputs, no execution counts, minimal metadata: diffs stay readable."""

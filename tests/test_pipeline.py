@@ -160,3 +160,19 @@ def test_smoke_runs_train_every_method_that_has_data(path):
     for m in cfg.methods:
         t = cfg.train_config(m, "d")
         assert t.batch_size * t.grad_accum <= 4, (m, t.batch_size, t.grad_accum)
+
+
+def test_plot_results_leaves_the_matplotlib_backend_alone(tmp_path):
+    """A notebook that runs the pipeline keeps its inline plots (a regression: plot_results
+    once switched the whole session to Agg)."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # any non-Agg backend stands for the notebook's
+    try:
+        acc = {"greedy": {"strict": _acc(0.5, 100)}, "sampling": {"strict": _acc(0.4, 100)}}
+        plot_results({"reference": {"accuracy": acc}}, tmp_path / "r.png")
+        assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
