@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from pathlib import Path
@@ -130,13 +131,21 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[GSM8KProblem]:
     Raises ValueError naming the file and the 1-based line number of a malformed line (bad
     JSON, missing ``question``/``answer``, or an answer without a final ``#### N``).
     """
+    return read_problems(path, _problem)
+
+
+def read_problems(
+    path: str | os.PathLike[str], parse: Callable[[int, dict[str, Any]], GSM8KProblem]
+) -> list[GSM8KProblem]:
+    """``parse(index, record)`` of every non-blank JSONL line of ``path`` (any task's reader);
+    a ValueError of a line (bad JSON or ``parse``'s) is re-raised naming the file and line."""
     problems: list[GSM8KProblem] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                problems.append(_problem(len(problems), json.loads(line)))
+                problems.append(parse(len(problems), json.loads(line)))
             except ValueError as e:  # json.JSONDecodeError is a ValueError
                 raise ValueError(f"{path}, line {lineno}: {e}") from e
     return problems

@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .gsm8k import MODES, GSM8KProblem
+from .gsm8k import MODES, GSM8KProblem, read_problems
 from .time_limit import call_with_time_limit
 
 __all__ = [
@@ -274,18 +274,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[GSM8KProblem]:
     Raises ValueError naming the file and the 1-based line number of a malformed line (bad JSON,
     missing ``problem``/``solution``, a non-string ``answer``, or no answer at all).
     """
-    import json
-
-    problems: list[GSM8KProblem] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                problems.append(_problem(len(problems), json.loads(line)))
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                raise ValueError(f"{path}, line {lineno}: {e}") from e
-    return problems
+    return read_problems(path, _problem)
 
 
 def _hub_rows(hub_id: str, configs: Iterable[str | None], split: str) -> list[dict[str, Any]]:
