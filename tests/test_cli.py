@@ -25,17 +25,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from dqo_tutorial.models import tiny_causal_lm, tiny_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-model")
-    tok = tiny_tokenizer()
-    tiny_causal_lm(len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def test_sample_then_eval_end_to_end(tmp_path, tiny_model_dir):
     data = tmp_path / "data"
     common = [

@@ -446,17 +446,6 @@ def test_dataset_is_an_alias_of_task():
         assert args.task == "math"
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from dqo_tutorial.models import tiny_causal_lm, tiny_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-model")
-    tok = tiny_tokenizer()
-    tiny_causal_lm(len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def test_cli_eval_math_end_to_end(tmp_path, tiny_model_dir):
     out = tmp_path / "eval"
     res = subprocess.run(
