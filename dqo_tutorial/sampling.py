@@ -58,6 +58,7 @@ __all__ = [
     "reference_logprobs",
     "step_boundaries",
     "monte_carlo_potentials",
+    "with_monte_carlo_potentials",
     "process_rewards",
     "SamplingConfig",
     "build_dataset",
@@ -313,39 +314,47 @@ def monte_carlo_potentials(
     ``mode`` (the task's ``is_correct``; default :func:`dqo_tutorial.gsm8k.is_correct`). Φ̂ thus
     estimates the success probability of the same length-limited process that produced the data,
     so the final state's potential is exactly the observed reward R. Continuations start from the
-    sampled token ids (no re-tokenisation of the prefix).
+    sampled token ids (no re-tokenisation of the prefix). A state reached by several responses
+    (same prompt, same prefix — common for the first lines) is rolled out once and all of them get
+    its estimate: on the toy task this cuts the rollouts 2.5-fold.
 
     Returns:
         per generation, the list of ``(h, Φ̂)`` pairs in the order of :func:`step_boundaries`.
     """
-    states = [
-        (g, h)
-        for g, gen in enumerate(generations)
-        for h in step_boundaries(tokenizer, gen.response_ids)
-    ]
+    # one estimate per distinct state: responses of one prompt often share their first lines,
+    # and a state's rollouts do not depend on which response reached it
+    unique: dict[tuple[Any, ...], int] = {}
+    located: list[list[tuple[int, int]]] = [[] for _ in generations]  # (h, unique state)
+    for g, gen in enumerate(generations):
+        for h in step_boundaries(tokenizer, gen.response_ids):
+            key = (tuple(gen.prompt_ids), tuple(gen.response_ids[:h]), golds[g])
+            located[g].append((h, unique.setdefault(key, len(unique))))
+    states = list(unique)
     completions = _sample(
         model,
         tokenizer,
-        [generations[g].prompt_ids + generations[g].response_ids[:h] for g, h in states],
+        [prompt + prefix for prompt, prefix, _ in states],
         num_samples=k,
         temperature=temperature,
         top_p=top_p,
-        max_new_tokens=[max_new_tokens - h for _, h in states],
+        max_new_tokens=[max_new_tokens - len(prefix) for _, prefix, _ in states],
         seed=seed,
         batch_size=batch_size,
         record_logps=False,
     )
     grader = grader or is_correct
-    potentials: list[list[tuple[int, float]]] = [[] for _ in generations]
-    for s, (g, h) in enumerate(states):
-        prefix = generations[g].response_ids[:h]
+    estimates = []
+    for s, (_, prefix, gold) in enumerate(states):
         hits = sum(
             grader(
-                tokenizer.decode(prefix + c.response_ids, skip_special_tokens=True), golds[g], mode
+                tokenizer.decode(list(prefix) + c.response_ids, skip_special_tokens=True),
+                gold,
+                mode,
             )
             for c in completions[s * k : (s + 1) * k]
         )
-        potentials[g].append((h, hits / k))
+        estimates.append(hits / k)
+    potentials = [[(h, estimates[u]) for h, u in states_of] for states_of in located]
     return potentials
 
 
@@ -535,29 +544,105 @@ def _build_shard(
             row["phi_start"] = 1.0  # exact: the faithful continuation of the prompt is correct
     elif cfg.process_rewards:
         t = time.perf_counter()
-        potentials = monte_carlo_potentials(
+        columns = _monte_carlo_columns(
+            cfg,
             model,
             tokenizer,
             gens,
             golds,
-            k=cfg.process_k,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
+            [g.prompt_index for g in gens],
+            rewards,
             seed=_derive_seed(cfg.seed, shard, "process"),
-            batch_size=cfg.batch_size,
-            mode=cfg.reward_mode,
-            grader=task.is_correct,
         )
-        for row, g, pairs in zip(rows, gens, potentials):
-            # Φ(s_1): the mean reward of this prompt's num_samples responses — itself a
-            # Monte-Carlo estimate from s_1, at no extra cost.
-            own = rewards[g.prompt_index * cfg.num_samples : (g.prompt_index + 1) * cfg.num_samples]
-            row["step_boundaries"] = [h for h, _ in pairs]
-            row["step_phi"] = [phi for _, phi in pairs]
-            row["phi_start"] = sum(own) / len(own)
+        for row, extra in zip(rows, columns):
+            row.update(extra)
         timing["process_s"] = time.perf_counter() - t
     return rows, timing
+
+
+def _monte_carlo_columns(
+    cfg: SamplingConfig,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    gens: Sequence[Generation],
+    golds: Sequence[str],
+    prompt_keys: Sequence[int],
+    rewards: Sequence[float],
+    seed: int,
+) -> list[dict[str, Any]]:
+    """The process columns of Monte-Carlo Φ: ``step_boundaries``, ``step_phi`` and ``phi_start``.
+
+    Φ(s_1) is the mean reward of the prompt's own responses (those sharing its ``prompt_keys``
+    entry) — itself a Monte-Carlo estimate from s_1, at no extra cost."""
+    potentials = monte_carlo_potentials(
+        model,
+        tokenizer,
+        gens,
+        golds,
+        k=cfg.process_k,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=seed,
+        batch_size=cfg.batch_size,
+        mode=cfg.reward_mode,
+        grader=get_task(cfg.task).is_correct,
+    )
+    by_prompt: dict[int, list[float]] = {}
+    for key, reward in zip(prompt_keys, rewards):
+        by_prompt.setdefault(key, []).append(reward)
+    return [
+        {
+            "step_boundaries": [h for h, _ in pairs],
+            "step_phi": [phi for _, phi in pairs],
+            "phi_start": sum(by_prompt[key]) / len(by_prompt[key]),
+        }
+        for key, pairs in zip(prompt_keys, potentials)
+    ]
+
+
+def with_monte_carlo_potentials(
+    dataset: Dataset,
+    cfg: SamplingConfig,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+) -> Dataset:
+    """The same rows with **Monte-Carlo** potentials (``process_k`` rollouts per state, §6).
+
+    Use it to compare Φ estimators on identical responses: e.g. the toy task's exact Φ (what
+    :func:`build_dataset` stores for it) against rollouts of μ, as GSM8K must estimate it.
+    ``cfg`` gives the rollout law (``temperature``, ``top_p``, ``max_new_tokens``, ``seed``,
+    ``process_k``, ``batch_size``, ``reward_mode``, ``task``): that of the data. Existing process
+    columns are replaced; every other column is kept as it is.
+    """
+    rows = [dict(r) for r in dataset]
+    gens = []
+    for r in rows:
+        n_prompt = len(r["input_ids"]) - sum(r["action_mask"])
+        gens.append(
+            Generation(
+                prompt_index=r["prompt_index"],
+                sample_index=r["sample_index"],
+                prompt_ids=list(r["input_ids"][:n_prompt]),
+                response_ids=list(r["input_ids"][n_prompt:]),
+                finished=r["terminal"],
+                text=r["response"],
+                behavior_logps=None,
+            )
+        )
+    columns = _monte_carlo_columns(
+        cfg,
+        model,
+        tokenizer,
+        gens,
+        [r["gold"] for r in rows],
+        [r["prompt_index"] for r in rows],
+        [r["reward"] for r in rows],
+        seed=_derive_seed(cfg.seed, "relabel"),
+    )
+    return Dataset.from_list(
+        [{**r, **extra} for r, extra in zip(rows, columns)], features=_features(True)
+    )
 
 
 def _save_atomically(dataset: Dataset, path: Path, extra: Mapping[str, Any] | None = None) -> None:

@@ -24,10 +24,14 @@ they grade GSM8K. Problems *are* :class:`~dqo_tutorial.gsm8k.GSM8KProblem` recor
 for step checking are parsed back from the question (:func:`parse_question`), so no extra field
 exists.
 
-**Splits.** Generated on the fly, no data files: :func:`load_toy` gives 2,000 train and 500 test
-problems by default (any ``n`` works, and a smaller ``n`` is a prefix of a larger one). A
-question's split is a property of the question itself — a hash bucket (:func:`split_of`, 1 in 5
-→ test) — so the splits are disjoint for every ``n``.
+**Splits.** Generated on the fly, no data files: :func:`load_toy` gives 2,000 train, 500 dev and
+500 test problems by default (any ``n`` works, and a smaller ``n`` is a prefix of a larger one).
+Whether a question is test is a property of the question itself — a hash bucket
+(:func:`split_of`, 1 in 5 → test) — so test is disjoint from the others for every ``n``. Dev
+questions come from the train bucket with their own seed, minus the 2,000 default train
+problems (the ones π_ref was trained on): a held-out set for choosing hyperparameters without
+touching test (:mod:`dqo_tutorial.claims` tunes on it). A train split larger than the default
+may overlap dev.
 
 **Step correctness: prefix semantics.** Line k of a response is correct iff it *is* line k of
 the gold solution (up to spaces): the right operation applied to the **true** running value, with
@@ -93,7 +97,7 @@ import functools
 import hashlib
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +157,9 @@ START_RANGE = (1, 20)  # the start value
 ADD_RANGE = (1, 20)  # operand of + and -
 MUL_RANGE = (2, 9)  # factor of *: k ≥ 2 keeps every operation injective (no *0, no *1)
 SLIPS = (-10, -2, -1, 1, 2, 10)  # how far a slipped result is off
-SPLITS = ("train", "test")
-SPLIT_SIZES = {"train": 2000, "test": 500}
-_SPLIT_SEEDS = {"train": 1, "test": 2}
+SPLITS = ("train", "dev", "test")
+SPLIT_SIZES = {"train": 2000, "dev": 500, "test": 500}
+_SPLIT_SEEDS = {"train": 1, "dev": 3, "test": 2}
 _TEST_BUCKETS = 5  # split_of: hash bucket 0 of 5 → test (20% of all questions)
 
 # Bump when the generator, the prompt or the solution format changes (record it in manifests).
@@ -267,20 +271,22 @@ def make_problems(
     min_ops: int = 2,
     max_ops: int = 4,
     split: str | None = None,
+    exclude: Collection[str] = (),
 ) -> list[GSM8KProblem]:
     """``n`` distinct random problems, deterministic in ``seed``.
 
-    ``split``: keep only questions of that split (:func:`split_of`); None keeps all. The first
-    ``m`` problems do not depend on ``n`` (prefix-stable). ``index`` is the position in the list.
+    ``split``: keep only questions of that hash bucket (:func:`split_of`: ``"train"`` or
+    ``"test"``); None keeps all. ``exclude``: questions never to return. The first ``m`` problems
+    do not depend on ``n`` (prefix-stable). ``index`` is the position in the list.
     """
     if not 1 <= min_ops <= max_ops:
         raise ValueError(f"need 1 <= min_ops <= max_ops, got {min_ops}, {max_ops}")
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split is not None and split not in ("train", "test"):
+        raise ValueError(f"unknown hash bucket {split!r}; expected 'train' or 'test'")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = random.Random(seed)
-    seen: set[str] = set()
+    seen: set[str] = set(exclude)
     problems: list[GSM8KProblem] = []
     attempts = 0
     while len(problems) < n:
@@ -298,14 +304,19 @@ def make_problems(
 
 
 def load_toy(split: str = "train", n: int | None = None) -> list[GSM8KProblem]:
-    """The toy split: ``n`` problems (default :data:`SPLIT_SIZES`: 2,000 train, 500 test).
+    """The toy split: ``n`` problems (default :data:`SPLIT_SIZES`: 2,000 train, 500 dev, 500 test).
 
-    Deterministic (a fixed seed per split), prefix-stable in ``n``, and train ∩ test = ∅ for any
-    sizes. The counterpart of :func:`dqo_tutorial.gsm8k.load_gsm8k`.
+    Deterministic (a fixed seed per split) and prefix-stable in ``n``; test is disjoint from
+    train and dev for any sizes, dev from the default 2,000 train problems (module docstring).
+    The counterpart of :func:`dqo_tutorial.gsm8k.load_gsm8k`.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    return make_problems(SPLIT_SIZES[split] if n is None else n, _SPLIT_SEEDS[split], split=split)
+    size = SPLIT_SIZES[split] if n is None else n
+    if split == "dev":
+        exclude = {p.question for p in load_toy("train")}
+        return make_problems(size, _SPLIT_SEEDS["dev"], split="train", exclude=exclude)
+    return make_problems(size, _SPLIT_SEEDS[split], split=split)
 
 
 def format_prompt(question: str, tokenizer: Any = None) -> str:

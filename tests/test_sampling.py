@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -26,6 +27,7 @@ from dqo_tutorial.sampling import (
     reference_logprobs,
     step_boundaries,
 )
+from dqo_tutorial.tasks import TASKS
 
 PROMPTS = ["Question: Tom has 3 apples and gets 4 more.\nAnswer:", "What is 12 + 7?"]
 
@@ -221,13 +223,37 @@ def test_monte_carlo_potentials(model, tok, monkeypatch):
     monkeypatch.setattr(sampling, "is_correct", lambda text, gold, mode: graded.append(text) or 1)
     potentials = monte_carlo_potentials(model, tok, gens, ["5", "5", "19", "19"], **kwargs)
     assert all(phi == 1.0 for pairs in potentials for _, phi in pairs)
-    prefixes = [
-        tok.decode(g.response_ids[:h], skip_special_tokens=True)
-        for g in gens
-        for h in step_boundaries(tok, g.response_ids)
-    ]
-    assert len(graded) == 3 * len(prefixes)
+    states = list(
+        dict.fromkeys(
+            (tuple(g.prompt_ids), tuple(g.response_ids[:h]), gold)
+            for g, gold in zip(gens, ["5", "5", "19", "19"])
+            for h in step_boundaries(tok, g.response_ids)
+        )
+    )
+    prefixes = [tok.decode(list(prefix), skip_special_tokens=True) for _, prefix, _ in states]
+    assert len(graded) == 3 * len(prefixes)  # k rollouts per distinct state
     assert all(text.startswith(prefixes[i // 3]) for i, text in enumerate(graded))
+
+
+def test_monte_carlo_potentials_roll_out_a_shared_state_once(model, tok, monkeypatch):
+    gens = generate(model, tok, PROMPTS[:2], num_samples=1, max_new_tokens=8, seed=1)
+    gens = [g for g in gens if step_boundaries(tok, g.response_ids)][:1]
+    assert gens, "the tiny model must produce a response with a step boundary"
+    calls: list[int] = []
+    real_sample = sampling._sample
+    monkeypatch.setattr(
+        sampling,
+        "_sample",
+        lambda m, t, prompts, **kw: calls.append(len(prompts)) or real_sample(m, t, prompts, **kw),
+    )
+    kwargs = dict(k=4, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0, batch_size=8)
+    twice = monte_carlo_potentials(model, tok, gens * 2, ["5", "5"], **kwargs)
+    n_states = len(step_boundaries(tok, gens[0].response_ids))
+    assert calls == [n_states]  # the second copy of the response adds no rollouts
+    assert twice[0] == twice[1]
+    other_gold = monte_carlo_potentials(model, tok, gens * 2, ["5", "6"], **kwargs)
+    assert calls[-1] == 2 * n_states  # same text, another gold: another state
+    assert [h for h, _ in other_gold[1]] == [h for h, _ in other_gold[0]]
 
 
 # ------------------------------------------------------------------------------ the dataset
@@ -382,3 +408,25 @@ def test_record_logps_false_draws_the_same_responses_without_scores(model, tok):
     assert [g.response_ids for g in without] == [g.response_ids for g in with_logps]
     assert all(g.behavior_logps is None for g in without)
     assert all(g.behavior_logps is not None for g in with_logps)
+
+
+def test_with_monte_carlo_potentials_relabels_the_same_rows(model, tok, tmp_path, monkeypatch):
+    cfg = _cfg(process_rewards=False, num_samples=3)
+    ds = build_dataset(cfg, tmp_path, model=model, tokenizer=tok, progress=False)
+    mc_cfg = dataclasses.replace(cfg, process_rewards=True, process_k=2)
+    relabelled = sampling.with_monte_carlo_potentials(ds, mc_cfg, model, tok)
+    assert len(relabelled) == len(ds)
+    for old, new in zip(ds, relabelled):
+        assert {k: new[k] for k in old} == old  # every sampled column kept (float32 both)
+        n_prompt = len(old["input_ids"]) - sum(old["action_mask"])
+        response = old["input_ids"][n_prompt:]
+        assert new["step_boundaries"] == step_boundaries(tok, response)
+        assert all(phi in (0.0, 0.5, 1.0) for phi in new["step_phi"])
+        own = [r["reward"] for r in ds if r["prompt_index"] == old["prompt_index"]]
+        assert new["phi_start"] == pytest.approx(sum(own) / len(own))
+    # the grader decides Φ: always right → Φ = 1 at every boundary
+    always = dataclasses.replace(TASKS[cfg.task], is_correct=lambda text, gold, mode: True)
+    monkeypatch.setitem(TASKS, cfg.task, always)
+    ones = sampling.with_monte_carlo_potentials(ds, mc_cfg, model, tok)
+    assert all(phi == 1.0 for row in ones for phi in row["step_phi"])
+    assert sum(len(row["step_phi"]) for row in ones) > 0

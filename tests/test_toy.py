@@ -64,8 +64,11 @@ def test_make_problems_deterministic_distinct_prefix_stable():
     assert toy.make_problems(0, seed=0) == []
     with pytest.raises(ValueError):
         toy.make_problems(5, seed=0, min_ops=3, max_ops=2)
-    with pytest.raises(ValueError, match="unknown split"):
+    with pytest.raises(ValueError, match="unknown hash bucket"):
         toy.make_problems(5, seed=0, split="dev")
+    first = toy.make_problems(3, seed=7)
+    without = toy.make_problems(3, seed=7, exclude={first[0].question})
+    assert [p.question for p in without[:2]] == [p.question for p in first[1:]]
 
 
 def test_splits_disjoint_sizes_and_stable(train, test_split):
@@ -80,6 +83,18 @@ def test_splits_disjoint_sizes_and_stable(train, test_split):
     assert not {p.question for p in train} & {p.question for p in bigger_test}
     with pytest.raises(ValueError, match="unknown split"):
         toy.load_toy("validation")
+
+
+def test_dev_split_is_held_out_from_train_and_test(train, test_split):
+    dev = toy.load_toy("dev")
+    assert len(dev) == toy.SPLIT_SIZES["dev"] == 500
+    questions = {p.question for p in dev}
+    assert len(questions) == 500
+    assert not questions & {p.question for p in train}  # π_ref never trained on dev
+    assert not questions & {p.question for p in test_split}
+    assert all(toy.split_of(q) == "train" for q in questions)  # the train hash bucket
+    assert toy.load_toy("dev", n=40) == dev[:40]
+    assert [p.index for p in dev[:3]] == [0, 1, 2]
 
 
 def test_gold_solutions_graded_correct_and_in_range(train, test_split):
