@@ -68,6 +68,7 @@ __all__ = [
     "TrainConfig",
     "load_rows",
     "build_examples",
+    "dpo_pairs",
     "item_count",
     "compute_losses",
     "train",
@@ -268,19 +269,38 @@ def build_examples(
         return [sampled(r, True) for r in rows]
     if method != "dpo":
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    by_prompt: dict[int, tuple[list[Any], list[Any]]] = {}
-    for r in rows:
-        pos, neg = by_prompt.setdefault(int(r["prompt_index"]), ([], []))
-        (pos if r["reward"] > 0.5 else neg).append(r)
+    return [
+        {"chosen": sampled(rows[c], True), "rejected": sampled(rows[r], True)}
+        for c, r in dpo_pairs(rows, pairs_per_prompt, seed)
+    ]
+
+
+def dpo_pairs(
+    rows: Sequence[Mapping[str, Any]] | Any, pairs_per_prompt: int = 4, seed: int = 0
+) -> list[tuple[int, int]]:
+    """DPO's (correct, wrong) pairs as row indices ``(chosen, rejected)``, prompt by prompt.
+
+    Per prompt the correct and the wrong responses are shuffled (one seeded ``random.Random`` for
+    the whole call, prompts in increasing ``prompt_index``) and zipped: each response is used at
+    most once, up to ``pairs_per_prompt`` pairs. A prompt without both kinds gives no pair.
+    """
+    by_prompt: dict[int, tuple[list[int], list[int]]] = {}
+    for i, (p, reward) in enumerate(zip(_column(rows, "prompt_index"), _column(rows, "reward"))):
+        pos, neg = by_prompt.setdefault(int(p), ([], []))
+        (pos if reward > 0.5 else neg).append(i)
     rng = random.Random(seed)
     pairs = []
     for p in sorted(by_prompt):
         pos, neg = by_prompt[p]
         rng.shuffle(pos)
         rng.shuffle(neg)
-        for c, r in list(zip(pos, neg))[:pairs_per_prompt]:
-            pairs.append({"chosen": sampled(c, True), "rejected": sampled(r, True)})
+        pairs += list(zip(pos, neg))[:pairs_per_prompt]
     return pairs
+
+
+def _column(rows: Sequence[Mapping[str, Any]] | Any, name: str) -> list[Any]:
+    """One column of a 🤗 Dataset (read at once) or of a list of dicts."""
+    return list(rows[name]) if hasattr(rows, "column_names") else [r[name] for r in rows]
 
 
 def item_count(method: str, batch: Mapping[str, Any]) -> Tensor:
@@ -418,6 +438,8 @@ def train(
     rows: Sequence[Mapping[str, Any]] | Any = None,
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    probe: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    probe_every: int = 0,
 ) -> dict[str, Any]:
     """Train ``cfg.method`` and write the outputs of the module docstring into ``out_dir``.
 
@@ -425,7 +447,11 @@ def train(
     labels the run); ``rows``: the data instead of ``cfg.data`` (sampled rows, or for SFT
     ``{"prompt", "response"}`` texts). ``callback(step, stats)`` runs after every optimiser step
     on the main process (live plots; an exception there interrupts the run like Ctrl-C would, and
-    a rerun resumes from the last checkpoint). Returns the training summary.
+    a rerun resumes from the last checkpoint). ``probe(policy)``: every ``probe_every`` steps
+    and after the last, on the main process, the policy in eval mode without gradients — e.g. a
+    dev-set accuracy for learning curves; its values join that step's line of ``log.jsonl``
+    (single process or DDP; not under FSDP, whose forward needs every process). Returns the
+    training summary.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -444,6 +470,12 @@ def train(
             "DeepSpeed is not supported: it ties one engine to one model, and DRO/DQO train two; "
             "use FSDP (configs/accelerate/fsdp.yaml) or DDP"
         )
+    if probe is not None and accelerator.distributed_type.value == "FSDP":
+        raise ValueError(
+            "train(probe=...) runs the policy on the main process only: not under FSDP"
+        )
+    if probe is not None and probe_every < 1:
+        raise ValueError(f"probe_every must be >= 1 with a probe, got {probe_every}")
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -625,6 +657,12 @@ def train(
         }
         if value_model is not None:
             last["value_lr"] = sched_v.get_last_lr()[0]
+        if probe is not None and main and (step % probe_every == 0 or step == total_steps):
+            probed = accelerator.unwrap_model(policy)
+            probed.eval()
+            with torch.no_grad():
+                last |= {k2: float(v) for k2, v in probe(probed).items()}
+            probed.train()
         if main:
             with log_path.open("a") as f:
                 f.write(json.dumps(last) + "\n")

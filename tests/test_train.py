@@ -8,6 +8,8 @@ import json
 import pytest
 import torch
 from conftest import sampled_rows
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -19,6 +21,7 @@ from dqo_tutorial.train import (
     _token_rewards,
     build_examples,
     compute_losses,
+    dpo_pairs,
     item_count,
     train,
 )
@@ -312,6 +315,27 @@ def test_build_examples_by_hand(tiny_tok):
     assert sft[0]["input_ids"][-1] == tiny_tok.eos_token_id and sft[0]["action_mask"][-1] == 1
 
 
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.booleans()), max_size=40),
+    st.integers(1, 5),
+    st.integers(0, 3),
+)
+def test_dpo_pairs_match_a_per_prompt_count(rows, per_prompt, seed):
+    data = [{"prompt_index": p, "reward": float(ok)} for p, ok in rows]
+    pairs = dpo_pairs(data, per_prompt, seed)
+    used = [i for pair in pairs for i in pair]
+    assert len(used) == len(set(used))  # every response at most once
+    for c, r in pairs:
+        assert data[c]["reward"] == 1.0 and data[r]["reward"] == 0.0
+        assert data[c]["prompt_index"] == data[r]["prompt_index"]
+    for p in range(5):  # as many pairs as the rarer side allows, capped
+        pos = sum(1 for q, ok in rows if q == p and ok)
+        neg = sum(1 for q, ok in rows if q == p and not ok)
+        got = sum(1 for c, _ in pairs if data[c]["prompt_index"] == p)
+        assert got == min(pos, neg, per_prompt)
+    assert dpo_pairs(data, per_prompt, seed) == pairs  # seeded
+
+
 def test_process_rewards_use_zero_terminal_potential():
     # prompt of 2 tokens, response of 4; boundaries after 1 and 3 response tokens
     row = {
@@ -378,3 +402,42 @@ def test_a_warmup_that_outlasts_training_is_an_error(tiny_model, tiny_tok, rows,
     cfg = cfg_for("dqo", batch_size=2, max_steps=3, value_warmup_steps=3)
     with pytest.raises(ValueError, match="value_warmup_steps: 3 warm-up steps of 3"):
         train(cfg, tmp_path, policy=tiny_model, tokenizer=tiny_tok, rows=rows, progress=False)
+
+
+def test_probe_sees_the_current_policy_and_joins_the_log(tiny_model, tiny_tok, rows, tmp_path):
+    cfg = cfg_for("dqo", batch_size=2, max_steps=5, checkpoint_every=100)
+    seen = []
+
+    def probe(policy):
+        assert not policy.training and not torch.is_grad_enabled()
+        weight = policy.get_input_embeddings().weight
+        seen.append(weight.detach().clone())
+        return {"probe_norm": float(weight.norm())}
+
+    policy = copy.deepcopy(tiny_model)
+    train(
+        cfg,
+        tmp_path,
+        policy=policy,
+        tokenizer=tiny_tok,
+        rows=rows,
+        progress=False,
+        probe=probe,
+        probe_every=2,
+    )
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "probe_norm" in r] == [2, 4, 5]  # every 2 and the last
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
+    torch.testing.assert_close(seen[-1], final.get_input_embeddings().weight)  # the trained one
+    assert not torch.equal(seen[0], seen[-1])
+    assert policy.training  # back in train mode after each probe
+    with pytest.raises(ValueError, match="probe_every"):
+        train(
+            cfg,
+            tmp_path / "bad",
+            policy=copy.deepcopy(tiny_model),
+            tokenizer=tiny_tok,
+            rows=rows,
+            progress=False,
+            probe=probe,
+        )
