@@ -3,8 +3,9 @@
 A long job (sampling, evaluation, training) writes into one directory. Two rules keep an
 interruption from losing or corrupting anything:
 
-- every file is written to a temporary sibling and renamed into place (:func:`atomic_write_json`),
-  so a reader sees the old file or the new one, never half of one;
+- every file or dataset is written to a temporary sibling and renamed into place
+  (:func:`atomic_write_json`, :func:`save_dataset_atomically`), so a reader sees the old one or
+  the new one, never half of one;
 - the first run stores what determines the results (:func:`check_run_identity`); a rerun with the
   same identity resumes, a rerun with a different one is refused with the differing fields named.
 """
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "check_run_identity"]
+__all__ = ["atomic_write_json", "save_dataset_atomically", "check_run_identity"]
 
 
 def atomic_write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
@@ -25,6 +27,21 @@ def atomic_write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def save_dataset_atomically(
+    dataset: Any, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None
+) -> None:
+    """``dataset.save_to_disk`` (a 🤗 Dataset) into a temporary sibling, then rename: ``path``
+    exists only when complete. ``extra``: a ``timing.json`` written inside it first."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)  # debris of an interrupted run
+    dataset.save_to_disk(str(tmp))
+    if extra is not None:
+        atomic_write_json(tmp / "timing.json", extra)
+    shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
 

@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -45,7 +44,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import __version__
-from .artifacts import atomic_write_json, check_run_identity
+from .artifacts import atomic_write_json, check_run_identity, save_dataset_atomically
 from .collate import DQOCollator, example_from_ids
 from .gsm8k import MODES, dataset_hash, is_correct
 from .modeling import per_token_logprobs
@@ -645,17 +644,6 @@ def with_monte_carlo_potentials(
     )
 
 
-def _save_atomically(dataset: Dataset, path: Path, extra: Mapping[str, Any] | None = None) -> None:
-    """save_to_disk into a temporary sibling, then rename: ``path`` exists only when complete."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)  # debris of an interrupted run
-    dataset.save_to_disk(str(tmp))
-    if extra is not None:
-        atomic_write_json(tmp / "timing.json", extra)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
 def summarize(dataset: Dataset, seconds: float | None = None) -> dict[str, Any]:
     """Statistics of a sampled dataset (and throughput when the sampling time is given).
 
@@ -748,14 +736,14 @@ def build_dataset(
         for s in missing:
             rows, timing = _build_shard(cfg, s, model, tokenizer, chunk(s), s * cfg.shard_size)
             shard = Dataset.from_list(rows, features=_features(cfg.process_rewards))
-            _save_atomically(shard, paths[s], extra=timing)
+            save_dataset_atomically(shard, paths[s], extra=timing)
             new_samples += len(rows)
             new_sampling_s += timing["sampling_s"]
             bar.update(len(chunk(s)))
             bar.set_postfix(samples_per_s=f"{new_samples / new_sampling_s:.2f}")
 
     dataset = concatenate_datasets([load_from_disk(str(p)) for p in paths])
-    _save_atomically(dataset, out / "dataset")
+    save_dataset_atomically(dataset, out / "dataset")
     dataset = load_from_disk(str(out / "dataset"))
 
     timings = [json.loads((p / "timing.json").read_text()) for p in paths]
