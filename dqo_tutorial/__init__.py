@@ -13,6 +13,7 @@ One concept per module (``import dqo_tutorial as dqo``; submodules load on first
 - :mod:`~dqo_tutorial.collate`   joint tokenisation, action masks and padding;
 - :mod:`~dqo_tutorial.sampling`  the offline dataset: samples with log μ, log π_ref and rewards;
 - :mod:`~dqo_tutorial.evaluate`  greedy and sampling accuracy on GSM8K;
+- :mod:`~dqo_tutorial.claims`    the toy-claims experiment: seeds, error bars and ablations;
 - :mod:`~dqo_tutorial.artifacts` atomic writes and resumable run directories;
 - :mod:`~dqo_tutorial.cli`       the ``dqo-tutorial`` command.
 """
@@ -37,6 +38,7 @@ _SUBMODULES = (
     "train",
     "evaluate",
     "pipeline",
+    "claims",
     "viz",
     "course",
     "exercises",

@@ -5,6 +5,7 @@
     dqo-tutorial train  --out runs/train --method dqo --model smollm2 --data runs/data
     dqo-tutorial eval   --out runs/eval --model smollm2 --limit 100 [--num-samples 4]
     dqo-tutorial run    --out runs/toy [--config configs/toy.yaml] [--smoke] [--limit N]
+    dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
     dqo-tutorial toy-ref --out runs/toy-ref
     dqo-tutorial student-copies notebooks student-notebooks
 
@@ -228,6 +229,52 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from dqo_tutorial.claims import SMOKE, VARIANTS, ClaimsConfig, run_toy_claims
+
+    values: dict[str, Any] = dict(SMOKE) if args.smoke else {}
+    if args.seeds:
+        values["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    if args.workers:
+        values["workers"] = args.workers
+    if args.variants:
+        names = [n.strip() for n in args.variants.split(";") if n.strip()]
+        if names == ["all"]:
+            names = [v.name for v in VARIANTS]
+        elif names == ["diagnostics"]:
+            names = [v.name for v in VARIANTS if v.group in ("baselines", "diagnostics")]
+        values["variants"] = tuple(names)
+    try:
+        cfg = ClaimsConfig(**values)
+    except ValueError as err:
+        raise SystemExit(f"bad configuration: {err}") from err
+    out = args.out or ("outputs/toy-claims-smoke" if args.smoke else "outputs/toy-claims")
+    run_toy_claims(cfg, out)
+    return 0
+
+
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="the toy-claims experiment: seeds, error bars and ablations of DQO's claims",
+        description="Test DQO's claims on the toy task: every baseline and ablation on one "
+        "offline dataset per seed, learning rates tuned on the dev split with the same budget "
+        "for every method; writes results.{json,md} and plots (docs/toy-claims.md). "
+        "Rerun to resume.",
+    )
+    p.add_argument("name", choices=["toy-claims"], help="the experiment to run")
+    p.add_argument("--out", help="output directory (default outputs/toy-claims[-smoke])")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that all runs")
+    p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--workers", type=int, help="worker processes (default 2)")
+    p.add_argument(
+        "--variants",
+        help="semicolon-separated variant names, 'all', or 'diagnostics' (baselines + "
+        "the DQO diagnostics); default: the grid of the issue",
+    )
+    p.set_defaults(func=_experiment)
+
+
 def _toy_ref(args: argparse.Namespace) -> int:
     from dqo_tutorial.toy import train_reference
 
@@ -280,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_run(sub)
+    _add_experiment(sub)
     _add_toy_ref(sub)
     _add_student_copies(sub)
     return parser

@@ -1,0 +1,947 @@
+r"""DQO's claims, tested on the toy task: seeds, error bars and ablations.
+
+    dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
+
+The paper (arXiv 2410.09302) reports gains without seeds or error bars. This module reruns its
+comparisons on the toy reasoning task (:mod:`dqo_tutorial.toy`, shipped π_ref, CPU) so that
+anyone can see which claims hold and how strongly. The written analysis of a full run is
+``docs/toy-claims.md``.
+
+**Protocol.**
+
+1. *Data, per seed s.* ``prompts`` training prompts × ``num_samples`` responses at τ = 1 from
+   π_ref (sampling seed s), labelled with the exact potentials Φ of the toy step checker; the
+   same responses relabelled with Monte-Carlo Φ (``process_k`` rollouts of μ per distinct state,
+   :func:`~dqo_tutorial.sampling.with_monte_carlo_potentials`). Every variant of seed s trains on
+   (a subset of) these rows — one offline dataset per seed.
+2. *Tuning, the same budget for every trained method* (SFT, RFT, DPO, DRO, DQO): the policy
+   learning rates ``policy_lrs`` (DRO/DQO: value lr = ``value_lr_ratio`` × policy lr), all other
+   knobs fixed at :attr:`ClaimsConfig.train`; seed 0; chosen by greedy accuracy on
+   ``dev_problems`` problems of the toy *dev* split (held out from π_ref's training problems and
+   from test; ties go to the smaller rate). Every variant inherits its method's rate.
+3. *Grid.* Every variant × every seed (training seed = s), evaluated on ``test_problems`` test
+   problems: greedy, and ``eval_samples`` samples at τ = 1 per problem (sampling seed s).
+   Variants whose config equals a tuning run's share its training (one run per distinct config).
+4. *Aggregation.* Per variant: mean and sample standard deviation (ddof = 1) over seeds of the
+   strict greedy and sampling accuracy; the per-seed binomial standard errors stay in the JSON.
+
+**Variants** (:data:`VARIANTS`): the baselines (π_ref, SFT, RFT, DPO, DRO, DQO with the toy
+defaults and §8's β, λ = 1, prefix IS clipped at 2); DQO without importance sampling; λ ∈ {0, 0.95}
+(λ = 1 is DQO itself); process rewards α = 0.5 with exact and with Monte-Carlo Φ; imbalance —
+only ``positive_keep`` of the correct responses kept (all wrong ones), and wrong responses only
+(DPO and RFT have nothing to train on there: reported as skipped, with the reason); data size —
+DQO trained on exactly the responses DPO's pairs use (:func:`~dqo_tutorial.train.dpo_pairs`).
+``diagnostics`` (not in the default grid; ``--variants``) vary β, the IS clip, target detaching
+and the value model.
+
+**Outputs** in ``out/``: ``experiment_config.json`` (a rerun must match it, then resumes),
+``data/seed-S/{exact,monte_carlo}``, ``runs/seed-S/<variant>-<hash>/`` (``spec.json``,
+``train/``, ``eval-test/``, ``eval-dev/``, ``record.json``), ``results.json`` (every run, every
+seed, the configuration, the tuning table, the summary), ``results.md`` (the table),
+``accuracy.png`` (per variant, mean ± std, one dot per seed), ``lambda.png`` (accuracy vs λ)
+and ``curves.png`` (dev greedy accuracy during training). Jobs run in ``workers`` processes of
+one thread each (small models gain nothing from intra-op threads); each job resumes on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from .artifacts import atomic_write_json, check_run_identity, save_dataset_atomically
+
+__all__ = [
+    "Variant",
+    "VARIANTS",
+    "ClaimsConfig",
+    "SMOKE",
+    "select_rows",
+    "choose_learning_rates",
+    "summarize_runs",
+    "results_table",
+    "run_toy_claims",
+]
+
+GROUPS = (
+    "baselines",
+    "importance sampling",
+    "λ-return",
+    "process rewards",
+    "imbalance",
+    "data size",
+    "diagnostics",
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the comparison.
+
+    ``method``: ``"reference"`` (π_ref, not trained) or a :data:`~dqo_tutorial.train.METHODS`
+    entry; ``train``: :class:`~dqo_tutorial.train.TrainConfig` fields on top of the experiment's
+    (after tuning); ``rows``: which sampled rows it trains on (:func:`select_rows`);
+    ``potentials``: the Φ of its process rewards (``"exact"`` or ``"monte_carlo"``); ``curve``:
+    record a dev learning curve; ``default``: part of the default grid.
+    """
+
+    name: str
+    method: str
+    group: str
+    train: Mapping[str, Any] = field(default_factory=dict)
+    rows: str = "all"
+    potentials: str = "exact"
+    curve: bool = False
+    default: bool = True
+
+    def __post_init__(self) -> None:
+        if self.group not in GROUPS:
+            raise ValueError(f"Variant {self.name}: unknown group {self.group!r}")
+        if self.rows not in ROW_SELECTIONS:
+            raise ValueError(f"Variant {self.name}: rows must be one of {ROW_SELECTIONS}")
+        if self.potentials not in ("exact", "monte_carlo"):
+            raise ValueError(f"Variant {self.name}: potentials must be exact or monte_carlo")
+
+
+ROW_SELECTIONS = ("all", "few_positives", "negatives_only", "dpo_responses")
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("π_ref", "reference", "baselines"),
+    Variant("SFT", "sft", "baselines", curve=True),
+    Variant("RFT", "rft", "baselines", curve=True),
+    Variant("DPO", "dpo", "baselines", curve=True),
+    Variant("DRO", "dro", "baselines", curve=True),
+    Variant("DQO", "dqo", "baselines", curve=True),
+    Variant("DQO, no IS", "dqo", "importance sampling", {"is_mode": "none"}),
+    Variant("DQO, λ=0", "dqo", "λ-return", {"lam": 0.0}),
+    Variant("DQO, λ=0.95", "dqo", "λ-return", {"lam": 0.95}),
+    Variant("DQO, α=0.5 exact Φ", "dqo", "process rewards", {"process_reward_coef": 0.5}),
+    Variant(
+        "DQO, α=0.5 MC Φ",
+        "dqo",
+        "process rewards",
+        {"process_reward_coef": 0.5},
+        potentials="monte_carlo",
+    ),
+    Variant("RFT, few positives", "rft", "imbalance", rows="few_positives"),
+    Variant("DPO, few positives", "dpo", "imbalance", rows="few_positives"),
+    Variant("DRO, few positives", "dro", "imbalance", rows="few_positives"),
+    Variant("DQO, few positives", "dqo", "imbalance", rows="few_positives"),
+    Variant("RFT, negatives only", "rft", "imbalance", rows="negatives_only"),
+    Variant("DPO, negatives only", "dpo", "imbalance", rows="negatives_only"),
+    Variant("DRO, negatives only", "dro", "imbalance", rows="negatives_only"),
+    Variant("DQO, negatives only", "dqo", "imbalance", rows="negatives_only"),
+    Variant(
+        "DQO, negatives only, α=0.5 exact Φ",
+        "dqo",
+        "imbalance",
+        {"process_reward_coef": 0.5},
+        rows="negatives_only",
+    ),
+    Variant("DQO on DPO's responses", "dqo", "data size", rows="dpo_responses"),
+    Variant("DQO, β=0.03", "dqo", "diagnostics", {"beta": 0.03}, default=False),
+    Variant("DQO, β=0.3", "dqo", "diagnostics", {"beta": 0.3}, default=False),
+    Variant("DQO, IS clip 10", "dqo", "diagnostics", {"is_clip": 10.0}, default=False),
+    Variant(
+        "DQO, target not detached", "dqo", "diagnostics", {"detach_target": False}, default=False
+    ),
+    Variant(
+        "DQO, shared value trunk", "dqo", "diagnostics", {"value_model": "shared"}, default=False
+    ),
+    Variant(
+        "DQO, no value warm-up", "dqo", "diagnostics", {"value_warmup_steps": 0}, default=False
+    ),
+)
+"""Every variant; those with ``default=False`` run only when named (``variants``)."""
+
+_BY_NAME = {v.name: v for v in VARIANTS}
+
+
+def _toy_train_defaults() -> dict[str, Any]:
+    from .pipeline import TASK_DEFAULTS
+
+    base = dict(TASK_DEFAULTS["toy"]["train"])
+    for tuned in ("policy_lr", "value_lr"):
+        base.pop(tuned)
+    # the pipeline warms V up for 20 of 125 steps (1,000 prompts); scaled to 400 prompts
+    base |= {"value_warmup_steps": 10, "checkpoint_every": 1000}
+    return base
+
+
+@dataclass(frozen=True)
+class ClaimsConfig:
+    """The experiment (module docstring). Sizes chosen so that the default grid takes under half
+    an hour on a 2-core CPU; ``train``: the TrainConfig fields every run shares (toy defaults of
+    :data:`~dqo_tutorial.pipeline.TASK_DEFAULTS` without the tuned learning rates)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    prompts: int = 400
+    num_samples: int = 8
+    test_problems: int = 500
+    eval_samples: int = 4
+    dev_problems: int = 300
+    curve_problems: int = 100
+    curve_points: int = 5
+    policy_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
+    value_lr_ratio: float = 10.0
+    positive_keep: float = 0.1
+    process_k: int = 4
+    train: Mapping[str, Any] = field(default_factory=_toy_train_defaults)
+    variants: tuple[str, ...] = tuple(v.name for v in VARIANTS if v.default)
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        from .train import TrainConfig
+
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "policy_lrs", tuple(self.policy_lrs))
+        object.__setattr__(self, "variants", tuple(self.variants))
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"ClaimsConfig.seeds: distinct seeds needed, got {self.seeds}")
+        for name in ("prompts", "num_samples", "test_problems", "dev_problems", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ClaimsConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.policy_lrs or min(self.policy_lrs) <= 0:
+            raise ValueError(f"ClaimsConfig.policy_lrs: positive rates needed: {self.policy_lrs}")
+        if not 0 < self.positive_keep < 1:
+            raise ValueError("ClaimsConfig.positive_keep: must lie in (0, 1)")
+        unknown = [n for n in self.variants if n not in _BY_NAME]
+        if unknown:
+            raise ValueError(f"ClaimsConfig.variants: unknown {unknown}; known: {list(_BY_NAME)}")
+        fixed = {"method", "model", "task", "data", "policy_lr", "value_lr", "seed"}
+        bad = sorted(set(self.train) & fixed)
+        if bad:
+            raise ValueError(f"ClaimsConfig.train: {bad} are set by the experiment")
+        TrainConfig(method="dqo", model="toy", task="toy", **self.train)  # fails on a bad field
+
+    @property
+    def selected(self) -> list[Variant]:
+        return [_BY_NAME[n] for n in self.variants]
+
+
+SMOKE: dict[str, Any] = {
+    "seeds": (0, 1),
+    "prompts": 16,
+    "num_samples": 4,
+    "test_problems": 16,
+    "eval_samples": 2,
+    "dev_problems": 16,
+    "curve_problems": 8,
+    "curve_points": 2,
+    "policy_lrs": (1e-4, 3e-4),
+    "process_k": 2,
+    "train": {**_toy_train_defaults(), "max_steps": 3, "batch_size": 4, "value_warmup_steps": 1},
+}
+"""``--smoke``: every variant and every stage at toy sizes (two seeds, two rates), to check that
+everything runs in about a minute — the accuracies mean nothing."""
+
+
+# --------------------------------------------------------------------------------------------
+# pure pieces: row selection, tuning choice, aggregation (unit-tested)
+# --------------------------------------------------------------------------------------------
+
+
+def select_rows(
+    rows: Sequence[Mapping[str, Any]] | Any,
+    how: str,
+    *,
+    seed: int,
+    positive_keep: float = 0.1,
+    pairs_per_prompt: int = 4,
+) -> list[int]:
+    """Indices of the sampled rows a variant trains on.
+
+    ``all``: every row. ``few_positives``: every wrong response and ``round(positive_keep × P)``
+    of the P correct ones (a seeded draw), i.e. ``positive_keep`` of the usual positive share.
+    ``negatives_only``: the wrong responses. ``dpo_responses``: the responses that DPO's pairs
+    use (:func:`~dqo_tutorial.train.dpo_pairs` with the same ``seed``), in row order.
+    """
+    from .train import _column, dpo_pairs
+
+    rewards = _column(rows, "reward")
+    positives = [i for i, r in enumerate(rewards) if r > 0.5]
+    if how == "all":
+        return list(range(len(rewards)))
+    if how == "negatives_only":
+        return [i for i, r in enumerate(rewards) if r <= 0.5]
+    if how == "few_positives":
+        kept = random.Random(seed).sample(positives, round(positive_keep * len(positives)))
+        return sorted(set(kept) | {i for i, r in enumerate(rewards) if r <= 0.5})
+    if how == "dpo_responses":
+        return sorted(i for pair in dpo_pairs(rows, pairs_per_prompt, seed) for i in pair)
+    raise ValueError(f"unknown row selection {how!r}; expected one of {ROW_SELECTIONS}")
+
+
+def choose_learning_rates(tuning: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Per method, the ``policy_lr`` with the best dev greedy accuracy (ties: the smaller rate).
+
+    ``tuning``: records ``{"method", "policy_lr", "dev": accuracy or None}``; a run that could
+    not train (None) never wins unless every rate failed (then the smallest is returned)."""
+    best: dict[str, tuple[float, float]] = {}
+    for r in sorted(tuning, key=lambda r: (r["method"], r["policy_lr"])):
+        score = -1.0 if r["dev"] is None else r["dev"]
+        if r["method"] not in best or score > best[r["method"]][0]:
+            best[r["method"]] = (score, r["policy_lr"])
+    return {m: lr for m, (_, lr) in best.items()}
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else float("nan"),
+        "n_seeds": len(values),
+    }
+
+
+def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per variant (in first-seen order): mean and sample std over seeds of the strict greedy and
+    sampling test accuracy, and the skip reason where a variant never trained."""
+    by: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        by.setdefault(r["variant"], []).append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for name, rs in by.items():
+        done = [r for r in rs if "test" in r]
+        entry: dict[str, Any] = {"group": rs[0]["group"], "method": rs[0]["method"]}
+        for decoding in ("greedy", "sampling"):
+            values = [r["test"][decoding] for r in done if decoding in r["test"]]
+            if values:
+                entry[decoding] = _mean_std(values)
+        skipped = sorted({r["skipped"] for r in rs if "skipped" in r})
+        if skipped:
+            entry["skipped"] = skipped
+            entry["skipped_seeds"] = len(rs) - len(done)
+        entry["responses"] = (
+            _mean_std([r["data"]["responses"] for r in rs]) if rs[0].get("data") else None
+        )
+        out[name] = entry
+    return out
+
+
+def results_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown: per variant, greedy and sampling accuracy as mean ± std over seeds (%)."""
+    lines = [
+        "| group | variant | greedy (mean ± std) | sampling τ=1 (mean ± std) | seeds | responses |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(e: Mapping[str, Any], decoding: str) -> str:
+        if decoding not in e:
+            return "–"
+        r = e[decoding]
+        std = "" if math.isnan(r["std"]) else f" ± {100 * r['std']:.1f}"
+        return f"{100 * r['mean']:.1f}{std}"
+
+    for name, e in summary.items():
+        seeds = e["greedy"]["n_seeds"] if "greedy" in e else 0
+        if "skipped" in e:
+            reason = "; ".join(e["skipped"])
+            n = e.get("skipped_seeds", 0)
+            lines.append(
+                f"| {e['group']} | {name} | skipped ({n} seed{'s' * (n != 1)}): {reason} "
+                f"| {cell(e, 'sampling')} | {seeds} | – |"
+            )
+            continue
+        resp = f"{e['responses']['mean']:.0f}" if e.get("responses") else "–"
+        lines.append(
+            f"| {e['group']} | {name} | {cell(e, 'greedy')} | {cell(e, 'sampling')} | {seeds} "
+            f"| {resp} |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# jobs (each runs in a worker process; every one resumes on its own)
+# --------------------------------------------------------------------------------------------
+
+_REFERENCE: tuple[Any, Any] | None = None
+
+
+def _reference() -> tuple[Any, Any]:
+    """The shipped toy π_ref, loaded once per worker (jobs copy it before training)."""
+    global _REFERENCE
+    if _REFERENCE is None:
+        from .models import load_model_and_tokenizer
+
+        _REFERENCE = load_model_and_tokenizer("toy", device="cpu")
+    return _REFERENCE
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _sampling_config(cfg: ClaimsConfig, seed: int) -> Any:
+    from .sampling import SamplingConfig
+    from .toy import MAX_NEW_TOKENS
+
+    return SamplingConfig(
+        model="toy",
+        task="toy",
+        limit=cfg.prompts,
+        num_samples=cfg.num_samples,
+        max_new_tokens=MAX_NEW_TOKENS,
+        batch_size=256,
+        shard_size=cfg.prompts,
+        seed=seed,
+        process_rewards=True,
+        process_k=cfg.process_k,
+    )
+
+
+def _job_data(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
+    """Sample seed s's dataset (exact Φ) into ``out/exact``."""
+    from .sampling import build_dataset, summarize
+
+    model, tok = _reference()
+    t = time.perf_counter()
+    ds = build_dataset(
+        _sampling_config(cfg, seed), Path(out) / "exact", model=model, tokenizer=tok, progress=False
+    )
+    return {"seed": seed, "summary": summarize(ds), "wall_s": time.perf_counter() - t}
+
+
+def _job_monte_carlo(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
+    """The same rows with Monte-Carlo Φ into ``out/monte_carlo`` (skipped when present)."""
+    from .sampling import with_monte_carlo_potentials
+    from .train import load_rows
+
+    target = Path(out) / "monte_carlo"
+    t = time.perf_counter()
+    if not target.is_dir():
+        model, tok = _reference()
+        relabelled = with_monte_carlo_potentials(
+            load_rows(Path(out) / "exact"), _sampling_config(cfg, seed), model, tok
+        )
+        save_dataset_atomically(relabelled, target)
+    return {"seed": seed, "wall_s": time.perf_counter() - t}
+
+
+def _accuracy(res: Mapping[str, Any]) -> dict[str, Any]:
+    """Strict accuracies of an evaluation: ``{greedy, sampling, stderr: {…}, n: {…}, invalid}``."""
+    acc = res["accuracy"]
+    kinds = [d for d in ("greedy", "sampling") if d in acc]
+    return {d: acc[d]["strict"]["mean"] for d in kinds} | {
+        "stderr": {d: acc[d]["strict"]["stderr"] for d in kinds},
+        "n": {d: acc[d]["strict"]["n"] for d in kinds},
+        "invalid_greedy": acc["greedy"]["invalid"]["mean"] if "greedy" in acc else None,
+    }
+
+
+def _greedy_dev_probe(problems: Sequence[Any], tokenizer: Any) -> Callable[[Any], dict]:
+    from .gsm8k import is_correct
+    from .sampling import generate
+    from .toy import MAX_NEW_TOKENS, format_prompt
+
+    prompts = [format_prompt(p.question) for p in problems]
+
+    def probe(policy: Any) -> dict[str, float]:
+        gens = generate(
+            policy,
+            tokenizer,
+            prompts,
+            temperature=0.0,
+            batch_size=256,
+            max_new_tokens=MAX_NEW_TOKENS,
+            record_logps=False,
+        )
+        hits = sum(is_correct(g.text, problems[g.prompt_index].gold) for g in gens)
+        return {"dev_greedy": hits / len(prompts)}
+
+    return probe
+
+
+def _expected_steps(method: str, rows: Any, n_prompts: int, tcfg: Any) -> int:
+    """Optimiser steps of one epoch, to space the learning-curve probes."""
+    from .train import _column, dpo_pairs
+
+    if tcfg.max_steps:
+        return tcfg.max_steps
+    n = {
+        "sft": lambda: n_prompts,
+        "rft": lambda: sum(r > 0.5 for r in _column(rows, "reward")),
+        "dpo": lambda: len(dpo_pairs(rows, tcfg.dpo_pairs_per_prompt, tcfg.seed)),
+    }.get(method, lambda: len(rows))()
+    return max(1, tcfg.epochs * (n // (tcfg.batch_size * tcfg.grad_accum)))
+
+
+def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Train one configuration on its rows (π_ref: nothing to train), then evaluate it.
+
+    Every stage resumes on its own: training from its checkpoints (a finished one is reused when
+    its config matches: the seed-0 grid run of a method *is* its chosen tuning run), evaluation
+    from its ``outputs.jsonl``, a run without enough data from its ``skipped.json``."""
+    from .evaluate import EvalConfig, evaluate
+    from .models import load_model_and_tokenizer
+    from .toy import MAX_NEW_TOKENS, load_toy
+    from .train import NotEnoughDataError, TrainConfig, load_rows, train
+
+    run_dir = Path(spec["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_identity(run_dir / "spec.json", {"config": spec["trained"]})
+    t = time.perf_counter()
+    ref_model, tok = _reference()
+    record: dict[str, Any] = {}
+    model = ref_model
+    if spec["method"] != "reference":
+        tcfg = TrainConfig(**spec["train"])
+        rows = load_rows(spec["data"])
+        idx = select_rows(
+            rows,
+            spec["rows"],
+            seed=tcfg.seed,
+            positive_keep=spec["positive_keep"],
+            pairs_per_prompt=tcfg.dpo_pairs_per_prompt,
+        )
+        rows = rows.select(idx)
+        positives = int(sum(r > 0.5 for r in rows["reward"]))
+        record["data"] = (
+            {"responses": spec["prompts"], "positives": spec["prompts"], "gold": True}
+            if tcfg.method == "sft"
+            else {"responses": len(rows), "positives": positives}
+        )
+        skipped_path = run_dir / "skipped.json"
+        summary_path = run_dir / "train" / "train_summary.json"
+        if skipped_path.exists():
+            return {**record, **json.loads(skipped_path.read_text())}
+        if summary_path.exists() and json.loads(summary_path.read_text())["config"] == asdict(tcfg):
+            summary = json.loads(summary_path.read_text())
+        else:
+            probe, every = None, 0
+            if spec["curve_problems"]:
+                probe = _greedy_dev_probe(load_toy("dev", spec["curve_problems"]), tok)
+                steps = _expected_steps(tcfg.method, rows, spec["prompts"], tcfg)
+                every = max(1, math.ceil(steps / spec["curve_points"]))
+            try:
+                summary = train(
+                    tcfg,
+                    run_dir / "train",
+                    policy=copy.deepcopy(ref_model),
+                    tokenizer=tok,
+                    rows=None if tcfg.method == "sft" else rows,
+                    progress=False,
+                    probe=probe,
+                    probe_every=every,
+                )
+            except NotEnoughDataError as err:
+                skipped = {"skipped": str(err).split(":")[0]}
+                atomic_write_json(skipped_path, skipped)
+                return {**record, **skipped}
+        log_lines = (run_dir / "train" / "log.jsonl").read_text().splitlines()
+        log = [json.loads(line) for line in log_lines]
+        keep = ("kl_ref", "is_weight_mean", "is_clip_rate", "value_error", "dpo_accuracy", "nll")
+        record["train"] = {
+            "steps": summary["steps"],
+            "wall_s": summary["wall_s_this_run"],
+            "last": {k: v for k, v in summary["last"].items() if k in keep},
+        }
+        record["curve"] = [[r["step"], r["dev_greedy"]] for r in log if "dev_greedy" in r]
+        model, _ = load_model_and_tokenizer(str(run_dir / "train" / "policy"), device="cpu")
+    elif spec["curve_problems"]:
+        probe = _greedy_dev_probe(load_toy("dev", spec["curve_problems"]), tok)
+        record["curve"] = [[0, probe(ref_model)["dev_greedy"]]]
+    evals = (
+        ("dev", spec["dev_problems"], 0),
+        ("test", spec["test_problems"], spec["eval_samples"]),
+    )
+    for split, limit, samples in evals:
+        if not limit:
+            continue
+        ecfg = EvalConfig(
+            model=spec["label"],
+            task="toy",
+            split=split,
+            limit=limit,
+            num_samples=samples,
+            batch_size=256,
+            seed=spec["seed"],
+            max_new_tokens=MAX_NEW_TOKENS,
+        )
+        res = evaluate(ecfg, run_dir / f"eval-{split}", model=model, tokenizer=tok, progress=False)
+        record[split] = _accuracy(res)
+    record["wall_s"] = time.perf_counter() - t
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# the experiment
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    name: str
+    cost: float  # a rough estimate in seconds: longest first
+    deps: tuple[str, ...]
+    make: Callable[[Mapping[str, Any]], tuple[Callable[..., Any], tuple[Any, ...]]]
+
+
+def _schedule(jobs: Sequence[_Job], workers: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """Run ``jobs`` respecting ``deps``, the costliest ready job first; returns their results."""
+    done: dict[str, Any] = {}
+    pending = {j.name: j for j in jobs}
+    running: dict[Future, str] = {}
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+    ) as pool:
+        while pending or running:
+            ready = sorted(
+                (j for j in pending.values() if all(d in done for d in j.deps)),
+                key=lambda j: -j.cost,
+            )
+            for j in ready[: workers - len(running)]:
+                fn, args = j.make(done)
+                running[pool.submit(fn, *args)] = j.name
+                del pending[j.name]
+            if not running:
+                raise RuntimeError(f"jobs with unmet dependencies: {sorted(pending)}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                name = running.pop(fut)
+                done[name] = fut.result()  # a failed job stops the experiment (resumable)
+                say(f"{len(done)}/{len(jobs)} {name}")
+    return done
+
+
+def _key(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _slug(name: str) -> str:
+    keep = "".join(c if c.isalnum() else "-" for c in name.lower())
+    return "-".join(filter(None, keep.split("-")))
+
+
+def run_toy_claims(
+    cfg: ClaimsConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
+) -> dict[str, Any]:
+    """Run (or resume) the experiment into ``out_dir``; returns ``results.json``'s dict."""
+    from .train import TrainConfig
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_identity(out / "experiment_config.json", {"config": _jsonable(asdict(cfg))})
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)
+
+    def data_dir(seed: int, potentials: str = "exact") -> str:
+        return str(out / "data" / f"seed-{seed}" / potentials)
+
+    variants = cfg.selected
+    tuned = sorted({v.method for v in variants} - {"reference"})
+    needs_mc = any(v.potentials == "monte_carlo" for v in variants)
+
+    def spec(v: Variant, seed: int, lr: float | None, *, dev: bool, test: bool) -> dict:
+        base = {
+            "method": v.method,
+            "rows": v.rows,
+            "seed": seed,
+            "label": v.name,
+            "positive_keep": cfg.positive_keep,
+            "prompts": cfg.prompts,
+            "dev_problems": cfg.dev_problems if dev else 0,
+            "test_problems": cfg.test_problems if test else 0,
+            "eval_samples": cfg.eval_samples,
+            # π_ref's curve is one point: step 0 of every method's curve
+            "curve_problems": cfg.curve_problems if v.curve or v.method == "reference" else 0,
+            "curve_points": cfg.curve_points,
+        }
+        if v.method != "reference":
+            values = {**cfg.train, "policy_lr": lr, "value_lr": cfg.value_lr_ratio * lr, **v.train}
+            tcfg = TrainConfig(
+                method=v.method,
+                model="toy",
+                task="toy",
+                seed=seed,
+                data=data_dir(seed, v.potentials),
+                limit=cfg.prompts,
+                **values,
+            )
+            base |= {"train": asdict(tcfg), "data": tcfg.data}
+        # one run directory per distinct training (the evaluations it gets may differ)
+        base["trained"] = {
+            k: base.get(k)
+            for k in ("method", "rows", "train", "positive_keep", "seed", "curve_problems")
+        } | {"curve_points": cfg.curve_points}
+        key = _key(base["trained"])
+        base["run_dir"] = str(out / "runs" / f"seed-{seed}" / f"{_slug(v.name)}-{key}")
+        return base
+
+    jobs: list[_Job] = []
+    for s in cfg.seeds:
+        jobs.append(
+            _Job(
+                f"data s{s}",
+                30,
+                (),
+                lambda d, s=s: (_job_data, (cfg, s, str(Path(data_dir(s)).parent))),
+            )
+        )
+        if needs_mc:
+            jobs.append(
+                _Job(
+                    f"mc s{s}",
+                    100,
+                    (f"data s{s}",),
+                    lambda d, s=s: (_job_monte_carlo, (cfg, s, str(Path(data_dir(s)).parent))),
+                )
+            )
+    tune_seed = cfg.seeds[0]
+    base_variant = {v.method: v for v in VARIANTS if v.group == "baselines"}
+    for m in tuned:
+        for lr in cfg.policy_lrs:
+            v = base_variant[m]
+            jobs.append(
+                _Job(
+                    f"tune {m} lr={lr:g}",
+                    _cost(m),
+                    (f"data s{tune_seed}",),
+                    lambda d, v=v, lr=lr: (
+                        _job_run,
+                        (spec(v, tune_seed, lr, dev=True, test=False),),
+                    ),
+                )
+            )
+
+    def chosen(d: Mapping[str, Any], methods: Sequence[str] = tuned) -> dict[str, float]:
+        methods = [m for m in methods if m != "reference"]
+        return choose_learning_rates(
+            [
+                {
+                    "method": m,
+                    "policy_lr": lr,
+                    "dev": d[f"tune {m} lr={lr:g}"].get("dev", {}).get("greedy"),
+                }
+                for m in methods
+                for lr in cfg.policy_lrs
+            ]
+        )
+
+    for s in cfg.seeds:
+        for v in variants:
+            deps = [f"data s{s}"] + ([f"mc s{s}"] if v.potentials == "monte_carlo" else [])
+            deps += (
+                [f"tune {v.method} lr={lr:g}" for lr in cfg.policy_lrs]
+                if v.method != "reference"
+                else []
+            )
+            jobs.append(
+                _Job(
+                    f"{v.name} s{s}",
+                    _cost(v.method),
+                    tuple(deps),
+                    lambda d, v=v, s=s: (
+                        _job_run,
+                        (spec(v, s, chosen(d, [v.method]).get(v.method), dev=False, test=True),),
+                    ),
+                )
+            )
+    # π_ref on dev: the start of every learning curve and the tuning table's reference
+    ref = _BY_NAME["π_ref"]
+    jobs.append(
+        _Job(
+            "π_ref dev",
+            5,
+            (),
+            lambda d: (_job_run, (spec(ref, tune_seed, None, dev=True, test=False),)),
+        )
+    )
+
+    say(
+        f"{len(jobs)} jobs on {cfg.workers} worker(s): {len(cfg.seeds)} seeds × "
+        f"{len(variants)} variants, tuning {len(tuned)} methods × {len(cfg.policy_lrs)} rates"
+    )
+    done = _schedule(jobs, cfg.workers, say)
+
+    lrs = chosen(done)
+    tuning = [
+        {
+            "method": m,
+            "policy_lr": lr,
+            "value_lr": cfg.value_lr_ratio * lr if m in ("dro", "dqo") else None,
+            "dev": done[f"tune {m} lr={lr:g}"].get("dev", {}).get("greedy"),
+            "skipped": done[f"tune {m} lr={lr:g}"].get("skipped"),
+            "curve": done[f"tune {m} lr={lr:g}"].get("curve"),
+        }
+        for m in tuned
+        for lr in cfg.policy_lrs
+    ]
+    runs = []
+    for s in cfg.seeds:
+        for v in variants:
+            rec = done[f"{v.name} s{s}"]
+            runs.append(
+                {
+                    "variant": v.name,
+                    "group": v.group,
+                    "method": v.method,
+                    "seed": s,
+                    "policy_lr": lrs.get(v.method),
+                    "overrides": dict(v.train),
+                    "rows": v.rows,
+                    "potentials": v.potentials,
+                    **rec,
+                }
+            )
+    summary = summarize_runs(runs)
+    table = results_table(summary)
+    payload = {
+        "config": _jsonable(asdict(cfg)),
+        "data": {s: done[f"data s{s}"]["summary"] for s in cfg.seeds},
+        "reference_dev_greedy": done["π_ref dev"]["dev"]["greedy"],
+        "reference_curve_start": done["π_ref dev"]["curve"][0][1],
+        "tuning": tuning,
+        "chosen_policy_lr": lrs,
+        "runs": runs,
+        "summary": summary,
+        "wall_s_this_run": time.perf_counter() - start,
+    }
+    (out / "results.md").write_text(table + "\n")
+    plot_accuracy(summary, runs, out / "accuracy.png")
+    plot_lambda(summary, out / "lambda.png")
+    plot_curves(runs, payload["reference_curve_start"], out / "curves.png")
+    atomic_write_json(out / "results.json", payload)
+    if progress:
+        print(table)
+        print(f"chosen policy learning rates (dev greedy): {lrs}")
+        print(
+            f"wall time {payload['wall_s_this_run']:.0f} s; wrote {out}/results.{{json,md}}, "
+            "accuracy.png, lambda.png, curves.png"
+        )
+    return payload
+
+
+def _cost(method: str) -> float:
+    return {"reference": 10, "sft": 10, "rft": 20, "dpo": 25, "dro": 60, "dqo": 65}[method]
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=list))
+
+
+# --------------------------------------------------------------------------------------------
+# plots (bare Figures: no pyplot state, no backend switch)
+# --------------------------------------------------------------------------------------------
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    tmp = path.with_name(f".tmp-{path.name}")
+    fig.savefig(tmp, dpi=120, format="png")
+    os.replace(tmp, path)
+
+
+def plot_accuracy(
+    summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], path: Path
+) -> None:
+    """Per variant: greedy and sampling accuracy, mean ± std over seeds, one dot per seed."""
+    from matplotlib.figure import Figure
+
+    names = [n for n, e in summary.items() if "greedy" in e]
+    fig = Figure(figsize=(max(6.0, 0.55 * len(names) + 2), 4.8))
+    ax = fig.subplots()
+    width = 0.38
+    for k, decoding in enumerate(("greedy", "sampling")):
+        xs = [i + (k - 0.5) * width for i in range(len(names))]
+        means = [summary[n][decoding]["mean"] for n in names]
+        stds = [
+            0.0 if math.isnan(summary[n][decoding]["std"]) else summary[n][decoding]["std"]
+            for n in names
+        ]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=f"{decoding} (mean ± std over seeds)")
+        for x, n in zip(xs, names):
+            seeds = [r["test"][decoding] for r in runs if r["variant"] == n and "test" in r]
+            ax.plot([x] * len(seeds), seeds, "k.", markersize=3)
+    ref = summary.get("π_ref", {}).get("greedy", {}).get("mean")
+    if ref is not None:
+        ax.axhline(ref, color="0.4", linestyle=":", linewidth=1, label="π_ref greedy")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("test accuracy (strict)")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title("Toy task: every variant, dots = seeds")
+    _save(fig, path)
+
+
+def plot_lambda(summary: Mapping[str, Any], path: Path) -> None:
+    """DQO's accuracy against λ (λ = 1 is DQO itself), mean ± std over seeds."""
+    from matplotlib.figure import Figure
+
+    points = [
+        (lam, name)
+        for lam, name in ((0.0, "DQO, λ=0"), (0.95, "DQO, λ=0.95"), (1.0, "DQO"))
+        if "greedy" in summary.get(name, {})
+    ]
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    for decoding, marker in (("greedy", "o-"), ("sampling", "s--")):
+        lams = [lam for lam, _ in points]
+        means = [summary[n][decoding]["mean"] for _, n in points]
+        stds = [
+            0.0 if math.isnan(summary[n][decoding]["std"]) else summary[n][decoding]["std"]
+            for _, n in points
+        ]
+        ax.errorbar(lams, means, yerr=stds, fmt=marker, capsize=3, label=f"DQO {decoding}")
+    for name, style in (("π_ref", ":"), ("DRO", "-.")):
+        if "greedy" in summary.get(name, {}):
+            ax.axhline(
+                summary[name]["greedy"]["mean"],
+                color="0.4",
+                linestyle=style,
+                linewidth=1,
+                label=f"{name} greedy",
+            )
+    ax.set_xlabel("λ of the λ-return")
+    ax.set_ylabel("test accuracy (strict)")
+    ax.set_title("DQO vs λ (mean ± std over seeds)")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_curves(runs: Sequence[Mapping[str, Any]], reference: float, path: Path) -> None:
+    """Dev greedy accuracy during training, per method: mean over seeds, band = ± std."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.0))
+    ax = fig.subplots()
+    by: dict[str, list[list[list[float]]]] = {}
+    for r in runs:
+        if r.get("curve") and r["method"] != "reference":
+            by.setdefault(r["variant"], []).append(r["curve"])
+    for name, curves in by.items():
+        n = min(len(c) for c in curves)
+        steps = [0] + [curves[0][i][0] for i in range(n)]
+        vals = [[reference] + [c[i][1] for i in range(n)] for c in curves]
+        mean = [statistics.fmean(col) for col in zip(*vals)]
+        std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*vals)]
+        (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=name)
+        ax.fill_between(
+            steps,
+            [m - s for m, s in zip(mean, std)],
+            [m + s for m, s in zip(mean, std)],
+            color=line.get_color(),
+            alpha=0.15,
+        )
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("dev greedy accuracy")
+    ax.set_title("Learning curves (mean ± std over seeds; step 0 = π_ref)")
+    ax.legend(fontsize=7)
+    _save(fig, path)
