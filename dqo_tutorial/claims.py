@@ -636,7 +636,10 @@ def run_toy_claims(
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    check_run_identity(out / "experiment_config.json", {"config": _jsonable(asdict(cfg))})
+    # what the results depend on; the variants and the number of workers may change on a rerun
+    # (each run directory is keyed by its own training configuration)
+    shared = {k: v for k, v in asdict(cfg).items() if k not in ("variants", "workers")}
+    check_run_identity(out / "experiment_config.json", {"config": _jsonable(shared)})
 
     def say(msg: str) -> None:
         if progress:
