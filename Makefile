@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser run tabular-demo test course lab lint bench clean
+.PHONY: setup browser run tabular-demo claims test course lab lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: setup
 
 tabular-demo: setup
 	$(PY) -m dqo_tutorial.cli tabular-demo --out outputs/tabular-demo
+
+# DQO's claims with seeds and ablations on the toy task (docs/toy-claims.md); resumable
+claims: setup
+	$(PY) -m dqo_tutorial.cli experiment toy-claims --out outputs/toy-claims
 
 # The Q-value explorer's real-browser test drives Debian's chromium through its chromedriver
 # (nothing downloads a browser of its own). Without apt the test reports itself skipped.

@@ -71,6 +71,9 @@ __all__ = [
     "choose_learning_rates",
     "summarize_runs",
     "results_table",
+    "plot_accuracy",
+    "plot_lambda",
+    "plot_curves",
     "run_toy_claims",
 ]
 
@@ -93,7 +96,8 @@ class Variant:
     entry; ``train``: :class:`~dqo_tutorial.train.TrainConfig` fields on top of the experiment's
     (after tuning); ``rows``: which sampled rows it trains on (:func:`select_rows`);
     ``potentials``: the Φ of its process rewards (``"exact"`` or ``"monte_carlo"``); ``curve``:
-    record a dev learning curve; ``default``: part of the default grid.
+    record a dev learning curve; ``default``: part of the default grid; ``value_lr_scale``:
+    multiplies the value learning rate its method was tuned with.
     """
 
     name: str
@@ -104,6 +108,7 @@ class Variant:
     potentials: str = "exact"
     curve: bool = False
     default: bool = True
+    value_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -162,6 +167,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         "DQO, no value warm-up", "dqo", "diagnostics", {"value_warmup_steps": 0}, default=False
     ),
+    Variant("DQO, value lr ×3", "dqo", "diagnostics", default=False, value_lr_scale=3.0),
+    Variant(
+        "DQO, λ=0.95, no IS", "dqo", "diagnostics", {"lam": 0.95, "is_mode": "none"}, default=False
+    ),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
@@ -193,7 +202,7 @@ class ClaimsConfig:
     dev_problems: int = 300
     curve_problems: int = 100
     curve_points: int = 5
-    policy_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
+    policy_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4, 1e-3)
     value_lr_ratio: float = 10.0
     positive_keep: float = 0.1
     process_k: int = 4
@@ -267,9 +276,9 @@ def select_rows(
     ``negatives_only``: the wrong responses. ``dpo_responses``: the responses that DPO's pairs
     use (:func:`~dqo_tutorial.train.dpo_pairs` with the same ``seed``), in row order.
     """
-    from .train import _column, dpo_pairs
+    from .train import dpo_pairs
 
-    rewards = _column(rows, "reward")
+    rewards = [float(r["reward"]) for r in rows]
     positives = [i for i, r in enumerate(rewards) if r > 0.5]
     if how == "all":
         return list(range(len(rewards)))
@@ -304,12 +313,17 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def summarize_runs(
+    runs: Sequence[Mapping[str, Any]], paired_with: str = "DQO"
+) -> dict[str, dict[str, Any]]:
     """Per variant (in first-seen order): mean and sample std over seeds of the strict greedy and
-    sampling test accuracy, and the skip reason where a variant never trained."""
+    sampling test accuracy, the skip reason where a variant never trained, and ``paired``: the
+    per-seed difference to ``paired_with`` (same data, same seed), mean ± std over the seeds
+    where both trained — the comparison that cancels the data-set noise every variant shares."""
     by: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
         by.setdefault(r["variant"], []).append(r)
+    anchor = {r["seed"]: r["test"] for r in by.get(paired_with, []) if "test" in r}
     out: dict[str, dict[str, Any]] = {}
     for name, rs in by.items():
         done = [r for r in rs if "test" in r]
@@ -318,6 +332,13 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any
             values = [r["test"][decoding] for r in done if decoding in r["test"]]
             if values:
                 entry[decoding] = _mean_std(values)
+            diffs = [
+                r["test"][decoding] - anchor[r["seed"]][decoding]
+                for r in done
+                if r["seed"] in anchor and decoding in r["test"] and decoding in anchor[r["seed"]]
+            ]
+            if diffs and name != paired_with:
+                entry.setdefault("paired", {"against": paired_with})[decoding] = _mean_std(diffs)
         skipped = sorted({r["skipped"] for r in rs if "skipped" in r})
         if skipped:
             entry["skipped"] = skipped
@@ -330,33 +351,36 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any
 
 
 def results_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
-    """Markdown: per variant, greedy and sampling accuracy as mean ± std over seeds (%)."""
+    """Markdown: per variant, greedy and sampling accuracy as mean ± std over seeds (%), and the
+    paired greedy difference to DQO (percentage points, mean ± std over seeds)."""
     lines = [
-        "| group | variant | greedy (mean ± std) | sampling τ=1 (mean ± std) | seeds | responses |",
-        "|---|---|---|---|---|---|",
+        "| group | variant | greedy (mean ± std) | sampling τ=1 (mean ± std) "
+        "| greedy − DQO, paired | seeds | responses |",
+        "|---|---|---|---|---|---|---|",
     ]
 
-    def cell(e: Mapping[str, Any], decoding: str) -> str:
-        if decoding not in e:
-            return "–"
-        r = e[decoding]
+    def fmt(r: Mapping[str, float], sign: str = "") -> str:
         std = "" if math.isnan(r["std"]) else f" ± {100 * r['std']:.1f}"
-        return f"{100 * r['mean']:.1f}{std}"
+        return f"{100 * r['mean']:{sign}.1f}{std}"
+
+    def cell(e: Mapping[str, Any], decoding: str) -> str:
+        return fmt(e[decoding]) if decoding in e else "–"
 
     for name, e in summary.items():
         seeds = e["greedy"]["n_seeds"] if "greedy" in e else 0
+        paired = fmt(e["paired"]["greedy"], "+") if "greedy" in e.get("paired", {}) else "–"
         if "skipped" in e:
             reason = "; ".join(e["skipped"])
             n = e.get("skipped_seeds", 0)
             lines.append(
                 f"| {e['group']} | {name} | skipped ({n} seed{'s' * (n != 1)}): {reason} "
-                f"| {cell(e, 'sampling')} | {seeds} | – |"
+                f"| {cell(e, 'sampling')} | {paired} | {seeds} | – |"
             )
             continue
         resp = f"{e['responses']['mean']:.0f}" if e.get("responses") else "–"
         lines.append(
-            f"| {e['group']} | {name} | {cell(e, 'greedy')} | {cell(e, 'sampling')} | {seeds} "
-            f"| {resp} |"
+            f"| {e['group']} | {name} | {cell(e, 'greedy')} | {cell(e, 'sampling')} | {paired} "
+            f"| {seeds} | {resp} |"
         )
     return "\n".join(lines)
 
@@ -466,13 +490,13 @@ def _greedy_dev_probe(problems: Sequence[Any], tokenizer: Any) -> Callable[[Any]
 
 def _expected_steps(method: str, rows: Any, n_prompts: int, tcfg: Any) -> int:
     """Optimiser steps of one epoch, to space the learning-curve probes."""
-    from .train import _column, dpo_pairs
+    from .train import dpo_pairs
 
     if tcfg.max_steps:
         return tcfg.max_steps
     n = {
         "sft": lambda: n_prompts,
-        "rft": lambda: sum(r > 0.5 for r in _column(rows, "reward")),
+        "rft": lambda: sum(r["reward"] > 0.5 for r in rows),
         "dpo": lambda: len(dpo_pairs(rows, tcfg.dpo_pairs_per_prompt, tcfg.seed)),
     }.get(method, lambda: len(rows))()
     return max(1, tcfg.epochs * (n // (tcfg.batch_size * tcfg.grad_accum)))
@@ -590,9 +614,26 @@ class _Job:
 
 
 def _schedule(jobs: Sequence[_Job], workers: int, say: Callable[[str], None]) -> dict[str, Any]:
-    """Run ``jobs`` respecting ``deps``, the costliest ready job first; returns their results."""
+    """Run ``jobs`` respecting ``deps``; returns their results by name.
+
+    Among the ready jobs the one heading the costliest chain of dependents goes first (critical
+    path: a dataset before the runs that wait for it, long trainings before short ones)."""
     done: dict[str, Any] = {}
     pending = {j.name: j for j in jobs}
+    dependents: dict[str, list[str]] = {name: [] for name in pending}
+    for j in jobs:
+        for d in j.deps:
+            dependents.setdefault(d, []).append(j.name)
+    chain: dict[str, float] = {}
+
+    def priority(name: str) -> float:
+        if name not in chain:
+            later = [priority(c) for c in dependents[name]]
+            chain[name] = pending[name].cost + max(later, default=0.0)
+        return chain[name]
+
+    for name in pending:
+        priority(name)
     running: dict[Future, str] = {}
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = get_context("spawn")
@@ -602,7 +643,7 @@ def _schedule(jobs: Sequence[_Job], workers: int, say: Callable[[str], None]) ->
         while pending or running:
             ready = sorted(
                 (j for j in pending.values() if all(d in done for d in j.deps)),
-                key=lambda j: -j.cost,
+                key=lambda j: -chain[j.name],
             )
             for j in ready[: workers - len(running)]:
                 fn, args = j.make(done)
@@ -636,9 +677,11 @@ def run_toy_claims(
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # what the results depend on; the variants and the number of workers may change on a rerun
-    # (each run directory is keyed by its own training configuration)
-    shared = {k: v for k, v in asdict(cfg).items() if k not in ("variants", "workers")}
+    # what the shared artifacts depend on. Seeds, rates and variants may change on a rerun (each
+    # run directory is keyed by its own training configuration, each dataset and evaluation
+    # checks its own), and so may the number of workers.
+    free = ("seeds", "policy_lrs", "variants", "workers")
+    shared = {k: v for k, v in asdict(cfg).items() if k not in free}
     check_run_identity(out / "experiment_config.json", {"config": _jsonable(shared)})
 
     def say(msg: str) -> None:
@@ -668,7 +711,8 @@ def run_toy_claims(
             "curve_points": cfg.curve_points,
         }
         if v.method != "reference":
-            values = {**cfg.train, "policy_lr": lr, "value_lr": cfg.value_lr_ratio * lr, **v.train}
+            value_lr = cfg.value_lr_ratio * lr * v.value_lr_scale
+            values = {**cfg.train, "policy_lr": lr, "value_lr": value_lr, **v.train}
             tcfg = TrainConfig(
                 method=v.method,
                 model="toy",
