@@ -3,9 +3,9 @@
 A long job (sampling, evaluation, training) writes into one directory. Two rules keep an
 interruption from losing or corrupting anything:
 
-- every file or dataset is written to a temporary sibling and renamed into place
-  (:func:`atomic_write_json`, :func:`save_dataset_atomically`), so a reader sees the old one or
-  the new one, never half of one;
+- every file, dataset or figure is written to a temporary sibling and renamed into place
+  (:func:`atomic_write_json`, :func:`save_dataset_atomically`, :func:`save_figure_atomically`),
+  so a reader sees the old one or the new one, never half of one;
 - the first run stores what determines the results (:func:`check_run_identity`); a rerun with the
   same identity resumes, a rerun with a different one is refused with the differing fields named.
 """
@@ -19,7 +19,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "save_dataset_atomically", "check_run_identity"]
+__all__ = [
+    "atomic_write_json",
+    "save_dataset_atomically",
+    "save_figure_atomically",
+    "check_run_identity",
+]
 
 
 def atomic_write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
@@ -42,6 +47,15 @@ def save_dataset_atomically(
     if extra is not None:
         atomic_write_json(tmp / "timing.json", extra)
     shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def save_figure_atomically(fig: Any, path: str | os.PathLike[str]) -> None:
+    """A matplotlib ``Figure`` as a PNG at ``path`` (tight layout, 120 dpi), through a rename."""
+    path = Path(path)
+    fig.tight_layout()
+    tmp = path.with_name(f".tmp-{path.name}")
+    fig.savefig(tmp, dpi=120, format="png")
     os.replace(tmp, path)
 
 

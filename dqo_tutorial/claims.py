@@ -60,7 +60,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_write_json, check_run_identity, save_dataset_atomically
+from .artifacts import (
+    atomic_write_json,
+    check_run_identity,
+    save_dataset_atomically,
+    save_figure_atomically,
+)
 
 __all__ = [
     "Variant",
@@ -889,13 +894,6 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=120, format="png")
-    os.replace(tmp, path)
-
-
 def plot_accuracy(
     summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], path: Path
 ) -> None:
@@ -925,7 +923,7 @@ def plot_accuracy(
     ax.set_ylim(0, 1)
     ax.legend(loc="upper right", fontsize=7)
     ax.set_title("Toy task: every variant, dots = seeds")
-    _save(fig, path)
+    save_figure_atomically(fig, path)
 
 
 def plot_lambda(summary: Mapping[str, Any], path: Path) -> None:
@@ -960,7 +958,7 @@ def plot_lambda(summary: Mapping[str, Any], path: Path) -> None:
     ax.set_ylabel("test accuracy (strict)")
     ax.set_title("DQO vs λ (mean ± std over seeds)")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure_atomically(fig, path)
 
 
 def plot_curves(runs: Sequence[Mapping[str, Any]], reference: float, path: Path) -> None:
@@ -991,4 +989,4 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], reference: float, path: Path)
     ax.set_ylabel("dev greedy accuracy")
     ax.set_title("Learning curves (mean ± std over seeds; step 0 = π_ref)")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure_atomically(fig, path)

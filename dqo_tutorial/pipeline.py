@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_write_json, check_run_identity
+from .artifacts import atomic_write_json, check_run_identity, save_figure_atomically
 from .evaluate import EvalConfig, evaluate
 from .sampling import SamplingConfig, build_dataset
 from .tasks import get_task
@@ -269,10 +269,7 @@ def plot_results(
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left")
     ax.set_title(title)
-    fig.tight_layout()
-    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
-    fig.savefig(tmp, dpi=120, format="png")
-    os.replace(tmp, path)
+    save_figure_atomically(fig, path)
 
 
 def run(cfg: PipelineConfig, out_dir: str | os.PathLike[str], *, progress: bool = True) -> dict:
