@@ -129,8 +129,8 @@ def _compare(ours: Any, ref: Tensor, atol: float, rtol: float) -> str | None:
     b = ref.detach().to("cpu", torch.float64)
     if a.shape != b.shape:
         return f"shape {tuple(a.shape)} but the reference has shape {tuple(b.shape)}"
-    both_nan = torch.isnan(a) & torch.isnan(b)
-    diff = torch.where(both_nan, 0.0, (a - b).abs()).nan_to_num(nan=math.inf, posinf=math.inf)
+    same = (a == b) | (torch.isnan(a) & torch.isnan(b))  # equal infinities and NaNs agree
+    diff = torch.where(same, 0.0, (a - b).abs()).nan_to_num(nan=math.inf, posinf=math.inf)
     bad = diff > atol + rtol * b.abs().nan_to_num(0.0)
     if not bool(bad.any()):
         return None

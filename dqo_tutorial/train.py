@@ -67,6 +67,7 @@ __all__ = [
     "NotEnoughDataError",
     "TrainConfig",
     "load_rows",
+    "token_rewards",
     "build_examples",
     "dpo_pairs",
     "item_count",
@@ -198,7 +199,7 @@ def load_rows(data: str | os.PathLike[str]) -> Any:
     return load_from_disk(str(path))
 
 
-def _token_rewards(row: Mapping[str, Any], alpha: float) -> list[float]:
+def token_rewards(row: Mapping[str, Any], alpha: float) -> list[float]:
     """Action-aligned r_h: the outcome reward on the last action plus α-shaping (§6).
 
     Potential-based shaping with Φ(terminal) = 0 (docs/implementation-notes.md: only then is the
@@ -257,7 +258,7 @@ def build_examples(
             ex |= {
                 "ref_logps": list(r["ref_logps"]),
                 "behavior_logps": list(r["behavior_logps"]),
-                "rewards": _token_rewards(r, process_reward_coef),
+                "rewards": token_rewards(r, process_reward_coef),
                 "reward": float(r["reward"]),
                 "terminal": bool(r["terminal"]),
             }

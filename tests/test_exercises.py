@@ -120,6 +120,14 @@ def test_a_wrong_answer_is_located():
     assert "at index" in v.message and "max |diff|" in v.message and "nan" in v.message
 
 
+def test_compare_agrees_on_equal_infinities_only():
+    inf = math.inf
+    ref = torch.tensor([inf, -inf, 1.0, math.nan])
+    assert exercises._compare(torch.tensor([inf, -inf, 1.0, math.nan]), ref, 1e-6, 1e-6) is None
+    for wrong in ([-inf, -inf, 1.0, math.nan], [inf, -inf, inf, math.nan], [inf, -inf, 1.0, 0.0]):
+        assert "1 of 4 entries wrong" in exercises._compare(torch.tensor(wrong), ref, 1e-6, 1e-6)
+
+
 def test_check_close():
     course.check_close("same", torch.ones(3), [1.0, 1.0, 1.0])
     with pytest.raises(AssertionError, match="at index \\(1,\\)"):

@@ -18,11 +18,11 @@ from dqo_tutorial.modeling import ValueModel
 from dqo_tutorial.train import (
     METHODS,
     TrainConfig,
-    _token_rewards,
     build_examples,
     compute_losses,
     dpo_pairs,
     item_count,
+    token_rewards,
     train,
 )
 
@@ -348,15 +348,15 @@ def test_process_rewards_use_zero_terminal_potential():
         "phi_start": 1.0,
     }
     # shaping α(Φ' − Φ): 1→1 at h=1, 1→0 at h=3, 0→0 (terminal, Φ = 0) at h=4; reward 1 at the end
-    assert _token_rewards(row, 0.5) == [0, 0, 0.0, 0.0, -0.5, 1.0]
+    assert token_rewards(row, 0.5) == [0, 0, 0.0, 0.0, -0.5, 1.0]
     cut = {**row, "terminal": False, "reward": 0.0}
-    assert _token_rewards(cut, 0.5) == [0, 0, 0.0, 0.0, -0.5, 0.0]
+    assert token_rewards(cut, 0.5) == [0, 0, 0.0, 0.0, -0.5, 0.0]
     # the shaped return telescopes to α(Φ_end − Φ(s_1)) + R: policy-invariant (Ng et al.)
-    assert sum(_token_rewards({**row, "step_phi": [0.3, 0.9]}, 2.0)) == pytest.approx(
+    assert sum(token_rewards({**row, "step_phi": [0.3, 0.9]}, 2.0)) == pytest.approx(
         2 * (0 - 1) + 1
     )
     with pytest.raises(ValueError, match="process_rewards=True"):
-        _token_rewards({k: v for k, v in row.items() if k != "step_phi"}, 0.5)
+        token_rewards({k: v for k, v in row.items() if k != "step_phi"}, 0.5)
 
 
 def test_config_errors_name_the_field():
