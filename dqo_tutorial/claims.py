@@ -19,6 +19,9 @@ anyone can see which claims hold and how strongly. The written analysis of a ful
    knobs fixed at :attr:`ClaimsConfig.train`; seed 0; chosen by greedy accuracy on
    ``dev_problems`` problems of the toy *dev* split (held out from π_ref's training problems and
    from test; ties go to the smaller rate). Every variant inherits its method's rate.
+   Optionally (variants ``"DRO, knobs tuned"`` / ``"DQO, knobs tuned"``) a second stage gives DRO
+   and DQO the same further budget: every knob set of ``knob_grid`` (β and the value head) at the
+   chosen rate, seed 0, the best on dev wins.
 3. *Grid.* Every variant × every seed (training seed = s), evaluated on ``test_problems`` test
    problems: greedy, and ``eval_samples`` samples at τ = 1 per problem (sampling seed s).
    Variants whose config equals a tuning run's share its training (one run per distinct config).
@@ -32,7 +35,7 @@ only ``positive_keep`` of the correct responses kept (all wrong ones), and wrong
 (DPO and RFT have nothing to train on there: reported as skipped, with the reason); data size —
 DQO trained on exactly the responses DPO's pairs use (:func:`~dqo_tutorial.train.dpo_pairs`).
 ``diagnostics`` (not in the default grid; ``--variants``) vary β, the IS clip, target detaching
-and the value model.
+and the value model; ``knobs tuned`` compares DRO and DQO after the second tuning stage.
 
 **Outputs** in ``out/``: ``experiment_config.json`` (a rerun must match it, then resumes),
 ``data/seed-S/{exact,monte_carlo}``, ``runs/seed-S/<variant>-<hash>/`` (``spec.json``,
@@ -46,6 +49,7 @@ one thread each (small models gain nothing from intra-op threads); each job resu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -90,6 +94,7 @@ GROUPS = (
     "imbalance",
     "data size",
     "diagnostics",
+    "knobs tuned",
 )
 
 
@@ -102,7 +107,8 @@ class Variant:
     (after tuning); ``rows``: which sampled rows it trains on (:func:`select_rows`);
     ``potentials``: the Φ of its process rewards (``"exact"`` or ``"monte_carlo"``); ``curve``:
     record a dev learning curve; ``default``: part of the default grid; ``value_lr_scale``:
-    multiplies the value learning rate its method was tuned with.
+    multiplies the value learning rate its method was tuned with; ``tune_knobs``: train with
+    the knob set of :attr:`ClaimsConfig.knob_grid` that won on dev for its method.
     """
 
     name: str
@@ -114,6 +120,7 @@ class Variant:
     curve: bool = False
     default: bool = True
     value_lr_scale: float = 1.0
+    tune_knobs: bool = False
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -176,6 +183,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         "DQO, λ=0.95, no IS", "dqo", "diagnostics", {"lam": 0.95, "is_mode": "none"}, default=False
     ),
+    Variant("DRO, knobs tuned", "dro", "knobs tuned", default=False, tune_knobs=True),
+    Variant("DQO, knobs tuned", "dqo", "knobs tuned", default=False, tune_knobs=True),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
@@ -191,6 +200,15 @@ def _toy_train_defaults() -> dict[str, Any]:
     # the pipeline warms V up for 20 of 125 steps (1,000 prompts); scaled to 400 prompts
     base |= {"value_warmup_steps": 10, "checkpoint_every": 1000}
     return base
+
+
+_SHARED_KNOBS: tuple[Mapping[str, Any], ...] = (
+    {},
+    {"beta": 0.3},
+    {"value_model": "shared"},
+    {"beta": 0.3, "value_model": "shared"},
+)
+"""The knobs DRO and DQO share beyond the learning rate (the diagnostics' two best ones)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +232,9 @@ class ClaimsConfig:
     train: Mapping[str, Any] = field(default_factory=_toy_train_defaults)
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS if v.default)
     workers: int = 2
+    knob_grid: Mapping[str, tuple[Mapping[str, Any], ...]] = field(
+        default_factory=lambda: {m: _SHARED_KNOBS for m in ("dro", "dqo")}
+    )
 
     def __post_init__(self) -> None:
         from .train import TrainConfig
@@ -238,6 +259,12 @@ class ClaimsConfig:
         if bad:
             raise ValueError(f"ClaimsConfig.train: {bad} are set by the experiment")
         TrainConfig(method="dqo", model="toy", task="toy", **self.train)  # fails on a bad field
+        for m, sets in self.knob_grid.items():
+            for knobs in sets:
+                try:
+                    TrainConfig(method=m, model="toy", task="toy", **{**self.train, **knobs})
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"ClaimsConfig.knob_grid[{m!r}]: {knobs}: {err}") from err
 
     @property
     def selected(self) -> list[Variant]:
@@ -685,7 +712,7 @@ def run_toy_claims(
     # what the shared artifacts depend on. Seeds, rates and variants may change on a rerun (each
     # run directory is keyed by its own training configuration, each dataset and evaluation
     # checks its own), and so may the number of workers.
-    free = ("seeds", "policy_lrs", "variants", "workers")
+    free = ("seeds", "policy_lrs", "variants", "workers", "knob_grid")
     shared = {k: v for k, v in asdict(cfg).items() if k not in free}
     check_run_identity(out / "experiment_config.json", {"config": _jsonable(shared)})
 
@@ -787,9 +814,49 @@ def run_toy_claims(
             ]
         )
 
+    knob_methods = sorted({v.method for v in variants if v.tune_knobs})
+    for m in knob_methods:
+        if m not in cfg.knob_grid:
+            raise ValueError(f"ClaimsConfig.knob_grid: no knob sets for {m!r}")
+        for i, knobs in enumerate(cfg.knob_grid[m]):
+            v = dataclasses.replace(base_variant[m], train=dict(knobs))
+            jobs.append(
+                _Job(
+                    f"knobs {m} {i}",
+                    _cost(m),
+                    tuple(f"tune {m} lr={lr:g}" for lr in cfg.policy_lrs),
+                    lambda d, v=v: (
+                        _job_run,
+                        (
+                            spec(
+                                v, tune_seed, chosen(d, [v.method])[v.method], dev=True, test=False
+                            ),
+                        ),
+                    ),
+                )
+            )
+
+    def knobs_of(d: Mapping[str, Any], m: str) -> tuple[int, Mapping[str, Any]]:
+        """The winning knob set of ``m`` on dev (ties: the earlier set)."""
+        scores = [
+            d[f"knobs {m} {i}"].get("dev", {}).get("greedy", -1.0)
+            for i in range(len(cfg.knob_grid[m]))
+        ]
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        return best, cfg.knob_grid[m][best]
+
+    def resolved(v: Variant, d: Mapping[str, Any]) -> Variant:
+        return (
+            dataclasses.replace(v, train={**knobs_of(d, v.method)[1], **v.train})
+            if (v.tune_knobs)
+            else v
+        )
+
     for s in cfg.seeds:
         for v in variants:
             deps = [f"data s{s}"] + ([f"mc s{s}"] if v.potentials == "monte_carlo" else [])
+            if v.tune_knobs:
+                deps += [f"knobs {v.method} {i}" for i in range(len(cfg.knob_grid[v.method]))]
             deps += (
                 [f"tune {v.method} lr={lr:g}" for lr in cfg.policy_lrs]
                 if v.method != "reference"
@@ -802,7 +869,15 @@ def run_toy_claims(
                     tuple(deps),
                     lambda d, v=v, s=s: (
                         _job_run,
-                        (spec(v, s, chosen(d, [v.method]).get(v.method), dev=False, test=True),),
+                        (
+                            spec(
+                                resolved(v, d),
+                                s,
+                                chosen(d, [v.method]).get(v.method),
+                                dev=False,
+                                test=True,
+                            ),
+                        ),
                     ),
                 )
             )
@@ -836,10 +911,21 @@ def run_toy_claims(
         for m in tuned
         for lr in cfg.policy_lrs
     ]
+    knob_tuning = [
+        {
+            "method": m,
+            "knobs": dict(knobs),
+            "dev": done[f"knobs {m} {i}"].get("dev", {}).get("greedy"),
+            "chosen": i == knobs_of(done, m)[0],
+        }
+        for m in knob_methods
+        for i, knobs in enumerate(cfg.knob_grid[m])
+    ]
     runs = []
     for s in cfg.seeds:
         for v in variants:
             rec = done[f"{v.name} s{s}"]
+            v = resolved(v, done)
             runs.append(
                 {
                     "variant": v.name,
@@ -862,6 +948,7 @@ def run_toy_claims(
         "reference_curve_start": done["π_ref dev"]["curve"][0][1],
         "tuning": tuning,
         "chosen_policy_lr": lrs,
+        "knob_tuning": knob_tuning,
         "runs": runs,
         "summary": summary,
         "wall_s_this_run": time.perf_counter() - start,

@@ -241,8 +241,8 @@ def _experiment(args: argparse.Namespace) -> int:
         names = [n.strip() for n in args.variants.split(";") if n.strip()]
         if names == ["all"]:
             names = [v.name for v in VARIANTS]
-        elif names == ["diagnostics"]:
-            names = [v.name for v in VARIANTS if v.group in ("baselines", "diagnostics")]
+        elif names in (["diagnostics"], ["knobs tuned"]):
+            names = [v.name for v in VARIANTS if v.group in ("baselines", names[0])]
         values["variants"] = tuple(names)
     try:
         cfg = ClaimsConfig(**values)
@@ -269,8 +269,9 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="worker processes (default 2)")
     p.add_argument(
         "--variants",
-        help="semicolon-separated variant names, 'all', or 'diagnostics' (baselines + "
-        "the DQO diagnostics); default: the grid of the issue",
+        help="semicolon-separated variant names, 'all', 'diagnostics' (baselines + the DQO "
+        "diagnostics) or 'knobs tuned' (baselines + DRO and DQO after a second, equal tuning "
+        "stage of β and the value head); default: the grid of the issue",
     )
     p.set_defaults(func=_experiment)
 

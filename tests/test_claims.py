@@ -128,6 +128,8 @@ def test_config_errors_name_the_field():
         ClaimsConfig(train={"lam": 2.0})
     with pytest.raises(ValueError, match="seeds"):
         ClaimsConfig(seeds=(1, 1))
+    with pytest.raises(ValueError, match="knob_grid"):
+        ClaimsConfig(knob_grid={"dqo": ({"betta": 0.3},)})
     names = [v.name for v in VARIANTS]
     assert len(names) == len(set(names))
     default = ClaimsConfig()
