@@ -521,7 +521,8 @@ def _greedy_dev_probe(problems: Sequence[Any], tokenizer: Any) -> Callable[[Any]
 
 
 def _expected_steps(method: str, rows: Any, n_prompts: int, tcfg: Any) -> int:
-    """Optimiser steps of one epoch, to space the learning-curve probes."""
+    """Optimiser steps of the run (the example counts of ``train.build_examples``), to space
+    the learning-curve probes; SFT has ``rows`` None and one example per prompt."""
     from .train import dpo_pairs
 
     if tcfg.max_steps:
@@ -543,7 +544,7 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
     from .evaluate import EvalConfig, evaluate
     from .models import load_model_and_tokenizer
     from .toy import MAX_NEW_TOKENS, load_toy
-    from .train import NotEnoughDataError, TrainConfig, load_rows, train
+    from .train import NotEnoughDataError, TrainConfig, finished_summary, load_rows, train
 
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -554,28 +555,31 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
     model = ref_model
     if spec["method"] != "reference":
         tcfg = TrainConfig(**spec["train"])
-        rows = load_rows(spec["data"])
-        idx = select_rows(
-            rows,
-            spec["rows"],
-            seed=tcfg.seed,
-            positive_keep=spec["positive_keep"],
-            pairs_per_prompt=tcfg.dpo_pairs_per_prompt,
-        )
-        rows = rows.select(idx)
-        positives = int(sum(r > 0.5 for r in rows["reward"]))
-        record["data"] = (
-            {"responses": spec["prompts"], "positives": spec["prompts"], "gold": True}
-            if tcfg.method == "sft"
-            else {"responses": len(rows), "positives": positives}
-        )
+        if tcfg.method == "sft":  # gold solutions of the sampled prompts: no sampled rows
+            rows = None
+            record["data"] = {
+                "responses": spec["prompts"],
+                "positives": spec["prompts"],
+                "gold": True,
+            }
+        else:
+            rows = load_rows(spec["data"])
+            rows = rows.select(
+                select_rows(
+                    rows,
+                    spec["rows"],
+                    seed=tcfg.seed,
+                    positive_keep=spec["positive_keep"],
+                    pairs_per_prompt=tcfg.dpo_pairs_per_prompt,
+                )
+            )
+            positives = int(sum(r > 0.5 for r in rows["reward"]))
+            record["data"] = {"responses": len(rows), "positives": positives}
         skipped_path = run_dir / "skipped.json"
-        summary_path = run_dir / "train" / "train_summary.json"
         if skipped_path.exists():
             return {**record, **json.loads(skipped_path.read_text())}
-        if summary_path.exists() and json.loads(summary_path.read_text())["config"] == asdict(tcfg):
-            summary = json.loads(summary_path.read_text())
-        else:
+        summary = finished_summary(tcfg, run_dir / "train")
+        if summary is None:
             probe, every = None, 0
             if spec["curve_problems"]:
                 probe = _greedy_dev_probe(load_toy("dev", spec["curve_problems"]), tok)
@@ -587,7 +591,7 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
                     run_dir / "train",
                     policy=copy.deepcopy(ref_model),
                     tokenizer=tok,
-                    rows=None if tcfg.method == "sft" else rows,
+                    rows=rows,
                     progress=False,
                     probe=probe,
                     probe_every=every,

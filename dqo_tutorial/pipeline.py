@@ -37,7 +37,7 @@ from .artifacts import atomic_write_json, check_run_identity, save_figure_atomic
 from .evaluate import EvalConfig, evaluate
 from .sampling import SamplingConfig, build_dataset
 from .tasks import get_task
-from .train import METHODS, NotEnoughDataError, TrainConfig, train
+from .train import METHODS, NotEnoughDataError, TrainConfig, finished_summary, train
 
 __all__ = [
     "PipelineConfig",
@@ -313,10 +313,9 @@ def run(cfg: PipelineConfig, out_dir: str | os.PathLike[str], *, progress: bool 
     for method in cfg.methods:
         tcfg = cfg.train_config(method, str(out / "data"))
         run_dir = out / "train" / method
-        summary_path = run_dir / "train_summary.json"
         t = time.perf_counter()
-        if summary_path.exists() and json.loads(summary_path.read_text())["config"] == asdict(tcfg):
-            summary = json.loads(summary_path.read_text())
+        summary = finished_summary(tcfg, run_dir)
+        if summary is not None:
             say(f"{method}: already trained")
         else:
             say(f"training {method}")

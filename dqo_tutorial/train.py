@@ -72,6 +72,7 @@ __all__ = [
     "dpo_pairs",
     "item_count",
     "compute_losses",
+    "finished_summary",
     "train",
 ]
 
@@ -428,6 +429,16 @@ def _sft_rows(cfg: TrainConfig, tokenizer: Any) -> list[dict[str, str]]:
         {"prompt": task.format_prompt(p.question, tokenizer), "response": task.gold_solution(p)}
         for p in task.load(cfg.split, cfg.data_source, cfg.limit)
     ]
+
+
+def finished_summary(cfg: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``train_summary.json`` of a run of ``cfg`` that already finished in ``out_dir``, else
+    None — callers skip the (cheap but not free) reload-and-rewrite of a finished :func:`train`."""
+    path = Path(out_dir) / "train_summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary["config"] == asdict(cfg) else None
 
 
 def train(
