@@ -41,6 +41,7 @@ max and clip rate, tokens/s) and ``train_summary.json``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -73,6 +74,7 @@ __all__ = [
     "item_count",
     "compute_losses",
     "finished_summary",
+    "optimizer_step",
     "train",
 ]
 
@@ -405,6 +407,57 @@ def compute_losses(
 # --------------------------------------------------------------------------------------------
 
 
+def optimizer_step(
+    accelerator: Any, updates: Sequence[tuple[nn.Module, Any, Any]], max_grad_norm: float
+) -> tuple[list[float], bool]:
+    """One optimiser step of one or more ``(model, optimizer, scheduler)`` under one loss scale.
+
+    The order ``torch.amp.GradScaler`` documents for several optimisers (fp16): unscale each
+    optimiser **once**, clip each model by the norm of its true gradient, step each optimiser
+    through the scaler, then update the scale **once**. (Accelerate's ``clip_grad_norm_``
+    unscales every optimiser and its optimiser ``step`` updates the scale, so two models stepped
+    one after the other had the second model's gradients unscaled twice: ×1/65,536.)
+
+    Returns the gradient norms before clipping (one per model) and whether the step was skipped.
+    A non-finite gradient anywhere (an fp16 overflow; in fp32/bf16 a divergence) skips the
+    *whole* step — every optimiser and every schedule, as one step of one objective — and under
+    fp16 backs the scale off once. Without a scaler (fp32, bf16) it is clip and step.
+    """
+    scaler = accelerator.scaler
+    raw = [_unwrap_optimizer(opt) for _, opt, _ in updates]
+    if scaler is not None:
+        for opt in raw:
+            scaler.unscale_(opt)
+    norms = [_clip_grad_norm(model, max_grad_norm) for model, _, _ in updates]
+    skipped = not all(math.isfinite(n) for n in norms)
+    if not skipped:
+        for opt in raw:
+            if scaler is not None:
+                scaler.step(opt)
+            else:
+                opt.step()
+        for _, _, sched in updates:
+            sched.step()
+    if scaler is not None:
+        scaler.update()  # from the inf checks unscale_ recorded: backs off after an overflow
+    return norms, skipped
+
+
+def _unwrap_optimizer(opt: Any) -> torch.optim.Optimizer:
+    while hasattr(opt, "optimizer"):  # accelerate's AcceleratedOptimizer
+        opt = opt.optimizer
+    return opt
+
+
+def _clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+    """Clip already-unscaled gradients; FSDP (v1) computes the norm over its shards."""
+    if hasattr(model, "clip_grad_norm_"):
+        norm = model.clip_grad_norm_(max_norm)
+    else:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2: DTensor
+
+
 def _window_order(n: int, window: int, epoch: int, seed: int) -> list[list[int]]:
     """The epoch's windows: a seeded permutation cut into full windows (the tail is dropped)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -548,14 +601,20 @@ def train(
         )
         return opt, sched
 
+    # The schedulers are not handed to accelerator.prepare: its wrapper steps a scheduler once
+    # per *process* per optimiser step (it assumes each process adds a batch), but our windows
+    # are fixed in examples, so the schedule must advance once per step whatever the process
+    # count (tests/test_distributed.py). They are registered for checkpointing instead.
     opt_p, sched_p = optimiser(policy, cfg.policy_lr, policy_steps)
     if value_model is not None:
         opt_v, sched_v = optimiser(value_model, cfg.value_lr, total_steps)
-        policy, value_model, opt_p, opt_v, sched_p, sched_v = accelerator.prepare(
-            policy, value_model, opt_p, opt_v, sched_p, sched_v
+        policy, value_model, opt_p, opt_v = accelerator.prepare(
+            policy, value_model, opt_p, opt_v
         )
+        accelerator.register_for_checkpointing(sched_p, sched_v)
     else:
-        policy, opt_p, sched_p = accelerator.prepare(policy, opt_p, sched_p)
+        policy, opt_p = accelerator.prepare(policy, opt_p)
+        accelerator.register_for_checkpointing(sched_p)
 
     step = 0
     ckpt = _latest_checkpoint(out)
@@ -627,21 +686,17 @@ def train(
             totals["value_loss"] += vl.item() if vl is not None else 0.0
             for name, val in stats.items():
                 sums[name] = sums.get(name, 0.0) + float(val) / len(micro)
-        grad_norms = {}
+        updates = {}
         if policy_active:
-            grad_norms["policy_grad_norm"] = float(
-                accelerator.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            )
-            opt_p.step()
-            sched_p.step()
-        opt_p.zero_grad(set_to_none=True)
+            updates["policy"] = (policy, opt_p, sched_p)
         if value_model is not None:
-            grad_norms["value_grad_norm"] = float(
-                accelerator.clip_grad_norm_(value_model.parameters(), cfg.max_grad_norm)
-            )
-            opt_v.step()
-            sched_v.step()
-            opt_v.zero_grad(set_to_none=True)
+            updates["value"] = (value_model, opt_v, sched_v)
+        lrs = {f"{k}_lr": u[1].param_groups[0]["lr"] for k, u in updates.items()}  # this step's
+        norms, skipped = optimizer_step(accelerator, list(updates.values()), cfg.max_grad_norm)
+        grad_norms = {f"{k}_grad_norm": n for k, n in zip(updates, norms)}
+        for opt in (opt_p, opt_v if value_model is not None else None):
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
         step += 1
         tokens_seen += int(
             accelerator.reduce(
@@ -663,12 +718,13 @@ def train(
                 if not (k2 == "value_loss" and value_model is None)
             },
             **grad_norms,
-            "policy_lr": sched_p.get_last_lr()[0] if policy_active else 0.0,
+            "policy_lr": 0.0,
+            **lrs,
             "num_items": float(num_items),
             "tokens_per_s": tokens_seen / (time.perf_counter() - loop_start),
         }
-        if value_model is not None:
-            last["value_lr"] = sched_v.get_last_lr()[0]
+        if skipped:
+            last["skipped_step"] = 1.0  # fp16 overflow: no parameter and no schedule moved
         if probe is not None and main and (step % probe_every == 0 or step == total_steps):
             probed = accelerator.unwrap_model(policy)
             probed.eval()

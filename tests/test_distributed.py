@@ -1,4 +1,5 @@
-"""Two processes (gloo, CPU) see the same global batch and compute the same loss as one process.
+"""Two processes (gloo, CPU) see the same global batch, the same learning rates and compute the
+same loss as one process.
 
 The trainer's windows are cut from a per-epoch permutation that depends only on the seed; each of
 W processes takes a contiguous 1/W of a window and every loss is divided by the window's item
@@ -6,11 +7,17 @@ count all-reduced over processes. So ``batch_size=2`` on 2 processes must reprod
 ``batch_size=4`` on 1 process: same logged losses, same parameters after the update. The
 processes are started by torchrun (PyTorch's launcher; ``accelerate launch`` uses it too on GPUs,
 but on CPUs it only starts several processes through MPI).
+
+The schedule is the one users choose (cosine with warm-up), not ``constant``: a scheduler stepped
+once per process per optimiser step (Accelerate's default for a prepared scheduler) runs W× fast,
+which a constant schedule hides. The learning rate of every logged step is compared with the
+closed-form cosine, for both process counts.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -43,10 +50,25 @@ def train_args(assets, out, method, batch_size):
     return [
         "-m", "dqo_tutorial.cli", "train", "--out", str(out), "--method", method,
         "--model", str(assets / "model"), "--data", str(assets / "data"), "--task", "toy",
-        "--batch-size", str(batch_size), "--max-steps", "2", "--policy-lr", "1e-3",
-        "--value-lr", "1e-3", "--beta", "0.5", "--mixed-precision", "no",
-        "--lr-scheduler", "constant", "--warmup-ratio", "0",
+        "--batch-size", str(batch_size), "--max-steps", str(STEPS), "--policy-lr", "1e-3",
+        "--value-lr", "2e-3", "--beta", "0.5", "--mixed-precision", "no",
+        "--lr-scheduler", "cosine", "--warmup-ratio", "0.25",
     ]  # fmt: skip
+
+
+STEPS = 4
+
+
+def cosine_with_warmup(peak: float, steps: int, warmup: int) -> list[float]:
+    """The learning rate used at each optimiser step 1 … steps, written out independently of
+    transformers: linear warm-up from 0 over ``warmup`` steps, then a half cosine down to 0."""
+    out = []
+    for s in range(steps):
+        if s < warmup:
+            out.append(peak * s / warmup)
+        else:
+            out.append(peak * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
+    return out
 
 
 def free_port() -> int:
@@ -78,6 +100,13 @@ def test_two_processes_equal_one_on_the_same_global_batch(assets, tmp_path, meth
 
     logs = [[json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()] for d in (one, two)]
     assert [r["num_items"] for r in logs[0]] == [r["num_items"] for r in logs[1]]
+    assert len(logs[0]) == len(logs[1]) == STEPS
+    expected = cosine_with_warmup(1e-3, STEPS, warmup=1)  # int(0.25 × 4) warm-up steps
+    for log in logs:
+        assert [r["policy_lr"] for r in log] == pytest.approx(expected, abs=1e-12)
+        if method == "dqo":
+            value = cosine_with_warmup(2e-3, STEPS, warmup=1)
+            assert [r["value_lr"] for r in log] == pytest.approx(value, abs=1e-12)
     for a, b in zip(*logs):
         assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)
         if method == "dqo":
