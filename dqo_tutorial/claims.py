@@ -486,6 +486,17 @@ def _job_monte_carlo(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
     return {"seed": seed, "wall_s": time.perf_counter() - t}
 
 
+def _behavior_law(data: str) -> Any:
+    """The sampling law of a seed's rows: recorded beside ``exact/`` (the Monte-Carlo relabelling
+    in ``monte_carlo/`` keeps the same responses, so the same law)."""
+    from .train import behavior_law_of
+
+    law = behavior_law_of(data) or behavior_law_of(Path(data).parent / "exact")
+    if law is None:
+        raise FileNotFoundError(f"no sampling_config.json for {data} or beside it in exact/")
+    return law
+
+
 def _accuracy(res: Mapping[str, Any]) -> dict[str, Any]:
     """Strict accuracies of an evaluation: ``{greedy, sampling, stderr: {…}, n: {…}, invalid}``."""
     acc = res["accuracy"]
@@ -595,6 +606,7 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
                     progress=False,
                     probe=probe,
                     probe_every=every,
+                    behavior=_behavior_law(spec["data"]) if rows is not None else None,
                 )
             except NotEnoughDataError as err:
                 skipped = {"skipped": str(err).split(":")[0]}
@@ -602,7 +614,7 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
                 return {**record, **skipped}
         log_lines = (run_dir / "train" / "log.jsonl").read_text().splitlines()
         log = [json.loads(line) for line in log_lines]
-        keep = ("kl_ref", "is_weight_mean", "is_clip_rate", "value_error", "dpo_accuracy", "nll")
+        keep = ("kl_theta_ref", "is_weight_mean", "is_clip_rate", "value_error", "dpo_accuracy", "nll")
         record["train"] = {
             "steps": summary["steps"],
             "wall_s": summary["wall_s_this_run"],

@@ -40,6 +40,7 @@ __all__ = [
     "token_mean",
     "lambda_return",
     "importance_weights",
+    "kl_estimate",
     "soft_bellman_residual",
     "squared_residual_losses",
     "dqo_loss",
@@ -295,6 +296,48 @@ def importance_weights(
     return torch.where(m, torch.exp(torch.where(m, log_w, zero)), zero)
 
 
+@torch.no_grad()
+def kl_estimate(
+    policy_logps: Tensor,
+    ref_logps: Tensor,
+    mask: Tensor,
+    behavior_logps: Tensor | None = None,
+) -> Tensor:
+    r"""Per-token estimate of KL(π_θ(·|s_h) ‖ π_ref(·|s_h)) — the objective's KL (§1) — from
+    the offline tokens a_h ~ μ(·|s_h), averaged over the batch's action tokens.
+
+    With r = π_θ(a|s)/π_ref(a|s) = e^ρ and the token-level weight u = π_ref(a|s)/μ(a|s):
+
+    .. math::
+        \widehat{\mathrm{KL}} = rac1N \sum_h u_h\,igl(r_h \log r_h - r_h + 1igr),
+        \qquad \mathbb E_{a\sim\mu}igl[u\,(r\log r - r + 1)igr]
+        = \sum_a \pi_{m ref}(a)\,(r\log r - r + 1) = \mathrm{KL}(\pi_	heta\,\|\,\pi_{m ref})
+
+    because E_{π_ref}[r] = 1. Every term is ≥ 0 (f(r) = r log r − r + 1 is the convex KL
+    generator with f(1) = 0), so the estimate is non-negative and 0 iff ρ = 0 on the data; it is
+    unbiased per state whenever μ covers π_ref's support (any τ, top-p = 1; with top-p < 1 the
+    tail outside the nucleus is missed). ``behavior_logps=None`` means μ = π_ref (u = 1). The
+    states s_h are μ's, not π_θ's: this is the KL on the data's states.
+
+    ==============  =======  ==============================================
+    policy_logps    (B, T)   log π_θ(a_h|s_h)
+    ref_logps       (B, T)   log π_ref(a_h|s_h)
+    mask            (B, T)   action mask
+    behavior_logps  (B, T)   log μ(a_h|s_h), or None for μ = π_ref
+    returns         scalar   float32 (float64 for float64 inputs), 0 for an empty mask
+    ==============  =======  ==============================================
+    """
+    m = mask.bool()
+    dtype = torch.float64 if policy_logps.dtype == torch.float64 else torch.float32
+    zero = torch.zeros((), dtype=dtype, device=policy_logps.device)
+    rho = torch.where(m, policy_logps.to(dtype) - ref_logps.to(dtype), zero)
+    terms = torch.special.xlogy(rho.exp(), rho.exp()) - rho.exp() + 1  # r log r − r + 1
+    if behavior_logps is not None:
+        log_u = torch.where(m, ref_logps.to(dtype) - behavior_logps.to(dtype), zero)
+        terms = terms * log_u.exp()
+    return masked_sum(terms, m) / m.sum().clamp(min=1)
+
+
 # --------------------------------------------------------------------------------------------
 # residuals and losses
 # --------------------------------------------------------------------------------------------
@@ -426,7 +469,8 @@ def dqo_loss(
     ===============  =======  ==============================================================
 
     Returns ``(policy_loss, value_loss, stats)``; ``stats`` holds detached diagnostics
-    (δ mean/abs-mean/std, value error, the KL estimate E[ρ], weight mean/max and clip rate).
+    (δ mean/abs-mean/std, value error, the mean log-ratio E_μ[ρ] — not a KL: see
+    :func:`kl_estimate` —, weight mean/max and clip rate).
     """
     m = mask.bool()
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
@@ -468,7 +512,7 @@ def dqo_loss(
             "delta_abs_mean": masked_sum(delta.abs(), m) / n,
             "delta_std": (masked_sum((delta - d_mean).square(), m) / n).sqrt(),
             "value_error": masked_sum((values - g_v).abs(), m) / n,
-            "kl_ref": masked_sum(log_ratio, m) / n,
+            "log_ratio_mean": masked_sum(log_ratio, m) / n,
             "num_tokens": m.sum(),
         }
         if weights is not None:

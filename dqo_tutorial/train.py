@@ -50,7 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -58,19 +58,22 @@ from torch import Tensor, nn
 from . import __version__
 from .artifacts import atomic_write_json, check_run_identity
 from .collate import DQOCollator, tokenize_example
-from .kernels import dpo_loss, dqo_loss, dro_loss, masked_sum
+from .kernels import dpo_loss, dqo_loss, dro_loss, kl_estimate, masked_sum
 from .modeling import ValueHead, ValueModel, per_token_logprobs
 from .models import load_model_and_tokenizer
 from .tasks import get_task
 
 __all__ = [
     "METHODS",
+    "BehaviorLaw",
     "NotEnoughDataError",
     "TrainConfig",
     "load_rows",
     "token_rewards",
     "build_examples",
     "dpo_pairs",
+    "behavior_law_of",
+    "score_reference",
     "item_count",
     "compute_losses",
     "finished_summary",
@@ -359,7 +362,10 @@ def compute_losses(
 
     ref = batch["ref_logps"]
     with torch.no_grad():
-        stats["kl_ref"] = masked_sum(logps - ref, mask) / mask.sum().clamp(min=1)
+        rho = torch.where(mask.bool(), logps - ref, 0.0)
+        stats["log_ratio_mean"] = masked_sum(rho, mask) / mask.sum().clamp(min=1)  # E_μ[ρ]
+        stats["log_ratio_abs_max"] = rho.abs().max()
+        stats["kl_theta_ref"] = kl_estimate(logps, ref, mask, batch["behavior_logps"])
     if method == "dpo":
         seq = masked_sum(logps, mask, dim=1)
         seq_ref = masked_sum(ref, mask, dim=1)
@@ -398,13 +404,96 @@ def compute_losses(
         detach_target=cfg.detach_target,
         num_items=n,
     )
-    stats |= {k: t for k, t in dqo_stats.items() if k not in ("kl_ref", "num_tokens")}
+    stats |= {k: t for k, t in dqo_stats.items() if k not in ("log_ratio_mean", "num_tokens")}
     return pl, vl, stats
 
 
 # --------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------
+
+
+class BehaviorLaw(NamedTuple):
+    """The law μ the offline data were sampled from: π_ref's logits at ``temperature`` τ,
+    renormalised over the ``top_p`` nucleus (dqo-method.md §5); τ = 1, top-p = 1 is μ = π_ref."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+def behavior_law_of(data: str | os.PathLike[str]) -> BehaviorLaw | None:
+    """The sampling law recorded in a ``build_dataset`` directory (None if it holds no record)."""
+    path = Path(data) / "sampling_config.json"
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text())["config"]
+    return BehaviorLaw(float(config["temperature"]), float(config["top_p"]))
+
+
+@torch.no_grad()
+def score_reference(
+    accelerator: Any,
+    policy: nn.Module,
+    sequences: Sequence[dict[str, Any]],
+    *,
+    batch_size: int,
+    behavior: BehaviorLaw | None,
+) -> dict[str, Any]:
+    """Re-score log π_ref — and log μ where μ is a function of π_ref's logits — with the very
+    policy training starts from, under the training numerics (docs/implementation-notes.md 13).
+
+    The stored columns were computed by the sampler: on a GPU with bf16 *weights*, while training
+    runs fp32 weights under bf16 autocast. Those numerics differ by ~0.04 nats per token on
+    SmolLM2 (up to 0.3), so ρ = log π_θ − log π_ref ≠ 0 and the prefix importance weights drift
+    from 1 before any update. After this pass, at step 0 log π_θ = log π_ref up to the batch-shape
+    noise of one forward pass (~1e-5) and, when μ = π_ref, w = 1.
+
+    ``sequences``: example dicts (``input_ids``, ``action_mask``, ``ref_logps``,
+    ``behavior_logps``), updated in place. ``behavior``: μ = π_ref (τ = 1, top-p = 1) → log μ is
+    the re-scored log π_ref; top-p = 1, τ ≠ 1 → the tempered log-softmax, re-scored; top-p < 1 or
+    unknown (None) → the stored log μ is kept (its numerics are the sampler's). Each process
+    scores every W-th length-sorted batch (all processes run the same number of forward passes,
+    as FSDP needs) and the results are gathered. Returns how far the stored columns were off.
+    """
+    from accelerate.utils import gather_object
+
+    tau = None if behavior is None or behavior.top_p < 1 else behavior.temperature
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]["input_ids"]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    world, rank = accelerator.num_processes, accelerator.process_index
+    mine = batches[rank::world]
+    mine += mine[-1:] * (math.ceil(len(batches) / world) - len(mine))  # equal pass counts
+    collator = DQOCollator(pad_token_id=0)  # pads are excluded by the attention mask
+    scored = []
+    for idx in mine:
+        batch = collator([{k: sequences[i][k] for k in ("input_ids", "action_mask")} for i in idx])
+        ids, att = batch["input_ids"].to(accelerator.device), batch["attention_mask"]
+        att, mask = att.to(ids.device), batch["action_mask"].to(ids.device)
+        columns = [per_token_logprobs(policy, ids, att)]
+        if tau is not None and tau != 1.0:
+            columns.append(per_token_logprobs(policy, ids, att, tau))
+        columns = [torch.where(mask, c, 0.0).float().cpu() for c in columns]
+        for row, i in enumerate(idx):
+            n = len(sequences[i]["input_ids"])
+            scored.append((i, *(c[row, :n].tolist() for c in columns)))
+    drift = []
+    for i, ref, *tempered in dict((x[0], x) for x in gather_object(scored)).values():
+        seq = sequences[i]
+        drift += [abs(a - b) for a, b, m in zip(ref, seq["ref_logps"], seq["action_mask"]) if m]
+        seq["ref_logps"] = ref
+        if tau is not None:
+            seq["behavior_logps"] = tempered[0] if tempered else ref
+    behavior_rule = (
+        "stored (law unknown)" if behavior is None
+        else "stored (top-p < 1)" if tau is None
+        else "= re-scored log π_ref" if tau == 1.0
+        else f"re-scored at τ = {tau}"
+    )
+    return {
+        "stored_ref_abs_diff_mean": sum(drift) / max(len(drift), 1),
+        "stored_ref_abs_diff_max": max(drift, default=0.0),
+        "behavior_logps": behavior_rule,
+    }
 
 
 def optimizer_step(
@@ -505,6 +594,7 @@ def train(
     callback: Callable[[int, dict[str, float]], None] | None = None,
     probe: Callable[[nn.Module], Mapping[str, float]] | None = None,
     probe_every: int = 0,
+    behavior: BehaviorLaw | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg.method`` and write the outputs of the module docstring into ``out_dir``.
 
@@ -515,8 +605,11 @@ def train(
     a rerun resumes from the last checkpoint). ``probe(policy)``: every ``probe_every`` steps
     and after the last, on the main process, the policy in eval mode without gradients — e.g. a
     dev-set accuracy for learning curves; its values join that step's line of ``log.jsonl``
-    (single process or DDP; not under FSDP, whose forward needs every process). Returns the
-    training summary.
+    (single process or DDP; not under FSDP, whose forward needs every process). ``behavior``:
+    the law the rows were sampled from (read from ``cfg.data`` when the rows come from there);
+    DPO, DRO and DQO re-score log π_ref (and log μ where it follows from π_ref's logits) with the
+    starting policy under the training numerics before the first step (:func:`score_reference`).
+    Returns the training summary.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -552,6 +645,7 @@ def train(
         policy, tokenizer = load_model_and_tokenizer(cfg.model, device="cpu", dtype=cfg.dtype)
     elif tokenizer is None:
         raise ValueError("pass the tokenizer together with the policy")
+    rows_given = rows is not None
     if rows is None:
         rows = _sft_rows(cfg, tokenizer) if cfg.method == "sft" else load_rows(cfg.data or "")
     examples = build_examples(
@@ -616,6 +710,20 @@ def train(
         policy, opt_p = accelerator.prepare(policy, opt_p)
         accelerator.register_for_checkpointing(sched_p)
 
+    # Before any checkpoint is loaded the policy is π_ref: score the reference with it, under
+    # the numerics training will use (a resumed run redoes this pass and gets the same numbers).
+    reference: dict[str, Any] = {}
+    if cfg.method in ("dpo", *_VALUE_METHODS):
+        sequences = examples
+        if cfg.method == "dpo":
+            sequences = [e for ex in examples for e in (ex["chosen"], ex["rejected"])]
+        if behavior is None and not rows_given:
+            behavior = behavior_law_of(cfg.data or "")
+        policy.train()
+        reference = score_reference(
+            accelerator, policy, sequences, batch_size=cfg.batch_size, behavior=behavior
+        )
+
     step = 0
     ckpt = _latest_checkpoint(out)
     if ckpt is not None:
@@ -667,6 +775,7 @@ def train(
         num_items = accelerator.reduce(local_n.float(), reduction="sum")
         policy_active = step >= value_warmup
         sums: dict[str, float] = {}
+        maxima: dict[str, float] = {}
         totals = {"policy_loss": 0.0, "value_loss": 0.0}
         for j, b in enumerate(micro):
             last_micro = j == len(micro) - 1
@@ -684,8 +793,11 @@ def train(
                     accelerator.backward(loss * world)
             totals["policy_loss"] += pl.item()
             totals["value_loss"] += vl.item() if vl is not None else 0.0
-            for name, val in stats.items():
-                sums[name] = sums.get(name, 0.0) + float(val) / len(micro)
+            for name, val in stats.items():  # maxima stay maxima, the rest are means
+                if name.endswith("_max"):
+                    maxima[name] = max(maxima.get(name, -math.inf), float(val))
+                else:
+                    sums[name] = sums.get(name, 0.0) + float(val) / len(micro)
         updates = {}
         if policy_active:
             updates["policy"] = (policy, opt_p, sched_p)
@@ -708,6 +820,10 @@ def train(
             name: float(accelerator.reduce(torch.tensor(v, device=device), reduction=how))
             for how, values in (("sum", totals), ("mean", sums))
             for name, v in values.items()
+        }
+        reduced |= {
+            name: float(accelerator.gather(torch.tensor([v], device=device)).max())
+            for name, v in maxima.items()
         }
         last = {
             "step": step,
@@ -756,6 +872,7 @@ def train(
         "steps_per_epoch": steps_per_epoch,
         "processes": world,
         "mixed_precision": accelerator.mixed_precision,
+        "reference": reference,
         "last": last,
         "wall_s_this_run": time.perf_counter() - start,
     }

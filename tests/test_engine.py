@@ -10,6 +10,7 @@ unscaled gradients by hand.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -17,6 +18,16 @@ import torch
 from torch import nn
 
 from dqo_tutorial.train import optimizer_step
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state; these tests switch mixed precision."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
 
 
 def fp16_accelerator(monkeypatch, init_scale: float = 2.0**16):
@@ -127,3 +138,93 @@ def test_without_a_scaler_the_step_is_plain_clip_and_step():
     for m, b, g in zip(models, before, expected):
         for p, p0, gp in zip(m.parameters(), b, g):
             torch.testing.assert_close(p.detach(), p0 - gp)
+
+
+# --------------------------------------------------------------------------------------------
+# matched numerics: the trainer re-scores log π_ref with its own forward pass
+# --------------------------------------------------------------------------------------------
+
+
+def bf16_sampled_rows(n: int = 12):
+    """Toy gold solutions scored as a GPU sampler scores them — bf16 *weights* — while the trainer
+    keeps float32 weights under bf16 autocast. μ = π_ref (τ = 1, top-p = 1)."""
+    import copy
+
+    from dqo_tutorial.collate import DQOCollator, tokenize_example
+    from dqo_tutorial.modeling import per_token_logprobs
+    from dqo_tutorial.models import load_model_and_tokenizer
+    from dqo_tutorial.tasks import get_task
+
+    model, tok = load_model_and_tokenizer("toy", device="cpu")
+    task = get_task("toy")
+    rows = []
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    for i, p in enumerate(task.load("test", None, n)):
+        prompt, gold = task.format_prompt(p.question, tok), task.gold_solution(p)
+        ex = tokenize_example(tok, prompt, gold, add_eos=True)
+        b = DQOCollator(tok.pad_token_id)([ex])
+        with torch.no_grad():
+            ref = per_token_logprobs(bf16, b["input_ids"], b["attention_mask"])[0]
+        ref = (ref * b["action_mask"][0]).tolist()
+        rows.append(
+            {
+                "prompt_index": i // 2, "sample_index": i % 2, "input_ids": ex["input_ids"],
+                "action_mask": ex["action_mask"], "ref_logps": ref, "behavior_logps": ref,
+                "reward": float(i % 3 == 0), "terminal": True,
+            }
+        )  # fmt: skip
+    return model, tok, rows
+
+
+@pytest.mark.parametrize("method", ["dqo", "dpo", "dro"])
+def test_at_step_0_the_policy_equals_the_reference_under_bf16_autocast(tmp_path, method):
+    from dqo_tutorial.train import BehaviorLaw, TrainConfig, train
+
+    model, tok, rows = bf16_sampled_rows()
+    cfg = TrainConfig(
+        method=method, model="toy", task="toy", batch_size=2 if method == "dpo" else 4,
+        max_steps=1, policy_lr=1e-4, value_lr=1e-3, mixed_precision="bf16",
+        lr_scheduler="constant", warmup_ratio=0.0, checkpoint_every=1000,
+    )  # fmt: skip
+    summary = train(cfg, tmp_path, policy=model, tokenizer=tok, rows=rows, progress=False,
+                    behavior=BehaviorLaw(1.0, 1.0))  # fmt: skip
+    step1 = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    # the sampler's bf16-weight numbers really were off (what the old trainer compared with) ...
+    assert summary["reference"]["stored_ref_abs_diff_max"] > 1e-2
+    # ... while the first forward pass of training sees ρ = 0 up to batch-shape noise
+    assert step1["log_ratio_abs_max"] < 1e-3
+    assert step1["kl_theta_ref"] < 1e-6
+    if method == "dqo":  # μ = π_ref: every prefix weight starts at 1
+        assert step1["is_weight_mean"] == pytest.approx(1.0, abs=1e-3)
+        assert step1["is_weight_max"] == pytest.approx(1.0, abs=1e-3)
+    if method == "dpo":
+        assert abs(step1["dpo_margin"]) < 1e-3
+
+
+def test_a_tempered_behaviour_law_is_rescored_at_its_temperature(tmp_path):
+    """τ = 0.7: log μ is re-scored as log softmax(z/τ) by the training forward pass (compared
+    with an independent forward pass at τ), not copied from log π_ref."""
+    from dqo_tutorial.collate import DQOCollator
+    from dqo_tutorial.modeling import per_token_logprobs
+    from dqo_tutorial.train import BehaviorLaw, TrainConfig, build_examples, score_reference
+    from accelerate import Accelerator
+
+    model, tok, rows = bf16_sampled_rows(4)
+    examples = build_examples("dqo", rows)
+    acc = Accelerator(cpu=True, mixed_precision="no")
+    out = score_reference(acc, model, examples, batch_size=3, behavior=BehaviorLaw(0.7, 1.0))
+    assert out["behavior_logps"] == "re-scored at τ = 0.7"
+    for ex in examples:
+        b = DQOCollator(tok.pad_token_id)([{k: ex[k] for k in ("input_ids", "action_mask")}])
+        with torch.no_grad():
+            mu = per_token_logprobs(model, b["input_ids"], b["attention_mask"], 0.7)[0]
+            ref = per_token_logprobs(model, b["input_ids"], b["attention_mask"])[0]
+        m = b["action_mask"][0].bool()
+        torch.testing.assert_close(torch.tensor(ex["behavior_logps"])[m], mu[m], atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tensor(ex["ref_logps"])[m], ref[m], atol=1e-5, rtol=0)
+    # top-p < 1: the nucleus is the sampler's; log μ is kept as stored
+    examples = build_examples("dqo", rows)
+    stored = [list(ex["behavior_logps"]) for ex in examples]
+    out = score_reference(acc, model, examples, batch_size=3, behavior=BehaviorLaw(1.0, 0.9))
+    assert [ex["behavior_logps"] for ex in examples] == stored
+    assert out["behavior_logps"] == "stored (top-p < 1)"

@@ -549,7 +549,7 @@ def test_dqo_stats_report_clip_rate_and_kl():
     # prefix log-weights 0, 1.9, 3.8 → weights 1, 2 (clipped), 2 (clipped)
     torch.testing.assert_close(s["is_clip_rate"], torch.tensor(2 / 3))
     torch.testing.assert_close(s["is_weight_mean"], torch.tensor(5 / 3))
-    torch.testing.assert_close(s["kl_ref"], torch.tensor(0.2))
+    torch.testing.assert_close(s["log_ratio_mean"], torch.tensor(0.2))
 
 
 def test_token_mean_and_masked_sum():
