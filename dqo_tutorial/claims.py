@@ -614,7 +614,9 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
                 return {**record, **skipped}
         log_lines = (run_dir / "train" / "log.jsonl").read_text().splitlines()
         log = [json.loads(line) for line in log_lines]
-        keep = ("kl_theta_ref", "is_weight_mean", "is_clip_rate", "value_error", "dpo_accuracy", "nll")
+        keep = (
+            "kl_theta_ref", "is_weight_mean", "is_clip_rate", "value_error", "dpo_accuracy", "nll"
+        )  # fmt: skip
         record["train"] = {
             "steps": summary["steps"],
             "wall_s": summary["wall_s_this_run"],

@@ -204,10 +204,11 @@ def test_at_step_0_the_policy_equals_the_reference_under_bf16_autocast(tmp_path,
 def test_a_tempered_behaviour_law_is_rescored_at_its_temperature(tmp_path):
     """τ = 0.7: log μ is re-scored as log softmax(z/τ) by the training forward pass (compared
     with an independent forward pass at τ), not copied from log π_ref."""
+    from accelerate import Accelerator
+
     from dqo_tutorial.collate import DQOCollator
     from dqo_tutorial.modeling import per_token_logprobs
-    from dqo_tutorial.train import BehaviorLaw, TrainConfig, build_examples, score_reference
-    from accelerate import Accelerator
+    from dqo_tutorial.train import BehaviorLaw, build_examples, score_reference
 
     model, tok, rows = bf16_sampled_rows(4)
     examples = build_examples("dqo", rows)
