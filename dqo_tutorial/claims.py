@@ -305,20 +305,22 @@ def select_rows(
 
     ``all``: every row. ``few_positives``: every wrong response and ``round(positive_keep × P)``
     of the P correct ones (a seeded draw), i.e. ``positive_keep`` of the usual positive share.
-    ``negatives_only``: the wrong responses. ``dpo_responses``: the responses that DPO's pairs
+    ``negatives_only``: the responses that are not positives (wrong, or cut: no outcome).
+    ``dpo_responses``: the responses that DPO's pairs
     use (:func:`~dqo_tutorial.train.dpo_pairs` with the same ``seed``), in row order.
     """
+    from .rewards import outcome
     from .train import dpo_pairs
 
-    rewards = [float(r["reward"]) for r in rows]
-    positives = [i for i, r in enumerate(rewards) if r > 0.5]
+    positive = [outcome(r) == 1.0 for r in rows]  # a cut response is never a positive
+    positives = [i for i, p in enumerate(positive) if p]
     if how == "all":
-        return list(range(len(rewards)))
+        return list(range(len(positive)))
     if how == "negatives_only":
-        return [i for i, r in enumerate(rewards) if r <= 0.5]
+        return [i for i, p in enumerate(positive) if not p]
     if how == "few_positives":
         kept = random.Random(seed).sample(positives, round(positive_keep * len(positives)))
-        return sorted(set(kept) | {i for i, r in enumerate(rewards) if r <= 0.5})
+        return sorted(set(kept) | {i for i, p in enumerate(positive) if not p})
     if how == "dpo_responses":
         return sorted(i for pair in dpo_pairs(rows, pairs_per_prompt, seed) for i in pair)
     raise ValueError(f"unknown row selection {how!r}; expected one of {ROW_SELECTIONS}")
@@ -534,13 +536,15 @@ def _greedy_dev_probe(problems: Sequence[Any], tokenizer: Any) -> Callable[[Any]
 def _expected_steps(method: str, rows: Any, n_prompts: int, tcfg: Any) -> int:
     """Optimiser steps of the run (the example counts of ``train.build_examples``), to space
     the learning-curve probes; SFT has ``rows`` None and one example per prompt."""
+    from .rewards import outcome
     from .train import dpo_pairs
 
     if tcfg.max_steps:
         return tcfg.max_steps
     n = {
         "sft": lambda: n_prompts,
-        "rft": lambda: sum(r["reward"] > 0.5 for r in rows),
+        "rft": lambda: sum(outcome(r) == 1.0 for r in rows),
+        "dro": lambda: sum(outcome(r) is not None for r in rows),
         "dpo": lambda: len(dpo_pairs(rows, tcfg.dpo_pairs_per_prompt, tcfg.seed)),
     }.get(method, lambda: len(rows))()
     return max(1, tcfg.epochs * (n // (tcfg.batch_size * tcfg.grad_accum)))
@@ -554,6 +558,7 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
     from its ``outputs.jsonl``, a run without enough data from its ``skipped.json``."""
     from .evaluate import EvalConfig, evaluate
     from .models import load_model_and_tokenizer
+    from .rewards import outcome
     from .toy import MAX_NEW_TOKENS, load_toy
     from .train import NotEnoughDataError, TrainConfig, finished_summary, load_rows, train
 
@@ -584,7 +589,7 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
                     pairs_per_prompt=tcfg.dpo_pairs_per_prompt,
                 )
             )
-            positives = int(sum(r > 0.5 for r in rows["reward"]))
+            positives = int(sum(outcome(r) == 1.0 for r in rows))
             record["data"] = {"responses": len(rows), "positives": positives}
         skipped_path = run_dir / "skipped.json"
         if skipped_path.exists():

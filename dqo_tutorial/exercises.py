@@ -527,7 +527,7 @@ def check_process_rewards(fn: Callable[..., Any], n: int = N_INPUTS) -> Verdict:
     shaping rewards α(Φ(s_{h+1}) − Φ(s_{b(h)})) of one response, non-zero only on the token that
     reaches a boundary and on the last token; compared with
     :func:`dqo_tutorial.sampling.process_rewards`."""
-    from .sampling import process_rewards
+    from .rewards import process_rewards
 
     def inputs(gen: torch.Generator, i: int):
         length = 1 if i == 0 else int(torch.randint(2, 16, (), generator=gen))

@@ -49,6 +49,7 @@ from .collate import DQOCollator, example_from_ids
 from .gsm8k import MODES, dataset_hash, is_correct
 from .modeling import per_token_logprobs
 from .models import load_model_and_tokenizer
+from .rewards import process_rewards  # noqa: F401  (documented here since round 1)
 from .tasks import get_task
 
 __all__ = [
@@ -281,7 +282,8 @@ def step_boundaries(tokenizer: PreTrainedTokenizerBase, response_ids: Sequence[i
     decodes to text containing a newline, i.e. the states s_{h+1} that start a new line.
 
     h counts the response tokens already generated. The final state (h = H) is not listed: its
-    potential is the outcome reward (:func:`process_rewards`).
+    potential is 0 for a terminal response and the last boundary's Φ for a cut one
+    (:func:`dqo_tutorial.rewards.token_rewards`; docs/implementation-notes.md 1).
     """
     newline = {t: "\n" in tokenizer.decode([t]) for t in set(response_ids)}
     return [h for h in range(1, len(response_ids)) if newline[response_ids[h - 1]]]
@@ -355,52 +357,6 @@ def monte_carlo_potentials(
         estimates.append(hits / k)
     potentials = [[(h, estimates[u]) for h, u in states_of] for states_of in located]
     return potentials
-
-
-def process_rewards(
-    length: int,
-    boundaries: Sequence[tuple[int, float]],
-    alpha: float,
-    phi_start: float,
-    phi_end: float,
-) -> list[float]:
-    r"""Potential-based shaping rewards r'_h of one response, response-token aligned.
-
-    Φ is known at the prompt state s_1 (``phi_start``), at the boundary states listed in
-    ``boundaries`` as ``(h, Φ(s_{h+1}))`` — h response tokens generated — and at the final state
-    (``phi_end``; use the outcome reward R there). Between them Φ is held constant, so the shaping
-    term α(Φ(s_{h+1}) − Φ(s_h)) is non-zero only on the token that *reaches* a boundary and on the
-    last token:
-
-    .. math::  r'_{h} = \alpha\,\bigl(\Phi(s_{h+1}) - \Phi(s_{b(h)})\bigr)
-               \quad\text{at boundaries and } h = H, \qquad 0 \text{ elsewhere},
-
-    with b(h) the previous boundary. The sum telescopes: Σ_h r'_h = α(Φ_end − Φ(s_1)), which is
-    α(R − Φ(s_1)) with Φ_end = R. Caveat: Ng et al.'s invariance of the (soft-)optimal policy needs
-    a constant terminal potential (``phi_end=0``); with Φ_end = R the shaped return is
-    (1 + α)·R − α·Φ(s_1), i.e. the outcome reward weighted 1 + α (like β → β/(1 + α)) minus a
-    per-prompt constant.
-
-    Args:
-        length: H, the number of response tokens (≥ 1).
-        boundaries: ``(h, Φ)`` pairs with strictly increasing h in 1 … H−1.
-        alpha: the coefficient α (``process_reward_coef``); 0 gives all zeros.
-
-    Returns:
-        H floats; entry h − 1 belongs to action a_h. Prepend ``[0] * len(prompt_ids)`` for the
-        action-aligned layout of §7.
-    """
-    if length < 1:
-        raise ValueError(f"a response has at least one token, got length {length}")
-    steps = [h for h, _ in boundaries]
-    if any(not 1 <= h < length for h in steps) or steps != sorted(set(steps)):
-        raise ValueError(f"boundaries must be strictly increasing within 1..{length - 1}: {steps}")
-    shaped = [0.0] * length
-    previous = phi_start
-    for h, phi in [*boundaries, (length, phi_end)]:
-        shaped[h - 1] += alpha * (phi - previous)
-        previous = phi
-    return shaped
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,16 +4,19 @@ r"""One trainer for DQO and its baselines: same data path, same loop, only the l
 method     data                                 loss (dqo-method.md)
 =========  ===================================  =============================================
 ``sft``    gold solutions (or given pairs)      −mean log π_θ(a_h|s_h) over response tokens
-``rft``    the sampled responses with reward 1  the same, on the model's own correct answers
+``rft``    the sampled responses with outcome 1 the same, on the model's own correct answers
 ``dpo``    (correct, wrong) pairs of one prompt :func:`~dqo_tutorial.kernels.dpo_loss` (§9)
-``dro``    every sampled response               :func:`~dqo_tutorial.kernels.dro_loss`, V(x)
+``dro``    the responses that have an outcome   :func:`~dqo_tutorial.kernels.dro_loss`, V(x)
 ``dqo``    every sampled response               :func:`~dqo_tutorial.kernels.dqo_loss` (§3–§6)
 =========  ===================================  =============================================
 
+A length-cut response has no outcome (:mod:`dqo_tutorial.rewards`: one rule every method reads).
+
 Every method reads the offline dataset of :func:`dqo_tutorial.sampling.build_dataset` (SFT reads
 the task's gold solutions), every log-probability comes from the one path
-:func:`dqo_tutorial.modeling.per_token_logprobs`, and π_ref's log-probs are the ones stored at
-sampling time (no reference model in memory).
+:func:`dqo_tutorial.modeling.per_token_logprobs`, and π_ref's log-probs are re-scored once, before
+the first step, by the starting policy under the training numerics (:func:`score_reference`; no
+reference model stays in memory).
 
 **Engine.** The loop runs on 🤗 Accelerate: the same script runs on a CPU, one GPU (bf16 autocast
 with ``mixed_precision="auto"``), or several processes under ``accelerate launch`` / ``torchrun``
@@ -61,6 +64,7 @@ from .collate import DQOCollator, tokenize_example
 from .kernels import dpo_loss, dqo_loss, dro_loss, kl_estimate, masked_sum
 from .modeling import ValueHead, ValueModel, per_token_logprobs
 from .models import load_model_and_tokenizer
+from .rewards import outcome, token_rewards
 from .tasks import get_task
 
 __all__ = [
@@ -205,31 +209,6 @@ def load_rows(data: str | os.PathLike[str]) -> Any:
     return load_from_disk(str(path))
 
 
-def token_rewards(row: Mapping[str, Any], alpha: float) -> list[float]:
-    """Action-aligned r_h: the outcome reward on the last action plus α-shaping (§6).
-
-    Potential-based shaping with Φ(terminal) = 0 (docs/implementation-notes.md: only then is the
-    optimal policy unchanged); a length-cut response keeps its last Φ (no shaping at the cut)."""
-    ids, mask = row["input_ids"], row["action_mask"]
-    n_prompt = len(ids) - sum(mask)
-    length = len(ids) - n_prompt
-    shaped = [0.0] * length
-    if alpha and "step_phi" in row:
-        from .sampling import process_rewards
-
-        pairs = list(zip(row["step_boundaries"], row["step_phi"]))
-        last = pairs[-1][1] if pairs else row["phi_start"]
-        phi_end = 0.0 if row["terminal"] else last
-        shaped = process_rewards(length, pairs, alpha, row["phi_start"], phi_end)
-    elif alpha:
-        raise ValueError(
-            "process_reward_coef > 0 needs a dataset sampled with process_rewards=True"
-        )
-    if row["terminal"]:
-        shaped[-1] += float(row["reward"])
-    return [0.0] * n_prompt + shaped
-
-
 def build_examples(
     method: str,
     rows: Sequence[Mapping[str, Any]] | Any,
@@ -243,11 +222,13 @@ def build_examples(
 
     - ``sft``: ``rows`` are ``{"prompt", "response"}`` texts, tokenised jointly with EOS
       (:func:`~dqo_tutorial.collate.tokenize_example`; needs ``tokenizer``);
-    - ``rft``: the sampled rows with reward 1 (their sampled ids, no re-tokenisation);
+    - ``rft``: the sampled rows whose :func:`~dqo_tutorial.rewards.outcome` is 1 (their sampled
+      ids, no re-tokenisation; a length-cut response is never a positive);
     - ``dpo``: for each prompt, up to ``pairs_per_prompt`` (correct, wrong) pairs, each response
       used at most once per side (a seeded shuffle); ``{"chosen": ex, "rejected": ex}``;
-    - ``dro`` / ``dqo``: every sampled row with ``ref_logps``, ``behavior_logps``, per-token
-      ``rewards`` (outcome + α-shaping), ``reward`` and ``terminal``.
+    - ``dro`` / ``dqo``: the sampled rows with ``ref_logps``, ``behavior_logps``, per-token
+      ``rewards`` (outcome + α-shaping), ``reward`` and ``terminal`` — every row for DQO (a cut
+      row is bootstrapped), the rows with an outcome for DRO (rewards.py: one rule).
     """
     if method == "sft":
         if tokenizer is None:
@@ -271,8 +252,10 @@ def build_examples(
         return ex
 
     if method == "rft":
-        return [sampled(r, False) for r in rows if r["reward"] > 0.5]
-    if method in _VALUE_METHODS:
+        return [sampled(r, False) for r in rows if outcome(r) == 1.0]
+    if method == "dro":  # a cut response has no r(x, y) to regress on
+        return [sampled(r, True) for r in rows if outcome(r) is not None]
+    if method == "dqo":
         return [sampled(r, True) for r in rows]
     if method != "dpo":
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -287,14 +270,19 @@ def dpo_pairs(
 ) -> list[tuple[int, int]]:
     """DPO's (correct, wrong) pairs as row indices ``(chosen, rejected)``, prompt by prompt.
 
-    Per prompt the correct and the wrong responses are shuffled (one seeded ``random.Random`` for
-    the whole call, prompts in increasing ``prompt_index``) and zipped: each response is used at
-    most once, up to ``pairs_per_prompt`` pairs. A prompt without both kinds gives no pair.
+    Correct and wrong are :func:`~dqo_tutorial.rewards.outcome` 1 and 0; a length-cut response
+    has no outcome and is in no pair. Per prompt the correct and the wrong responses are
+    shuffled (one seeded ``random.Random`` for the whole call, prompts in increasing
+    ``prompt_index``) and zipped: each response is used at most once, up to
+    ``pairs_per_prompt`` pairs. A prompt without both kinds gives no pair.
     """
     by_prompt: dict[int, tuple[list[int], list[int]]] = {}
-    for i, (p, reward) in enumerate(zip(_column(rows, "prompt_index"), _column(rows, "reward"))):
+    columns = zip(_column(rows, "prompt_index"), _column(rows, "reward"), _column(rows, "terminal"))
+    for i, (p, reward, terminal) in enumerate(columns):
+        r = outcome({"reward": reward, "terminal": terminal})
         pos, neg = by_prompt.setdefault(int(p), ([], []))
-        (pos if reward > 0.5 else neg).append(i)
+        if r is not None:  # a cut response is in no pair
+            (pos if r == 1.0 else neg).append(i)
     rng = random.Random(seed)
     pairs = []
     for p in sorted(by_prompt):

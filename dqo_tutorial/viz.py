@@ -21,7 +21,7 @@ implied advantage β·log-ratio; the residual δ^λ is exactly their difference.
 from the package's one log-prob path (:func:`~dqo_tutorial.modeling.per_token_logprobs`), its
 value model (:class:`~dqo_tutorial.modeling.ValueModel`) and its kernel
 (:func:`~dqo_tutorial.kernels.lambda_return`); rewards come from the trainer's own
-``train.token_rewards`` (outcome + α-shaping with Φ(terminal) = 0).
+``rewards.token_rewards`` (outcome + α-shaping with Φ(terminal) = 0).
 
 Three views share **one data model**, :class:`TokenGrid` (display tokens, a (rows × tokens) value
 array, a mask, a title, one colour scale shared by all rows, the reasoning-step boundaries and,
@@ -662,7 +662,7 @@ def token_rewards(example: Example, alpha: float) -> list[float]:
     """Action-aligned r_h of ``example`` exactly as the trainer builds them: the outcome reward
     on the last action of a terminal response plus α-shaped process rewards (needs exact
     potentials; α is ignored without them)."""
-    from . import train
+    from . import rewards
 
     row: dict[str, Any] = {
         "input_ids": example.input_ids,
@@ -678,7 +678,7 @@ def token_rewards(example: Example, alpha: float) -> list[float]:
         }
     else:
         alpha = 0.0
-    return train.token_rewards(row, alpha)
+    return rewards.token_rewards(row, alpha)
 
 
 @torch.no_grad()

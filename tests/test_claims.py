@@ -25,7 +25,7 @@ from dqo_tutorial.kernels import dqo_loss
 
 # prompt 0: 2 correct, 3 wrong; prompt 1: 0 correct, 2 wrong; prompt 2: 4 correct, 1 wrong
 ROWS = [
-    {"prompt_index": p, "reward": r}
+    {"prompt_index": p, "reward": r, "terminal": True}
     for p, r in [
         (0, 1.0), (0, 0.0), (0, 1.0), (0, 0.0), (0, 0.0),
         (1, 0.0), (1, 0.0),
@@ -231,3 +231,9 @@ def test_schedule_runs_dependents_after_their_dependencies():
     assert said[-1] == "4/4 d"
     with pytest.raises(RuntimeError, match="unmet dependencies"):
         _schedule([_Job("x", 1, ("missing",), lambda d: (operator.neg, (1,)))], 1, said.append)
+
+
+def test_a_cut_response_graded_correct_is_not_a_positive():
+    rows = [*ROWS, {"prompt_index": 1, "reward": 1.0, "terminal": False}]  # row 12: cut
+    assert 12 in select_rows(rows, "negatives_only", seed=0)
+    assert 12 in select_rows(rows, "few_positives", seed=0, positive_keep=0.0)

@@ -316,21 +316,22 @@ def test_build_examples_by_hand(tiny_tok):
 
 
 @given(
-    st.lists(st.tuples(st.integers(0, 4), st.booleans()), max_size=40),
+    st.lists(st.tuples(st.integers(0, 4), st.booleans(), st.booleans()), max_size=40),
     st.integers(1, 5),
     st.integers(0, 3),
 )
 def test_dpo_pairs_match_a_per_prompt_count(rows, per_prompt, seed):
-    data = [{"prompt_index": p, "reward": float(ok)} for p, ok in rows]
+    data = [{"prompt_index": p, "reward": float(ok), "terminal": t} for p, ok, t in rows]
     pairs = dpo_pairs(data, per_prompt, seed)
     used = [i for pair in pairs for i in pair]
     assert len(used) == len(set(used))  # every response at most once
     for c, r in pairs:
         assert data[c]["reward"] == 1.0 and data[r]["reward"] == 0.0
+        assert data[c]["terminal"] and data[r]["terminal"]  # cut responses have no outcome
         assert data[c]["prompt_index"] == data[r]["prompt_index"]
     for p in range(5):  # as many pairs as the rarer side allows, capped
-        pos = sum(1 for q, ok in rows if q == p and ok)
-        neg = sum(1 for q, ok in rows if q == p and not ok)
+        pos = sum(1 for q, ok, t in rows if q == p and ok and t)
+        neg = sum(1 for q, ok, t in rows if q == p and not ok and t)
         got = sum(1 for c, _ in pairs if data[c]["prompt_index"] == p)
         assert got == min(pos, neg, per_prompt)
     assert dpo_pairs(data, per_prompt, seed) == pairs  # seeded
@@ -441,3 +442,27 @@ def test_probe_sees_the_current_policy_and_joins_the_log(tiny_model, tiny_tok, r
             progress=False,
             probe=probe,
         )
+
+
+def test_one_outcome_rule_for_cut_responses_in_every_method():
+    """A length-cut response has no outcome, even when its text was graded correct: RFT never
+    takes it as a positive, DPO puts it in no pair, DRO leaves it out, DQO keeps it with no
+    outcome reward (bootstrapped). Hand-built rows, one per (reward, terminal) case."""
+    from dqo_tutorial.rewards import outcome
+
+    cases = [(1.0, True), (0.0, True), (1.0, False), (0.0, False)]  # row i
+    rows = [
+        {"prompt_index": 0, "sample_index": i, "input_ids": [5, 6, 7, 8],
+         "action_mask": [0, 0, 1, 1], "ref_logps": [0.0] * 4, "behavior_logps": [0.0] * 4,
+         "reward": r, "terminal": t}
+        for i, (r, t) in enumerate(cases)
+    ]  # fmt: skip
+    assert [outcome(r) for r in rows] == [1.0, 0.0, None, None]
+    rft = build_examples("rft", rows)
+    assert len(rft) == 1 and rft[0]["input_ids"] == rows[0]["input_ids"]
+    assert dpo_pairs(rows, pairs_per_prompt=4) == [(0, 1)]
+    assert [e["reward"] for e in build_examples("dro", rows)] == [1.0, 0.0]
+    dqo = build_examples("dqo", rows)
+    assert len(dqo) == 4
+    assert [e["rewards"][-1] for e in dqo] == [1.0, 0.0, 0.0, 0.0]  # no outcome on a cut row
+    assert [e["terminal"] for e in dqo] == [True, True, False, False]
