@@ -333,7 +333,10 @@ def compute_losses(
 
     Losses are sums over the micro-batch divided by ``num_items`` (the whole window's N), so the
     micro-batch losses of a window add up to the window's mean. ``policy_grad=False`` runs the
-    policy forward without a graph (the value warm-up steps).
+    policy forward without a graph (the value warm-up steps). With ``cfg.is_normalize`` the
+    DQO losses here use the *unnormalised* weights and ``stats["is_weight_sum"]`` carries Σ w:
+    self-normalised IS divides by the mean weight of the whole window, which no micro-batch
+    knows, so :func:`train` applies it to the accumulated gradients (one scalar per window).
     """
     ids, att, mask = batch["input_ids"], batch["attention_mask"], batch["action_mask"]
     shared = value_model is not None and cfg.value_model == "shared"
@@ -388,11 +391,13 @@ def compute_losses(
         behavior_logps=batch["behavior_logps"],
         is_mode=cfg.is_mode,
         is_clip=cfg.is_clip,
-        is_normalize=cfg.is_normalize,
+        is_normalize=False,  # self-normalisation spans the whole window: see train()
         detach_target=cfg.detach_target,
         num_items=n,
     )
     stats |= {k: t for k, t in dqo_stats.items() if k not in ("log_ratio_mean", "num_tokens")}
+    if cfg.is_normalize and "is_weight_mean" in dqo_stats:
+        stats["is_weight_sum"] = dqo_stats["is_weight_mean"] * dqo_stats["num_tokens"]
     return pl, vl, stats
 
 
@@ -518,6 +523,14 @@ def optimizer_step(
     if scaler is not None:
         scaler.update()  # from the inf checks unscale_ recorded: backs off after an overflow
     return norms, skipped
+
+
+def _scale_gradients(models: Sequence[nn.Module | None], factor: float) -> None:
+    for model in models:
+        if model is not None:
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(factor)
 
 
 def _unwrap_optimizer(opt: Any) -> torch.optim.Optimizer:
@@ -765,6 +778,7 @@ def train(
         sums: dict[str, float] = {}
         maxima: dict[str, float] = {}
         totals = {"policy_loss": 0.0, "value_loss": 0.0}
+        weight_sum = torch.zeros((), device=device)
         for j, b in enumerate(micro):
             last_micro = j == len(micro) - 1
             with ExitStack() as no_sync:  # all-reduce gradients once, after the last micro-batch
@@ -781,11 +795,19 @@ def train(
                     accelerator.backward(loss * world)
             totals["policy_loss"] += pl.item()
             totals["value_loss"] += vl.item() if vl is not None else 0.0
+            if "is_weight_sum" in stats:
+                weight_sum += stats.pop("is_weight_sum")
             for name, val in stats.items():  # maxima stay maxima, the rest are means
                 if name.endswith("_max"):
                     maxima[name] = max(maxima.get(name, -math.inf), float(val))
                 else:
                     sums[name] = sums.get(name, 0.0) + float(val) / len(micro)
+        if cfg.is_normalize and cfg.method == "dqo" and cfg.is_mode != "none":
+            # self-normalised IS over the window: w / mean_window(w), the same for 1 × 4, 4 × 1
+            # and any process count; the losses are linear in w, so it scales the gradients
+            mean_w = float(accelerator.reduce(weight_sum, reduction="sum") / num_items)
+            _scale_gradients([policy, value_model], 1.0 / mean_w)
+            totals = {k: v / mean_w for k, v in totals.items()}
         updates = {}
         if policy_active:
             updates["policy"] = (policy, opt_p, sched_p)
