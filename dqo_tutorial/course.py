@@ -108,43 +108,27 @@ def require(minimum: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_tensor(x: Any):
-    import torch
-
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.float64)
-    return torch.as_tensor(x, dtype=torch.float64)
-
-
 def check_close(
     name: str, ours: Any, reference: Any, *, atol: float = 1e-6, rtol: float = 1e-5
 ) -> None:
     """Compare a hand-derived quantity with the package's; print ✓ or raise ``AssertionError``.
 
     ``ours`` and ``reference`` are tensors, arrays, lists or numbers of the same shape; they are
-    compared in float64 with ``|ours − reference| ≤ atol + rtol·|reference|`` (NaN only matches
-    NaN). Returns None, so that a notebook cell shows only the printed line.
+    compared by the exercise checkers' own rule (:func:`dqo_tutorial.exercises.mismatch`):
+    float64, ``|ours − reference| ≤ atol + rtol·|reference|``, equal infinities and NaN against
+    NaN agree. Returns None, so that a notebook cell shows only the printed line.
     """
     import torch
 
-    a, b = _as_tensor(ours), _as_tensor(reference)
-    if a.shape != b.shape:
-        raise AssertionError(
-            f"✗ {name}: shapes differ, ours {tuple(a.shape)} vs reference {tuple(b.shape)}"
-        )
-    both_nan = torch.isnan(a) & torch.isnan(b)
-    diff = torch.where(both_nan, 0.0, (a - b).abs())
-    diff = torch.where(torch.isnan(diff), torch.inf, diff)
-    bad = diff > atol + rtol * b.abs().nan_to_num(0.0)
-    worst = float(diff.max()) if diff.numel() else 0.0
-    if bool(bad.any()):
-        idx = tuple(int(i) for i in (bad.nonzero()[0] if a.dim() else ()))
-        at = f" at index {idx}" if idx else ""
-        raise AssertionError(
-            f"✗ {name}: differs{at}: ours {float(a[idx]):.6g} vs reference {float(b[idx]):.6g}; "
-            f"max |diff| = {worst:.3g} ({int(bad.sum())} of {a.numel()} entries outside "
-            f"atol={atol:g}, rtol={rtol:g})"
-        )
+    from .exercises import mismatch
+
+    wrong = mismatch(ours, reference, atol, rtol, who="ours")
+    if wrong is not None:
+        raise AssertionError(f"✗ {name}: differs {wrong}")
+    a = torch.as_tensor(ours).detach().to("cpu", torch.float64)
+    b = torch.as_tensor(reference).detach().to("cpu", torch.float64)
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    worst = float((a - b)[finite].abs().max()) if bool(finite.any()) else 0.0
     print(f"✓ {name}: matches, max |diff| = {worst:.2e} over {a.numel()} entries")
 
 

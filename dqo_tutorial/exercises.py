@@ -120,24 +120,28 @@ def _describe(args: tuple, kwargs: dict) -> str:
     return ", ".join(parts)
 
 
-def _compare(ours: Any, ref: Tensor, atol: float, rtol: float) -> str | None:
-    """None when close, else a one-line description of the worst mismatch."""
+def mismatch(
+    ours: Any, ref: Any, atol: float = 1e-6, rtol: float = 1e-5, *, who: str = "yours"
+) -> str | None:
+    """The one comparison of the course (exercise checkers and :func:`course.check_close`):
+    None when ``ours`` and ``ref`` agree in float64 to ``|ours − ref| ≤ atol + rtol·|ref|`` —
+    equal infinities and NaN against NaN agree —, else one line on the worst mismatch."""
     try:
         a = torch.as_tensor(ours).detach().to("cpu", torch.float64)
     except Exception as exc:  # e.g. a list of strings
         return f"the result is not a tensor of numbers ({type(exc).__name__}: {exc})"
-    b = ref.detach().to("cpu", torch.float64)
+    b = torch.as_tensor(ref).detach().to("cpu", torch.float64)
     if a.shape != b.shape:
         return f"shape {tuple(a.shape)} but the reference has shape {tuple(b.shape)}"
     same = (a == b) | (torch.isnan(a) & torch.isnan(b))  # equal infinities and NaNs agree
     diff = torch.where(same, 0.0, (a - b).abs()).nan_to_num(nan=math.inf, posinf=math.inf)
-    bad = diff > atol + rtol * b.abs().nan_to_num(0.0)
+    bad = diff > atol + rtol * b.abs().nan_to_num(0.0, posinf=0.0, neginf=0.0)
     if not bool(bad.any()):
         return None
     idx = tuple(int(i) for i in bad.nonzero()[0]) if a.dim() else ()
     at = f"at index {idx}: " if idx else ""
     return (
-        f"{at}yours {float(a[idx]):.6g} vs reference {float(b[idx]):.6g}, "
+        f"{at}{who} {float(a[idx]):.6g} vs reference {float(b[idx]):.6g}, "
         f"max |diff| = {float(diff.max()):.3g} ({int(bad.sum())} of {a.numel()} entries wrong)"
     )
 
@@ -182,7 +186,7 @@ def check_function(
                 f"({_describe(args, kwargs)}): {exc}",
             )
             break
-        problem = _compare(got, expected, atol, rtol)
+        problem = mismatch(got, expected, atol, rtol)
         if problem is not None:
             verdict = Verdict(
                 name,

@@ -123,18 +123,41 @@ def test_a_wrong_answer_is_located():
 def test_compare_agrees_on_equal_infinities_only():
     inf = math.inf
     ref = torch.tensor([inf, -inf, 1.0, math.nan])
-    assert exercises._compare(torch.tensor([inf, -inf, 1.0, math.nan]), ref, 1e-6, 1e-6) is None
+    assert exercises.mismatch(torch.tensor([inf, -inf, 1.0, math.nan]), ref, 1e-6, 1e-6) is None
     for wrong in ([-inf, -inf, 1.0, math.nan], [inf, -inf, inf, math.nan], [inf, -inf, 1.0, 0.0]):
-        assert "1 of 4 entries wrong" in exercises._compare(torch.tensor(wrong), ref, 1e-6, 1e-6)
+        assert "1 of 4 entries wrong" in exercises.mismatch(torch.tensor(wrong), ref, 1e-6, 1e-6)
 
 
 def test_check_close():
     course.check_close("same", torch.ones(3), [1.0, 1.0, 1.0])
     with pytest.raises(AssertionError, match="at index \\(1,\\)"):
         course.check_close("differ", torch.ones(3), [1.0, 2.0, 1.0])
-    with pytest.raises(AssertionError, match="shapes differ"):
+    with pytest.raises(AssertionError, match="shape"):
         course.check_close("shape", torch.ones(3), torch.ones(2))
     course.check_close("nan matches nan", [math.nan, 1.0], [math.nan, 1.0])
+    course.check_close("equal infinities", [math.inf, -math.inf], [math.inf, -math.inf])
+
+
+@pytest.mark.parametrize(
+    "ours, ref, close",
+    [
+        ([math.inf, -math.inf], [math.inf, -math.inf], True),
+        ([math.inf], [-math.inf], False),
+        ([math.nan], [math.nan], True),
+        ([math.nan], [0.0], False),
+        ([1.0, 2.0], [1.0, 2.0 + 1e-9], True),
+        ([1.0, 2.0], [1.0, 2.1], False),
+        ([0.0], [math.inf], False),
+    ],
+)
+def test_check_close_and_the_checkers_share_one_verdict(ours, ref, close):
+    assert (exercises.mismatch(ours, ref) is None) == close
+    try:
+        course.check_close("x", ours, ref)
+        passed = True
+    except AssertionError:
+        passed = False
+    assert passed == close
 
 
 def test_require(capsys):
