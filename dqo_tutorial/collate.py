@@ -31,6 +31,13 @@ from transformers import PreTrainedTokenizerBase
 __all__ = ["tokenize_example", "example_from_ids", "DQOCollator"]
 
 
+_EMPTY_PROMPT = (
+    "empty prompt: {what}, so the first response token would sit in column 0, which no logits "
+    "score (dqo-method.md §7: column 0 is never an action); give every example at least one "
+    "prompt token (e.g. format it with the task's prompt template)"
+)
+
+
 def tokenize_example(
     tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, *, add_eos: bool = False
 ) -> dict[str, Any]:
@@ -75,6 +82,8 @@ def tokenize_example(
     boundary = len(prompt)
     mask = [int(end > boundary or start >= boundary) for start, end in enc["offset_mapping"]]
     n_prompt = mask.index(1) if 1 in mask else len(mask)
+    if n_prompt == 0:
+        raise ValueError(_EMPTY_PROMPT.format(what=f"prompt {prompt!r} gives no prompt token"))
     if any(m == 0 for m in mask[n_prompt:]):  # offsets are monotone for every sane tokenizer
         raise ValueError("action tokens are not one contiguous block at the end of the sequence")
     straddles = False
@@ -103,9 +112,12 @@ def example_from_ids(
     """An example from token ids, e.g. a sampled response: no re-tokenisation, no boundary issue.
 
     Use this for self-generated data: the behaviour log-probs μ(a_h|s_h) were recorded for exactly
-    these ids, and re-tokenising the decoded text could yield different ones. ``terminal`` is True
-    when the response ends with ``eos_token_id``.
+    these ids, and re-tokenising the decoded text could yield different ones. An empty prompt is
+    refused (ValueError): its first response token would be column 0, which is never an action.
+    ``terminal`` is True when the response ends with ``eos_token_id``.
     """
+    if len(prompt_ids) == 0:
+        raise ValueError(_EMPTY_PROMPT.format(what="the prompt has no token"))
     ids = [int(t) for t in prompt_ids] + [int(t) for t in response_ids]
     terminal = bool(response_ids) and eos_token_id is not None and response_ids[-1] == eos_token_id
     return {

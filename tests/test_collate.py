@@ -209,6 +209,10 @@ def test_bpe_merge_across_boundary_breaks_length_based_mask(tiny_tok):
         ids, offsets = joint["input_ids"], joint["offset_mapping"]
         n_naive = len(tiny_tok(prompt, add_special_tokens=False)["input_ids"])
         naive_mask = [0] * n_naive + [1] * (len(ids) - n_naive)
+        if offsets[0][1] > len(prompt):  # one token swallows the whole prompt: nothing is prompt
+            with pytest.raises(ValueError, match="empty prompt"):
+                tokenize_example(tiny_tok, prompt, response)
+            continue
         ex = tokenize_example(tiny_tok, prompt, response)
         assert ex["input_ids"] == ids and ex["straddles_boundary"]
         response_chars = set(range(len(prompt), len(text)))
@@ -244,6 +248,12 @@ _TEXT = st.text(alphabet=st.sampled_from(list("0123456789 +-*=#<>\n:?QAaeinost.,
 @given(prompt=_TEXT, response=_TEXT)
 def test_tokenize_example_invariants(prompt, response):
     tok = tiny_tokenizer()
+    offsets = tok(prompt + response, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = offsets["offset_mapping"]
+    if not prompt or not offsets or offsets[0][1] > len(prompt):  # no token is prompt only
+        with pytest.raises(ValueError, match="empty prompt"):
+            tokenize_example(tok, prompt, response)
+        return
     ex = tokenize_example(tok, prompt, response)
     mask = ex["action_mask"]
     n_prompt = mask.index(1) if 1 in mask else len(mask)
@@ -314,3 +324,14 @@ def test_smollm2_tokenizer_action_mask(smollm2_tokenizer):
     # a raw-text prompt ending in a space: SmolLM2 splits digits and spaces, still clean
     raw = tokenize_example(tok, "Answer: ", "72")
     assert action_text(tok, raw) == "72" and not raw["straddles_boundary"]
+
+
+@pytest.mark.parametrize("make", ["text", "ids"])
+def test_an_empty_prompt_is_refused_with_the_reason(make, tiny_tok):
+    from dqo_tutorial.collate import example_from_ids, tokenize_example
+
+    with pytest.raises(ValueError, match="empty prompt: .*column 0 is never an action"):
+        if make == "text":
+            tokenize_example(tiny_tok, "", "12 + 3 = 15", add_eos=True)
+        else:
+            example_from_ids([], [5, 6, 2])
