@@ -356,7 +356,7 @@ def compute_losses(
         rho = torch.where(mask.bool(), logps - ref, 0.0)
         stats["log_ratio_mean"] = masked_sum(rho, mask) / mask.sum().clamp(min=1)  # E_μ[ρ]
         stats["log_ratio_abs_max"] = rho.abs().max()
-        stats["kl_theta_ref"] = kl_estimate(logps, ref, mask, batch["behavior_logps"])
+        stats["kl_theta_ref"] = kl_estimate(logps, ref, mask, batch.get("behavior_logps"))
     if method == "dpo":
         seq = masked_sum(logps, mask, dim=1)
         seq_ref = masked_sum(ref, mask, dim=1)
