@@ -20,10 +20,11 @@ def counts(data: str) -> dict[str, tuple[int, int]]:
     rows = load_rows(data)
     graded = [dict(r, terminal=True) for r in rows]  # every row read by its text grade
     rows = list(rows)
+    cut_correct = [r["reward"] > 0.5 and not r["terminal"] for r in rows]
     return {
         "rows": (len(rows), len(rows)),
         "cut rows": (sum(not r["terminal"] for r in rows),) * 2,
-        "cut rows graded correct": (sum(r["reward"] > 0.5 > r["terminal"] for r in rows),) * 2,
+        "cut rows graded correct": (sum(cut_correct),) * 2,
         "RFT positives": (len(build_examples("rft", graded)), len(build_examples("rft", rows))),
         "DPO pairs": (len(dpo_pairs(graded)), len(dpo_pairs(rows))),
         "DRO responses": (len(graded), len(build_examples("dro", rows))),
