@@ -721,9 +721,11 @@ def train(
         if behavior is None and not rows_given:
             behavior = behavior_law_of(cfg.data or "")
         policy.train()
+        t = time.perf_counter()
         reference = score_reference(
             accelerator, policy, sequences, batch_size=cfg.batch_size, behavior=behavior
         )
+        reference["seconds"] = time.perf_counter() - t
 
     step = 0
     ckpt = _latest_checkpoint(out)
