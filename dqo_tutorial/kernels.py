@@ -311,7 +311,9 @@ def kl_estimate(
     .. math::
         \widehat{\mathrm{KL}} = rac1N \sum_h u_h\,igl(r_h \log r_h - r_h + 1igr),
         \qquad \mathbb E_{a\sim\mu}igl[u\,(r\log r - r + 1)igr]
-        = \sum_a \pi_{m ref}(a)\,(r\log r - r + 1) = \mathrm{KL}(\pi_	heta\,\|\,\pi_{m ref})
+        = \sum_a \pi_{
+m ref}(a)\,(r\log r - r + 1) = \mathrm{KL}(\pi_	heta\,\|\,\pi_{
+m ref})
 
     because E_{π_ref}[r] = 1. Every term is ≥ 0 (f(r) = r log r − r + 1 is the convex KL
     generator with f(1) = 0), so the estimate is non-negative and 0 iff ρ = 0 on the data; it is
@@ -331,7 +333,8 @@ def kl_estimate(
     dtype = torch.float64 if policy_logps.dtype == torch.float64 else torch.float32
     zero = torch.zeros((), dtype=dtype, device=policy_logps.device)
     rho = torch.where(m, policy_logps.to(dtype) - ref_logps.to(dtype), zero)
-    terms = torch.special.xlogy(rho.exp(), rho.exp()) - rho.exp() + 1  # r log r − r + 1
+    r = rho.exp()
+    terms = r * rho - r + 1  # r log r − r + 1, with log r = ρ
     if behavior_logps is not None:
         log_u = torch.where(m, ref_logps.to(dtype) - behavior_logps.to(dtype), zero)
         terms = terms * log_u.exp()

@@ -560,3 +560,25 @@ def test_token_mean_and_masked_sum():
     assert K.token_mean(x, m) == 13 / 4
     assert K.token_mean(x, m, num_items=13) == 1
     assert K.token_mean(x, torch.zeros_like(m)) == 0
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.7, 1.3])
+def test_kl_estimate_is_unbiased_for_kl_theta_ref_under_any_covering_mu(tau):
+    """Enumerate every token of one state: the μ-weighted mean of the per-token terms is exactly
+    KL(π_θ‖π_ref) computed from the two distributions, for μ = π_ref and tempered μ; every term
+    is ≥ 0 and all are 0 when π_θ = π_ref."""
+    g = torch.Generator().manual_seed(3)
+    z_ref = torch.randn(7, generator=g, dtype=torch.float64)
+    z_pi = z_ref + 0.5 * torch.randn(7, generator=g, dtype=torch.float64)
+    ref, pi, mu = (torch.log_softmax(z, 0) for z in (z_ref, z_pi, z_ref / tau))
+    exact = float((pi.exp() * (pi - ref)).sum())
+    mask = torch.ones(1, 1)
+    terms = [
+        float(K.kl_estimate(pi[a].view(1, 1), ref[a].view(1, 1), mask, mu[a].view(1, 1)))
+        for a in range(7)
+    ]
+    assert min(terms) >= 0
+    assert sum(mu[a].exp() * t for a, t in enumerate(terms)) == pytest.approx(exact, rel=1e-10)
+    same = K.kl_estimate(ref.view(1, 7), ref.view(1, 7), torch.ones(1, 7), mu.view(1, 7))
+    assert float(same) == 0.0
+    assert float(K.kl_estimate(pi.view(1, 7), ref.view(1, 7), torch.zeros(1, 7))) == 0.0
