@@ -13,6 +13,8 @@ TORCH_SPEC ?= $(if $(HAS_GPU),torch>=2.4,torch==2.13.0)
 PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# JupyterLab refuses to run as root without --allow-root (containers, hosted notebooks run as root)
+LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: setup browser run tabular-demo claims test course lab lint bench clean
 
@@ -57,7 +59,7 @@ course: setup
 	  --ExecutePreprocessor.timeout=900 --output-dir outputs/course notebooks/[0-9]*.ipynb
 
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_ROOT) notebooks/
 
 lint: setup
 	$(PY) -m ruff check dqo_tutorial tests benchmarks

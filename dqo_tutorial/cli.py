@@ -16,6 +16,12 @@ field names; flags override the file, and an unknown field is an error that name
 reads a nested :class:`~dqo_tutorial.pipeline.PipelineConfig` file (``configs/``). ``train``
 also runs under ``accelerate launch`` / ``torchrun`` (several processes).
 
+Errors: the package's own (:mod:`dqo_tutorial.errors`: a bad value, missing data or model, a
+mismatch, a folder in use) print one line ``dqo-tutorial COMMAND: error: …`` and exit with
+status 2, like argparse's own usage errors; anything else keeps its traceback. Library progress
+bars and warnings (Hugging Face's "Loading weights", "Saving the dataset" …) are silenced unless
+``--verbose``; the package's own bars stay, one per stage.
+
 Add a subcommand by writing ``_add_<name>(subparsers)`` (it registers its arguments and sets
 ``func``, a callable taking the parsed namespace and returning an exit code) and calling it in
 :func:`build_parser`.
@@ -26,11 +32,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+# Only light modules at import time: `dqo-tutorial --help` must not wait for torch.
+from dqo_tutorial.configs import EvalConfig, SamplingConfig, TrainConfig
+from dqo_tutorial.errors import ConfigError, DQOError
 
 
 def _tabular_demo(args: argparse.Namespace) -> int:
@@ -50,7 +62,7 @@ def _add_tabular_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--beta", type=float, default=0.5, help="KL strength β (default 0.5)")
     p.add_argument("--lam", type=float, default=1.0, help="λ of the λ-return (default 1.0)")
-    p.add_argument("--steps", type=int, default=1000, help="Adam steps (default 1000)")
+    p.add_argument("--steps", type=_at_least_one, default=1000, help="Adam steps (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the MDP and the data (default 0)")
     p.set_defaults(func=_tabular_demo)
 
@@ -61,6 +73,17 @@ def _parse_optional(kind: type) -> Any:
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type of counts such as ``--limit``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 _ALIASES = {"task": ("--dataset",)}
@@ -98,32 +121,50 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, func: Any) -> None:
         )
 
 
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """Build ``cls`` from ``--config`` (YAML) and flags; unknown or ill-typed fields are named."""
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    """The mapping in the YAML file ``path``; a missing file or bad YAML is one ConfigError."""
     import yaml
 
-    values: dict[str, Any] = {}
+    if not path.is_file():
+        raise ConfigError(f"no configuration file at {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:  # its message carries the line and column
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what} fields")
+    return loaded
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Build ``cls`` from ``--config`` (YAML) and flags; unknown or ill-typed fields are named.
+
+    The file alone is checked first, so that a flag overriding a bad value in it still gets the
+    bad value named."""
     names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
     if args.config is not None:
-        loaded = yaml.safe_load(args.config.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise SystemExit(f"{args.config}: expected a mapping of {cls.__name__} fields")
-        unknown = sorted(set(loaded) - names)
+        values = _read_yaml(args.config, cls.__name__)
+        unknown = sorted(set(values) - names)
         if unknown:
-            raise SystemExit(
+            raise ConfigError(
                 f"{args.config}: unknown field(s) {unknown} for {cls.__name__}; "
                 f"known fields: {sorted(names)}"
             )
-        values |= loaded
-    values |= {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as err:
-        raise SystemExit(f"bad {cls.__name__}: {err}") from err
+    flags = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    for checked in (values, values | flags) if values else (values | flags,):
+        try:
+            cfg = cls(**checked)
+        except TypeError as err:
+            raise ConfigError(f"bad {cls.__name__}: {err}") from None
+        except ConfigError as err:
+            where = f"{args.config}: " if checked is values else ""
+            raise ConfigError(f"{where}{err}") from None
+    return cfg
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from dqo_tutorial.sampling import SamplingConfig, build_dataset
+    from dqo_tutorial.sampling import build_dataset
 
     cfg = config_from_args(SamplingConfig, args)
     build_dataset(cfg, args.out)
@@ -133,8 +174,6 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
-    from dqo_tutorial.sampling import SamplingConfig
-
     p = sub.add_parser(
         "sample",
         help="sample the offline DQO dataset (responses, log μ, log π_ref, rewards)",
@@ -145,7 +184,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from dqo_tutorial.evaluate import EvalConfig, evaluate
+    from dqo_tutorial.evaluate import evaluate
 
     results = evaluate(config_from_args(EvalConfig, args), args.out)
     print(
@@ -163,8 +202,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from dqo_tutorial.evaluate import EvalConfig
-
     p = sub.add_parser(
         "eval",
         help="greedy / sampling accuracy on a task's test split (strict, flexible, invalid rate)",
@@ -175,7 +212,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dqo_tutorial.train import TrainConfig, train
+    from dqo_tutorial.train import train
 
     summary = train(config_from_args(TrainConfig, args), args.out)
     print(json.dumps({k: summary[k] for k in ("method", "steps", "processes", "last")}, indent=2))
@@ -183,8 +220,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from dqo_tutorial.train import TrainConfig
-
     p = sub.add_parser(
         "train",
         help="train one method (sft, rft, dpo, dro, dqo) on a sampled dataset",
@@ -205,11 +240,7 @@ def _run(args: argparse.Namespace) -> int:
             overrides[section] = {**overrides.get(section, {}), "limit": args.limit}
     if args.methods:
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    try:
-        cfg = load_config(args.config, overrides=overrides)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"bad configuration: {err}") from err
-    run(cfg, args.out)
+    run(load_config(args.config, overrides=overrides), args.out)
     return 0
 
 
@@ -224,7 +255,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--config", help="YAML pipeline configuration (see configs/)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that all runs")
-    p.add_argument("--limit", type=int, help="problems to sample from and to evaluate on")
+    p.add_argument(
+        "--limit", type=_at_least_one, help="problems to sample from and to evaluate on (>= 1)"
+    )
     p.add_argument("--methods", help="comma-separated subset of sft,rft,dpo,dro,dqo")
     p.set_defaults(func=_run)
 
@@ -247,7 +280,7 @@ def _experiment(args: argparse.Namespace) -> int:
     try:
         cfg = ClaimsConfig(**values)
     except ValueError as err:
-        raise SystemExit(f"bad configuration: {err}") from err
+        raise ConfigError(f"bad configuration: {err}") from None
     out = args.out or ("outputs/toy-claims-smoke" if args.smoke else "outputs/toy-claims")
     run_toy_claims(cfg, out)
     return 0
@@ -266,7 +299,7 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (default outputs/toy-claims[-smoke])")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that all runs")
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--workers", type=int, help="worker processes (default 2)")
+    p.add_argument("--workers", type=_at_least_one, help="worker processes (default 2)")
     p.add_argument(
         "--variants",
         help="semicolon-separated variant names, 'all', 'diagnostics' (baselines + the DQO "
@@ -292,7 +325,9 @@ def _add_toy_ref(sub: argparse._SubParsersAction) -> None:
         "(about 5 min on a laptop CPU); the model lands in --out/policy.",
     )
     p.add_argument("--out", required=True, help="output directory (created if missing)")
-    p.add_argument("--passes", type=int, default=40, help="passes over the 2,000 problems")
+    p.add_argument(
+        "--passes", type=_at_least_one, default=40, help="passes over the 2,000 problems"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of init and data (default 0)")
     p.set_defaults(func=_toy_ref)
 
@@ -322,6 +357,8 @@ def _add_student_copies(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dqo-tutorial", description=__doc__.splitlines()[0])
+    verbose_help = "keep the libraries' progress bars and warnings (Hugging Face, datasets)"
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_tabular_demo(sub)
     _add_sample(sub)
@@ -331,12 +368,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(sub)
     _add_toy_ref(sub)
     _add_student_copies(sub)
+    for command in sub.choices.values():  # `dqo-tutorial run --verbose` works too
+        command.add_argument(
+            "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
+        )
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Silence Hugging Face's progress bars and warnings (read when those libraries load, so
+    set before any import; a value the user exported wins)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars follow it
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    if "transformers" in sys.modules:  # already imported (e.g. main() called from Python)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns its exit status (2 for the package's own errors)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if not args.verbose:
+        _quiet_libraries()
+    try:
+        return args.func(args)
+    except DQOError as err:
+        print(f"dqo-tutorial {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dqo-tutorial {args.command}: interrupted; rerun the same command to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,48 +36,15 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import __version__
-from .artifacts import atomic_write_json, check_run_identity
+from .artifacts import atomic_write_json, check_run_identity, run_lock
+from .configs import EvalConfig
+from .errors import DataError, MismatchError
 from .gsm8k import MODES, GSM8KProblem, dataset_hash
 from .models import load_model_and_tokenizer
 from .sampling import generate
 from .tasks import get_task
 
 __all__ = ["EvalConfig", "grade", "accuracy_table", "evaluate"]
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What determines an evaluation (stored beside its outputs; a resume must match).
-
-    greedy: run the greedy pass. num_samples: k responses per problem at ``temperature`` and
-    ``top_p`` for sampling accuracy (0 skips it). batch_size: problems per chunk written to
-    ``outputs.jsonl`` (the unit of resume); generation batches hold ``batch_size`` sequences.
-    """
-
-    model: str = "smollm2"
-    task: str = "gsm8k"
-    data_source: str | None = None
-    split: str = "test"
-    limit: int | None = None
-    greedy: bool = True
-    num_samples: int = 0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    seed: int = 0
-    device: str | None = None
-    dtype: str | None = None
-
-    def __post_init__(self) -> None:
-        get_task(self.task)
-        if not self.greedy and self.num_samples < 1:
-            raise ValueError("nothing to evaluate: greedy=False and num_samples=0")
-        for name in ("max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_samples < 0 or self.temperature <= 0:
-            raise ValueError("num_samples must be >= 0 and temperature > 0")
 
 
 def grade(text: str, gold: str, task: str = "gsm8k") -> dict[str, Any]:
@@ -185,18 +152,45 @@ def evaluate(
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     task = get_task(cfg.task)
     problems = task.load(cfg.split, cfg.data_source, cfg.limit)
+    if not problems:
+        raise DataError(
+            f"EvalConfig: the {cfg.task} {cfg.split} split (data_source {cfg.data_source!r}) "
+            "holds no problems: nothing to evaluate"
+        )
+    if model is None:
+        check_trained_for_task(cfg.model, cfg.task)
+    with run_lock(out):
+        return _evaluate(cfg, out, problems, model, tokenizer, progress, start)
+
+
+def check_trained_for_task(model: str, task: str) -> None:
+    """Refuse to evaluate a policy trained by :func:`~dqo_tutorial.train.train` (``…/policy``
+    beside its ``train_config.json``) on another task than it was trained for."""
+    stored = Path(model).expanduser().parent / "train_config.json"
+    if Path(model).name != "policy" or not stored.is_file():
+        return
+    trained = json.loads(stored.read_text()).get("config", {}).get("task")
+    if trained is not None and trained != task:
+        raise MismatchError(
+            f"{model} was trained on task {trained!r}, not {task!r}: evaluate it with "
+            f"--task {trained}"
+        )
+
+
+def _evaluate(
+    cfg: EvalConfig,
+    out: Path,
+    problems: list[GSM8KProblem],
+    model: Any,
+    tokenizer: Any,
+    progress: bool,
+    start: float,
+) -> dict[str, Any]:
+    """:func:`evaluate` once the problems have loaded, inside the folder's lock."""
+    task = get_task(cfg.task)
     data_hash = dataset_hash(problems)
-    check_run_identity(
-        out / "eval_config.json",
-        {
-            "config": asdict(cfg),
-            "dataset_hash": data_hash,
-            "prompt_template_version": task.prompt_template_version,
-        },
-    )
     outputs = out / "outputs.jsonl"
     records = _read_records(outputs)
     per_problem = int(cfg.greedy) + cfg.num_samples
@@ -206,12 +200,21 @@ def evaluate(
         if len(records) < n_kept + size * per_problem:
             break
         n_done, n_kept = first + size, n_kept + size * per_problem
-    records = records[:n_kept]
-    with outputs.open("w") as f:  # rewrite the complete chunks (drops a cut-off tail)
-        f.writelines(json.dumps(r) + "\n" for r in records)
-
     if n_done < len(problems) and model is None:
         model, tokenizer = load_model_and_tokenizer(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    check_run_identity(  # the inputs have loaded; before any output is rewritten
+        out / "eval_config.json",
+        {
+            "config": asdict(cfg),
+            "dataset_hash": data_hash,
+            "prompt_template_version": task.prompt_template_version,
+        },
+    )
+    records = records[:n_kept]
+    if records or outputs.exists():  # rewrite the complete chunks (drops a cut-off tail)
+        with outputs.open("w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+
     gen_start = time.perf_counter()
     with tqdm(total=len(problems), initial=n_done, unit="problem", disable=not progress) as bar:
         for first in range(n_done, len(problems), cfg.batch_size):

@@ -36,6 +36,8 @@ from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError, DataError, MissingDataError
+
 SPLITS = ("train", "test")
 MODES = ("strict", "flexible")
 ENV_VAR = "DQO_GSM8K_DIR"
@@ -147,7 +149,7 @@ def read_problems(
             try:
                 problems.append(parse(len(problems), json.loads(line)))
             except ValueError as e:  # json.JSONDecodeError is a ValueError
-                raise ValueError(f"{path}, line {lineno}: {e}") from e
+                raise DataError(f"{path}, line {lineno}: {e}") from e
     return problems
 
 
@@ -157,11 +159,12 @@ def _load_hub(split: str) -> list[GSM8KProblem]:
 
         rows = load_dataset(HUB_ID, "main", split=split)
     except Exception as e:  # offline, no `datasets`, hub error: all end the same way
-        raise RuntimeError(
+        raise MissingDataError(
             f"could not load {HUB_ID!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
             f"Without a network: set {ENV_VAR} to a directory holding train.jsonl and "
-            "test.jsonl, pass a local directory or .jsonl file as `source`, or use "
-            "source='embedded' (the first 300 problems of each split)."
+            "test.jsonl, pass a local directory or .jsonl file as `--data-source` "
+            "(`data_source` in a config), or `--data-source embedded` (the first 300 problems "
+            "of each split)"
         ) from e
     return [_problem(i, row) for i, row in enumerate(rows)]
 
@@ -179,7 +182,7 @@ def load_gsm8k(
     only validated).
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     if source is None:
@@ -191,7 +194,10 @@ def load_gsm8k(
         if path.is_dir():
             path = path / f"{split}.jsonl"
         if not path.is_file():
-            raise FileNotFoundError(f"no GSM8K file at {path}")
+            raise MissingDataError(
+                f"no GSM8K file at {path}: pass `--data-source` a directory holding "
+                f"{split}.jsonl, or a .jsonl file"
+            )
         problems = read_jsonl(path)
     return problems if limit is None else problems[:limit]
 

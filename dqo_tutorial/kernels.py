@@ -199,6 +199,12 @@ def _targets(rewards: Tensor, values: Tensor, mask: Tensor, lam: float, bootstra
     return g, torch.where(m, g - r, zero)
 
 
+def _check_beta(beta: float) -> None:
+    """β scales the KL term: β ≤ 0 drops or inverts it (and π* ∝ π_ref e^{Q/β} needs β > 0)."""
+    if not (beta > 0 and math.isfinite(beta)):
+        raise ValueError(f"beta must be a finite number > 0, got {beta}")
+
+
 def lambda_return(
     rewards: Tensor,
     values: Tensor,
@@ -268,7 +274,7 @@ def importance_weights(
     logp_policy    (B, T)  log π_θ(a_h|s_h) (its gradient is ignored)
     logp_behavior  (B, T)  log μ(a_h|s_h): the tempered/truncated sampling law
     mask           (B, T)  action mask
-    clip           float   c > 0 (``math.inf`` disables truncation)
+    clip           float   c > 0; ``math.inf`` (no truncation) only with normalize=True
     returns        (B, T)  w_h on action positions, 0 elsewhere; no grad
     ============== ======= ==================================================
     """
@@ -277,8 +283,11 @@ def importance_weights(
     zero = torch.zeros((), dtype=dtype, device=logp_policy.device)
     if mode == "none":
         return torch.where(m, torch.ones((), dtype=dtype, device=m.device), zero)
-    if not clip > 0:
-        raise ValueError(f"clip must be > 0, got {clip}")
+    if not clip > 0 or (clip == math.inf and not normalize):
+        raise ValueError(
+            f"clip must be a finite number > 0 (math.inf only with normalize=True: an untruncated "
+            f"weight e^S overflows float32 beyond S ≈ 88), got {clip}"
+        )
     delta = torch.where(m, logp_policy.to(dtype) - logp_behavior.to(dtype), zero)
     if mode == "prefix":
         log_w = torch.cumsum(delta, dim=1) - delta  # exclusive: Σ_{l<h}
@@ -475,6 +484,9 @@ def dqo_loss(
     (δ mean/abs-mean/std, value error, the mean log-ratio E_μ[ρ] — not a KL: see
     :func:`kl_estimate` —, weight mean/max and clip rate).
     """
+    _check_beta(beta)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must lie in [0, 1], got {lam}")
     m = mask.bool()
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
     log_ratio = torch.where(m, policy_logps - ref_logps, zero)
@@ -541,6 +553,7 @@ def dpo_loss(
     Inputs are (B,) sequence log-probabilities (sums over action tokens, e.g.
     ``masked_sum(token_logps, mask, dim=1)``); returns (B,).
     """
+    _check_beta(beta)
     margin = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
     return -F.logsigmoid(beta * margin)
 
@@ -565,6 +578,7 @@ def dro_loss(
     ``num_items`` replaces the mean's denominator B (the window's response count under gradient
     accumulation).
     """
+    _check_beta(beta)
     one = torch.ones_like(values, dtype=torch.bool).unsqueeze(1)
     return squared_residual_losses(
         values.unsqueeze(1),

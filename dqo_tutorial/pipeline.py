@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_write_json, check_run_identity, save_figure_atomically
+from .artifacts import atomic_write_json, check_run_identity, run_lock, save_figure_atomically
+from .errors import ConfigError
 from .evaluate import EvalConfig, evaluate
 from .sampling import SamplingConfig, build_dataset
 from .tasks import get_task
@@ -105,10 +106,10 @@ class PipelineConfig:
         object.__setattr__(self, "methods", tuple(self.methods))
         for m in self.methods:
             if m not in METHODS:
-                raise ValueError(f"methods: unknown method {m!r}; expected some of {METHODS}")
+                raise ConfigError(f"methods: unknown method {m!r}; expected some of {METHODS}")
         for m in self.method_overrides:
             if m not in METHODS:
-                raise ValueError(f"method_overrides: unknown method {m!r}")
+                raise ConfigError(f"method_overrides: unknown method {m!r}; expected {METHODS}")
         for section, cls in _SECTIONS.items():
             names = {f.name for f in dataclasses.fields(cls)} - _SET_BY_PIPELINE[section]
             given = [getattr(self, section)] + (
@@ -117,7 +118,7 @@ class PipelineConfig:
             for values in given:
                 for key in values:
                     if key not in names:
-                        raise ValueError(
+                        raise ConfigError(
                             f"{section}.{key}: unknown field (set by the pipeline or not a field "
                             f"of {cls.__name__}); known: {sorted(names)}"
                         )
@@ -135,7 +136,20 @@ class PipelineConfig:
         try:
             return cls(**values)
         except ValueError as err:
-            raise ValueError(f"{section}: {err}") from err
+            raise ConfigError(f"{section}: {err}") from None
+
+    def effective(self) -> dict[str, Any]:
+        """Every value the comparison runs with — the task defaults, the file and the overrides
+        resolved — as one nested dict: two configurations that run the same comparison have the
+        same ``effective()`` however they spell it (``configs/toy.yaml`` and the defaults do)."""
+        return {
+            "task": self.task,
+            "model": self.reference_model,
+            "methods": list(self.methods),
+            "sample": asdict(self.sampling_config()),
+            "train": {m: asdict(self.train_config(m, "data")) for m in self.methods},
+            "eval": asdict(self.eval_config("reference")),
+        }
 
     def _section(self, name: str) -> dict[str, Any]:
         return {**TASK_DEFAULTS[self.task][name], **getattr(self, name)}
@@ -200,20 +214,28 @@ def load_config(
     import yaml
 
     values: dict[str, Any] = {}
+    where = str(path) if path is not None else "config"
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not Path(path).is_file():
+            raise ConfigError(f"no configuration file at {path} (see configs/ for examples)")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as err:  # its message carries the line and column
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+            raise ConfigError(f"{path}: expected a mapping at the top level")
         values = loaded
-    values = _merge(values, overrides or {})
-    known = {f.name for f in dataclasses.fields(PipelineConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path or 'config'}: unknown key(s) {unknown}; known: {sorted(known)}")
-    try:
-        return PipelineConfig(**values)
-    except ValueError as err:
-        raise ValueError(f"{path or 'config'}: {err}") from err
+    # the file is checked on its own first: an override (--smoke) must not hide a bad value
+    for checked in (values, _merge(values, overrides or {})) if overrides else (values,):
+        known = {f.name for f in dataclasses.fields(PipelineConfig)}
+        unknown = sorted(set(checked) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+        try:
+            cfg = PipelineConfig(**checked)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    return cfg
 
 
 def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -273,24 +295,36 @@ def plot_results(
 
 
 def run(cfg: PipelineConfig, out_dir: str | os.PathLike[str], *, progress: bool = True) -> dict:
-    """Run (or resume) the whole comparison into ``out_dir``; returns ``results.json``'s dict."""
+    """Run (or resume) the whole comparison into ``out_dir``; returns ``results.json``'s dict.
+
+    The folder's identity is :meth:`PipelineConfig.effective`; a second run into the same
+    folder is refused while this one runs (:func:`~dqo_tutorial.artifacts.run_lock`)."""
+    with run_lock(out_dir):
+        return _run(cfg, Path(out_dir), progress)
+
+
+def _run(cfg: PipelineConfig, out: Path, progress: bool) -> dict:
+    """:func:`run` inside the output folder's lock."""
     from .models import load_model_and_tokenizer
 
     start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_identity(out / "pipeline_config.json", {"config": asdict(cfg)})
     stage_s: dict[str, float] = {}
 
     def say(msg: str) -> None:
         if progress:
             print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)
 
+    stages = iter(range(1, 3 + 2 * len(cfg.methods)))
+
+    def stage(msg: str) -> None:  # one line per stage, then (at most) its one progress bar
+        say(f"stage {next(stages)}/{2 + 2 * len(cfg.methods)}: {msg}")
+
     scfg = cfg.sampling_config()
     ref_model, ref_tok = load_model_and_tokenizer(
         cfg.reference_model, device=scfg.device, dtype=scfg.dtype
     )
-    say(f"sampling {scfg.num_samples} responses per prompt from {cfg.reference_model}")
+    check_run_identity(out / "pipeline_config.json", {"config": cfg.effective()})
+    stage(f"sampling {scfg.num_samples} responses per prompt from {cfg.reference_model}")
     t = time.perf_counter()
     build_dataset(scfg, out / "data", model=ref_model, tokenizer=ref_tok, progress=progress)
     stage_s["sample"] = time.perf_counter() - t
@@ -298,7 +332,7 @@ def run(cfg: PipelineConfig, out_dir: str | os.PathLike[str], *, progress: bool 
     say(f"data: {json.dumps(manifest['summary'])}")
 
     results: dict[str, dict[str, Any]] = {}
-    say("evaluating the reference model")
+    stage("evaluating the reference model")
     t = time.perf_counter()
     results["reference"] = evaluate(
         cfg.eval_config(cfg.reference_model),
@@ -316,17 +350,17 @@ def run(cfg: PipelineConfig, out_dir: str | os.PathLike[str], *, progress: bool 
         t = time.perf_counter()
         summary = finished_summary(tcfg, run_dir)
         if summary is not None:
-            say(f"{method}: already trained")
+            stage(f"training {method}: already trained")
         else:
-            say(f"training {method}")
+            stage(f"training {method}")
             try:
                 summary = train(tcfg, run_dir, progress=progress)
             except NotEnoughDataError as err:
-                say(f"{method}: skipped: {err}")
+                stage(f"evaluating {method}: skipped, {method} was not trained: {err}")
                 results[method] = {"skipped": str(err)}
                 continue
         stage_s[f"train {method}"] = time.perf_counter() - t
-        say(f"evaluating {method}")
+        stage(f"evaluating {method}")
         t = time.perf_counter()
         res = evaluate(
             cfg.eval_config(str(run_dir / "policy")), out / "eval" / method, progress=progress

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .errors import DataError
+
 __all__ = ["outcome", "token_rewards", "process_rewards"]
 
 
@@ -50,8 +52,9 @@ def token_rewards(row: Mapping[str, Any], alpha: float) -> list[float]:
         phi_end = 0.0 if row["terminal"] else last
         shaped = process_rewards(length, pairs, alpha, row["phi_start"], phi_end)
     elif alpha:
-        raise ValueError(
-            "process_reward_coef > 0 needs a dataset sampled with process_rewards=True"
+        raise DataError(
+            "TrainConfig.process_reward_coef > 0 needs a dataset sampled with process rewards "
+            "(`dqo-tutorial sample --process-rewards`), or process_reward_coef 0"
         )
     if (r := outcome(row)) is not None:
         shaped[-1] += r

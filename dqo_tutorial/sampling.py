@@ -44,11 +44,13 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import __version__
-from .artifacts import atomic_write_json, check_run_identity, save_dataset_atomically
+from .artifacts import atomic_write_json, check_run_identity, run_lock, save_dataset_atomically
 from .collate import DQOCollator, example_from_ids
-from .gsm8k import MODES, dataset_hash, is_correct
+from .configs import SamplingConfig
+from .errors import DataError
+from .gsm8k import dataset_hash, is_correct
 from .modeling import per_token_logprobs
-from .models import load_model_and_tokenizer
+from .models import load_model_and_tokenizer, load_tokenizer, tokenizer_fingerprint
 from .rewards import process_rewards  # noqa: F401  (documented here since round 1)
 from .tasks import get_task
 
@@ -364,53 +366,6 @@ def monte_carlo_potentials(
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Everything that determines the sampled dataset (stored beside it; a resume must match).
-
-    model: a spec for :func:`~dqo_tutorial.models.load_model_and_tokenizer` (or a label, when
-        :func:`build_dataset` is handed a model). task: ``"gsm8k"``, ``"math"`` or
-        ``"toy"`` (:mod:`dqo_tutorial.tasks`). data_source / split / limit: as in the task's loader
-        (:func:`~dqo_tutorial.gsm8k.load_gsm8k`). num_samples responses per prompt at
-        temperature τ and top_p (§8 default: 8 at τ = 1). batch_size: sequences per ``generate``
-        call and per reference forward pass. shard_size: prompts per shard (the unit of resume).
-        reward_mode: answer extraction (``strict``/``flexible``) of the task's ``is_correct``.
-        process_rewards / process_k: potentials Φ at step boundaries (§6): exact ones when the
-        task has them (toy), else Monte-Carlo with k rollouts each (costly: about
-        k × lines × the sampling cost).
-    """
-
-    model: str = "smollm2"
-    task: str = "gsm8k"
-    data_source: str | None = None
-    split: str = "train"
-    limit: int | None = None
-    num_samples: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    shard_size: int = 8
-    seed: int = 0
-    reward_mode: str = "strict"
-    process_rewards: bool = False
-    process_k: int = 4
-    device: str | None = None
-    dtype: str | None = None
-
-    def __post_init__(self) -> None:
-        get_task(self.task)
-        if self.temperature <= 0:
-            raise ValueError("temperature must be > 0: importance weights need a stochastic μ")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        for name in ("num_samples", "max_new_tokens", "batch_size", "shard_size", "process_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.reward_mode not in MODES:
-            raise ValueError(f"reward_mode must be one of {MODES}, got {self.reward_mode!r}")
-
-
 def _features(with_process: bool) -> Features:
     """Explicit column types: every shard must have the same schema (an empty list infers none)."""
     ints, floats = List(Value("int32")), List(Value("float32"))
@@ -661,20 +616,49 @@ def build_dataset(
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    shard_dir = out / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
     task = get_task(cfg.task)
     problems = task.load(cfg.split, cfg.data_source, cfg.limit)
-    data_hash = dataset_hash(problems)
-    check_run_identity(
-        out / "sampling_config.json",
-        {
-            "config": asdict(cfg),
-            "dataset_hash": data_hash,
-            "prompt_template_version": task.prompt_template_version,
-        },
-    )
+    if not problems:
+        raise DataError(
+            f"SamplingConfig: the {cfg.task} {cfg.split} split (data_source "
+            f"{cfg.data_source!r}) holds no problems: nothing to sample"
+        )
+    with run_lock(out):
+        return _build_dataset(cfg, out, problems, model, tokenizer, progress, start)
 
+
+def _tokenizer_record(out: Path, cfg: SamplingConfig, tokenizer: Any) -> dict[str, Any]:
+    """What the dataset's token ids must be read with (training compares it with its own)."""
+    if tokenizer is None:  # every shard was done by an earlier run
+        old = out / "manifest.json"
+        if old.is_file() and "tokenizer" in (stored := json.loads(old.read_text())):
+            return stored["tokenizer"]
+        tokenizer = load_tokenizer(cfg.model)
+    return {
+        "fingerprint": tokenizer_fingerprint(tokenizer),
+        "vocab_size": len(tokenizer),
+        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
+    }
+
+
+def _build_dataset(
+    cfg: SamplingConfig,
+    out: Path,
+    problems: list[Any],
+    model: Any,
+    tokenizer: Any,
+    progress: bool,
+    start: float,
+) -> Any:
+    """:func:`build_dataset` once the problems have loaded, inside the folder's lock."""
+    task = get_task(cfg.task)
+    shard_dir = out / "shards"
+    data_hash = dataset_hash(problems)
+    identity = {
+        "config": asdict(cfg),
+        "dataset_hash": data_hash,
+        "prompt_template_version": task.prompt_template_version,
+    }
     n_shards = math.ceil(len(problems) / cfg.shard_size)
     paths = [shard_dir / f"shard-{s:05d}" for s in range(n_shards)]
     missing = [s for s in range(n_shards) if not paths[s].is_dir()]
@@ -682,6 +666,7 @@ def build_dataset(
         model, tokenizer = load_model_and_tokenizer(cfg.model, device=cfg.device, dtype=cfg.dtype)
     if missing and tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
+    check_run_identity(out / "sampling_config.json", identity)  # the inputs have loaded
 
     def chunk(s: int) -> list[Any]:
         return problems[s * cfg.shard_size : (s + 1) * cfg.shard_size]
@@ -692,6 +677,7 @@ def build_dataset(
         for s in missing:
             rows, timing = _build_shard(cfg, s, model, tokenizer, chunk(s), s * cfg.shard_size)
             shard = Dataset.from_list(rows, features=_features(cfg.process_rewards))
+            shard_dir.mkdir(parents=True, exist_ok=True)
             save_dataset_atomically(shard, paths[s], extra=timing)
             new_samples += len(rows)
             new_sampling_s += timing["sampling_s"]
@@ -711,6 +697,7 @@ def build_dataset(
         {
             "package_version": __version__,
             "model": cfg.model,
+            "tokenizer": _tokenizer_record(out, cfg, tokenizer),
             "task": cfg.task,
             "prompt_template_version": task.prompt_template_version,
             "decoding": {

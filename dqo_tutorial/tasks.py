@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import gsm8k, math_problems, toy
+from .errors import ConfigError
 
 __all__ = ["Task", "TASKS", "get_task"]
 
@@ -45,6 +46,7 @@ class Task:
     prompt_template_version: str
     default_model: str
     max_new_tokens: int
+    splits: tuple[str, ...]
     exact_potentials: Callable[[Any, str, Sequence[int]], list[tuple[int, float]]] | None = None
     extract_answer: Callable[[str, str], str | None] = gsm8k.extract_answer
     is_correct: Callable[[str, str, str], bool] = gsm8k.is_correct
@@ -52,8 +54,8 @@ class Task:
 
 def _load_toy(split: str, source: str | None, limit: int | None) -> list[gsm8k.GSM8KProblem]:
     if source not in (None, "embedded"):
-        raise ValueError(
-            f"the toy task is generated in code: data_source must be None, not {source!r}"
+        raise ConfigError(
+            f"data_source: the toy task is generated in code: leave it unset (None), not {source!r}"
         )
     return toy.load_toy(split, limit)
 
@@ -67,6 +69,7 @@ TASKS: dict[str, Task] = {
         prompt_template_version=gsm8k.PROMPT_TEMPLATE_VERSION,
         default_model="smollm2",
         max_new_tokens=256,
+        splits=gsm8k.SPLITS,
     ),
     "math": Task(
         name="math",
@@ -76,6 +79,7 @@ TASKS: dict[str, Task] = {
         prompt_template_version=math_problems.PROMPT_TEMPLATE_VERSION,
         default_model="smollm2",
         max_new_tokens=512,
+        splits=math_problems.SPLITS,
         extract_answer=math_problems.extract_answer,
         is_correct=math_problems.is_correct,
     ),
@@ -87,6 +91,7 @@ TASKS: dict[str, Task] = {
         prompt_template_version=toy.PROMPT_TEMPLATE_VERSION,
         default_model="toy",
         max_new_tokens=toy.MAX_NEW_TOKENS,
+        splits=toy.SPLITS,
         exact_potentials=lambda tok, question, ids: toy.exact_boundary_potentials(
             tok, question, ids
         ),
@@ -95,8 +100,9 @@ TASKS: dict[str, Task] = {
 
 
 def get_task(name: str) -> Task:
-    """The task called ``name``; a ValueError lists the known ones."""
+    """The task called ``name``; a :class:`~dqo_tutorial.errors.ConfigError` lists the known
+    ones."""
     try:
         return TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}") from None
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown task {name!r}; expected one of {sorted(TASKS)}") from None

@@ -99,9 +99,10 @@ import random
 import re
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import LlamaConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+if TYPE_CHECKING:  # transformers loads on first use: `import dqo_tutorial.tasks` stays light
+    from transformers import LlamaConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .gsm8k import GSM8KProblem
 
@@ -615,6 +616,8 @@ def toy_model_config(
     (default :func:`toy_tokenizer`); extra keyword arguments override any config field. Build the
     model with ``LlamaForCausalLM(toy_model_config())`` under a fixed torch seed.
     """
+    from transformers import LlamaConfig
+
     tokenizer = tokenizer if tokenizer is not None else toy_tokenizer()
     fields: dict[str, Any] = {
         "vocab_size": len(tokenizer),

@@ -51,7 +51,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,11 +59,13 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .artifacts import atomic_write_json, check_run_identity
+from .artifacts import atomic_write_json, check_run_identity, run_lock
 from .collate import DQOCollator, tokenize_example
+from .configs import METHODS, TrainConfig
+from .errors import ConfigError, DataError, MismatchError, MissingDataError
 from .kernels import dpo_loss, dqo_loss, dro_loss, kl_estimate, masked_sum
 from .modeling import ValueHead, ValueModel, per_token_logprobs
-from .models import load_model_and_tokenizer
+from .models import load_model_and_tokenizer, model_identity, tokenizer_fingerprint
 from .rewards import outcome, token_rewards
 from .tasks import get_task
 
@@ -85,10 +87,9 @@ __all__ = [
     "train",
 ]
 
-METHODS = ("sft", "rft", "dpo", "dro", "dqo")
 
 
-class NotEnoughDataError(ValueError):
+class NotEnoughDataError(DataError):
     """The data of a method do not fill one optimiser step (e.g. RFT or DPO when π_ref never
     answers correctly: no correct samples, no pairs)."""
 
@@ -96,117 +97,79 @@ class NotEnoughDataError(ValueError):
 _VALUE_METHODS = ("dro", "dqo")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run (stored beside it; a resume must match).
-
-    What to train: ``method`` (one of :data:`METHODS`) starting from ``model`` (π_ref, a spec of
-    :func:`~dqo_tutorial.models.load_model_and_tokenizer`); ``data``: the sampled dataset
-    directory (``build_dataset``'s ``out_dir``; every method but SFT); SFT reads the gold
-    solutions of ``task`` (``data_source`` / ``split`` / ``limit`` as in the task's loader).
-
-    Optimisation: ``epochs`` passes over the data, or exactly ``max_steps`` optimiser steps;
-    ``batch_size`` examples (DPO: pairs) per process and micro-batch, ``grad_accum``
-    micro-batches per step; AdamW with ``policy_lr`` / ``value_lr``, ``weight_decay``, a
-    ``lr_scheduler`` of ``transformers.get_scheduler`` with ``warmup_ratio``, gradient clipping
-    at ``max_grad_norm`` (per model). ``value_warmup_steps``: the first steps update only V_φ
-    (dqo-method.md §8 practical notes); DRO and DQO only — the other methods have no V_φ and
-    train the policy from the first step.
-
-    DQO knobs (§8): ``beta``, ``lam``, ``is_mode``, ``is_clip``, ``is_normalize``,
-    ``detach_target``, ``value_model`` (``"separate"``: a copy of the trunk + scalar head;
-    ``"shared"``: a head on the policy's trunk, fed detached hidden states),
-    ``process_reward_coef`` α (needs a dataset sampled with process rewards). DPO:
-    ``dpo_pairs_per_prompt``. DPO and DRO use ``beta`` too.
-
-    Engine: ``mixed_precision`` (``"auto"``: bf16 on a GPU that has it, else off; or ``"no"``,
-    ``"bf16"``, ``"fp16"``), ``dtype`` of the master weights, ``padding_side`` of training
-    batches, ``gradient_checkpointing``, ``checkpoint_every`` / ``keep_checkpoints``, ``seed``.
-    """
-
-    method: str = "dqo"
-    model: str = "smollm2"
-    task: str = "gsm8k"
-    data: str | None = None
-    data_source: str | None = None
-    split: str = "train"
-    limit: int | None = None
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    policy_lr: float = 5e-6
-    value_lr: float = 5e-5
-    weight_decay: float = 0.0
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 1.0
-    value_warmup_steps: int = 0
-    beta: float = 0.05
-    lam: float = 1.0
-    is_mode: str = "prefix"
-    is_clip: float = 2.0
-    is_normalize: bool = False
-    detach_target: bool = True
-    value_model: str = "separate"
-    process_reward_coef: float = 0.0
-    dpo_pairs_per_prompt: int = 4
-    mixed_precision: str = "auto"
-    dtype: str = "float32"
-    padding_side: str = "right"
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"TrainConfig.{name}: {why}, got {getattr(self, name)!r}")
-
-        if self.method not in METHODS:
-            raise bad("method", f"must be one of {METHODS}")
-        get_task(self.task)
-        for name in ("batch_size", "grad_accum", "epochs", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise bad(name, "must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise bad("max_steps", "must be >= 1 or None")
-        for name in ("policy_lr", "value_lr", "beta", "is_clip", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise bad(name, "must be > 0")
-        if not 0 <= self.lam <= 1:
-            raise bad("lam", "must lie in [0, 1]")
-        if self.is_mode not in ("none", "sequence", "prefix"):
-            raise bad("is_mode", "must be 'none', 'sequence' or 'prefix'")
-        if self.value_model not in ("separate", "shared"):
-            raise bad("value_model", "must be 'separate' or 'shared'")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise bad("mixed_precision", "must be 'auto', 'no', 'bf16' or 'fp16'")
-        if self.padding_side not in ("left", "right"):
-            raise bad("padding_side", "must be 'left' or 'right'")
-        if not 0 <= self.warmup_ratio < 1:
-            raise bad("warmup_ratio", "must lie in [0, 1)")
-        if self.value_warmup_steps < 0 or self.dpo_pairs_per_prompt < 1:
-            raise ValueError("TrainConfig: value_warmup_steps >= 0 and dpo_pairs_per_prompt >= 1")
-
-
 # --------------------------------------------------------------------------------------------
 # data: one example format per method, all collated by DQOCollator
 # --------------------------------------------------------------------------------------------
+
+
+def _dataset_path(data: str | os.PathLike[str]) -> Path:
+    """The saved 🤗 Dataset of ``data`` (a ``build_dataset`` directory, or its ``dataset``)."""
+    path = Path(data)
+    if (path / "dataset").is_dir():
+        path = path / "dataset"
+    if not (path / "dataset_info.json").is_file():
+        raise MissingDataError(
+            f"no sampled dataset at {data}: create one with `dqo-tutorial sample --out {data}` "
+            "(or let it finish: the dataset is written after the last shard)"
+        )
+    return path
 
 
 def load_rows(data: str | os.PathLike[str]) -> Any:
     """The sampled dataset at ``data`` (a ``build_dataset`` directory, or its ``dataset``)."""
     from datasets import load_from_disk
 
+    return load_from_disk(str(_dataset_path(data)))
+
+
+def _dataset_dir(data: str | os.PathLike[str]) -> Path:
     path = Path(data)
-    if (path / "dataset").is_dir():
-        path = path / "dataset"
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"no sampled dataset at {data}: create one with `dqo-tutorial sample --out {data}`"
+    return path.parent if path.name == "dataset" else path
+
+
+def check_dataset_matches(
+    cfg: TrainConfig, tokenizer: Any = None, *, model_given: bool = False
+) -> None:
+    """Refuse to train ``cfg`` on ``cfg.data`` when the dataset was sampled for something else.
+
+    Its ``manifest.json`` names the task, the prompt template, the model and the tokenizer it
+    was made with; token ids read with another tokenizer are noise that trains without error (a
+    toy dataset under SmolLM2 does), so each must match: the task and template by name, the
+    model by what it loads (:func:`~dqo_tutorial.models.model_identity`; skipped when the caller
+    hands ``train`` its own policy, ``cfg.model`` then being a label) and the tokenizer by
+    :func:`~dqo_tutorial.models.tokenizer_fingerprint` (when ``tokenizer`` is given). A dataset
+    without a manifest (saved by hand) is taken as it is. Raises
+    :class:`~dqo_tutorial.errors.MismatchError` naming both sides and the way out.
+    """
+    _dataset_path(cfg.data or "")  # there at all?
+    folder = _dataset_dir(cfg.data or "")
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return
+    manifest = json.loads(path.read_text())
+    task = get_task(cfg.task)
+    diffs = []
+    if manifest.get("task") != cfg.task:
+        diffs.append(f"task {manifest.get('task')!r} ≠ {cfg.task!r}")
+    elif manifest.get("prompt_template_version") != task.prompt_template_version:
+        diffs.append(
+            f"prompt template {manifest.get('prompt_template_version')!r} ≠ "
+            f"{task.prompt_template_version!r} (resample with this package version)"
         )
-    return load_from_disk(str(path))
+    if not model_given and model_identity(str(manifest.get("model"))) != model_identity(cfg.model):
+        diffs.append(f"model {manifest.get('model')!r} ≠ {cfg.model!r}")
+    fingerprint = manifest.get("tokenizer", {}).get("fingerprint")
+    if tokenizer is not None and fingerprint not in (None, tokenizer_fingerprint(tokenizer)):
+        diffs.append(
+            f"tokenizer {manifest['tokenizer'].get('vocab_size')} tokens ≠ this model's "
+            f"{len(tokenizer)} tokens"
+        )
+    if diffs:
+        raise MismatchError(
+            f"{folder} was sampled for another run ({'; '.join(diffs)}; dataset ≠ requested): "
+            f"train with --task {manifest.get('task')} --model {manifest.get('model')}, or "
+            "sample a dataset for this model with `dqo-tutorial sample`"
+        )
 
 
 def build_examples(
@@ -617,19 +580,20 @@ def train(
     Returns the training summary.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     start = time.perf_counter()
     out = Path(out_dir)
+    if rows is None and cfg.method != "sft" and cfg.data is None:
+        raise ConfigError(
+            f"TrainConfig.data: method {cfg.method!r} trains on a sampled dataset: pass --data "
+            "DIR (a folder made by `dqo-tutorial sample --out DIR`); only sft needs none"
+        )
     # cpu=True without a GPU: only then does Accelerate treat torchrun's processes as MULTI_CPU
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available()
     )
     if accelerator.distributed_type.value == "DEEPSPEED":
-        raise ValueError(
+        raise ConfigError(
             "DeepSpeed is not supported: it ties one engine to one model, and DRO/DQO train two; "
             "use FSDP (configs/accelerate/fsdp.yaml) or DDP"
         )
@@ -640,17 +604,50 @@ def train(
     if probe is not None and probe_every < 1:
         raise ValueError(f"probe_every must be >= 1 with a probe, got {probe_every}")
     main = accelerator.is_main_process
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        check_run_identity(out / "train_config.json", {"config": asdict(cfg)})
-    accelerator.wait_for_everyone()
-    set_seed(cfg.seed)
+    locked = ExitStack()
+    if main:  # one run at a time in `out` (the other processes write only where rank 0 says)
+        locked.enter_context(run_lock(out))
+    with locked:
+        return _train(
+            cfg, out, accelerator, start, policy=policy, tokenizer=tokenizer, rows=rows,
+            progress=progress, callback=callback, probe=probe, probe_every=probe_every,
+            behavior=behavior,
+        )  # fmt: skip
 
-    if policy is None:
-        policy, tokenizer = load_model_and_tokenizer(cfg.model, device="cpu", dtype=cfg.dtype)
-    elif tokenizer is None:
+
+def _train(
+    cfg: TrainConfig,
+    out: Path,
+    accelerator: Any,
+    start: float,
+    *,
+    policy: nn.Module | None,
+    tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]] | Any,
+    progress: bool,
+    callback: Callable[[int, dict[str, float]], None] | None,
+    probe: Callable[[nn.Module], Mapping[str, float]] | None,
+    probe_every: int,
+    behavior: BehaviorLaw | None,
+) -> dict[str, Any]:
+    """:func:`train` once the accelerator is up and the output folder locked."""
+    from accelerate.utils import set_seed
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    main = accelerator.is_main_process
+    set_seed(cfg.seed)
+    policy_given, rows_given = policy is not None, rows is not None
+    if policy_given and tokenizer is None:
         raise ValueError("pass the tokenizer together with the policy")
-    rows_given = rows is not None
+    from_disk = not rows_given and cfg.method != "sft"
+    if from_disk:  # before the (slow) model load: the dataset was made for this task and model
+        check_dataset_matches(cfg, tokenizer, model_given=policy_given)
+    if not policy_given:
+        policy, tokenizer = load_model_and_tokenizer(cfg.model, device="cpu", dtype=cfg.dtype)
+        if from_disk:  # and its token ids are this tokenizer's
+            check_dataset_matches(cfg, tokenizer, model_given=True)
     if rows is None:
         rows = _sft_rows(cfg, tokenizer) if cfg.method == "sft" else load_rows(cfg.data or "")
     examples = build_examples(
@@ -674,10 +671,14 @@ def train(
     # value warm-up exists only where there is a value model (SFT/RFT/DPO train from step 0)
     value_warmup = cfg.value_warmup_steps if cfg.method in _VALUE_METHODS else 0
     if value_warmup >= total_steps:
-        raise ValueError(
+        raise ConfigError(
             f"TrainConfig.value_warmup_steps: {value_warmup} warm-up steps of {total_steps} in "
             f"all would never train the policy; lower it below {total_steps}"
         )
+
+    if main:  # the inputs have loaded: this folder now holds this configuration's run
+        check_run_identity(out / "train_config.json", {"config": asdict(cfg)})
+    accelerator.wait_for_everyone()
 
     policy.train()
     if cfg.gradient_checkpointing:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dqo_tutorial import cli
+from dqo_tutorial.errors import ConfigError
 from dqo_tutorial.evaluate import EvalConfig
 from dqo_tutorial.sampling import SamplingConfig
 
@@ -80,10 +81,10 @@ def test_bad_config_names_the_field(tmp_path):
     conf = tmp_path / "bad.yaml"
     conf.write_text("num_sampels: 8\n")
     args = cli.build_parser().parse_args(["sample", "--out", "x", "--config", str(conf)])
-    with pytest.raises(SystemExit, match="num_sampels"):
+    with pytest.raises(ConfigError, match="num_sampels"):
         cli.config_from_args(SamplingConfig, args)
     args = cli.build_parser().parse_args(["sample", "--out", "x", "--top-p", "1.5"])
-    with pytest.raises(SystemExit, match="top_p"):
+    with pytest.raises(ConfigError, match="SamplingConfig.top_p"):
         cli.config_from_args(SamplingConfig, args)
 
 

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dqo_tutorial import gsm8k
+from dqo_tutorial.errors import MissingDataError
 from dqo_tutorial.gsm8k import (
     GSM8KProblem,
     build_messages,
@@ -263,11 +264,11 @@ def test_hub_offline_error_names_the_ways_out(monkeypatch: pytest.MonkeyPatch) -
         raise ConnectionError("no network")
 
     _fake_datasets(monkeypatch, load_dataset)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(MissingDataError) as info:
         load_gsm8k("train", "hub")
     message = str(info.value)
     assert "no network" in message and gsm8k.ENV_VAR in message
-    assert "embedded" in message and ".jsonl" in message
+    assert "--data-source embedded" in message and ".jsonl" in message
 
 
 def test_dataset_hash() -> None:

@@ -16,6 +16,7 @@ import pytest
 from dqo_tutorial import cli, tasks
 from dqo_tutorial import evaluate as ev
 from dqo_tutorial import math_problems as mp
+from dqo_tutorial.errors import MissingDataError
 from dqo_tutorial.gsm8k import dataset_hash
 from dqo_tutorial.sampling import Generation, SamplingConfig, build_dataset
 
@@ -336,7 +337,7 @@ def test_hub_loading_code_with_a_stand_in_for_datasets(monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError, match="DQO_MATH_DIR"):
+    with pytest.raises(MissingDataError, match="DQO_MATH_DIR.*--data-source"):
         mp.load_math("test", "hub")
 
 

