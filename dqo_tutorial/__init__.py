@@ -14,7 +14,9 @@ One concept per module (``import dqo_tutorial as dqo``; submodules load on first
 - :mod:`~dqo_tutorial.sampling`  the offline dataset: samples with log μ, log π_ref and rewards;
 - :mod:`~dqo_tutorial.evaluate`  greedy and sampling accuracy on GSM8K;
 - :mod:`~dqo_tutorial.claims`    the toy-claims experiment: seeds, error bars and ablations;
-- :mod:`~dqo_tutorial.artifacts` atomic writes and resumable run directories;
+- :mod:`~dqo_tutorial.configs`   the sampling, training and evaluation configs, each field checked;
+- :mod:`~dqo_tutorial.errors`    the package's own errors (one line each; the CLI exits 2 on them);
+- :mod:`~dqo_tutorial.artifacts` atomic writes, resumable and locked run directories;
 - :mod:`~dqo_tutorial.cli`       the ``dqo-tutorial`` command.
 """
 
@@ -43,6 +45,8 @@ _SUBMODULES = (
     "course",
     "exercises",
     "artifacts",
+    "configs",
+    "errors",
     "cli",
 )
 __all__ = ["__version__", *_SUBMODULES]

@@ -67,6 +67,7 @@ from typing import Any
 from .artifacts import (
     atomic_write_json,
     check_run_identity,
+    run_lock,
     save_dataset_atomically,
     save_figure_atomically,
 )
@@ -726,7 +727,15 @@ def _slug(name: str) -> str:
 def run_toy_claims(
     cfg: ClaimsConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
 ) -> dict[str, Any]:
-    """Run (or resume) the experiment into ``out_dir``; returns ``results.json``'s dict."""
+    """Run (or resume) the experiment into ``out_dir``; returns ``results.json``'s dict. A
+    second experiment into the same folder is refused while this one runs."""
+    with run_lock(out_dir):
+        return _run_toy_claims(cfg, out_dir, progress=progress)
+
+
+def _run_toy_claims(
+    cfg: ClaimsConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
+) -> dict[str, Any]:
     from .train import TrainConfig
 
     start = time.perf_counter()

@@ -60,10 +60,14 @@ def _add_tabular_demo(sub: argparse._SubParsersAction) -> None:
         "curve and writes tabular-dqo.png to --out.",
     )
     p.add_argument("--out", required=True, help="output directory (created if missing)")
-    p.add_argument("--beta", type=float, default=0.5, help="KL strength β (default 0.5)")
-    p.add_argument("--lam", type=float, default=1.0, help="λ of the λ-return (default 1.0)")
+    p.add_argument(
+        "--beta", type=_number_in(0, 1e6, open_lo=True), default=0.5, help="KL strength β > 0"
+    )
+    p.add_argument("--lam", type=_number_in(0, 1), default=1.0, help="λ ∈ [0, 1] of the λ-return")
     p.add_argument("--steps", type=_at_least_one, default=1000, help="Adam steps (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the MDP and the data (default 0)")
+    p.add_argument(
+        "--seed", type=_count(0), default=0, help="seed of the MDP and the data"
+    )
     p.set_defaults(func=_tabular_demo)
 
 
@@ -75,15 +79,40 @@ def _parse_optional(kind: type) -> Any:
     return parse
 
 
-def _at_least_one(text: str) -> int:
-    """argparse type of counts such as ``--limit``: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _number_in(lo: float, hi: float, *, open_lo: bool = False) -> Any:
+    """argparse type: a float in [lo, hi] (or (lo, hi] with ``open_lo``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (lo < value if open_lo else lo <= value) or not value <= hi:
+            interval = f"{'(' if open_lo else '['}{lo:g}, {hi:g}]"
+            raise argparse.ArgumentTypeError(f"must lie in {interval}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _count(lo: int) -> Any:
+    """argparse type: an integer >= ``lo`` (counts such as ``--limit``, seeds)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+_at_least_one = _count(1)
 
 
 _ALIASES = {"task": ("--dataset",)}
@@ -267,7 +296,11 @@ def _experiment(args: argparse.Namespace) -> int:
 
     values: dict[str, Any] = dict(SMOKE) if args.smoke else {}
     if args.seeds:
-        values["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+        try:
+            values["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+        except ValueError:
+            msg = f"--seeds: expected integers like 0,1,2, got {args.seeds!r}"
+            raise ConfigError(msg) from None
     if args.workers:
         values["workers"] = args.workers
     if args.variants:

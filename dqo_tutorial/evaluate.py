@@ -216,7 +216,10 @@ def _evaluate(
             f.writelines(json.dumps(r) + "\n" for r in records)
 
     gen_start = time.perf_counter()
-    with tqdm(total=len(problems), initial=n_done, unit="problem", disable=not progress) as bar:
+    bar = tqdm(
+        total=len(problems), initial=n_done, unit="problem", desc="eval", disable=not progress
+    )
+    with bar:
         for first in range(n_done, len(problems), cfg.batch_size):
             chunk = problems[first : first + cfg.batch_size]
             new = _chunk_records(cfg, model, tokenizer, chunk, first // cfg.batch_size)

@@ -96,7 +96,17 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"`` → CUDA if available, else CPU; anything else is passed to torch."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device: unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or "
+                          "leave it unset (auto)") from None  # fmt: skip
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device: {device!r} asked for, but torch sees no CUDA device here: use --device cpu "
+            "or leave it unset (auto)"
+        )
+    return dev
 
 
 _DTYPES: dict[str, torch.dtype] = {name: getattr(torch, attr) for name, attr in DTYPES.items()}
@@ -116,7 +126,7 @@ def resolve_dtype(
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
-        dev = resolve_device(device)
+        dev = resolve_device(device) if device in (None, "auto") else torch.device(device)
         if dev.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32

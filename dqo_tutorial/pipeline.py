@@ -192,8 +192,9 @@ SMOKE: dict[str, Any] = {
     },
     "eval": {"limit": 16, "num_samples": 2, "batch_size": 64},
 }
-"""``--smoke``: a few prompts, samples, steps and test problems — the whole pipeline in about
-a minute on a CPU, to check that everything runs (the accuracies mean nothing)."""
+"""``--smoke``: a few prompts, samples, steps and test problems — the whole toy pipeline in
+seconds on a CPU (README's figures), to check that everything runs (the accuracies mean
+nothing)."""
 
 
 def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -303,6 +304,16 @@ def run(cfg: PipelineConfig, out_dir: str | os.PathLike[str], *, progress: bool 
         return _run(cfg, Path(out_dir), progress)
 
 
+def _upgrade_identity(path: Path, cfg: PipelineConfig) -> None:
+    """Folders written before the identity became :meth:`PipelineConfig.effective` (this
+    repository before December 2026) stored the configuration as written, its raw sections: the
+    same written configuration is the same run, so its identity is rewritten in the new form."""
+    if path.is_file():
+        stored = json.loads(path.read_text()).get("config", {})
+        if "method_overrides" in stored and stored == json.loads(json.dumps(asdict(cfg))):
+            atomic_write_json(path, {"config": cfg.effective()})
+
+
 def _run(cfg: PipelineConfig, out: Path, progress: bool) -> dict:
     """:func:`run` inside the output folder's lock."""
     from .models import load_model_and_tokenizer
@@ -323,6 +334,7 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool) -> dict:
     ref_model, ref_tok = load_model_and_tokenizer(
         cfg.reference_model, device=scfg.device, dtype=scfg.dtype
     )
+    _upgrade_identity(out / "pipeline_config.json", cfg)
     check_run_identity(out / "pipeline_config.json", {"config": cfg.effective()})
     stage(f"sampling {scfg.num_samples} responses per prompt from {cfg.reference_model}")
     t = time.perf_counter()

@@ -673,7 +673,10 @@ def _build_dataset(
 
     done = len(problems) - sum(len(chunk(s)) for s in missing)
     new_samples, new_sampling_s = 0, 0.0
-    with tqdm(total=len(problems), initial=done, unit="prompt", disable=not progress) as bar:
+    bar = tqdm(
+        total=len(problems), initial=done, unit="prompt", desc="sample", disable=not progress
+    )
+    with bar:
         for s in missing:
             rows, timing = _build_shard(cfg, s, model, tokenizer, chunk(s), s * cfg.shard_size)
             shard = Dataset.from_list(rows, features=_features(cfg.process_rewards))

@@ -766,7 +766,13 @@ def _train(
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
-    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (progress and main))
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        unit="step",
+        desc=f"train {cfg.method}",
+        disable=not (progress and main),
+    )
     tokens_seen, loop_start = 0, time.perf_counter()
     last: dict[str, float] = {}
     while step < total_steps:

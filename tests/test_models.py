@@ -9,6 +9,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from dqo_tutorial import models
+from dqo_tutorial.errors import ConfigError
 from dqo_tutorial.models import (
     ModelNotAvailableError,
     ModelNotFoundError,
@@ -40,6 +41,11 @@ def test_resolve_device():
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    if not torch.cuda.is_available():  # asked for, not there: one line, not a CUDA traceback later
+        with pytest.raises(ConfigError, match="no CUDA device here"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
 
 
 def test_resolve_dtype(monkeypatch):

@@ -7,6 +7,7 @@ its output folder as it found it; two runs never write into one folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -339,6 +340,11 @@ def test_make_runs_configuration_is_the_same_run_as_configs_toy_yaml(tmp_path, m
     (out / "results.md").write_text("a result\n")
     with pytest.raises(Stop):  # past the identity check: the same run
         pipeline.run(spelled, out, progress=False)
+    # a folder of an older version stored the raw sections: the same raw sections still resume
+    (out / "pipeline_config.json").write_text(json.dumps({"config": dataclasses.asdict(default)}))
+    with pytest.raises(Stop):
+        pipeline.run(default, out, progress=False)
+    assert json.loads((out / "pipeline_config.json").read_text())["config"] == default.effective()
     other = pipeline.load_config(None, overrides={**pipeline.SMOKE, "train": {"beta": 0.3}})
     with pytest.raises(MismatchError, match=r"train\.dqo\.beta: stored 0\.1, requested 0\.3"):
         pipeline.run(other, out, progress=False)
@@ -384,3 +390,30 @@ def test_errors_are_one_family():
     for cls in (ConfigError, MismatchError, RunLockedError, ModelNotAvailableError):
         assert issubclass(cls, DQOError)
     assert issubclass(NotEnoughDataError, ValueError) and issubclass(NotEnoughDataError, DQOError)
+
+
+def test_library_bars_are_silent_unless_verbose(tmp_path):
+    """`make run` printed 854 lines, mostly Hugging Face's "Loading weights" and datasets' bars."""
+
+    def run(*extra: str) -> str:
+        argv = ["eval", "--task", "toy", "--model", "toy", "--limit", "2", "--batch-size", "2"]
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dqo_tutorial.cli",
+                *extra,
+                *argv,
+                "--out",
+                str(tmp_path / extra[0] if extra else tmp_path / "q"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stderr
+        return res.stderr
+
+    quiet, verbose = run(), run("--verbose")
+    assert "Loading weights" not in quiet and "eval: 100%" in quiet  # our one bar stays
+    assert "Loading weights" in verbose
