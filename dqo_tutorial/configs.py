@@ -323,8 +323,11 @@ class EvalConfig:
         check.task_and_split()
         check.limit()
         check.at_least(0, "num_samples", "seed")
-        check("greedy", self.greedy or self.num_samples >= 1, "nothing to evaluate with "
-              "num_samples=0: keep greedy=True or set num_samples >= 1")
+        check(
+            "greedy",
+            self.greedy or self.num_samples >= 1,
+            "nothing to evaluate with num_samples=0: keep greedy=True or set num_samples >= 1",
+        )
         check.at_least(1, "max_new_tokens", "batch_size")
         check.positive("temperature")
         check("top_p", 0 < self.top_p <= 1, "must lie in (0, 1]")

@@ -44,7 +44,7 @@ from .models import load_model_and_tokenizer
 from .sampling import generate
 from .tasks import get_task
 
-__all__ = ["EvalConfig", "grade", "accuracy_table", "evaluate"]
+__all__ = ["EvalConfig", "grade", "accuracy_table", "check_trained_for_task", "evaluate"]
 
 
 def grade(text: str, gold: str, task: str = "gsm8k") -> dict[str, Any]:

@@ -274,7 +274,8 @@ def importance_weights(
     logp_policy    (B, T)  log π_θ(a_h|s_h) (its gradient is ignored)
     logp_behavior  (B, T)  log μ(a_h|s_h): the tempered/truncated sampling law
     mask           (B, T)  action mask
-    clip           float   c > 0; ``math.inf`` (no truncation) only with normalize=True
+    clip           float   c > 0; ``math.inf`` disables truncation: unnormalised, e^S then
+                           overflows to inf beyond S ≈ 88 in float32 (the trainer refuses it)
     returns        (B, T)  w_h on action positions, 0 elsewhere; no grad
     ============== ======= ==================================================
     """
@@ -283,11 +284,8 @@ def importance_weights(
     zero = torch.zeros((), dtype=dtype, device=logp_policy.device)
     if mode == "none":
         return torch.where(m, torch.ones((), dtype=dtype, device=m.device), zero)
-    if not clip > 0 or (clip == math.inf and not normalize):
-        raise ValueError(
-            f"clip must be a finite number > 0 (math.inf only with normalize=True: an untruncated "
-            f"weight e^S overflows float32 beyond S ≈ 88), got {clip}"
-        )
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0, got {clip}")
     delta = torch.where(m, logp_policy.to(dtype) - logp_behavior.to(dtype), zero)
     if mode == "prefix":
         log_w = torch.cumsum(delta, dim=1) - delta  # exclusive: Σ_{l<h}

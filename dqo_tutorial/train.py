@@ -75,6 +75,7 @@ __all__ = [
     "NotEnoughDataError",
     "TrainConfig",
     "load_rows",
+    "check_dataset_matches",
     "token_rewards",
     "build_examples",
     "dpo_pairs",
@@ -86,7 +87,6 @@ __all__ = [
     "optimizer_step",
     "train",
 ]
-
 
 
 class NotEnoughDataError(DataError):

@@ -107,7 +107,6 @@ def _dqo_inputs():
         ({"beta": 0.1, "lam": 1.5}, "lam must lie in [0, 1]"),
         ({"beta": -1.0}, "beta must be a finite number > 0"),
         ({"beta": 0.0}, "beta must be a finite number > 0"),
-        ({"beta": 0.1, "is_clip": math.inf, "behavior_logps": torch.zeros(1, 5)}, "clip must"),
     ],
 )
 def test_kernel_knobs_are_checked(kwargs, message):
@@ -115,12 +114,15 @@ def test_kernel_knobs_are_checked(kwargs, message):
         kernels.dqo_loss(*_dqo_inputs(), **kwargs)
 
 
-def test_untruncated_weights_only_in_log_space_normalised_form():
-    """is_clip=inf used to exponentiate the unclipped sum: weights [1, 1, inf, inf, inf]."""
+def test_untruncated_weights_are_refused_for_training_and_finite_when_normalised():
+    """is_clip=inf exponentiated the unclipped sum in training: weights [1, 1, inf, inf, inf].
+    The kernel keeps c = ∞ (notebook 06 shows the variance it costs); the trainer refuses it."""
     lp = torch.tensor([[0.0, 100.0, 100.0, 0.0, 0.0]])
     lb, mask = torch.zeros(1, 5), torch.ones(1, 5)
-    with pytest.raises(ValueError, match="clip must"):
-        kernels.importance_weights(lp, lb, mask, "prefix", clip=math.inf)
+    raw = kernels.importance_weights(lp, lb, mask, "prefix", clip=math.inf)
+    assert raw[0, :2].tolist() == [1.0, 1.0] and torch.isinf(raw[0, 2:]).all()
+    with pytest.raises(ConfigError, match="is_clip: must be a finite number"):
+        TrainConfig(is_clip=math.inf)
     w = kernels.importance_weights(lp, lb, mask, "prefix", clip=math.inf, normalize=True)
     assert torch.isfinite(w).all() and torch.isclose(w.mean(), torch.tensor(1.0))
     with pytest.raises(ValueError, match="beta"):
