@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -397,6 +398,10 @@ def test_errors_are_one_family():
 def test_library_bars_are_silent_unless_verbose(tmp_path):
     """`make run` printed 854 lines, mostly Hugging Face's "Loading weights" and datasets' bars."""
 
+    quiet_vars = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+    quiet_vars += ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY")  # (set by in-process main())
+    env = {k: v for k, v in os.environ.items() if k not in quiet_vars}
+
     def run(*extra: str) -> str:
         argv = ["eval", "--task", "toy", "--model", "toy", "--limit", "2", "--batch-size", "2"]
         res = subprocess.run(
@@ -407,8 +412,9 @@ def test_library_bars_are_silent_unless_verbose(tmp_path):
                 *extra,
                 *argv,
                 "--out",
-                str(tmp_path / extra[0] if extra else tmp_path / "q"),
+                str(tmp_path / (extra[0] if extra else "q")),
             ],
+            env=env,
             capture_output=True,
             text=True,
             timeout=300,
