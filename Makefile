@@ -48,8 +48,11 @@ browser:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "WARNING: no apt-get: install chromium + chromedriver yourself, or the browser test skips"; fi
 
-# the unit tests, then every notebook executed in smoke mode (notebooks/conftest.py sets it)
+# ruff and the import contract (pyproject's [tool.importlinter]), the unit tests, then every
+# notebook executed in smoke mode (notebooks/conftest.py sets it)
 test: setup browser
+	$(PY) -m ruff check dqo_tutorial tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) -m pytest --nbmake --nbmake-timeout=600 notebooks/
 
@@ -63,6 +66,7 @@ lab: setup
 
 lint: setup
 	$(PY) -m ruff check dqo_tutorial tests benchmarks
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) benchmarks/bench_kernels.py

@@ -1,6 +1,7 @@
 """dqo_tutorial: Direct Q-function Optimization (DQO), a tested reference implementation and course.
 
-One concept per module (``import dqo_tutorial as dqo``; submodules load on first use):
+One concept per module (``import dqo_tutorial as dqo``; submodules load on first use), in
+layers that ``make test`` checks (pyproject's ``[tool.importlinter]``, docs/architecture.md):
 
 - :mod:`~dqo_tutorial.kernels`   pure tensor kernels: log-probs, λ-returns, importance weights,
   the soft-Bellman residual and the DQO / DPO / DRO losses (no model inside);
@@ -9,11 +10,13 @@ One concept per module (``import dqo_tutorial as dqo``; submodules load on first
 - :mod:`~dqo_tutorial.tabular`   a finite tree MDP with the exact soft-optimal Q*, V*, π*;
 - :mod:`~dqo_tutorial.gsm8k`     GSM8K loading, prompting and answer checking;
 - :mod:`~dqo_tutorial.toy`       the toy arithmetic-chain task with an exact per-step checker;
+- :mod:`~dqo_tutorial.tokenization` tokenizer conventions, the tiny tokenizer, step boundaries;
 - :mod:`~dqo_tutorial.models`    loading real and tiny models and tokenizers, offline;
 - :mod:`~dqo_tutorial.collate`   joint tokenisation, action masks and padding;
 - :mod:`~dqo_tutorial.sampling`  the offline dataset: samples with log μ, log π_ref and rewards;
 - :mod:`~dqo_tutorial.evaluate`  greedy and sampling accuracy on GSM8K;
 - :mod:`~dqo_tutorial.claims`    the toy-claims experiment: seeds, error bars and ablations;
+- :mod:`~dqo_tutorial.recipes`   how the shipped toy π_ref was made (``dqo-tutorial toy-ref``);
 - :mod:`~dqo_tutorial.configs`   the sampling, training and evaluation configs, each field checked;
 - :mod:`~dqo_tutorial.errors`    the package's own errors (one line each; the CLI exits 2 on them);
 - :mod:`~dqo_tutorial.artifacts` atomic writes, resumable and locked run directories;
@@ -34,6 +37,7 @@ _SUBMODULES = (
     "time_limit",
     "toy",
     "tasks",
+    "tokenization",
     "models",
     "collate",
     "sampling",
@@ -41,6 +45,7 @@ _SUBMODULES = (
     "evaluate",
     "pipeline",
     "claims",
+    "recipes",
     "viz",
     "course",
     "exercises",

@@ -343,9 +343,9 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
 
 
 def _toy_ref(args: argparse.Namespace) -> int:
-    from dqo_tutorial.toy import train_reference
+    from dqo_tutorial.recipes import train_toy_reference
 
-    summary = train_reference(args.out, passes=args.passes, seed=args.seed)
+    summary = train_toy_reference(args.out, passes=args.passes, seed=args.seed)
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s_this_run", "last")}, indent=2))
     return 0
 

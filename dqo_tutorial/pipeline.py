@@ -36,6 +36,7 @@ from typing import Any
 from .artifacts import atomic_write_json, check_run_identity, run_lock, save_figure_atomically
 from .errors import ConfigError
 from .evaluate import EvalConfig, evaluate
+from .models import load_model_and_tokenizer
 from .sampling import SamplingConfig, build_dataset
 from .tasks import get_task
 from .train import METHODS, NotEnoughDataError, TrainConfig, finished_summary, train
@@ -316,8 +317,6 @@ def _upgrade_identity(path: Path, cfg: PipelineConfig) -> None:
 
 def _run(cfg: PipelineConfig, out: Path, progress: bool) -> dict:
     """:func:`run` inside the output folder's lock."""
-    from .models import load_model_and_tokenizer
-
     start = time.perf_counter()
     stage_s: dict[str, float] = {}
 

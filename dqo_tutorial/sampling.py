@@ -53,6 +53,7 @@ from .modeling import per_token_logprobs
 from .models import load_model_and_tokenizer, load_tokenizer, tokenizer_fingerprint
 from .rewards import process_rewards  # noqa: F401  (documented here since round 1)
 from .tasks import get_task
+from .tokenization import step_boundaries
 
 __all__ = [
     "Generation",
@@ -277,18 +278,6 @@ def reference_logprobs(
 # --------------------------------------------------------------------------------------------
 # process rewards (§6)
 # --------------------------------------------------------------------------------------------
-
-
-def step_boundaries(tokenizer: PreTrainedTokenizerBase, response_ids: Sequence[int]) -> list[int]:
-    """Step boundaries of a response: every h in 1 … H−1 whose token a_h (0-based index h − 1)
-    decodes to text containing a newline, i.e. the states s_{h+1} that start a new line.
-
-    h counts the response tokens already generated. The final state (h = H) is not listed: its
-    potential is 0 for a terminal response and the last boundary's Φ for a cut one
-    (:func:`dqo_tutorial.rewards.token_rewards`; docs/implementation-notes.md 1).
-    """
-    newline = {t: "\n" in tokenizer.decode([t]) for t in set(response_ids)}
-    return [h for h in range(1, len(response_ids)) if newline[response_ids[h - 1]]]
 
 
 def monte_carlo_potentials(

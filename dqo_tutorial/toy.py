@@ -105,6 +105,7 @@ if TYPE_CHECKING:  # transformers loads on first use: `import dqo_tutorial.tasks
     from transformers import LlamaConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .gsm8k import GSM8KProblem
+from .tokenization import fast_tokenizer_from_json, step_boundaries
 
 __all__ = [
     "Op",
@@ -146,7 +147,6 @@ __all__ = [
     "toy_tokenizer",
     "toy_model_config",
     "REFERENCE_DIR",
-    "train_reference",
 ]
 
 Op = tuple[str, int]
@@ -427,8 +427,6 @@ def exact_boundary_potentials(
     :func:`dqo_tutorial.sampling.step_boundaries` — the format of
     :func:`~dqo_tutorial.sampling.monte_carlo_potentials`, computed exactly. Feed the pairs to
     :func:`~dqo_tutorial.sampling.process_rewards` with ``phi_start=1.0``."""
-    from .sampling import step_boundaries  # lazy: sampling imports `datasets`
-
     ids = list(response_ids)
     pairs = []
     for h in step_boundaries(tokenizer, ids):
@@ -586,8 +584,6 @@ def toy_tokenizer(padding_side: str = "left") -> PreTrainedTokenizerFast:
     every line end. The chat template is :data:`TOY_CHAT_TEMPLATE`. Every call returns a new,
     independent object.
     """
-    from .models import fast_tokenizer_from_json
-
     return fast_tokenizer_from_json(
         _toy_tokenizer_json(),
         chat_template=TOY_CHAT_TEMPLATE,
@@ -638,52 +634,6 @@ def toy_model_config(
 # ----------------------------------------------------------------------------- the shipped π_ref
 
 REFERENCE_DIR = Path(__file__).parent / "data" / "toy-ref"
-"""The toy π_ref shipped with the package (model spec ``"toy"``): :func:`train_reference`'s
-output with its defaults — a Hugging Face model directory with the tokenizer."""
-
-
-def train_reference(
-    out_dir: str | Path,
-    *,
-    passes: int = 40,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    error_rate: float = SFT_ERROR_RATE,
-    carry_error_rate: float = SFT_CARRY_ERROR_RATE,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train the toy π_ref from scratch: SFT on slip demonstrations of the train split.
-
-    A :func:`toy_model_config` Llama (seeded init), ``passes`` × 2,000 demonstrations
-    (:func:`sft_corpus` with the two error rates), AdamW at ``lr`` with 5 % warm-up and cosine
-    decay, through the project's own trainer (:func:`dqo_tutorial.train.train`, method
-    ``sft``). The model and tokenizer land in ``out_dir/policy``; the package ships the result
-    of the defaults as :data:`REFERENCE_DIR` (model spec ``"toy"``). Returns the training
-    summary.
-    """
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from .train import TrainConfig, train
-
-    torch.manual_seed(seed)
-    tokenizer = toy_tokenizer()
-    model = LlamaForCausalLM(toy_model_config(tokenizer))
-    pairs = sft_corpus(
-        load_toy("train"), error_rate, seed, copies=passes, carry_error_rate=carry_error_rate
-    )
-    cfg = TrainConfig(
-        method="sft",
-        model="toy-scratch",
-        task="toy",
-        batch_size=batch_size,
-        policy_lr=lr,
-        warmup_ratio=0.05,
-        lr_scheduler="cosine",
-        checkpoint_every=250,
-        seed=seed,
-        mixed_precision="no",
-    )
-    rows = [{"prompt": p, "response": r} for p, r in pairs]
-    return train(cfg, out_dir, policy=model, tokenizer=tokenizer, rows=rows, progress=progress)
+"""The toy π_ref shipped with the package (model spec ``"toy"``): the output of
+:func:`dqo_tutorial.recipes.train_toy_reference` with its defaults — a Hugging Face model
+directory with the tokenizer."""

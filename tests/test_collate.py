@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dqo_tutorial.collate import DQOCollator, example_from_ids, tokenize_example
-from dqo_tutorial.models import _tiny_corpus, tiny_tokenizer
+from dqo_tutorial.tokenization import _tiny_corpus, tiny_tokenizer
 
 # ------------------------------------------------------------------- collator, exact tensors
 

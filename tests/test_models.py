@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from dqo_tutorial import models
+from dqo_tutorial import models, tokenization
 from dqo_tutorial.errors import ConfigError
 from dqo_tutorial.models import (
     ModelNotAvailableError,
@@ -76,8 +76,8 @@ def test_tiny_tokenizer_is_deterministic_and_independent():
     a, b = tiny_tokenizer(), tiny_tokenizer()
     assert a.get_vocab() == b.get_vocab() and len(a) == 600
     # retraining from scratch (bypassing the cache) gives the very same tokenizer
-    fresh = models._tiny_tokenizer_json.__wrapped__()
-    assert fresh == models._tiny_tokenizer_json()
+    fresh = tokenization._tiny_tokenizer_json.__wrapped__()
+    assert fresh == tokenization._tiny_tokenizer_json()
     a.padding_side = "right"
     assert b.padding_side == "left" and tiny_tokenizer().padding_side == "left"
 
