@@ -615,6 +615,28 @@ def train(
         )  # fmt: skip
 
 
+class _Plan(NamedTuple):
+    """How the examples are cut into steps: each process takes ``share`` examples of every
+    ``window`` (``share × processes``), ``steps_per_epoch`` windows per pass."""
+
+    share: int
+    window: int
+    steps_per_epoch: int
+    total_steps: int
+    value_warmup: int
+
+
+class _Models(NamedTuple):
+    """The prepared models, optimisers and schedules (the value ones None without V_φ)."""
+
+    policy: nn.Module
+    opt_p: Any
+    sched_p: Any
+    value: nn.Module | None
+    opt_v: Any
+    sched_v: Any
+
+
 def _train(
     cfg: TrainConfig,
     out: Path,
@@ -630,18 +652,83 @@ def _train(
     probe_every: int,
     behavior: BehaviorLaw | None,
 ) -> dict[str, Any]:
-    """:func:`train` once the accelerator is up and the output folder locked."""
+    """:func:`train` once the accelerator is up and the output folder locked: set-up, the
+    reference pass, resume, the loop of :func:`_train_step`, the final save."""
     from accelerate.utils import set_seed
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     main = accelerator.is_main_process
     set_seed(cfg.seed)
-    policy_given, rows_given = policy is not None, rows is not None
+    rows_given = rows is not None
+    policy, tokenizer, examples = _load_inputs(cfg, policy, tokenizer, rows)
+    plan = _plan(cfg, len(examples), accelerator.num_processes)
+    if main:  # the inputs have loaded: this folder now holds this configuration's run
+        check_run_identity(out / "train_config.json", {"config": asdict(cfg)})
+    accelerator.wait_for_everyone()
+    models = _prepare_models(cfg, accelerator, policy, plan)
+    # Before any checkpoint is loaded the policy is π_ref: score the reference with it, under
+    # the numerics training will use (a resumed run redoes this pass and gets the same numbers).
+    reference: dict[str, Any] = {}
+    if cfg.method in ("dpo", *_VALUE_METHODS):
+        if behavior is None and not rows_given:
+            behavior = behavior_law_of(cfg.data or "")
+        reference = _reference_pass(cfg, accelerator, models.policy, examples, behavior)
+    step = _resume(accelerator, out)
+    collator = DQOCollator(tokenizer.pad_token_id, padding_side=cfg.padding_side)
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=step,
+        unit="step",
+        desc=f"train {cfg.method}",
+        disable=not (progress and main),
+    )
+    tokens_seen, loop_start = 0, time.perf_counter()
+    last: dict[str, float] = {}
+    while step < plan.total_steps:
+        last, tokens = _train_step(cfg, accelerator, models, plan, examples, collator, step)
+        step, tokens_seen = step + 1, tokens_seen + tokens
+        skipped = last.pop("skipped_step", None)  # (the log's key order: rate, then the flag)
+        last["tokens_per_s"] = tokens_seen / (time.perf_counter() - loop_start)
+        if skipped is not None:
+            last["skipped_step"] = skipped
+        if probe is not None and main and (step % probe_every == 0 or step == plan.total_steps):
+            last |= _probe(accelerator, models.policy, probe)
+        if main:
+            with (out / "log.jsonl").open("a") as f:
+                f.write(json.dumps(last) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['policy_loss']:.4g}")
+        if step % cfg.checkpoint_every == 0 or step == plan.total_steps:
+            _save_checkpoint(accelerator, out, step, cfg)
+        if callback is not None and main:
+            callback(step, last)
+    bar.close()
+    summary = {
+        "package_version": __version__,
+        "method": cfg.method,
+        "model": cfg.model,
+        "config": asdict(cfg),
+        "num_examples": len(examples),
+        "steps": plan.total_steps,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "reference": reference,
+        "last": last,
+        "wall_s_this_run": time.perf_counter() - start,
+    }
+    _save_final(accelerator, out, models, tokenizer, summary)
+    return summary
+
+
+def _load_inputs(
+    cfg: TrainConfig, policy: nn.Module | None, tokenizer: Any, rows: Any
+) -> tuple[nn.Module, Any, list[dict[str, Any]]]:
+    """π_ref and its tokenizer (loaded unless given), and the method's training examples."""
+    policy_given = policy is not None
     if policy_given and tokenizer is None:
         raise ValueError("pass the tokenizer together with the policy")
-    from_disk = not rows_given and cfg.method != "sft"
+    from_disk = rows is None and cfg.method != "sft"
     if from_disk:  # before the (slow) model load: the dataset was made for this task and model
         check_dataset_matches(cfg, tokenizer, model_given=policy_given)
     if not policy_given:
@@ -658,13 +745,17 @@ def _train(
         pairs_per_prompt=cfg.dpo_pairs_per_prompt,
         seed=cfg.seed,
     )
-    world, rank = accelerator.num_processes, accelerator.process_index
+    return policy, tokenizer, examples
+
+
+def _plan(cfg: TrainConfig, n_examples: int, world: int) -> _Plan:
+    """Steps of the run; refuses data that fill no step and a warm-up that never ends."""
     share = cfg.batch_size * cfg.grad_accum
     window = share * world
-    steps_per_epoch = len(examples) // window
+    steps_per_epoch = n_examples // window
     if steps_per_epoch == 0:
         raise NotEnoughDataError(
-            f"{len(examples)} {cfg.method} examples do not fill one step of {window} "
+            f"{n_examples} {cfg.method} examples do not fill one step of {window} "
             "(batch_size × grad_accum × processes): lower TrainConfig.batch_size or add data"
         )
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
@@ -675,10 +766,12 @@ def _train(
             f"TrainConfig.value_warmup_steps: {value_warmup} warm-up steps of {total_steps} in "
             f"all would never train the policy; lower it below {total_steps}"
         )
+    return _Plan(share, window, steps_per_epoch, total_steps, value_warmup)
 
-    if main:  # the inputs have loaded: this folder now holds this configuration's run
-        check_run_identity(out / "train_config.json", {"config": asdict(cfg)})
-    accelerator.wait_for_everyone()
+
+def _prepare_models(cfg: TrainConfig, accelerator: Any, policy: nn.Module, plan: _Plan) -> _Models:
+    """The policy, V_φ (DRO/DQO), their AdamW optimisers and schedules, through Accelerate."""
+    from transformers import get_scheduler
 
     policy.train()
     if cfg.gradient_checkpointing:
@@ -692,8 +785,6 @@ def _train(
             value_model.to(next(policy.parameters()).dtype)
         value_model.train()
 
-    policy_steps = total_steps - value_warmup
-
     def optimiser(model: nn.Module, lr: float, steps: int) -> tuple[Any, Any]:
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
         sched = get_scheduler(
@@ -705,207 +796,225 @@ def _train(
     # per *process* per optimiser step (it assumes each process adds a batch), but our windows
     # are fixed in examples, so the schedule must advance once per step whatever the process
     # count (tests/test_distributed.py). They are registered for checkpointing instead.
-    opt_p, sched_p = optimiser(policy, cfg.policy_lr, policy_steps)
-    if value_model is not None:
-        opt_v, sched_v = optimiser(value_model, cfg.value_lr, total_steps)
-        policy, value_model, opt_p, opt_v = accelerator.prepare(
-            policy, value_model, opt_p, opt_v
-        )
-        accelerator.register_for_checkpointing(sched_p, sched_v)
-    else:
+    opt_p, sched_p = optimiser(policy, cfg.policy_lr, plan.total_steps - plan.value_warmup)
+    if value_model is None:
         policy, opt_p = accelerator.prepare(policy, opt_p)
         accelerator.register_for_checkpointing(sched_p)
+        return _Models(policy, opt_p, sched_p, None, None, None)
+    opt_v, sched_v = optimiser(value_model, cfg.value_lr, plan.total_steps)
+    policy, value_model, opt_p, opt_v = accelerator.prepare(policy, value_model, opt_p, opt_v)
+    accelerator.register_for_checkpointing(sched_p, sched_v)
+    return _Models(policy, opt_p, sched_p, value_model, opt_v, sched_v)
 
-    # Before any checkpoint is loaded the policy is π_ref: score the reference with it, under
-    # the numerics training will use (a resumed run redoes this pass and gets the same numbers).
-    reference: dict[str, Any] = {}
-    if cfg.method in ("dpo", *_VALUE_METHODS):
-        sequences = examples
-        if cfg.method == "dpo":
-            sequences = [e for ex in examples for e in (ex["chosen"], ex["rejected"])]
-        if behavior is None and not rows_given:
-            behavior = behavior_law_of(cfg.data or "")
-        policy.train()
-        t = time.perf_counter()
-        reference = score_reference(
-            accelerator, policy, sequences, batch_size=cfg.batch_size, behavior=behavior
-        )
-        reference["seconds"] = time.perf_counter() - t
 
+def _reference_pass(
+    cfg: TrainConfig,
+    accelerator: Any,
+    policy: nn.Module,
+    examples: Sequence[Mapping[str, Any]],
+    behavior: BehaviorLaw | None,
+) -> dict[str, Any]:
+    """:func:`score_reference` over every sequence the method trains on, timed."""
+    sequences = list(examples)
+    if cfg.method == "dpo":
+        sequences = [e for ex in examples for e in (ex["chosen"], ex["rejected"])]
+    policy.train()
+    t = time.perf_counter()
+    reference = score_reference(
+        accelerator, policy, sequences, batch_size=cfg.batch_size, behavior=behavior
+    )
+    reference["seconds"] = time.perf_counter() - t
+    return reference
+
+
+def _resume(accelerator: Any, out: Path) -> int:
+    """Load the latest checkpoint (if any) and drop the log lines of later steps (they will be
+    redone); returns the step to continue from."""
     step = 0
     ckpt = _latest_checkpoint(out)
     if ckpt is not None:
         accelerator.load_state(str(ckpt))
         step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
     log_path = out / "log.jsonl"
-    if main:  # drop log lines of steps after the checkpoint (they will be redone)
+    if accelerator.is_main_process:
         kept = []
         if log_path.exists() and step:
             kept = [
                 ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= step
             ]
         log_path.write_text("".join(ln + "\n" for ln in kept))
+    return step
 
-    collator = DQOCollator(tokenizer.pad_token_id, padding_side=cfg.padding_side)
+
+def _window(
+    cfg: TrainConfig,
+    accelerator: Any,
+    plan: _Plan,
+    examples: Sequence[Any],
+    collator: Any,
+    step: int,
+) -> list[dict[str, Any]]:
+    """This process's micro-batches of the window of ``step`` (on its device)."""
+    epoch, k = divmod(step, plan.steps_per_epoch)
+    order = _window_order(len(examples), plan.window, epoch, cfg.seed)[k]
+    mine = order[accelerator.process_index * plan.share :][: plan.share]
+    micro = [
+        _collate(cfg.method, collator, [examples[i] for i in mine[j : j + cfg.batch_size]])
+        for j in range(0, plan.share, cfg.batch_size)
+    ]
     device = accelerator.device
+    return [{k2: v.to(device) if torch.is_tensor(v) else v for k2, v in b.items()} for b in micro]
 
-    def save_checkpoint() -> None:
-        final = out / "checkpoints" / f"step-{step:06d}"
-        tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp), safe_serialization=False)  # every rank: its RNG state
-        accelerator.wait_for_everyone()
-        if main:
-            atomic_write_json(tmp / "trainer_state.json", {"step": step, "config": asdict(cfg)})
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            for old in sorted((out / "checkpoints").glob("step-*"))[: -cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
 
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        unit="step",
-        desc=f"train {cfg.method}",
-        disable=not (progress and main),
+def _train_step(
+    cfg: TrainConfig,
+    accelerator: Any,
+    models: _Models,
+    plan: _Plan,
+    examples: Sequence[Any],
+    collator: Any,
+    step: int,
+) -> tuple[dict[str, float], int]:
+    """One optimiser step on one window: the losses of every micro-batch accumulated into the
+    window's mean (the algorithm), then the engine's update. Returns the step's log line and the
+    tokens it saw (all processes)."""
+    device, world = accelerator.device, accelerator.num_processes
+    micro = _window(cfg, accelerator, plan, examples, collator, step)
+    num_items = accelerator.reduce(
+        sum(item_count(cfg.method, b) for b in micro).to(device).float(), reduction="sum"
     )
-    tokens_seen, loop_start = 0, time.perf_counter()
-    last: dict[str, float] = {}
-    while step < total_steps:
-        epoch, k = divmod(step, steps_per_epoch)
-        mine = _window_order(len(examples), window, epoch, cfg.seed)[k][rank * share :][:share]
-        micro = [
-            _collate(cfg.method, collator, [examples[i] for i in mine[j : j + cfg.batch_size]])
-            for j in range(0, share, cfg.batch_size)
-        ]
-        micro = [
-            {k2: v.to(device) if torch.is_tensor(v) else v for k2, v in b.items()} for b in micro
-        ]
-        local_n = sum(item_count(cfg.method, b) for b in micro).to(device)
-        num_items = accelerator.reduce(local_n.float(), reduction="sum")
-        policy_active = step >= value_warmup
-        sums: dict[str, float] = {}
-        maxima: dict[str, float] = {}
-        totals = {"policy_loss": 0.0, "value_loss": 0.0}
-        weight_sum = torch.zeros((), device=device)
-        for j, b in enumerate(micro):
-            last_micro = j == len(micro) - 1
-            with ExitStack() as no_sync:  # all-reduce gradients once, after the last micro-batch
-                if not last_micro:
-                    for m in (policy, value_model):
-                        if m is not None:
-                            no_sync.enter_context(accelerator.no_sync(m))
-                pl, vl, stats = compute_losses(
-                    cfg.method, b, policy, value_model, cfg, num_items, policy_grad=policy_active
-                )
-                # DDP/FSDP average gradients over processes: × world keeps the window's sum / N.
-                loss = (pl if policy_active else pl.detach()) + (vl if vl is not None else 0.0)
-                if loss.requires_grad:
-                    accelerator.backward(loss * world)
-            totals["policy_loss"] += pl.item()
-            totals["value_loss"] += vl.item() if vl is not None else 0.0
-            if "is_weight_sum" in stats:
-                weight_sum += stats.pop("is_weight_sum")
-            for name, val in stats.items():  # maxima stay maxima, the rest are means
-                if name.endswith("_max"):
-                    maxima[name] = max(maxima.get(name, -math.inf), float(val))
-                else:
-                    sums[name] = sums.get(name, 0.0) + float(val) / len(micro)
-        if cfg.is_normalize and cfg.method == "dqo" and cfg.is_mode != "none":
-            # self-normalised IS over the window: w / mean_window(w), the same for 1 × 4, 4 × 1
-            # and any process count; the losses are linear in w, so it scales the gradients
-            mean_w = float(accelerator.reduce(weight_sum, reduction="sum") / num_items)
-            _scale_gradients([policy, value_model], 1.0 / mean_w)
-            totals = {k: v / mean_w for k, v in totals.items()}
-        updates = {}
-        if policy_active:
-            updates["policy"] = (policy, opt_p, sched_p)
-        if value_model is not None:
-            updates["value"] = (value_model, opt_v, sched_v)
-        lrs = {f"{k}_lr": u[1].param_groups[0]["lr"] for k, u in updates.items()}  # this step's
-        norms, skipped = optimizer_step(accelerator, list(updates.values()), cfg.max_grad_norm)
-        grad_norms = {f"{k}_grad_norm": n for k, n in zip(updates, norms)}
-        for opt in (opt_p, opt_v if value_model is not None else None):
-            if opt is not None:
-                opt.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += int(
-            accelerator.reduce(
-                sum(b["attention_mask"].sum() for b in micro).to(device), reduction="sum"
-            )
-        )
-        # each process holds its share of the window's losses (sum) and its own stats (mean)
-        reduced = {
-            name: float(accelerator.reduce(torch.tensor(v, device=device), reduction=how))
-            for how, values in (("sum", totals), ("mean", sums))
-            for name, v in values.items()
-        }
-        reduced |= {
-            name: float(accelerator.gather(torch.tensor([v], device=device)).max())
-            for name, v in maxima.items()
-        }
-        last = {
-            "step": step,
-            "epoch": epoch,
-            **{
-                k2: v
-                for k2, v in reduced.items()
-                if not (k2 == "value_loss" and value_model is None)
-            },
-            **grad_norms,
-            "policy_lr": 0.0,
-            **lrs,
-            "num_items": float(num_items),
-            "tokens_per_s": tokens_seen / (time.perf_counter() - loop_start),
-        }
-        if skipped:
-            last["skipped_step"] = 1.0  # fp16 overflow: no parameter and no schedule moved
-        if probe is not None and main and (step % probe_every == 0 or step == total_steps):
-            probed = accelerator.unwrap_model(policy)
-            probed.eval()
-            with torch.no_grad():
-                last |= {k2: float(v) for k2, v in probe(probed).items()}
-            probed.train()
-        if main:
-            with log_path.open("a") as f:
-                f.write(json.dumps(last) + "\n")
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['policy_loss']:.4g}")
-        if step % cfg.checkpoint_every == 0 or step == total_steps:
-            save_checkpoint()
-        if callback is not None and main:
-            callback(step, last)
-    bar.close()
+    policy_active = step >= plan.value_warmup
+    sums: dict[str, float] = {}
+    maxima: dict[str, float] = {}
+    totals = {"policy_loss": 0.0, "value_loss": 0.0}
+    weight_sum = torch.zeros((), device=device)
+    for j, b in enumerate(micro):
+        with ExitStack() as no_sync:  # all-reduce gradients once, after the last micro-batch
+            if j < len(micro) - 1:
+                for m in (models.policy, models.value):
+                    if m is not None:
+                        no_sync.enter_context(accelerator.no_sync(m))
+            pl, vl, stats = compute_losses(
+                cfg.method, b, models.policy, models.value, cfg, num_items,
+                policy_grad=policy_active,
+            )  # fmt: skip
+            # DDP/FSDP average gradients over processes: × world keeps the window's sum / N.
+            loss = (pl if policy_active else pl.detach()) + (vl if vl is not None else 0.0)
+            if loss.requires_grad:
+                accelerator.backward(loss * world)
+        totals["policy_loss"] += pl.item()
+        totals["value_loss"] += vl.item() if vl is not None else 0.0
+        if "is_weight_sum" in stats:
+            weight_sum += stats.pop("is_weight_sum")
+        for name, val in stats.items():  # maxima stay maxima, the rest are means
+            if name.endswith("_max"):
+                maxima[name] = max(maxima.get(name, -math.inf), float(val))
+            else:
+                sums[name] = sums.get(name, 0.0) + float(val) / len(micro)
+    if cfg.is_normalize and cfg.method == "dqo" and cfg.is_mode != "none":
+        # self-normalised IS over the window: w / mean_window(w), the same for 1 × 4, 4 × 1
+        # and any process count; the losses are linear in w, so it scales the gradients
+        mean_w = float(accelerator.reduce(weight_sum, reduction="sum") / num_items)
+        _scale_gradients([models.policy, models.value], 1.0 / mean_w)
+        totals = {k: v / mean_w for k, v in totals.items()}
+    updates = {}
+    if policy_active:
+        updates["policy"] = (models.policy, models.opt_p, models.sched_p)
+    if models.value is not None:
+        updates["value"] = (models.value, models.opt_v, models.sched_v)
+    lrs = {f"{k}_lr": u[1].param_groups[0]["lr"] for k, u in updates.items()}  # this step's
+    norms, skipped = optimizer_step(accelerator, list(updates.values()), cfg.max_grad_norm)
+    for opt in (models.opt_p, models.opt_v):
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+    tokens = sum(b["attention_mask"].sum() for b in micro).to(device)
+    line = {
+        "step": step + 1,
+        "epoch": step // plan.steps_per_epoch,
+        **_reduce_stats(accelerator, totals, sums, maxima, has_value=models.value is not None),
+        **{f"{k}_grad_norm": n for k, n in zip(updates, norms)},
+        "policy_lr": 0.0,
+        **lrs,
+        "num_items": float(num_items),
+    }
+    if skipped:
+        line["skipped_step"] = 1.0  # fp16 overflow: no parameter and no schedule moved
+    return line, int(accelerator.reduce(tokens, reduction="sum"))
+
+
+def _reduce_stats(
+    accelerator: Any,
+    totals: Mapping[str, float],
+    sums: Mapping[str, float],
+    maxima: Mapping[str, float],
+    *,
+    has_value: bool,
+) -> dict[str, float]:
+    """Each process holds its share of the window's losses (summed over processes), its own
+    statistics (averaged) and maxima (the largest of all)."""
+    device = accelerator.device
+    reduced = {
+        name: float(accelerator.reduce(torch.tensor(v, device=device), reduction=how))
+        for how, values in (("sum", totals), ("mean", sums))
+        for name, v in values.items()
+    }
+    reduced |= {
+        name: float(accelerator.gather(torch.tensor([v], device=device)).max())
+        for name, v in maxima.items()
+    }
+    if not has_value:
+        reduced.pop("value_loss", None)
+    return reduced
+
+
+def _probe(
+    accelerator: Any, policy: nn.Module, probe: Callable[[nn.Module], Mapping[str, float]]
+) -> dict[str, float]:
+    probed = accelerator.unwrap_model(policy)
+    probed.eval()
+    with torch.no_grad():
+        values = {k: float(v) for k, v in probe(probed).items()}
+    probed.train()
+    return values
+
+
+def _save_checkpoint(accelerator: Any, out: Path, step: int, cfg: TrainConfig) -> None:
+    """Every rank's state into a temporary folder, renamed ``checkpoints/step-N`` when complete;
+    only the newest ``keep_checkpoints`` stay."""
+    main = accelerator.is_main_process
+    final = out / "checkpoints" / f"step-{step:06d}"
+    tmp = out / "checkpoints" / f".tmp-step-{step:06d}"
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=False)  # every rank: its RNG state
+    accelerator.wait_for_everyone()
+    if main:
+        atomic_write_json(tmp / "trainer_state.json", {"step": step, "config": asdict(cfg)})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted((out / "checkpoints").glob("step-*"))[: -cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _save_final(
+    accelerator: Any, out: Path, models: _Models, tokenizer: Any, summary: Mapping[str, Any]
+) -> None:
+    """The trained policy (with its tokenizer), V_φ's weights and the summary."""
+    from safetensors.torch import save_file
 
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(policy)
-    state = accelerator.get_state_dict(policy)
-    value_state = accelerator.get_state_dict(value_model) if value_model is not None else None
-    summary = {
-        "package_version": __version__,
-        "method": cfg.method,
-        "model": cfg.model,
-        "config": asdict(cfg),
-        "num_examples": len(examples),
-        "steps": total_steps,
-        "steps_per_epoch": steps_per_epoch,
-        "processes": world,
-        "mixed_precision": accelerator.mixed_precision,
-        "reference": reference,
-        "last": last,
-        "wall_s_this_run": time.perf_counter() - start,
-    }
-    if main:
+    unwrapped = accelerator.unwrap_model(models.policy)
+    state = accelerator.get_state_dict(models.policy)
+    value_state = accelerator.get_state_dict(models.value) if models.value is not None else None
+    if accelerator.is_main_process:
         unwrapped.save_pretrained(str(out / "policy"), state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(str(out / "policy"))
         if value_state is not None:
-            value_state = {k2: v.contiguous() for k2, v in value_state.items()}
+            value_state = {k: v.contiguous() for k, v in value_state.items()}
             save_file(value_state, str(out / "value_model.safetensors"))
         atomic_write_json(out / "train_summary.json", summary)
     accelerator.wait_for_everyone()
     accelerator.free_memory()
-    return summary
