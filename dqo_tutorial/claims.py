@@ -615,7 +615,7 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
                     behavior=_behavior_law(spec["data"]) if rows is not None else None,
                 )
             except NotEnoughDataError as err:
-                skipped = {"skipped": str(err).split(":")[0]}
+                skipped = {"skipped": err.reason}
                 atomic_write_json(skipped_path, skipped)
                 return {**record, **skipped}
         log_lines = (run_dir / "train" / "log.jsonl").read_text().splitlines()

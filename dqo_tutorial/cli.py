@@ -119,6 +119,12 @@ _ALIASES = {"task": ("--dataset",)}
 """Other spellings of a config flag: ``--dataset math`` is ``--task math``."""
 
 
+def _field_help(f: dataclasses.Field) -> str:
+    """A config field's one-line help and its default (one source: the dataclass)."""
+    text = f.metadata.get("help", "")
+    return f"{text} (default {f.default})" if text else f"(default {f.default})"
+
+
 def _add_config_flags(p: argparse.ArgumentParser, cls: type, func: Any) -> None:
     """``--out``, ``--config`` and one ``--field-name`` flag per field of ``cls`` (default None =
     "not given"); ``func`` runs the subcommand."""
@@ -135,7 +141,7 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, func: Any) -> None:
                 flag,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"(default {f.default})",
+                help=_field_help(f),
             )
             continue
         optional = isinstance(hint, types.UnionType) and type(None) in args
@@ -146,7 +152,7 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, func: Any) -> None:
             dest=f.name,
             type=_parse_optional(kind) if optional else kind,
             default=None,
-            help=f"(default {f.default})",
+            help=_field_help(f),
         )
 
 

@@ -115,6 +115,11 @@ def coerce_fields(cfg: Any) -> None:
         object.__setattr__(cfg, f.name, value)
 
 
+def _field(default: Any, help: str) -> Any:
+    """A config field with its one-line ``help`` (printed by ``--help``; TRL's pattern)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 class _Checker:
     """``check(name, ok, rule)``: refuse field ``name`` of ``cfg`` unless ``ok``, saying why."""
 
@@ -176,23 +181,35 @@ class SamplingConfig:
         k × lines × the sampling cost).
     """
 
-    model: str = "smollm2"
-    task: str = "gsm8k"
-    data_source: str | None = None
-    split: str = "train"
-    limit: int | None = None
-    num_samples: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    shard_size: int = 8
-    seed: int = 0
-    reward_mode: str = "strict"
-    process_rewards: bool = False
-    process_k: int = 4
-    device: str | None = None
-    dtype: str | None = None
+    model: str = _field(
+        "smollm2", "π_ref to sample from: smollm2, toy, a .gguf file, a model directory or a hub id"
+    )
+    task: str = _field("gsm8k", "the problem set: gsm8k, math or toy")
+    data_source: str | None = _field(
+        None, "where the task's problems come from (embedded, hub, a directory or a .jsonl)"
+    )
+    split: str = _field("train", "the task's split to sample prompts from")
+    limit: int | None = _field(None, "use only the first N problems (None: the whole split)")
+    num_samples: int = _field(8, "responses per prompt (§8: 8)")
+    temperature: float = _field(
+        1.0, "sampling temperature τ of μ (> 0: importance weights need a stochastic μ)"
+    )
+    top_p: float = _field(1.0, "nucleus truncation of μ, in (0, 1]")
+    max_new_tokens: int = _field(
+        256, "length limit of a response (longer ones are cut and bootstrapped)"
+    )
+    batch_size: int = _field(16, "sequences per generate call and per reference forward pass")
+    shard_size: int = _field(8, "prompts per shard (the unit of resume)")
+    seed: int = _field(0, "seed of the sampling streams")
+    reward_mode: str = _field("strict", "answer extraction of the reward: strict or flexible")
+    process_rewards: bool = _field(
+        False, "also record step potentials Φ (exact for toy, Monte-Carlo otherwise)"
+    )
+    process_k: int = _field(4, "Monte-Carlo rollouts per step boundary")
+    device: str | None = _field(None, "cpu, cuda or cuda:N (None: a GPU when there is one)")
+    dtype: str | None = _field(
+        None, "parameter dtype (None: bf16 on a GPU that has it, else float32)"
+    )
 
     def __post_init__(self) -> None:
         coerce_fields(self)
@@ -235,40 +252,56 @@ class TrainConfig:
     batches, ``gradient_checkpointing``, ``checkpoint_every`` / ``keep_checkpoints``, ``seed``.
     """
 
-    method: str = "dqo"
-    model: str = "smollm2"
-    task: str = "gsm8k"
-    data: str | None = None
-    data_source: str | None = None
-    split: str = "train"
-    limit: int | None = None
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    policy_lr: float = 5e-6
-    value_lr: float = 5e-5
-    weight_decay: float = 0.0
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 1.0
-    value_warmup_steps: int = 0
-    beta: float = 0.05
-    lam: float = 1.0
-    is_mode: str = "prefix"
-    is_clip: float = 2.0
-    is_normalize: bool = False
-    detach_target: bool = True
-    value_model: str = "separate"
-    process_reward_coef: float = 0.0
-    dpo_pairs_per_prompt: int = 4
-    mixed_precision: str = "auto"
-    dtype: str = "float32"
-    padding_side: str = "right"
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    seed: int = 0
+    method: str = _field("dqo", "what to train: sft, rft, dpo, dro or dqo")
+    model: str = _field("smollm2", "π_ref to start from (a spec as for sampling)")
+    task: str = _field("gsm8k", "the problem set the data belong to")
+    data: str | None = _field(
+        None, "the sampled dataset folder (`dqo-tutorial sample --out`); all methods but sft"
+    )
+    data_source: str | None = _field(None, "sft only: where the gold solutions come from")
+    split: str = _field("train", "sft only: the split of gold solutions")
+    limit: int | None = _field(None, "sft only: the first N gold solutions (None: all)")
+    epochs: int = _field(1, "passes over the examples")
+    max_steps: int | None = _field(None, "exactly this many optimiser steps instead of epochs")
+    batch_size: int = _field(8, "examples (DPO: pairs) per process and micro-batch")
+    grad_accum: int = _field(1, "micro-batches per optimiser step")
+    policy_lr: float = _field(5e-6, "AdamW learning rate of π_θ")
+    value_lr: float = _field(5e-5, "AdamW learning rate of V_φ (DRO, DQO)")
+    weight_decay: float = _field(0.0, "AdamW weight decay (>= 0)")
+    lr_scheduler: str = _field(
+        "cosine",
+        "learning-rate schedule: cosine, linear, constant, constant_with_warmup, polynomial, "
+        "cosine_with_restarts or inverse_sqrt",
+    )
+    warmup_ratio: float = _field(
+        0.05, "share of the steps spent warming the learning rate up, in [0, 1)"
+    )
+    max_grad_norm: float = _field(1.0, "gradient clipping, per model")
+    value_warmup_steps: int = _field(0, "first steps that update only V_φ (DRO, DQO)")
+    beta: float = _field(0.05, "KL strength β (§8: 0.05)")
+    lam: float = _field(1.0, "λ of the λ-return, in [0, 1] (§8: 1)")
+    is_mode: str = _field("prefix", "importance weights: prefix, sequence or none")
+    is_clip: float = _field(2.0, "truncation c of the importance weights (finite, > 0)")
+    is_normalize: bool = _field(
+        False, "self-normalise the importance weights over each step's window"
+    )
+    detach_target: bool = _field(True, "treat the λ-return target as a constant")
+    value_model: str = _field(
+        "separate", "V_φ: separate (a trunk copy + head) or shared (a head on the policy)"
+    )
+    process_reward_coef: float = _field(
+        0.0, "α of the process rewards (needs a dataset with potentials)"
+    )
+    dpo_pairs_per_prompt: int = _field(4, "DPO: (correct, wrong) pairs per prompt at most")
+    mixed_precision: str = _field("auto", "auto (bf16 on a GPU that has it), no, bf16 or fp16")
+    dtype: str = _field("float32", "dtype of the master weights")
+    padding_side: str = _field("right", "padding side of training batches: left or right")
+    gradient_checkpointing: bool = _field(
+        False, "recompute activations in the backward pass (less memory)"
+    )
+    checkpoint_every: int = _field(200, "steps between checkpoints (the unit of resume)")
+    keep_checkpoints: int = _field(2, "newest checkpoints kept")
+    seed: int = _field(0, "seed of initialisation and data order")
 
     def __post_init__(self) -> None:
         coerce_fields(self)
@@ -302,20 +335,24 @@ class EvalConfig:
     ``outputs.jsonl`` (the unit of resume); generation batches hold ``batch_size`` sequences.
     """
 
-    model: str = "smollm2"
-    task: str = "gsm8k"
-    data_source: str | None = None
-    split: str = "test"
-    limit: int | None = None
-    greedy: bool = True
-    num_samples: int = 0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    seed: int = 0
-    device: str | None = None
-    dtype: str | None = None
+    model: str = _field("smollm2", "the model to evaluate: a spec, or a training run's …/policy")
+    task: str = _field("gsm8k", "the problem set: gsm8k, math or toy")
+    data_source: str | None = _field(None, "where the test problems come from")
+    split: str = _field("test", "the split to evaluate on")
+    limit: int | None = _field(None, "the first N problems (None: the whole split)")
+    greedy: bool = _field(True, "run the greedy pass")
+    num_samples: int = _field(0, "sampled responses per problem for sampling accuracy (0: none)")
+    temperature: float = _field(1.0, "temperature of the sampled responses")
+    top_p: float = _field(1.0, "nucleus truncation of the sampled responses, in (0, 1]")
+    max_new_tokens: int = _field(256, "length limit of a response")
+    batch_size: int = _field(
+        16, "problems per chunk of outputs.jsonl (the unit of resume) and per batch"
+    )
+    seed: int = _field(0, "seed of the sampled responses")
+    device: str | None = _field(None, "cpu, cuda or cuda:N (None: a GPU when there is one)")
+    dtype: str | None = _field(
+        None, "parameter dtype (None: bf16 on a GPU that has it, else float32)"
+    )
 
     def __post_init__(self) -> None:
         coerce_fields(self)

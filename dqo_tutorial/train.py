@@ -91,7 +91,20 @@ __all__ = [
 
 class NotEnoughDataError(DataError):
     """The data of a method do not fill one optimiser step (e.g. RFT or DPO when π_ref never
-    answers correctly: no correct samples, no pairs)."""
+    answers correctly: no correct samples, no pairs). The facts are attributes: ``method``,
+    ``examples`` (how many it built), ``window`` (examples per step); ``reason`` says it in
+    words, the message adds the way out."""
+
+    def __init__(self, method: str, examples: int, window: int) -> None:
+        self.method, self.examples, self.window = method, examples, window
+        self.reason = (
+            f"{examples} {method} examples do not fill one step of {window} "
+            "(batch_size × grad_accum × processes)"
+        )
+        super().__init__(f"{self.reason}: lower TrainConfig.batch_size or add data")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes
+        return (type(self), (self.method, self.examples, self.window))
 
 
 _VALUE_METHODS = ("dro", "dqo")
@@ -754,10 +767,7 @@ def _plan(cfg: TrainConfig, n_examples: int, world: int) -> _Plan:
     window = share * world
     steps_per_epoch = n_examples // window
     if steps_per_epoch == 0:
-        raise NotEnoughDataError(
-            f"{n_examples} {cfg.method} examples do not fill one step of {window} "
-            "(batch_size × grad_accum × processes): lower TrainConfig.batch_size or add data"
-        )
+        raise NotEnoughDataError(cfg.method, n_examples, window)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     # value warm-up exists only where there is a value model (SFT/RFT/DPO train from step 0)
     value_warmup = cfg.value_warmup_steps if cfg.method in _VALUE_METHODS else 0

@@ -91,3 +91,18 @@ def test_bad_config_names_the_field(tmp_path):
 def test_bad_flag_value_is_rejected_by_argparse():
     res = run_cli("eval", "--out", "x", "--limit", "ten")
     assert res.returncode == 2 and "--limit" in res.stderr
+
+
+def test_every_config_field_explains_itself_in_help():
+    """One source: the dataclass field carries its help and default; --help prints both."""
+    import dataclasses
+
+    from dqo_tutorial.configs import TrainConfig
+
+    for cls, command in ((SamplingConfig, "sample"), (TrainConfig, "train"), (EvalConfig, "eval")):
+        parser = cli.build_parser()
+        sub = parser._subparsers._group_actions[0].choices[command]
+        text = "".join(sub.format_help().split())  # (argparse wraps lines, also at hyphens)
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+            assert "".join(f.metadata["help"].split()) in text, f.name

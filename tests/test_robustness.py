@@ -393,6 +393,16 @@ def test_errors_are_one_family():
     for cls in (ConfigError, MismatchError, RunLockedError, ModelNotAvailableError):
         assert issubclass(cls, DQOError)
     assert issubclass(NotEnoughDataError, ValueError) and issubclass(NotEnoughDataError, DQOError)
+    err = NotEnoughDataError("rft", 3, 64)  # the reason is data, not text to parse
+    assert (err.method, err.examples, err.window) == ("rft", 3, 64)
+    assert (
+        err.reason
+        == "3 rft examples do not fill one step of 64 (batch_size × grad_accum × processes)"
+    )
+    assert str(err) == err.reason + ": lower TrainConfig.batch_size or add data"
+    import pickle
+
+    assert pickle.loads(pickle.dumps(err)).reason == err.reason
 
 
 def test_library_bars_are_silent_unless_verbose(tmp_path):
