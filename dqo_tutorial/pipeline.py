@@ -38,7 +38,7 @@ from .errors import ConfigError
 from .evaluate import EvalConfig, evaluate
 from .models import load_model_and_tokenizer
 from .sampling import SamplingConfig, build_dataset
-from .tasks import get_task
+from .tasks import TASKS, get_task
 from .train import METHODS, NotEnoughDataError, TrainConfig, finished_summary, train
 
 __all__ = [
@@ -60,29 +60,11 @@ _SET_BY_PIPELINE = {
 }
 
 
-TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "toy": {
-        "sample": {"limit": 1000, "num_samples": 8, "batch_size": 256, "shard_size": 250},
-        "train": {
-            "batch_size": 64,
-            "epochs": 1,
-            "policy_lr": 1e-4,
-            "value_lr": 1e-3,
-            "beta": 0.1,
-            "value_warmup_steps": 20,
-            "warmup_ratio": 0.05,
-            "checkpoint_every": 100,
-            "mixed_precision": "no",
-        },
-        "eval": {"num_samples": 4, "batch_size": 256},
-    },
-    "gsm8k": {"sample": {}, "train": {}, "eval": {}},
-    "math": {"sample": {}, "train": {}, "eval": {}},
+TASK_DEFAULTS: dict[str, Mapping[str, Mapping[str, Any]]] = {
+    name: task.pipeline_defaults for name, task in TASKS.items()
 }
-"""Per-task defaults of the three sections, under what a configuration gives. GSM8K: the
-dataclass defaults (dqo-method.md §8). Toy: a 1 M-parameter model tolerates larger learning
-rates; sizes chosen so that the whole comparison takes minutes on a CPU (``configs/toy.yaml``
-spells the same values out)."""
+"""Per-task defaults of the three sections, under what a configuration gives: each task's
+:attr:`~dqo_tutorial.tasks.Task.pipeline_defaults` (the task registry is their one source)."""
 
 
 @dataclass(frozen=True)

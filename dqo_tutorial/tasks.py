@@ -25,8 +25,8 @@ the reward, the accuracy and the invalid-format rate mean the same thing on both
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import gsm8k, math_problems, toy
@@ -35,21 +35,50 @@ from .errors import ConfigError
 __all__ = ["Task", "TASKS", "get_task"]
 
 
+_NO_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"sample": {}, "train": {}, "eval": {}}
+
+
 @dataclass(frozen=True)
 class Task:
-    """What the harness needs to know about a problem set (see the module table)."""
+    """What the harness needs to know about a problem set (see the module table).
+
+    Every rule is stated by the task itself — the grader and the answer extraction have no
+    default. ``pipeline_defaults``: values of the ``sample`` / ``train`` / ``eval`` sections of
+    :class:`~dqo_tutorial.pipeline.PipelineConfig` under what a configuration gives (none: the
+    dataclass defaults, dqo-method.md §8)."""
 
     name: str
     load: Callable[[str, str | None, int | None], list[gsm8k.GSM8KProblem]]
     format_prompt: Callable[[str, Any], str]
     gold_solution: Callable[[gsm8k.GSM8KProblem], str]
+    extract_answer: Callable[[str, str], str | None]
+    is_correct: Callable[[str, str, str], bool]
     prompt_template_version: str
     default_model: str
     max_new_tokens: int
     splits: tuple[str, ...]
     exact_potentials: Callable[[Any, str, Sequence[int]], list[tuple[int, float]]] | None = None
-    extract_answer: Callable[[str, str], str | None] = gsm8k.extract_answer
-    is_correct: Callable[[str, str, str], bool] = gsm8k.is_correct
+    pipeline_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _NO_DEFAULTS)
+
+
+_TOY_PIPELINE = {
+    "sample": {"limit": 1000, "num_samples": 8, "batch_size": 256, "shard_size": 250},
+    "train": {
+        "batch_size": 64,
+        "epochs": 1,
+        "policy_lr": 1e-4,
+        "value_lr": 1e-3,
+        "beta": 0.1,
+        "value_warmup_steps": 20,
+        "warmup_ratio": 0.05,
+        "checkpoint_every": 100,
+        "mixed_precision": "no",
+    },
+    "eval": {"num_samples": 4, "batch_size": 256},
+}
+"""The toy task's pipeline defaults: a 1 M-parameter model tolerates larger learning rates;
+sizes chosen so that the whole comparison takes minutes on a CPU (``configs/toy.yaml`` spells
+the same values out; tests/test_robustness.py checks they are one run)."""
 
 
 def _load_toy(split: str, source: str | None, limit: int | None) -> list[gsm8k.GSM8KProblem]:
@@ -70,6 +99,8 @@ TASKS: dict[str, Task] = {
         default_model="smollm2",
         max_new_tokens=256,
         splits=gsm8k.SPLITS,
+        extract_answer=gsm8k.extract_answer,
+        is_correct=gsm8k.is_correct,
     ),
     "math": Task(
         name="math",
@@ -92,6 +123,9 @@ TASKS: dict[str, Task] = {
         default_model="toy",
         max_new_tokens=toy.MAX_NEW_TOKENS,
         splits=toy.SPLITS,
+        extract_answer=gsm8k.extract_answer,  # the same `#### N` line as GSM8K
+        is_correct=gsm8k.is_correct,
+        pipeline_defaults=_TOY_PIPELINE,
         exact_potentials=lambda tok, question, ids: toy.exact_boundary_potentials(
             tok, question, ids
         ),

@@ -176,3 +176,14 @@ def test_plot_results_leaves_the_matplotlib_backend_alone(tmp_path):
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def test_task_registry_is_the_one_source_of_pipeline_defaults_and_graders():
+    import dataclasses
+
+    from dqo_tutorial.tasks import TASKS, Task
+
+    for name, task in TASKS.items():
+        assert TASK_DEFAULTS[name] is task.pipeline_defaults
+    required = {f.name for f in dataclasses.fields(Task) if f.default is dataclasses.MISSING}
+    assert {"is_correct", "extract_answer"} <= required  # no task inherits GSM8K's grader
