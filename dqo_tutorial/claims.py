@@ -786,7 +786,7 @@ def _run_toy_claims(
                 limit=cfg.prompts,
                 **values,
             )
-            base |= {"train": asdict(tcfg), "data": tcfg.data}
+            base |= {"train": tcfg.identity(), "data": tcfg.data}
         # one run directory per distinct training (the evaluations it gets may differ)
         base["trained"] = {
             k: base.get(k)

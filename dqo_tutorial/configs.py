@@ -31,6 +31,7 @@ from .tasks import get_task
 __all__ = [
     "METHODS",
     "LR_SCHEDULERS",
+    "REPORT_TO",
     "DTYPES",
     "SamplingConfig",
     "TrainConfig",
@@ -51,6 +52,10 @@ LR_SCHEDULERS = (
 )
 """The ``transformers.get_scheduler`` schedules that need nothing but warm-up and total steps
 (the trainer passes exactly those; tests/test_configs.py builds each one)."""
+
+REPORT_TO = ("none", "tensorboard", "wandb")
+"""Where training metrics go besides ``log.jsonl`` (Accelerate's trackers; ``tensorboard`` needs
+the ``tensorboard`` package — the ``[tensorboard]`` extra —, ``wandb`` its own)."""
 
 DTYPES = {
     "bf16": "bfloat16",
@@ -249,7 +254,8 @@ class TrainConfig:
 
     Engine: ``mixed_precision`` (``"auto"``: bf16 on a GPU that has it, else off; or ``"no"``,
     ``"bf16"``, ``"fp16"``), ``dtype`` of the master weights, ``padding_side`` of training
-    batches, ``gradient_checkpointing``, ``checkpoint_every`` / ``keep_checkpoints``, ``seed``.
+    batches, ``gradient_checkpointing``, ``checkpoint_every`` / ``keep_checkpoints``, ``seed``;
+    ``report_to`` (:data:`REPORT_TO`: metrics to TensorBoard or W&B as well as ``log.jsonl``).
     """
 
     method: str = _field("dqo", "what to train: sft, rft, dpo, dro or dqo")
@@ -302,6 +308,14 @@ class TrainConfig:
     checkpoint_every: int = _field(200, "steps between checkpoints (the unit of resume)")
     keep_checkpoints: int = _field(2, "newest checkpoints kept")
     seed: int = _field(0, "seed of initialisation and data order")
+    report_to: str = _field(
+        "none", "also send the step metrics to Accelerate's trackers: none, tensorboard or wandb"
+    )
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the run's results — all but how it reports
+        (``report_to``): what a resume must match."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "report_to"}
 
     def __post_init__(self) -> None:
         coerce_fields(self)
@@ -323,6 +337,7 @@ class TrainConfig:
         check.one_of("value_model", ("separate", "shared"))
         check.one_of("mixed_precision", ("auto", "no", "bf16", "fp16"))
         check.one_of("padding_side", ("left", "right"))
+        check.one_of("report_to", REPORT_TO)
         check.dtype()
 
 

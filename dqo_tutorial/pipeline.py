@@ -130,7 +130,7 @@ class PipelineConfig:
             "model": self.reference_model,
             "methods": list(self.methods),
             "sample": asdict(self.sampling_config()),
-            "train": {m: asdict(self.train_config(m, "data")) for m in self.methods},
+            "train": {m: self.train_config(m, "data").identity() for m in self.methods},
             "eval": asdict(self.eval_config("reference")),
         }
 

@@ -561,7 +561,8 @@ def finished_summary(cfg: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
-    return summary if summary["config"] == asdict(cfg) else None
+    stored = {k: v for k, v in summary["config"].items() if k != "report_to"}
+    return summary if stored == cfg.identity() else None
 
 
 def train(
@@ -602,8 +603,12 @@ def train(
             "DIR (a folder made by `dqo-tutorial sample --out DIR`); only sft needs none"
         )
     # cpu=True without a GPU: only then does Accelerate treat torchrun's processes as MULTI_CPU
+    trackers = None if cfg.report_to == "none" else cfg.report_to
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available()
+        mixed_precision=_mixed_precision(cfg.mixed_precision),
+        cpu=not torch.cuda.is_available(),
+        log_with=trackers,
+        project_dir=str(out / "trackers") if trackers else None,
     )
     if accelerator.distributed_type.value == "DEEPSPEED":
         raise ConfigError(
@@ -676,7 +681,7 @@ def _train(
     policy, tokenizer, examples = _load_inputs(cfg, policy, tokenizer, rows)
     plan = _plan(cfg, len(examples), accelerator.num_processes)
     if main:  # the inputs have loaded: this folder now holds this configuration's run
-        check_run_identity(out / "train_config.json", {"config": asdict(cfg)})
+        check_run_identity(out / "train_config.json", {"config": cfg.identity()})
     accelerator.wait_for_everyone()
     models = _prepare_models(cfg, accelerator, policy, plan)
     # Before any checkpoint is loaded the policy is π_ref: score the reference with it, under
@@ -687,6 +692,9 @@ def _train(
             behavior = behavior_law_of(cfg.data or "")
         reference = _reference_pass(cfg, accelerator, models.policy, examples, behavior)
     step = _resume(accelerator, out)
+    if cfg.report_to != "none":  # TensorBoard / W&B beside log.jsonl (out/trackers/<method>)
+        scalars = {k: v for k, v in asdict(cfg).items() if isinstance(v, int | float | str)}
+        accelerator.init_trackers(cfg.method, config=scalars)
     collator = DQOCollator(tokenizer.pad_token_id, padding_side=cfg.padding_side)
     bar = tqdm(
         total=plan.total_steps,
@@ -706,6 +714,8 @@ def _train(
             last["skipped_step"] = skipped
         if probe is not None and main and (step % probe_every == 0 or step == plan.total_steps):
             last |= _probe(accelerator, models.policy, probe)
+        if cfg.report_to != "none":
+            accelerator.log({k: v for k, v in last.items() if k != "step"}, step=step)
         if main:
             with (out / "log.jsonl").open("a") as f:
                 f.write(json.dumps(last) + "\n")
@@ -716,6 +726,8 @@ def _train(
         if callback is not None and main:
             callback(step, last)
     bar.close()
+    if cfg.report_to != "none":
+        accelerator.end_training()
     summary = {
         "package_version": __version__,
         "method": cfg.method,

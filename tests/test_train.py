@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from dqo_tutorial.collate import DQOCollator
+from dqo_tutorial.errors import ConfigError
 from dqo_tutorial.modeling import ValueModel
 from dqo_tutorial.train import (
     METHODS,
@@ -21,6 +23,7 @@ from dqo_tutorial.train import (
     build_examples,
     compute_losses,
     dpo_pairs,
+    finished_summary,
     item_count,
     token_rewards,
     train,
@@ -507,3 +510,29 @@ def test_self_normalised_importance_weights_are_exact_under_accumulation(
     )  # fmt: skip
     assert logs[0][0]["policy_loss"] == pytest.approx(float(pl), rel=1e-5)
     assert logs[0][0]["value_loss"] == pytest.approx(float(vl), rel=1e-5)
+
+
+def test_report_to_tensorboard_logs_the_same_metrics_and_does_not_change_the_run(
+    tiny_model, tiny_tok, rows, tmp_path
+):
+    """report_to: Accelerate's TensorBoard tracker gets every step's metrics (read back from
+    the event files, offline); the run's identity ignores it, so switching it resumes."""
+    pytest.importorskip("tensorboard")  # the [tensorboard] extra; in the dev extra for CI
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = cfg_for("dqo", batch_size=4, max_steps=3, report_to="tensorboard")
+    data = data_for("dqo", rows)
+    train(cfg, tmp_path, policy=copy.deepcopy(tiny_model), tokenizer=tiny_tok, rows=data,
+          progress=False)  # fmt: skip
+    log = losses_from_log(tmp_path)
+    events = list((tmp_path / "trackers").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    for key in ("policy_loss", "value_loss", "kl_theta_ref", "policy_lr"):
+        logged = [(e.step, e.value) for e in acc.Scalars(key)]
+        assert logged == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in log], key
+    quiet = dataclasses.replace(cfg, report_to="none")
+    assert finished_summary(quiet, tmp_path) is not None  # the same run, reported elsewhere
+    with pytest.raises(ConfigError, match="report_to: must be one of"):
+        cfg_for("dqo", report_to="mlflow")
