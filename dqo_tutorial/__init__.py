@@ -14,6 +14,7 @@ layers that ``make test`` checks (pyproject's ``[tool.importlinter]``, docs/arch
 - :mod:`~dqo_tutorial.models`    loading real and tiny models and tokenizers, offline;
 - :mod:`~dqo_tutorial.collate`   joint tokenisation, action masks and padding;
 - :mod:`~dqo_tutorial.sampling`  the offline dataset: samples with log μ, log π_ref and rewards;
+- :mod:`~dqo_tutorial.methods`   one unit per training method (SFT, RFT, DPO, DRO, DQO), a registry;
 - :mod:`~dqo_tutorial.evaluate`  greedy and sampling accuracy on GSM8K;
 - :mod:`~dqo_tutorial.claims`    the toy-claims experiment: seeds, error bars and ablations;
 - :mod:`~dqo_tutorial.recipes`   how the shipped toy π_ref was made (``dqo-tutorial toy-ref``);
@@ -41,6 +42,7 @@ _SUBMODULES = (
     "models",
     "collate",
     "sampling",
+    "methods",
     "train",
     "evaluate",
     "pipeline",

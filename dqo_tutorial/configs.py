@@ -40,6 +40,21 @@ __all__ = [
 ]
 
 METHODS = ("sft", "rft", "dpo", "dro", "dqo")
+"""The methods of the comparison (each a unit of :mod:`dqo_tutorial.methods`)."""
+
+_METHOD_NAMES: list[str] = list(METHODS)
+
+
+def register_method_name(name: str) -> None:
+    """Let ``TrainConfig(method=name)`` pass (called by :func:`dqo_tutorial.methods.register`)."""
+    if name not in _METHOD_NAMES:
+        _METHOD_NAMES.append(name)
+
+
+def unregister_method_name(name: str) -> None:
+    if name in _METHOD_NAMES and name not in METHODS:
+        _METHOD_NAMES.remove(name)
+
 
 LR_SCHEDULERS = (
     "linear",
@@ -320,7 +335,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         coerce_fields(self)
         check = _Checker(self)
-        check.one_of("method", METHODS)
+        check.one_of("method", _METHOD_NAMES)
         check.task_and_split()
         check.limit()
         check.at_least(1, "batch_size", "grad_accum", "epochs", "checkpoint_every")

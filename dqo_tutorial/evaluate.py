@@ -40,8 +40,8 @@ from .artifacts import atomic_write_json, check_run_identity, run_lock
 from .configs import EvalConfig
 from .errors import DataError, MismatchError
 from .gsm8k import MODES, GSM8KProblem, dataset_hash
-from .models import load_model_and_tokenizer
-from .sampling import generate
+from .models import load_model_and_tokenizer, load_tokenizer
+from .sampling import Sampler, generate
 from .tasks import get_task
 
 __all__ = ["EvalConfig", "grade", "accuracy_table", "check_trained_for_task", "evaluate"]
@@ -94,6 +94,7 @@ def _chunk_records(
     tokenizer: PreTrainedTokenizerBase,
     problems: Sequence[GSM8KProblem],
     chunk: int,
+    sampler: Sampler | None = None,
 ) -> list[dict[str, Any]]:
     prompts = [get_task(cfg.task).format_prompt(p.question, tokenizer) for p in problems]
     passes = []
@@ -116,6 +117,7 @@ def _chunk_records(
             batch_size=cfg.batch_size,
             seed=cfg.seed * 1_000_003 + chunk,
             record_logps=False,  # accuracy needs no log μ (and its scores fill a GPU)
+            sampler=sampler,
             **law,
         )
         for g in gens:
@@ -142,8 +144,12 @@ def evaluate(
     model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     progress: bool = True,
+    sampler: Sampler | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on GSM8K and write ``outputs.jsonl`` and ``results.json``.
+
+    ``sampler``: the :class:`~dqo_tutorial.sampling.Sampler` that writes the responses (default:
+    Hugging Face ``generate`` of the model; with a sampler only ``cfg.model``'s tokenizer loads).
 
     Problems are processed in chunks of ``cfg.batch_size``; each chunk's records are appended to
     ``outputs.jsonl`` (flushed) when complete, so a rerun with the same configuration skips the
@@ -162,7 +168,7 @@ def evaluate(
     if model is None:
         check_trained_for_task(cfg.model, cfg.task)
     with run_lock(out):
-        return _evaluate(cfg, out, problems, model, tokenizer, progress, start)
+        return _evaluate(cfg, out, problems, model, tokenizer, progress, start, sampler)
 
 
 def check_trained_for_task(model: str, task: str) -> None:
@@ -187,6 +193,7 @@ def _evaluate(
     tokenizer: Any,
     progress: bool,
     start: float,
+    sampler: Sampler | None = None,
 ) -> dict[str, Any]:
     """:func:`evaluate` once the problems have loaded, inside the folder's lock."""
     task = get_task(cfg.task)
@@ -200,7 +207,9 @@ def _evaluate(
         if len(records) < n_kept + size * per_problem:
             break
         n_done, n_kept = first + size, n_kept + size * per_problem
-    if n_done < len(problems) and model is None:
+    if n_done < len(problems) and sampler is not None and tokenizer is None:
+        tokenizer = load_tokenizer(cfg.model)  # the sampler holds its own model
+    elif n_done < len(problems) and model is None and sampler is None:
         model, tokenizer = load_model_and_tokenizer(cfg.model, device=cfg.device, dtype=cfg.dtype)
     check_run_identity(  # the inputs have loaded; before any output is rewritten
         out / "eval_config.json",
@@ -222,7 +231,7 @@ def _evaluate(
     with bar:
         for first in range(n_done, len(problems), cfg.batch_size):
             chunk = problems[first : first + cfg.batch_size]
-            new = _chunk_records(cfg, model, tokenizer, chunk, first // cfg.batch_size)
+            new = _chunk_records(cfg, model, tokenizer, chunk, first // cfg.batch_size, sampler)
             with outputs.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in new)
                 f.flush()

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from datasets import Dataset, Features, List, Value, concatenate_datasets, load_from_disk
@@ -58,6 +58,8 @@ from .tokenization import step_boundaries
 __all__ = [
     "Generation",
     "generate",
+    "Sampler",
+    "HFSampler",
     "reference_logprobs",
     "step_boundaries",
     "monte_carlo_potentials",
@@ -197,6 +199,45 @@ def _sample(
     return out
 
 
+class Sampler(Protocol):
+    """The generation seam: token-id prompts and a decoding law in, responses with log μ out.
+
+    ``sample(prompt_ids, num_samples=, temperature=, top_p=, max_new_tokens=, seed=,
+    record_logps=)`` returns ``len(prompt_ids) * num_samples`` :class:`Generation` records,
+    prompt-major, each response cut after its first EOS or at its budget (``max_new_tokens``:
+    one int, or one per prompt), with log μ of every sampled token under the law actually
+    sampled (τ, top-p) when ``record_logps`` and ``temperature > 0``. Sampling, evaluation and
+    Monte-Carlo potentials go through it; :class:`HFSampler` is the implementation behind it.
+    The teacher-forced scorer (log π_ref, :func:`reference_logprobs`) is apart from it: a
+    faster engine replaces the sampler and keeps the one log-prob path for π_ref.
+    """
+
+    def sample(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        *,
+        num_samples: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int | Sequence[int],
+        seed: int,
+        record_logps: bool = True,
+    ) -> list[Generation]: ...
+
+
+@dataclass
+class HFSampler:
+    """:class:`Sampler` by Hugging Face ``generate`` (:func:`_sample`): batches of
+    ``batch_size`` sequences, left-padded, one derived seed per batch."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    batch_size: int = 16
+
+    def sample(self, prompt_ids: Sequence[Sequence[int]], **law: Any) -> list[Generation]:
+        return _sample(self.model, self.tokenizer, prompt_ids, batch_size=self.batch_size, **law)
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -209,8 +250,10 @@ def generate(
     seed: int = 0,
     batch_size: int = 16,
     record_logps: bool = True,
+    sampler: Sampler | None = None,
 ) -> list[Generation]:
-    """Sample ``num_samples`` responses per prompt with HF ``generate``, recording log μ.
+    """Sample ``num_samples`` responses per prompt with HF ``generate``, recording log μ
+    (or with ``sampler``, any :class:`Sampler`; ``model`` is then unused).
 
     ``temperature > 0`` samples from μ = softmax(z/τ) restricted to the top-p nucleus and
     renormalised (module docstring); ``temperature == 0`` decodes greedily (``behavior_logps`` is
@@ -233,16 +276,14 @@ def generate(
         sample j of prompt i.
     """
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    return _sample(
-        model,
-        tokenizer,
+    sampler = sampler or HFSampler(model, tokenizer, batch_size)
+    return sampler.sample(
         prompt_ids,
         num_samples=num_samples,
         temperature=temperature,
         top_p=top_p,
         max_new_tokens=max_new_tokens,
         seed=seed,
-        batch_size=batch_size,
         record_logps=record_logps,
     )
 
@@ -294,8 +335,10 @@ def monte_carlo_potentials(
     batch_size: int,
     mode: str = "strict",
     grader: Callable[[str, str, str], bool] | None = None,
+    sampler: Sampler | None = None,
 ) -> list[list[tuple[int, float]]]:
-    r"""Φ at every step boundary of every response, by Monte-Carlo rollouts of μ (Math-Shepherd).
+    r"""Φ at every step boundary of every response, by Monte-Carlo rollouts of μ (Math-Shepherd),
+    drawn by ``sampler`` (default: :class:`HFSampler` of ``model``).
 
     .. math::  \hat\Phi(s) = \frac1k \sum_{i=1}^{k} \mathbb 1[\text{is\_correct}(
                \text{prefix}(s) \circ c_i,\ \text{gold})], \qquad c_i \sim \mu(\cdot \mid s)
@@ -322,16 +365,14 @@ def monte_carlo_potentials(
             key = (tuple(gen.prompt_ids), tuple(gen.response_ids[:h]), golds[g])
             located[g].append((h, unique.setdefault(key, len(unique))))
     states = list(unique)
-    completions = _sample(
-        model,
-        tokenizer,
+    sampler = sampler or HFSampler(model, tokenizer, batch_size)
+    completions = sampler.sample(
         [prompt + prefix for prompt, prefix, _ in states],
         num_samples=k,
         temperature=temperature,
         top_p=top_p,
         max_new_tokens=[max_new_tokens - len(prefix) for _, prefix, _ in states],
         seed=seed,
-        batch_size=batch_size,
         record_logps=False,
     )
     grader = grader or is_correct
@@ -385,8 +426,10 @@ def _build_shard(
     tokenizer: PreTrainedTokenizerBase,
     problems: Sequence[Any],
     first: int,
+    sampler: Sampler | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Rows and timings of one shard: sample, label, log π_ref, optional potentials."""
+    """Rows and timings of one shard: sample (``sampler``, default :class:`HFSampler` of
+    ``model``), label, log π_ref (teacher-forced by ``model``), optional potentials."""
     timing = {}
     t = time.perf_counter()
     task = get_task(cfg.task)
@@ -401,6 +444,7 @@ def _build_shard(
         max_new_tokens=cfg.max_new_tokens,
         seed=_derive_seed(cfg.seed, shard),
         batch_size=cfg.batch_size,
+        sampler=sampler,
     )
     timing["sampling_s"] = time.perf_counter() - t
 
@@ -452,6 +496,7 @@ def _build_shard(
             [g.prompt_index for g in gens],
             rewards,
             seed=_derive_seed(cfg.seed, shard, "process"),
+            sampler=sampler,
         )
         for row, extra in zip(rows, columns):
             row.update(extra)
@@ -468,6 +513,7 @@ def _monte_carlo_columns(
     prompt_keys: Sequence[int],
     rewards: Sequence[float],
     seed: int,
+    sampler: Sampler | None = None,
 ) -> list[dict[str, Any]]:
     """The process columns of Monte-Carlo Φ: ``step_boundaries``, ``step_phi`` and ``phi_start``.
 
@@ -486,6 +532,7 @@ def _monte_carlo_columns(
         batch_size=cfg.batch_size,
         mode=cfg.reward_mode,
         grader=get_task(cfg.task).is_correct,
+        sampler=sampler,
     )
     by_prompt: dict[int, list[float]] = {}
     for key, reward in zip(prompt_keys, rewards):
@@ -578,6 +625,7 @@ def build_dataset(
     model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     progress: bool = True,
+    sampler: Sampler | None = None,
 ) -> Dataset:
     """Sample, label and store the offline DQO dataset; resumable.
 
@@ -601,7 +649,9 @@ def build_dataset(
     of the prompt's samples); turn them into rewards with :func:`process_rewards`.
 
     ``model`` / ``tokenizer``: an already loaded pair (``cfg.model`` then only labels it); by
-    default ``cfg.model`` is loaded, and only if some shard is still missing.
+    default ``cfg.model`` is loaded, and only if some shard is still missing. ``sampler``: the
+    :class:`Sampler` that draws the responses (default: :class:`HFSampler` of ``model``); the
+    model still scores log π_ref, teacher-forced.
     """
     start = time.perf_counter()
     out = Path(out_dir)
@@ -613,7 +663,7 @@ def build_dataset(
             f"{cfg.data_source!r}) holds no problems: nothing to sample"
         )
     with run_lock(out):
-        return _build_dataset(cfg, out, problems, model, tokenizer, progress, start)
+        return _build_dataset(cfg, out, problems, model, tokenizer, progress, start, sampler)
 
 
 def _tokenizer_record(out: Path, cfg: SamplingConfig, tokenizer: Any) -> dict[str, Any]:
@@ -638,6 +688,7 @@ def _build_dataset(
     tokenizer: Any,
     progress: bool,
     start: float,
+    sampler: Sampler | None = None,
 ) -> Any:
     """:func:`build_dataset` once the problems have loaded, inside the folder's lock."""
     task = get_task(cfg.task)
@@ -667,7 +718,9 @@ def _build_dataset(
     )
     with bar:
         for s in missing:
-            rows, timing = _build_shard(cfg, s, model, tokenizer, chunk(s), s * cfg.shard_size)
+            rows, timing = _build_shard(
+                cfg, s, model, tokenizer, chunk(s), s * cfg.shard_size, sampler=sampler
+            )
             shard = Dataset.from_list(rows, features=_features(cfg.process_rewards))
             shard_dir.mkdir(parents=True, exist_ok=True)
             save_dataset_atomically(shard, paths[s], extra=timing)

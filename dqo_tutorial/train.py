@@ -46,7 +46,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -60,13 +59,13 @@ from torch import Tensor, nn
 
 from . import __version__
 from .artifacts import atomic_write_json, check_run_identity, run_lock
-from .collate import DQOCollator, tokenize_example
+from .collate import DQOCollator
 from .configs import METHODS, TrainConfig
 from .errors import ConfigError, DataError, MismatchError, MissingDataError
-from .kernels import dpo_loss, dqo_loss, dro_loss, kl_estimate, masked_sum
+from .methods import ExampleContext, Forward, dpo_pairs, get_method
 from .modeling import ValueHead, ValueModel, per_token_logprobs
 from .models import load_model_and_tokenizer, model_identity, tokenizer_fingerprint
-from .rewards import outcome, token_rewards
+from .rewards import token_rewards
 from .tasks import get_task
 
 __all__ = [
@@ -105,9 +104,6 @@ class NotEnoughDataError(DataError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes
         return (type(self), (self.method, self.examples, self.window))
-
-
-_VALUE_METHODS = ("dro", "dqo")
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +190,8 @@ def build_examples(
     pairs_per_prompt: int = 4,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """The training examples of ``method``: dicts that :class:`DQOCollator` pads.
+    """The training examples of ``method`` (its :class:`~dqo_tutorial.methods.Method`
+    ``examples``): dicts that :class:`DQOCollator` pads.
 
     - ``sft``: ``rows`` are ``{"prompt", "response"}`` texts, tokenised jointly with EOS
       (:func:`~dqo_tutorial.collate.tokenize_example`; needs ``tokenizer``);
@@ -206,86 +203,18 @@ def build_examples(
       ``rewards`` (outcome + α-shaping), ``reward`` and ``terminal`` — every row for DQO (a cut
       row is bootstrapped), the rows with an outcome for DRO (rewards.py: one rule).
     """
-    if method == "sft":
-        if tokenizer is None:
-            raise ValueError("build_examples('sft', ...) needs the tokenizer")
-        out = []
-        for r in rows:
-            ex = tokenize_example(tokenizer, r["prompt"], r["response"], add_eos=True)
-            out.append({"input_ids": ex["input_ids"], "action_mask": ex["action_mask"]})
-        return out
-
-    def sampled(r: Mapping[str, Any], full: bool) -> dict[str, Any]:
-        ex = {"input_ids": list(r["input_ids"]), "action_mask": list(r["action_mask"])}
-        if full:
-            ex |= {
-                "ref_logps": list(r["ref_logps"]),
-                "behavior_logps": list(r["behavior_logps"]),
-                "rewards": token_rewards(r, process_reward_coef),
-                "reward": float(r["reward"]),
-                "terminal": bool(r["terminal"]),
-            }
-        return ex
-
-    if method == "rft":
-        return [sampled(r, False) for r in rows if outcome(r) == 1.0]
-    if method == "dro":  # a cut response has no r(x, y) to regress on
-        return [sampled(r, True) for r in rows if outcome(r) is not None]
-    if method == "dqo":
-        return [sampled(r, True) for r in rows]
-    if method != "dpo":
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    return [
-        {"chosen": sampled(rows[c], True), "rejected": sampled(rows[r], True)}
-        for c, r in dpo_pairs(rows, pairs_per_prompt, seed)
-    ]
-
-
-def dpo_pairs(
-    rows: Sequence[Mapping[str, Any]] | Any, pairs_per_prompt: int = 4, seed: int = 0
-) -> list[tuple[int, int]]:
-    """DPO's (correct, wrong) pairs as row indices ``(chosen, rejected)``, prompt by prompt.
-
-    Correct and wrong are :func:`~dqo_tutorial.rewards.outcome` 1 and 0; a length-cut response
-    has no outcome and is in no pair. Per prompt the correct and the wrong responses are
-    shuffled (one seeded ``random.Random`` for the whole call, prompts in increasing
-    ``prompt_index``) and zipped: each response is used at most once, up to
-    ``pairs_per_prompt`` pairs. A prompt without both kinds gives no pair.
-    """
-    by_prompt: dict[int, tuple[list[int], list[int]]] = {}
-    columns = zip(_column(rows, "prompt_index"), _column(rows, "reward"), _column(rows, "terminal"))
-    for i, (p, reward, terminal) in enumerate(columns):
-        r = outcome({"reward": reward, "terminal": terminal})
-        pos, neg = by_prompt.setdefault(int(p), ([], []))
-        if r is not None:  # a cut response is in no pair
-            (pos if r == 1.0 else neg).append(i)
-    rng = random.Random(seed)
-    pairs = []
-    for p in sorted(by_prompt):
-        pos, neg = by_prompt[p]
-        rng.shuffle(pos)
-        rng.shuffle(neg)
-        pairs += list(zip(pos, neg))[:pairs_per_prompt]
-    return pairs
-
-
-def _column(rows: Sequence[Mapping[str, Any]] | Any, name: str) -> list[Any]:
-    """One column of a 🤗 Dataset (read at once) or of a list of dicts."""
-    return list(rows[name]) if hasattr(rows, "column_names") else [r[name] for r in rows]
+    ctx = ExampleContext(tokenizer, process_reward_coef, pairs_per_prompt, seed)
+    return get_method(method).examples(rows, ctx)
 
 
 def item_count(method: str, batch: Mapping[str, Any]) -> Tensor:
     """N contributed by one collated batch: action tokens (SFT/RFT/DQO), pairs (DPO) or
     responses (DRO) — the denominator of the loss over a whole window."""
-    if method == "dpo":
-        return torch.tensor(batch["input_ids"].shape[0] // 2)
-    if method == "dro":
-        return torch.tensor(batch["input_ids"].shape[0])
-    return batch["action_mask"].sum()
+    return get_method(method).count(batch)
 
 
 def _collate(method: str, collator: DQOCollator, examples: Sequence[Mapping[str, Any]]) -> dict:
-    if method == "dpo":  # chosen rows first, then rejected rows: one forward pass for both
+    if get_method(method).paired:  # chosen rows first, then rejected: one forward pass for both
         examples = [e["chosen"] for e in examples] + [e["rejected"] for e in examples]
     return collator(examples)
 
@@ -314,67 +243,19 @@ def compute_losses(
     self-normalised IS divides by the mean weight of the whole window, which no micro-batch
     knows, so :func:`train` applies it to the accumulated gradients (one scalar per window).
     """
-    ids, att, mask = batch["input_ids"], batch["attention_mask"], batch["action_mask"]
+    ids, att = batch["input_ids"], batch["attention_mask"]
     shared = value_model is not None and cfg.value_model == "shared"
     with torch.set_grad_enabled(policy_grad and torch.is_grad_enabled()):
         out = per_token_logprobs(policy, ids, att, output_hidden=shared)
     logps, hidden = out if shared else (out, None)
-    stats: dict[str, Tensor] = {}
     n = torch.as_tensor(num_items, dtype=torch.float32, device=logps.device).clamp(min=1)
 
-    if method in ("sft", "rft"):
-        nll = -masked_sum(logps, mask)
-        stats["nll"] = nll.detach() / mask.sum().clamp(min=1)
-        return nll / n, None, stats
+    def values() -> Any:
+        if value_model is None:
+            raise ValueError(f"method {method!r} reads V_φ but trains without a value model")
+        return value_model(hidden, att) if shared else value_model(ids, att)
 
-    ref = batch["ref_logps"]
-    with torch.no_grad():
-        rho = torch.where(mask.bool(), logps - ref, 0.0)
-        stats["log_ratio_mean"] = masked_sum(rho, mask) / mask.sum().clamp(min=1)  # E_μ[ρ]
-        stats["log_ratio_abs_max"] = rho.abs().max()
-        stats["kl_theta_ref"] = kl_estimate(logps, ref, mask, batch.get("behavior_logps"))
-    if method == "dpo":
-        seq = masked_sum(logps, mask, dim=1)
-        seq_ref = masked_sum(ref, mask, dim=1)
-        b = ids.shape[0] // 2
-        losses = dpo_loss(seq[:b], seq[b:], seq_ref[:b], seq_ref[b:], cfg.beta)
-        with torch.no_grad():
-            margin = (seq[:b] - seq_ref[:b]) - (seq[b:] - seq_ref[b:])
-            stats["dpo_margin"] = margin.mean()
-            stats["dpo_accuracy"] = (margin > 0).float().mean()
-        return losses.sum() / n, None, stats
-
-    v = value_model(hidden, att) if shared else value_model(ids, att)
-    if method == "dro":
-        first = mask.long().argmax(dim=1, keepdim=True)  # the first action: V(s_1) = V(x)
-        v_x = v.values.gather(1, first).squeeze(1)
-        seq, seq_ref = masked_sum(logps, mask, dim=1), masked_sum(ref, mask, dim=1)
-        pl, vl = dro_loss(seq, seq_ref, v_x, batch["reward"], cfg.beta, num_items=n)
-        with torch.no_grad():
-            stats["value_error"] = (v_x - batch["reward"]).abs().mean()
-        return pl, vl, stats
-
-    bootstrap = torch.where(batch["terminal"], torch.zeros_like(v.final), v.final)
-    pl, vl, dqo_stats = dqo_loss(
-        logps,
-        ref,
-        v.values,
-        batch["rewards"],
-        mask,
-        beta=cfg.beta,
-        lam=cfg.lam,
-        bootstrap=bootstrap,
-        behavior_logps=batch["behavior_logps"],
-        is_mode=cfg.is_mode,
-        is_clip=cfg.is_clip,
-        is_normalize=False,  # self-normalisation spans the whole window: see train()
-        detach_target=cfg.detach_target,
-        num_items=n,
-    )
-    stats |= {k: t for k, t in dqo_stats.items() if k not in ("log_ratio_mean", "num_tokens")}
-    if cfg.is_normalize and "is_weight_mean" in dqo_stats:
-        stats["is_weight_sum"] = dqo_stats["is_weight_mean"] * dqo_stats["num_tokens"]
-    return pl, vl, stats
+    return get_method(method).loss(batch, Forward(logps, values), cfg, n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,9 +338,12 @@ def score_reference(
         if tau is not None:
             seq["behavior_logps"] = tempered[0] if tempered else ref
     behavior_rule = (
-        "stored (law unknown)" if behavior is None
-        else "stored (top-p < 1)" if tau is None
-        else "= re-scored log π_ref" if tau == 1.0
+        "stored (law unknown)"
+        if behavior is None
+        else "stored (top-p < 1)"
+        if tau is None
+        else "= re-scored log π_ref"
+        if tau == 1.0
         else f"re-scored at τ = {tau}"
     )
     return {
@@ -687,7 +571,7 @@ def _train(
     # Before any checkpoint is loaded the policy is π_ref: score the reference with it, under
     # the numerics training will use (a resumed run redoes this pass and gets the same numbers).
     reference: dict[str, Any] = {}
-    if cfg.method in ("dpo", *_VALUE_METHODS):
+    if get_method(cfg.method).reference:
         if behavior is None and not rows_given:
             behavior = behavior_law_of(cfg.data or "")
         reference = _reference_pass(cfg, accelerator, models.policy, examples, behavior)
@@ -753,7 +637,8 @@ def _load_inputs(
     policy_given = policy is not None
     if policy_given and tokenizer is None:
         raise ValueError("pass the tokenizer together with the policy")
-    from_disk = rows is None and cfg.method != "sft"
+    method = get_method(cfg.method)
+    from_disk = rows is None and not method.gold
     if from_disk:  # before the (slow) model load: the dataset was made for this task and model
         check_dataset_matches(cfg, tokenizer, model_given=policy_given)
     if not policy_given:
@@ -761,7 +646,7 @@ def _load_inputs(
         if from_disk:  # and its token ids are this tokenizer's
             check_dataset_matches(cfg, tokenizer, model_given=True)
     if rows is None:
-        rows = _sft_rows(cfg, tokenizer) if cfg.method == "sft" else load_rows(cfg.data or "")
+        rows = _sft_rows(cfg, tokenizer) if method.gold else load_rows(cfg.data or "")
     examples = build_examples(
         cfg.method,
         rows,
@@ -782,7 +667,7 @@ def _plan(cfg: TrainConfig, n_examples: int, world: int) -> _Plan:
         raise NotEnoughDataError(cfg.method, n_examples, window)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     # value warm-up exists only where there is a value model (SFT/RFT/DPO train from step 0)
-    value_warmup = cfg.value_warmup_steps if cfg.method in _VALUE_METHODS else 0
+    value_warmup = cfg.value_warmup_steps if get_method(cfg.method).value_model else 0
     if value_warmup >= total_steps:
         raise ConfigError(
             f"TrainConfig.value_warmup_steps: {value_warmup} warm-up steps of {total_steps} in "
@@ -799,7 +684,7 @@ def _prepare_models(cfg: TrainConfig, accelerator: Any, policy: nn.Module, plan:
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
     value_model: nn.Module | None = None
-    if cfg.method in _VALUE_METHODS:
+    if get_method(cfg.method).value_model:
         if cfg.value_model == "separate":
             value_model = ValueModel.from_causal_lm(policy)
         else:
@@ -838,7 +723,7 @@ def _reference_pass(
 ) -> dict[str, Any]:
     """:func:`score_reference` over every sequence the method trains on, timed."""
     sequences = list(examples)
-    if cfg.method == "dpo":
+    if get_method(cfg.method).paired:
         sequences = [e for ex in examples for e in (ex["chosen"], ex["rejected"])]
     policy.train()
     t = time.perf_counter()
@@ -909,7 +794,7 @@ def _train_step(
     sums: dict[str, float] = {}
     maxima: dict[str, float] = {}
     totals = {"policy_loss": 0.0, "value_loss": 0.0}
-    weight_sum = torch.zeros((), device=device)
+    weight_sum, normalize = torch.zeros((), device=device), False
     for j, b in enumerate(micro):
         with ExitStack() as no_sync:  # all-reduce gradients once, after the last micro-batch
             if j < len(micro) - 1:
@@ -926,14 +811,15 @@ def _train_step(
                 accelerator.backward(loss * world)
         totals["policy_loss"] += pl.item()
         totals["value_loss"] += vl.item() if vl is not None else 0.0
-        if "is_weight_sum" in stats:
+        if "is_weight_sum" in stats:  # a method with self-normalised importance weights
             weight_sum += stats.pop("is_weight_sum")
+            normalize = True
         for name, val in stats.items():  # maxima stay maxima, the rest are means
             if name.endswith("_max"):
                 maxima[name] = max(maxima.get(name, -math.inf), float(val))
             else:
                 sums[name] = sums.get(name, 0.0) + float(val) / len(micro)
-    if cfg.is_normalize and cfg.method == "dqo" and cfg.is_mode != "none":
+    if normalize:
         # self-normalised IS over the window: w / mean_window(w), the same for 1 × 4, 4 × 1
         # and any process count; the losses are linear in w, so it scales the gradients
         mean_w = float(accelerator.reduce(weight_sum, reduction="sum") / num_items)

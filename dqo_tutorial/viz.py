@@ -979,6 +979,8 @@ class Explorer:
         self.checkpoints.value = selected
 
     def _greedy_text(self) -> str:
+        from .sampling import generate
+
         names = list(self.checkpoints.value) or list(self.specs)[:1]
         p = self.problems[self.problem.value]
         key = (names[0], p.question)
@@ -986,17 +988,15 @@ class Explorer:
             ckpt = self.checkpoint(names[0])
             tok = ckpt.tokenizer
             prompt = self.task.format_prompt(p.question, tok)
-            ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            device = next(ckpt.policy.parameters()).device
-            with torch.no_grad():
-                out = ckpt.policy.generate(
-                    ids.to(device),
-                    attention_mask=torch.ones_like(ids).to(device),
-                    do_sample=False,
-                    max_new_tokens=self.task.max_new_tokens,
-                    pad_token_id=tok.pad_token_id,
-                )
-            self._greedy[key] = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+            (gen,) = generate(  # the one generation seam (sampling.Sampler), greedy
+                ckpt.policy,
+                tok,
+                [prompt],
+                temperature=0.0,
+                max_new_tokens=self.task.max_new_tokens,
+                record_logps=False,
+            )
+            self._greedy[key] = gen.text
         return self._greedy[key]
 
     # ------------------------------------------------------------------ recomputation

@@ -41,3 +41,12 @@ def test_the_contract_can_fail(tmp_path):
     config.write_text(broken)
     res = _lint(config)
     assert res.returncode != 0 and "BROKEN" in res.stdout, res.stdout
+
+
+def test_every_module_of_the_package_has_a_layer():
+    """A module missing from the layers contract would escape it: each one is named."""
+    text = (ROOT / "pyproject.toml").read_text()
+    layers = re.search(r"layers = \[\n(.*?)\n\]", text, re.S).group(1)
+    named = set(re.findall(r"dqo_tutorial\.(\w+)", layers))
+    modules = {p.stem for p in (ROOT / "dqo_tutorial").glob("*.py")} - {"__init__"}
+    assert modules == named, (sorted(modules - named), sorted(named - modules))

@@ -536,3 +536,39 @@ def test_report_to_tensorboard_logs_the_same_metrics_and_does_not_change_the_run
     assert finished_summary(quiet, tmp_path) is not None  # the same run, reported elsewhere
     with pytest.raises(ConfigError, match="report_to: must be one of"):
         cfg_for("dqo", report_to="mlflow")
+
+
+def test_a_new_method_is_one_registered_unit(tiny_model, tiny_tok, rows, tmp_path):
+    """Register a throwaway method (likelihood of the *wrong* samples' first tokens, an unlikely
+    but legal loss) and train it through the unchanged trainer."""
+    from dqo_tutorial import methods
+
+    def examples(rows, ctx):
+        return [{"input_ids": list(r["input_ids"]), "action_mask": list(r["action_mask"])}
+                for r in rows if r["reward"] == 0.0]  # fmt: skip
+
+    def loss(batch, fwd, cfg, n):
+        mask = batch["action_mask"]
+        nll = -methods.masked_sum(fwd.logps, mask)
+        return nll / n, None, {"nll_wrong": nll.detach() / mask.sum()}
+
+    unit = methods.Method("wrong-nll", examples, lambda b: b["action_mask"].sum(), loss)
+    with pytest.raises(ConfigError, match="method"):
+        cfg_for("wrong-nll")
+    methods.register(unit)
+    try:
+        cfg = cfg_for("wrong-nll", batch_size=2, max_steps=2)
+        init = copy.deepcopy(tiny_model)
+        summary = train(cfg, tmp_path, policy=tiny_model, tokenizer=tiny_tok, rows=rows,
+                        progress=False)  # fmt: skip
+        log = losses_from_log(tmp_path)
+        assert summary["steps"] == 2 and all("nll_wrong" in r for r in log)
+        n_wrong = sum(r["reward"] == 0.0 for r in rows)
+        assert summary["num_examples"] == n_wrong
+        moved = any(not torch.equal(a, b) for a, b in
+                    zip(init.parameters(), tiny_model.parameters(), strict=True))  # fmt: skip
+        assert moved
+    finally:
+        methods.unregister("wrong-nll")
+    with pytest.raises(ConfigError, match="method"):
+        cfg_for("wrong-nll")
