@@ -621,8 +621,13 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
         log_lines = (run_dir / "train" / "log.jsonl").read_text().splitlines()
         log = [json.loads(line) for line in log_lines]
         keep = (
-            "kl_theta_ref", "is_weight_mean", "is_clip_rate", "value_error", "dpo_accuracy", "nll"
-        )  # fmt: skip
+            "kl_theta_ref",
+            "is_weight_mean",
+            "is_clip_rate",
+            "value_error",
+            "dpo_accuracy",
+            "nll",
+        )
         record["train"] = {
             "steps": summary["steps"],
             "wall_s": summary["wall_s_this_run"],
@@ -736,8 +741,8 @@ def run_toy_claims(
 def _run_toy_claims(
     cfg: ClaimsConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
 ) -> dict[str, Any]:
-    from .train import TrainConfig
-
+    """The experiment: its job graph (:class:`_Plan`), scheduled on the workers, then the
+    aggregation of what the jobs returned (:meth:`_Plan.results`)."""
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -752,14 +757,53 @@ def _run_toy_claims(
         if progress:
             print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)
 
-    def data_dir(seed: int, potentials: str = "exact") -> str:
-        return str(out / "data" / f"seed-{seed}" / potentials)
+    plan = _Plan(cfg, out)
+    jobs = plan.jobs()
+    say(
+        f"{len(jobs)} jobs on {cfg.workers} worker(s): {len(cfg.seeds)} seeds × "
+        f"{len(plan.variants)} variants, tuning {len(plan.tuned)} methods × "
+        f"{len(cfg.policy_lrs)} rates"
+    )
+    done = _schedule(jobs, cfg.workers, say)
+    payload = plan.results(done)
+    payload["wall_s_this_run"] = time.perf_counter() - start
+    table = results_table(payload["summary"])
+    (out / "results.md").write_text(table + "\n")
+    plot_accuracy(payload["summary"], payload["runs"], out / "accuracy.png")
+    plot_lambda(payload["summary"], out / "lambda.png")
+    plot_curves(payload["runs"], payload["reference_curve_start"], out / "curves.png")
+    atomic_write_json(out / "results.json", payload)
+    if progress:
+        print(table)
+        print(f"chosen policy learning rates (dev greedy): {payload['chosen_policy_lr']}")
+        print(
+            f"wall time {payload['wall_s_this_run']:.0f} s; wrote {out}/results.{{json,md}}, "
+            "accuracy.png, lambda.png, curves.png"
+        )
+    return payload
 
-    variants = cfg.selected
-    tuned = sorted({v.method for v in variants} - {"reference"})
-    needs_mc = any(v.potentials == "monte_carlo" for v in variants)
 
-    def spec(v: Variant, seed: int, lr: float | None, *, dev: bool, test: bool) -> dict:
+class _Plan:
+    """The toy-claims experiment as a graph of resumable jobs (data, tuning, knob tuning, test
+    runs) and the rules that read the finished jobs (chosen rates and knobs, the results)."""
+
+    def __init__(self, cfg: ClaimsConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, out
+        self.variants = cfg.selected
+        self.tuned = sorted({v.method for v in self.variants} - {"reference"})
+        self.knob_methods = sorted({v.method for v in self.variants if v.tune_knobs})
+        self.tune_seed = cfg.seeds[0]
+        self.base_variant = {v.method: v for v in VARIANTS if v.group == "baselines"}
+
+    def data_dir(self, seed: int, potentials: str = "exact") -> str:
+        return str(self.out / "data" / f"seed-{seed}" / potentials)
+
+    def spec(self, v: Variant, seed: int, lr: float | None, *, dev: bool, test: bool) -> dict:
+        """What one run job trains and evaluates, and its run directory (one per distinct
+        training: the evaluations it gets may differ)."""
+        from .train import TrainConfig
+
+        cfg = self.cfg
         base = {
             "method": v.method,
             "rows": v.rows,
@@ -782,58 +826,124 @@ def _run_toy_claims(
                 model="toy",
                 task="toy",
                 seed=seed,
-                data=data_dir(seed, v.potentials),
+                data=self.data_dir(seed, v.potentials),
                 limit=cfg.prompts,
                 **values,
             )
             base |= {"train": tcfg.identity(), "data": tcfg.data}
-        # one run directory per distinct training (the evaluations it gets may differ)
         base["trained"] = {
             k: base.get(k)
             for k in ("method", "rows", "train", "positive_keep", "seed", "curve_problems")
         } | {"curve_points": cfg.curve_points}
         key = _key(base["trained"])
-        base["run_dir"] = str(out / "runs" / f"seed-{seed}" / f"{_slug(v.name)}-{key}")
+        base["run_dir"] = str(self.out / "runs" / f"seed-{seed}" / f"{_slug(v.name)}-{key}")
         return base
 
-    jobs: list[_Job] = []
-    for s in cfg.seeds:
+    def jobs(self) -> list[_Job]:
+        """Every job with its dependencies; a job's arguments are built once its dependencies
+        are done (the chosen rate of a test run comes from the finished tuning jobs)."""
+        cfg, jobs = self.cfg, []
+        needs_mc = any(v.potentials == "monte_carlo" for v in self.variants)
+        for s in cfg.seeds:
+            folder = str(Path(self.data_dir(s)).parent)
+            jobs.append(
+                _Job(f"data s{s}", 30, (), lambda d, f=folder, s=s: (_job_data, (cfg, s, f)))
+            )
+            if needs_mc:
+                jobs.append(
+                    _Job(
+                        f"mc s{s}",
+                        100,
+                        (f"data s{s}",),
+                        lambda d, f=folder, s=s: (_job_monte_carlo, (cfg, s, f)),
+                    )
+                )
+        for m in self.tuned:
+            for lr in cfg.policy_lrs:
+                v = self.base_variant[m]
+                jobs.append(
+                    _Job(
+                        f"tune {m} lr={lr:g}",
+                        _cost(m),
+                        (f"data s{self.tune_seed}",),
+                        lambda d, v=v, lr=lr: (
+                            _job_run,
+                            (self.spec(v, self.tune_seed, lr, dev=True, test=False),),
+                        ),
+                    )
+                )
+        for m in self.knob_methods:
+            if m not in cfg.knob_grid:
+                raise ValueError(f"ClaimsConfig.knob_grid: no knob sets for {m!r}")
+            rates = tuple(f"tune {m} lr={lr:g}" for lr in cfg.policy_lrs)
+            for i, knobs in enumerate(cfg.knob_grid[m]):
+                v = dataclasses.replace(self.base_variant[m], train=dict(knobs))
+                jobs.append(
+                    _Job(
+                        f"knobs {m} {i}",
+                        _cost(m),
+                        rates,
+                        lambda d, v=v: (
+                            _job_run,
+                            (
+                                self.spec(
+                                    v,
+                                    self.tune_seed,
+                                    self.chosen(d, [v.method])[v.method],
+                                    dev=True,
+                                    test=False,
+                                ),
+                            ),
+                        ),
+                    )
+                )
+        jobs += self._test_jobs()
+        # π_ref on dev: the start of every learning curve and the tuning table's reference
+        ref = _BY_NAME["π_ref"]
         jobs.append(
             _Job(
-                f"data s{s}",
-                30,
+                "π_ref dev",
+                5,
                 (),
-                lambda d, s=s: (_job_data, (cfg, s, str(Path(data_dir(s)).parent))),
+                lambda d: (_job_run, (self.spec(ref, self.tune_seed, None, dev=True, test=False),)),
             )
         )
-        if needs_mc:
-            jobs.append(
-                _Job(
-                    f"mc s{s}",
-                    100,
-                    (f"data s{s}",),
-                    lambda d, s=s: (_job_monte_carlo, (cfg, s, str(Path(data_dir(s)).parent))),
-                )
-            )
-    tune_seed = cfg.seeds[0]
-    base_variant = {v.method: v for v in VARIANTS if v.group == "baselines"}
-    for m in tuned:
-        for lr in cfg.policy_lrs:
-            v = base_variant[m]
-            jobs.append(
-                _Job(
-                    f"tune {m} lr={lr:g}",
-                    _cost(m),
-                    (f"data s{tune_seed}",),
-                    lambda d, v=v, lr=lr: (
-                        _job_run,
-                        (spec(v, tune_seed, lr, dev=True, test=False),),
-                    ),
-                )
-            )
+        return jobs
 
-    def chosen(d: Mapping[str, Any], methods: Sequence[str] = tuned) -> dict[str, float]:
-        methods = [m for m in methods if m != "reference"]
+    def _test_jobs(self) -> list[_Job]:
+        """Every variant × seed on the test split, after its data, tuning and knob jobs."""
+        cfg, jobs = self.cfg, []
+        for s in cfg.seeds:
+            for v in self.variants:
+                deps = [f"data s{s}"] + ([f"mc s{s}"] if v.potentials == "monte_carlo" else [])
+                if v.tune_knobs:
+                    deps += [f"knobs {v.method} {i}" for i in range(len(cfg.knob_grid[v.method]))]
+                if v.method != "reference":
+                    deps += [f"tune {v.method} lr={lr:g}" for lr in cfg.policy_lrs]
+                jobs.append(
+                    _Job(
+                        f"{v.name} s{s}",
+                        _cost(v.method),
+                        tuple(deps),
+                        lambda d, v=v, s=s: (
+                            _job_run,
+                            (
+                                self.spec(
+                                    self.resolved(v, d),
+                                    s,
+                                    self.chosen(d, [v.method]).get(v.method),
+                                    dev=False,
+                                    test=True,
+                                ),
+                            ),
+                        ),
+                    )
+                )
+        return jobs
+
+    def chosen(self, d: Mapping[str, Any], methods: Sequence[str] | None = None) -> dict:
+        """The learning rate each method chose on dev (:func:`choose_learning_rates`)."""
+        methods = [m for m in (self.tuned if methods is None else methods) if m != "reference"]
         return choose_learning_rates(
             [
                 {
@@ -842,162 +952,76 @@ def _run_toy_claims(
                     "dev": d[f"tune {m} lr={lr:g}"].get("dev", {}).get("greedy"),
                 }
                 for m in methods
-                for lr in cfg.policy_lrs
+                for lr in self.cfg.policy_lrs
             ]
         )
 
-    knob_methods = sorted({v.method for v in variants if v.tune_knobs})
-    for m in knob_methods:
-        if m not in cfg.knob_grid:
-            raise ValueError(f"ClaimsConfig.knob_grid: no knob sets for {m!r}")
-        for i, knobs in enumerate(cfg.knob_grid[m]):
-            v = dataclasses.replace(base_variant[m], train=dict(knobs))
-            jobs.append(
-                _Job(
-                    f"knobs {m} {i}",
-                    _cost(m),
-                    tuple(f"tune {m} lr={lr:g}" for lr in cfg.policy_lrs),
-                    lambda d, v=v: (
-                        _job_run,
-                        (
-                            spec(
-                                v, tune_seed, chosen(d, [v.method])[v.method], dev=True, test=False
-                            ),
-                        ),
-                    ),
-                )
-            )
-
-    def knobs_of(d: Mapping[str, Any], m: str) -> tuple[int, Mapping[str, Any]]:
+    def knobs_of(self, d: Mapping[str, Any], m: str) -> tuple[int, Mapping[str, Any]]:
         """The winning knob set of ``m`` on dev (ties: the earlier set)."""
-        scores = [
-            d[f"knobs {m} {i}"].get("dev", {}).get("greedy", -1.0)
-            for i in range(len(cfg.knob_grid[m]))
-        ]
+        grid = self.cfg.knob_grid[m]
+        scores = [d[f"knobs {m} {i}"].get("dev", {}).get("greedy", -1.0) for i in range(len(grid))]
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        return best, cfg.knob_grid[m][best]
+        return best, grid[best]
 
-    def resolved(v: Variant, d: Mapping[str, Any]) -> Variant:
-        return (
-            dataclasses.replace(v, train={**knobs_of(d, v.method)[1], **v.train})
-            if (v.tune_knobs)
-            else v
-        )
+    def resolved(self, v: Variant, d: Mapping[str, Any]) -> Variant:
+        if not v.tune_knobs:
+            return v
+        return dataclasses.replace(v, train={**self.knobs_of(d, v.method)[1], **v.train})
 
-    for s in cfg.seeds:
-        for v in variants:
-            deps = [f"data s{s}"] + ([f"mc s{s}"] if v.potentials == "monte_carlo" else [])
-            if v.tune_knobs:
-                deps += [f"knobs {v.method} {i}" for i in range(len(cfg.knob_grid[v.method]))]
-            deps += (
-                [f"tune {v.method} lr={lr:g}" for lr in cfg.policy_lrs]
-                if v.method != "reference"
-                else []
-            )
-            jobs.append(
-                _Job(
-                    f"{v.name} s{s}",
-                    _cost(v.method),
-                    tuple(deps),
-                    lambda d, v=v, s=s: (
-                        _job_run,
-                        (
-                            spec(
-                                resolved(v, d),
-                                s,
-                                chosen(d, [v.method]).get(v.method),
-                                dev=False,
-                                test=True,
-                            ),
-                        ),
-                    ),
+    def results(self, done: Mapping[str, Any]) -> dict[str, Any]:
+        """``results.json`` (without its wall time) from the finished jobs."""
+        cfg, lrs = self.cfg, self.chosen(done)
+        tuning = [
+            {
+                "method": m,
+                "policy_lr": lr,
+                "value_lr": cfg.value_lr_ratio * lr if m in ("dro", "dqo") else None,
+                "dev": done[f"tune {m} lr={lr:g}"].get("dev", {}).get("greedy"),
+                "skipped": done[f"tune {m} lr={lr:g}"].get("skipped"),
+                "curve": done[f"tune {m} lr={lr:g}"].get("curve"),
+            }
+            for m in self.tuned
+            for lr in cfg.policy_lrs
+        ]
+        knob_tuning = [
+            {
+                "method": m,
+                "knobs": dict(knobs),
+                "dev": done[f"knobs {m} {i}"].get("dev", {}).get("greedy"),
+                "chosen": i == self.knobs_of(done, m)[0],
+            }
+            for m in self.knob_methods
+            for i, knobs in enumerate(cfg.knob_grid[m])
+        ]
+        runs = []
+        for s in cfg.seeds:
+            for v in self.variants:
+                rec = done[f"{v.name} s{s}"]
+                v = self.resolved(v, done)
+                runs.append(
+                    {
+                        "variant": v.name,
+                        "group": v.group,
+                        "method": v.method,
+                        "seed": s,
+                        "policy_lr": lrs.get(v.method),
+                        "overrides": dict(v.train),
+                        "rows": v.rows,
+                        "potentials": v.potentials,
+                        **rec,
+                    }
                 )
-            )
-    # π_ref on dev: the start of every learning curve and the tuning table's reference
-    ref = _BY_NAME["π_ref"]
-    jobs.append(
-        _Job(
-            "π_ref dev",
-            5,
-            (),
-            lambda d: (_job_run, (spec(ref, tune_seed, None, dev=True, test=False),)),
-        )
-    )
-
-    say(
-        f"{len(jobs)} jobs on {cfg.workers} worker(s): {len(cfg.seeds)} seeds × "
-        f"{len(variants)} variants, tuning {len(tuned)} methods × {len(cfg.policy_lrs)} rates"
-    )
-    done = _schedule(jobs, cfg.workers, say)
-
-    lrs = chosen(done)
-    tuning = [
-        {
-            "method": m,
-            "policy_lr": lr,
-            "value_lr": cfg.value_lr_ratio * lr if m in ("dro", "dqo") else None,
-            "dev": done[f"tune {m} lr={lr:g}"].get("dev", {}).get("greedy"),
-            "skipped": done[f"tune {m} lr={lr:g}"].get("skipped"),
-            "curve": done[f"tune {m} lr={lr:g}"].get("curve"),
+        return {
+            "config": _jsonable(asdict(cfg)),
+            "data": {s: done[f"data s{s}"]["summary"] for s in cfg.seeds},
+            "reference_dev_greedy": done["π_ref dev"]["dev"]["greedy"],
+            "reference_curve_start": done["π_ref dev"]["curve"][0][1],
+            "tuning": tuning,
+            "chosen_policy_lr": lrs,
+            "knob_tuning": knob_tuning,
+            "runs": runs,
+            "summary": summarize_runs(runs),
         }
-        for m in tuned
-        for lr in cfg.policy_lrs
-    ]
-    knob_tuning = [
-        {
-            "method": m,
-            "knobs": dict(knobs),
-            "dev": done[f"knobs {m} {i}"].get("dev", {}).get("greedy"),
-            "chosen": i == knobs_of(done, m)[0],
-        }
-        for m in knob_methods
-        for i, knobs in enumerate(cfg.knob_grid[m])
-    ]
-    runs = []
-    for s in cfg.seeds:
-        for v in variants:
-            rec = done[f"{v.name} s{s}"]
-            v = resolved(v, done)
-            runs.append(
-                {
-                    "variant": v.name,
-                    "group": v.group,
-                    "method": v.method,
-                    "seed": s,
-                    "policy_lr": lrs.get(v.method),
-                    "overrides": dict(v.train),
-                    "rows": v.rows,
-                    "potentials": v.potentials,
-                    **rec,
-                }
-            )
-    summary = summarize_runs(runs)
-    table = results_table(summary)
-    payload = {
-        "config": _jsonable(asdict(cfg)),
-        "data": {s: done[f"data s{s}"]["summary"] for s in cfg.seeds},
-        "reference_dev_greedy": done["π_ref dev"]["dev"]["greedy"],
-        "reference_curve_start": done["π_ref dev"]["curve"][0][1],
-        "tuning": tuning,
-        "chosen_policy_lr": lrs,
-        "knob_tuning": knob_tuning,
-        "runs": runs,
-        "summary": summary,
-        "wall_s_this_run": time.perf_counter() - start,
-    }
-    (out / "results.md").write_text(table + "\n")
-    plot_accuracy(summary, runs, out / "accuracy.png")
-    plot_lambda(summary, out / "lambda.png")
-    plot_curves(runs, payload["reference_curve_start"], out / "curves.png")
-    atomic_write_json(out / "results.json", payload)
-    if progress:
-        print(table)
-        print(f"chosen policy learning rates (dev greedy): {lrs}")
-        print(
-            f"wall time {payload['wall_s_this_run']:.0f} s; wrote {out}/results.{{json,md}}, "
-            "accuracy.png, lambda.png, curves.png"
-        )
-    return payload
 
 
 def _cost(method: str) -> float:
