@@ -37,6 +37,7 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "coerce_fields",
+    "field_default",
 ]
 
 METHODS = ("sft", "rft", "dpo", "dro", "dqo")
@@ -123,6 +124,12 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         if hint is int and isinstance(number, float) and number.is_integer():
             return int(number)
     raise ConfigError(f"{name}: expected {want[hint]}, got {value!r}")
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of config class ``cls`` — for code that needs a default
+    outside a config (the explorer's β slider): the dataclass stays its one source."""
+    return {f.name: f for f in dataclasses.fields(cls)}[name].default
 
 
 def coerce_fields(cfg: Any) -> None:

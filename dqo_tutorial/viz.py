@@ -60,6 +60,7 @@ from matplotlib.colors import Normalize, to_hex
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from .configs import TrainConfig, field_default
 from .kernels import lambda_return
 from .modeling import ValueHead, ValueModel, per_token_logprobs
 
@@ -805,8 +806,8 @@ class Explorer:
         self._greedy: dict[tuple, str] = {}
         self._busy = False
         self.problems = self.task.load(split, source, problems)
-        if beta is None:
-            beta = 0.05
+        if beta is None:  # a run's own β, else TrainConfig's default (one source of defaults)
+            beta = field_default(TrainConfig, "beta")
             for spec in self.specs.values():
                 cfg = _run_config(Path(spec).expanduser())
                 if "beta" in cfg:
