@@ -38,6 +38,7 @@ __all__ = [
     "EvalConfig",
     "coerce_fields",
     "field_default",
+    "run_manifest",
 ]
 
 METHODS = ("sft", "rft", "dpo", "dro", "dqo")
@@ -124,6 +125,38 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         if hint is int and isinstance(number, float) and number.is_integer():
             return int(number)
     raise ConfigError(f"{name}: expected {want[hint]}, got {value!r}")
+
+
+def run_manifest(cfg: SamplingConfig | EvalConfig, dataset_hash: str, num_problems: int) -> dict:
+    """What every sampled dataset (``manifest.json``) and evaluation (``results.json``)
+    records about itself: package version, model, task and prompt template, the decoding law,
+    the problems (source, split, limit, count, content hash) and the whole config."""
+    from . import __version__
+
+    decoding = {
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "top_k": 0,
+        "max_new_tokens": cfg.max_new_tokens,
+        "num_samples": cfg.num_samples,
+    }
+    if isinstance(cfg, EvalConfig):
+        decoding["greedy"] = cfg.greedy
+    return {
+        "package_version": __version__,
+        "model": cfg.model,
+        "task": cfg.task,
+        "prompt_template_version": get_task(cfg.task).prompt_template_version,
+        "decoding": decoding,
+        "data": {
+            "source": cfg.data_source,
+            "split": cfg.split,
+            "limit": cfg.limit,
+            "num_problems": num_problems,
+            "dataset_hash": dataset_hash,
+        },
+        "config": dataclasses.asdict(cfg),
+    }
 
 
 def field_default(cls: type, name: str) -> Any:

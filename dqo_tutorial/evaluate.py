@@ -35,9 +35,8 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import __version__
 from .artifacts import atomic_write_json, check_run_identity, run_lock
-from .configs import EvalConfig
+from .configs import EvalConfig, run_manifest
 from .errors import DataError, MismatchError
 from .gsm8k import MODES, GSM8KProblem, dataset_hash
 from .models import load_model_and_tokenizer, load_tokenizer
@@ -239,26 +238,7 @@ def _evaluate(
             records += new
             bar.update(len(chunk))
     results = {
-        "package_version": __version__,
-        "model": cfg.model,
-        "task": cfg.task,
-        "prompt_template_version": task.prompt_template_version,
-        "decoding": {
-            "greedy": cfg.greedy,
-            "num_samples": cfg.num_samples,
-            "temperature": cfg.temperature,
-            "top_p": cfg.top_p,
-            "top_k": 0,
-            "max_new_tokens": cfg.max_new_tokens,
-        },
-        "data": {
-            "source": cfg.data_source,
-            "split": cfg.split,
-            "limit": cfg.limit,
-            "num_problems": len(problems),
-            "dataset_hash": data_hash,
-        },
-        "config": asdict(cfg),
+        **run_manifest(cfg, data_hash, len(problems)),
         "accuracy": accuracy_table(records),
         "length_cut_share": sum(not r["finished"] for r in records) / max(len(records), 1),
         "mean_response_tokens": sum(r["response_tokens"] for r in records) / max(len(records), 1),

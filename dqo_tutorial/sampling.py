@@ -43,10 +43,9 @@ from datasets import Dataset, Features, List, Value, concatenate_datasets, load_
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import __version__
 from .artifacts import atomic_write_json, check_run_identity, run_lock, save_dataset_atomically
 from .collate import DQOCollator, example_from_ids
-from .configs import SamplingConfig
+from .configs import SamplingConfig, run_manifest
 from .errors import DataError
 from .gsm8k import dataset_hash, is_correct
 from .modeling import per_token_logprobs
@@ -740,26 +739,9 @@ def _build_dataset(
     atomic_write_json(
         out / "manifest.json",
         {
-            "package_version": __version__,
-            "model": cfg.model,
+            **run_manifest(cfg, data_hash, len(problems)),
             "tokenizer": _tokenizer_record(out, cfg, tokenizer),
-            "task": cfg.task,
-            "prompt_template_version": task.prompt_template_version,
-            "decoding": {
-                "temperature": cfg.temperature,
-                "top_p": cfg.top_p,
-                "top_k": 0,
-                "max_new_tokens": cfg.max_new_tokens,
-                "num_samples": cfg.num_samples,
-            },
             "seed": cfg.seed,
-            "data": {
-                "source": cfg.data_source,
-                "split": cfg.split,
-                "limit": cfg.limit,
-                "dataset_hash": data_hash,
-            },
-            "config": asdict(cfg),
             "counts": {"prompts": len(problems), "samples": len(dataset), "shards": n_shards},
             "timing": {**totals, "wall_time_s_this_run": time.perf_counter() - start},
             "summary": summarize(dataset, totals["sampling_s"]),

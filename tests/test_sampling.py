@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import dqo_tutorial
 from dqo_tutorial import sampling
 from dqo_tutorial.collate import example_from_ids
 from dqo_tutorial.gsm8k import PROMPT_TEMPLATE_VERSION, dataset_hash, load_gsm8k
@@ -299,7 +300,7 @@ def test_build_dataset_resume_and_manifest(model, tok, tmp_path):
     problems = load_gsm8k("train", "embedded", 3)
     assert manifest["data"]["dataset_hash"] == dataset_hash(problems)
     assert manifest["prompt_template_version"] == PROMPT_TEMPLATE_VERSION
-    assert manifest["package_version"] == sampling.__version__
+    assert manifest["package_version"] == dqo_tutorial.__version__
     assert manifest["model"] == "tiny-test" and manifest["seed"] == 0
     assert manifest["decoding"] == {
         "temperature": 1.0,
