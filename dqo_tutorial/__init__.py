@@ -8,6 +8,7 @@ layers that ``make test`` checks (pyproject's ``[tool.importlinter]``, docs/arch
 - :mod:`~dqo_tutorial.naive`     slow per-row reference loops the kernels are tested against;
 - :mod:`~dqo_tutorial.modeling`  action-aligned per-token log-probs of a causal LM, the value model;
 - :mod:`~dqo_tutorial.tabular`   a finite tree MDP with the exact soft-optimal Q*, V*, π*;
+- :mod:`~dqo_tutorial.problems`  the neutral problem type every task produces, one JSONL reader;
 - :mod:`~dqo_tutorial.gsm8k`     GSM8K loading, prompting and answer checking;
 - :mod:`~dqo_tutorial.toy`       the toy arithmetic-chain task with an exact per-step checker;
 - :mod:`~dqo_tutorial.tokenization` tokenizer conventions, the tiny tokenizer, step boundaries;
@@ -33,6 +34,7 @@ _SUBMODULES = (
     "naive",
     "modeling",
     "tabular",
+    "problems",
     "gsm8k",
     "math_problems",
     "time_limit",

@@ -38,8 +38,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .artifacts import atomic_write_json, check_run_identity, run_lock
 from .configs import EvalConfig, run_manifest
 from .errors import DataError, MismatchError
-from .gsm8k import MODES, GSM8KProblem, dataset_hash
+from .gsm8k import MODES, dataset_hash
 from .models import load_model_and_tokenizer, load_tokenizer
+from .problems import Problem
 from .sampling import Sampler, generate
 from .tasks import get_task
 
@@ -91,7 +92,7 @@ def _chunk_records(
     cfg: EvalConfig,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    problems: Sequence[GSM8KProblem],
+    problems: Sequence[Problem],
     chunk: int,
     sampler: Sampler | None = None,
 ) -> list[dict[str, Any]]:
@@ -187,7 +188,7 @@ def check_trained_for_task(model: str, task: str) -> None:
 def _evaluate(
     cfg: EvalConfig,
     out: Path,
-    problems: list[GSM8KProblem],
+    problems: list[Problem],
     model: Any,
     tokenizer: Any,
     progress: bool,

@@ -30,13 +30,12 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DataError, MissingDataError
+from .errors import ConfigError, MissingDataError
+from .problems import Problem, read_problems
 
 SPLITS = ("train", "test")
 MODES = ("strict", "flexible")
@@ -104,15 +103,8 @@ def is_correct(response: str, gold: str, mode: str = "strict") -> bool:
 # ----------------------------------------------------------------------------- loading
 
 
-@dataclass(frozen=True)
-class GSM8KProblem:
-    """One problem; ``answer`` is the full solution, ``gold`` its normalised final number and
-    ``index`` its 0-based position in the split."""
-
-    question: str
-    answer: str
-    gold: str
-    index: int
+GSM8KProblem = Problem
+"""GSM8K's problems are the package's neutral :class:`~dqo_tutorial.problems.Problem`."""
 
 
 def _problem(index: int, record: Any) -> GSM8KProblem:
@@ -134,23 +126,6 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[GSM8KProblem]:
     JSON, missing ``question``/``answer``, or an answer without a final ``#### N``).
     """
     return read_problems(path, _problem)
-
-
-def read_problems(
-    path: str | os.PathLike[str], parse: Callable[[int, dict[str, Any]], GSM8KProblem]
-) -> list[GSM8KProblem]:
-    """``parse(index, record)`` of every non-blank JSONL line of ``path`` (any task's reader);
-    a ValueError of a line (bad JSON or ``parse``'s) is re-raised naming the file and line."""
-    problems: list[GSM8KProblem] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                problems.append(parse(len(problems), json.loads(line)))
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                raise DataError(f"{path}, line {lineno}: {e}") from e
-    return problems
 
 
 def _load_hub(split: str) -> list[GSM8KProblem]:

@@ -25,7 +25,7 @@ Data sources (see :func:`load_math`):
   ``$DQO_MATH_DIR``), one problem per line with fields ``problem`` and ``solution`` and an
   optional ``answer``.
 
-A problem is a :class:`~dqo_tutorial.gsm8k.GSM8KProblem` record, like the toy task's: ``question``
+A problem is a :class:`~dqo_tutorial.problems.Problem` record, like the toy task's: ``question``
 is the problem, ``answer`` the worked solution and ``gold`` the final answer — the record's
 ``answer`` field when it has one, else the last ``\boxed{}`` of the solution.
 """
@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, MissingDataError
-from .gsm8k import MODES, GSM8KProblem, read_problems
+from .gsm8k import MODES
+from .problems import Problem, read_problems
 from .time_limit import call_with_time_limit
 
 __all__ = [
@@ -252,7 +253,7 @@ def is_correct(
 # ----------------------------------------------------------------------------- loading
 
 
-def _problem(index: int, record: Any) -> GSM8KProblem:
+def _problem(index: int, record: Any) -> Problem:
     if not isinstance(record, dict):
         raise ValueError("expected a JSON object")
     missing = [key for key in ("problem", "solution") if not isinstance(record.get(key), str)]
@@ -266,10 +267,10 @@ def _problem(index: int, record: Any) -> GSM8KProblem:
         raise ValueError(
             "no answer: the 'answer' field is missing or empty and the solution has no \\boxed{...}"
         )
-    return GSM8KProblem(record["problem"], record["solution"], gold, index)
+    return Problem(record["problem"], record["solution"], gold, index)
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[GSM8KProblem]:
+def read_jsonl(path: str | os.PathLike[str]) -> list[Problem]:
     """Read MATH problems from a JSONL file, skipping blank lines.
 
     Raises ValueError naming the file and the 1-based line number of a malformed line (bad JSON,
@@ -297,7 +298,7 @@ def load_math(
     split: str = "train",
     source: str | os.PathLike[str] | None = None,
     limit: int | None = None,
-) -> list[GSM8KProblem]:
+) -> list[Problem]:
     """Load a MATH split, optionally only its first ``limit`` problems.
 
     ``source``: None → the directory in ``$DQO_MATH_DIR`` if set, else ``"hub"``; ``"hub"`` →
@@ -360,7 +361,7 @@ def format_prompt(question: str, tokenizer: Any = None) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def format_gold_solution(problem: GSM8KProblem) -> str:
+def format_gold_solution(problem: Problem) -> str:
     r"""The SFT target of a problem: its worked solution, which already ends with the answer in
     ``\boxed{}``; a solution without one gets a last line ``The final answer is $\boxed{…}$.``"""
     if last_boxed(problem.answer) is not None:

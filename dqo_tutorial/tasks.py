@@ -31,6 +31,7 @@ from typing import Any
 
 from . import gsm8k, math_problems, toy
 from .errors import ConfigError
+from .problems import Problem
 
 __all__ = ["Task", "TASKS", "get_task"]
 
@@ -48,9 +49,9 @@ class Task:
     dataclass defaults, dqo-method.md §8)."""
 
     name: str
-    load: Callable[[str, str | None, int | None], list[gsm8k.GSM8KProblem]]
+    load: Callable[[str, str | None, int | None], list[Problem]]
     format_prompt: Callable[[str, Any], str]
-    gold_solution: Callable[[gsm8k.GSM8KProblem], str]
+    gold_solution: Callable[[Problem], str]
     extract_answer: Callable[[str, str], str | None]
     is_correct: Callable[[str, str, str], bool]
     prompt_template_version: str
@@ -81,7 +82,7 @@ sizes chosen so that the whole comparison takes minutes on a CPU (``configs/toy.
 the same values out; tests/test_robustness.py checks they are one run)."""
 
 
-def _load_toy(split: str, source: str | None, limit: int | None) -> list[gsm8k.GSM8KProblem]:
+def _load_toy(split: str, source: str | None, limit: int | None) -> list[Problem]:
     if source not in (None, "embedded"):
         raise ConfigError(
             f"data_source: the toy task is generated in code: leave it unset (None), not {source!r}"

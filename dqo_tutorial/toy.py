@@ -19,7 +19,7 @@ Operations are ``+b`` and ``-b`` with 1 ≤ b ≤ 20 and ``*k`` with 2 ≤ k ≤
 value of the gold solution stays in 0 … 99 (no negatives, no division). The solution has one
 step per line, ``a<op>b=c``, and ends with GSM8K's ``#### N`` line, so
 :func:`dqo_tutorial.gsm8k.extract_answer` / :func:`~dqo_tutorial.gsm8k.is_correct` grade it as
-they grade GSM8K. Problems *are* :class:`~dqo_tutorial.gsm8k.GSM8KProblem` records (``question``,
+they grade GSM8K. Problems *are* :class:`~dqo_tutorial.problems.Problem` records (``question``,
 ``answer`` = the gold solution, ``gold`` = the final number, ``index``); the operations needed
 for step checking are parsed back from the question (:func:`parse_question`), so no extra field
 exists.
@@ -104,7 +104,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # transformers loads on first use: `import dqo_tutorial.tasks` stays light
     from transformers import LlamaConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from .gsm8k import GSM8KProblem
+from .problems import Problem
 from .tokenization import fast_tokenizer_from_json, step_boundaries
 
 __all__ = [
@@ -273,7 +273,7 @@ def make_problems(
     max_ops: int = 4,
     split: str | None = None,
     exclude: Collection[str] = (),
-) -> list[GSM8KProblem]:
+) -> list[Problem]:
     """``n`` distinct random problems, deterministic in ``seed``.
 
     ``split``: keep only questions of that hash bucket (:func:`split_of`: ``"train"`` or
@@ -288,7 +288,7 @@ def make_problems(
         raise ValueError(f"n must be >= 0, got {n}")
     rng = random.Random(seed)
     seen: set[str] = set(exclude)
-    problems: list[GSM8KProblem] = []
+    problems: list[Problem] = []
     attempts = 0
     while len(problems) < n:
         attempts += 1
@@ -300,11 +300,11 @@ def make_problems(
         seen.add(question)
         answer = gold_solution(question)
         gold = str(running_values(question)[-1])
-        problems.append(GSM8KProblem(question, answer, gold, len(problems)))
+        problems.append(Problem(question, answer, gold, len(problems)))
     return problems
 
 
-def load_toy(split: str = "train", n: int | None = None) -> list[GSM8KProblem]:
+def load_toy(split: str = "train", n: int | None = None) -> list[Problem]:
     """The toy split: ``n`` problems (default :data:`SPLIT_SIZES`: 2,000 train, 500 dev, 500 test).
 
     Deterministic (a fixed seed per split) and prefix-stable in ``n``; test is disjoint from
@@ -468,7 +468,7 @@ def has_carry(value: int, op: Op) -> bool:
 
 
 def demonstration(
-    problem: GSM8KProblem,
+    problem: Problem,
     error_rate: float,
     rng: random.Random,
     *,
@@ -514,7 +514,7 @@ def demonstration(
 
 
 def sft_corpus(
-    problems: Iterable[GSM8KProblem],
+    problems: Iterable[Problem],
     error_rate: float,
     seed: int,
     *,
