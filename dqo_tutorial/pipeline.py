@@ -36,6 +36,7 @@ from typing import Any
 from .artifacts import atomic_write_json, check_run_identity, run_lock, save_figure_atomically
 from .errors import ConfigError
 from .evaluate import EvalConfig, evaluate
+from .methods import REGISTRY
 from .models import load_model_and_tokenizer
 from .sampling import SamplingConfig, build_dataset
 from .tasks import TASKS, get_task
@@ -88,11 +89,15 @@ class PipelineConfig:
         get_task(self.task)
         object.__setattr__(self, "methods", tuple(self.methods))
         for m in self.methods:
-            if m not in METHODS:
-                raise ConfigError(f"methods: unknown method {m!r}; expected some of {METHODS}")
+            if m not in REGISTRY:  # the five of the comparison, and any registered since
+                raise ConfigError(
+                    f"methods: unknown method {m!r}; expected some of {list(REGISTRY)}"
+                )
         for m in self.method_overrides:
-            if m not in METHODS:
-                raise ConfigError(f"method_overrides: unknown method {m!r}; expected {METHODS}")
+            if m not in REGISTRY:
+                raise ConfigError(
+                    f"method_overrides: unknown method {m!r}; expected {list(REGISTRY)}"
+                )
         for section, cls in _SECTIONS.items():
             names = {f.name for f in dataclasses.fields(cls)} - _SET_BY_PIPELINE[section]
             given = [getattr(self, section)] + (
