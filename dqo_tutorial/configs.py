@@ -175,6 +175,10 @@ def coerce_fields(cfg: Any) -> None:
         object.__setattr__(cfg, f.name, value)
 
 
+_DEVICE_HELP = "cpu, cuda or cuda:N (None: a GPU when there is one)"
+_DTYPE_HELP = "parameter dtype (None: bf16 on a GPU that has it, else float32)"
+
+
 def _field(default: Any, help: str) -> Any:
     """A config field with its one-line ``help`` (printed by ``--help``; TRL's pattern)."""
     return dataclasses.field(default=default, metadata={"help": help})
@@ -185,6 +189,15 @@ class _Checker:
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
+
+    @classmethod
+    def of_job(cls, cfg: Any) -> _Checker:
+        """Coerce ``cfg``'s fields, check what every job config shares (task, split, limit)."""
+        coerce_fields(cfg)
+        check = cls(cfg)
+        check.task_and_split()
+        check.limit()
+        return check
 
     def __call__(self, name: str, ok: bool, rule: str) -> None:
         if not ok:
@@ -266,16 +279,11 @@ class SamplingConfig:
         False, "also record step potentials Φ (exact for toy, Monte-Carlo otherwise)"
     )
     process_k: int = _field(4, "Monte-Carlo rollouts per step boundary")
-    device: str | None = _field(None, "cpu, cuda or cuda:N (None: a GPU when there is one)")
-    dtype: str | None = _field(
-        None, "parameter dtype (None: bf16 on a GPU that has it, else float32)"
-    )
+    device: str | None = _field(None, _DEVICE_HELP)
+    dtype: str | None = _field(None, _DTYPE_HELP)
 
     def __post_init__(self) -> None:
-        coerce_fields(self)
-        check = _Checker(self)
-        check.task_and_split()
-        check.limit()
+        check = _Checker.of_job(self)
         check.positive("temperature")  # importance weights need a stochastic μ
         check("top_p", 0 < self.top_p <= 1, "must lie in (0, 1]")
         check.at_least(1, "num_samples", "max_new_tokens", "batch_size", "shard_size", "process_k")
@@ -419,16 +427,11 @@ class EvalConfig:
         16, "problems per chunk of outputs.jsonl (the unit of resume) and per batch"
     )
     seed: int = _field(0, "seed of the sampled responses")
-    device: str | None = _field(None, "cpu, cuda or cuda:N (None: a GPU when there is one)")
-    dtype: str | None = _field(
-        None, "parameter dtype (None: bf16 on a GPU that has it, else float32)"
-    )
+    device: str | None = _field(None, _DEVICE_HELP)
+    dtype: str | None = _field(None, _DTYPE_HELP)
 
     def __post_init__(self) -> None:
-        coerce_fields(self)
-        check = _Checker(self)
-        check.task_and_split()
-        check.limit()
+        check = _Checker.of_job(self)
         check.at_least(0, "num_samples", "seed")
         check(
             "greedy",
