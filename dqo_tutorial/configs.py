@@ -378,7 +378,12 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that determine the run's results — all but how it reports
         (``report_to``): what a resume must match."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "report_to"}
+        return TrainConfig.identity_of(dataclasses.asdict(self))
+
+    @staticmethod
+    def identity_of(fields: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`identity` of a stored config dict (e.g. a ``train_summary.json``'s)."""
+        return {k: v for k, v in fields.items() if k != "report_to"}
 
     def __post_init__(self) -> None:
         coerce_fields(self)

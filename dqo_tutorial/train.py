@@ -445,8 +445,7 @@ def finished_summary(cfg: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
-    stored = {k: v for k, v in summary["config"].items() if k != "report_to"}
-    return summary if stored == cfg.identity() else None
+    return summary if TrainConfig.identity_of(summary["config"]) == cfg.identity() else None
 
 
 def train(
