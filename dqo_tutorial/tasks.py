@@ -14,6 +14,8 @@ field                 GSM8K (``"gsm8k"``)       MATH (``"math"``)            toy
 ``exact_potentials``  None: Monte-Carlo Φ (§6)  None: Monte-Carlo Φ (§6)     exact, step checker
 ``is_correct``        last ``#### N``           last ``\boxed{…}``,          as GSM8K
                                                 math-verify, time-limited
+``variants``          none                      none                         the gold solution
+                                                                             slipped at step k
 ====================  ========================  ===========================  ===================
 
 ``is_correct(response, gold, mode)`` is the reward of sampling and the accuracy of evaluation;
@@ -46,7 +48,8 @@ class Task:
     Every rule is stated by the task itself — the grader and the answer extraction have no
     default. ``pipeline_defaults``: values of the ``sample`` / ``train`` / ``eval`` sections of
     :class:`~dqo_tutorial.pipeline.PipelineConfig` under what a configuration gives (none: the
-    dataclass defaults, dqo-method.md §8)."""
+    dataclass defaults, dqo-method.md §8). ``variants``: named responses to a problem beside its
+    gold solution (the explorer's presets; the toy task's slip at each step), None: none."""
 
     name: str
     load: Callable[[str, str | None, int | None], list[Problem]]
@@ -59,6 +62,7 @@ class Task:
     max_new_tokens: int
     splits: tuple[str, ...]
     exact_potentials: Callable[[Any, str, Sequence[int]], list[tuple[int, float]]] | None = None
+    variants: Callable[[Problem], Mapping[str, str]] | None = None
     pipeline_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _NO_DEFAULTS)
 
 
@@ -127,6 +131,7 @@ TASKS: dict[str, Task] = {
         extract_answer=gsm8k.extract_answer,  # the same `#### N` line as GSM8K
         is_correct=gsm8k.is_correct,
         pipeline_defaults=_TOY_PIPELINE,
+        variants=lambda p: toy.slipped_solutions(p.question),
         exact_potentials=lambda tok, question, ids: toy.exact_boundary_potentials(
             tok, question, ids
         ),

@@ -131,6 +131,8 @@ __all__ = [
     "format_question",
     "running_values",
     "gold_solution",
+    "slipped_solution",
+    "slipped_solutions",
     "split_of",
     "make_problems",
     "load_toy",
@@ -234,6 +236,25 @@ def _gold_lines(question: str) -> list[str]:
 def gold_solution(question: str) -> str:
     """The gold solution: one ``a<op>b=c`` line per step, then ``#### N``."""
     return "\n".join(_gold_lines(question))
+
+
+def slipped_solution(question: str, step: int) -> str:
+    """The gold solution with the result of ``step`` (0-based) off by +1 and the later steps
+    computed correctly from the wrong value, so ``step`` is the first wrong line."""
+    value, ops = parse_question(question)
+    lines = []
+    for k, op in enumerate(ops):
+        result = apply_op(value, op) + (1 if k == step else 0)
+        lines.append(_step_line(value, op, result))
+        value = result
+    return "\n".join([*lines, _answer_line(value)])
+
+
+def slipped_solutions(question: str) -> dict[str, str]:
+    """``{"slip at step k": …}`` for every step k = 1 … n: responses whose first error is known
+    (the explorer's presets, where a process reward should drop)."""
+    n = len(parse_question(question)[1])
+    return {f"slip at step {k + 1}": slipped_solution(question, k) for k in range(n)}
 
 
 def _random_question(rng: random.Random, min_ops: int, max_ops: int) -> str:

@@ -86,6 +86,8 @@ __all__ = [
     "token_rewards",
     "example_quantities",
     "build_grid",
+    "ExplorerSession",
+    "explorer_page",
     "Explorer",
     "explore",
 ]
@@ -631,10 +633,7 @@ def make_example(
     """Tokenise ``task``'s prompt for ``question`` with ``response``; grade it against ``gold``
     (outcome reward 1/0, only for a terminal response) and find its step boundaries."""
     from .collate import tokenize_example
-    from .gsm8k import is_correct as gsm8k_is_correct
     from .sampling import step_boundaries
-
-    is_correct = getattr(task, "is_correct", None) or gsm8k_is_correct
 
     prompt = task.format_prompt(question, tokenizer)
     ex = tokenize_example(tokenizer, prompt, response, add_eos=terminal)
@@ -654,7 +653,7 @@ def make_example(
         n_prompt=n_prompt,
         tokens=display_tokens(tokenizer, resp_ids),
         step_starts=[0, *step_boundaries(tokenizer, resp_ids)] if resp_ids else [],
-        reward=float(is_correct(response, gold, "strict")) if ex["terminal"] else 0.0,
+        reward=float(task.is_correct(response, gold, "strict")) if ex["terminal"] else 0.0,
         boundary_phi=phi,
     )
 
@@ -748,33 +747,19 @@ def build_grid(
 
 
 # ============================================================================ the explorer
+#
+# Two units: ExplorerSession holds the state and does the computation (checkpoints, caches,
+# examples, quantities, the rendered page) and knows nothing of widgets; Explorer is the layout
+# and the callbacks, reading its controls and handing them to the session.
 
 
-def _slipped(question: str, step: int) -> str:
-    """The toy gold solution with the result of ``step`` off by +1, later steps computed
-    correctly from the wrong value (so that step is the first wrong one)."""
-    from . import toy
+class ExplorerSession:
+    """The explorer's state and computation, without widgets (scriptable, and what
+    :class:`Explorer` displays).
 
-    value, ops = toy.parse_question(question)
-    lines = []
-    for k, op in enumerate(ops):
-        result = toy.apply_op(value, op) + (1 if k == step else 0)
-        lines.append(f"{value}{op[0]}{op[1]}={result}")
-        value = result
-    return "\n".join([*lines, f"#### {value}"])
-
-
-class Explorer:
-    """The ipywidgets explorer behind :func:`explore`; ``.widget`` is what to display.
-
-    Controls (plain ipywidgets, so tests can set ``.value`` headless): ``problem``,
-    ``response`` (preset), ``text`` (the response actually scored; typing switches to
-    ``custom``), ``eos`` (the response ended), ``checkpoints`` (rows), ``add_path`` +
-    ``add_button`` (load a run directory or model), ``quantity``, ``beta``, ``lam``, ``alpha``;
-    outputs ``view`` (an ``ipywidgets.HTML`` of :func:`to_html`) and ``status``."""
-
-    CUSTOM = "custom (edit the text)"
-    GREEDY = "greedy sample of the first checkpoint"
+    ``specs`` maps a row name to a model spec or run directory; checkpoints load on first use
+    and stay cached, as do tokenised examples, model forwards and greedy samples, so moving β, λ
+    or α only reruns the kernels. ``beta`` is the first run's own β, else TrainConfig's default."""
 
     def __init__(
         self,
@@ -785,114 +770,29 @@ class Explorer:
         split: str = "test",
         problems: int = 20,
         source: str | None = None,
-        quantity: str = "logp",
-        beta: float | None = None,
-        lam: float = 1.0,
-        alpha: float = 0.0,
         device: str = "cpu",
     ):
-        import ipywidgets as w
-
         from .tasks import get_task
 
         self.task = get_task(task)
         self.reference_spec = reference or self.task.default_model
         self.device = device
         self.specs: dict[str, str] = dict(checkpoints or {"π_ref": self.reference_spec})
+        self.problems = self.task.load(split, source, problems)
         self._models: dict[str, Checkpoint] = {}
         self._refs: dict[str, nn.Module] = {}
         self._examples: dict[tuple, Example] = {}
         self._forwards: dict[tuple, dict] = {}
         self._greedy: dict[tuple, str] = {}
-        self._busy = False
-        self.problems = self.task.load(split, source, problems)
-        if beta is None:  # a run's own β, else TrainConfig's default (one source of defaults)
-            beta = field_default(TrainConfig, "beta")
-            for spec in self.specs.values():
-                cfg = _run_config(Path(spec).expanduser())
-                if "beta" in cfg:
-                    beta = float(cfg["beta"])
-                    break
 
-        def short(q: str) -> str:
-            q = " ".join(q.split())
-            return q if len(q) <= 70 else q[:69] + "…"
-
-        layout = w.Layout(width="auto")
-        style = {"description_width": "90px"}
-        self.problem = w.Dropdown(
-            options=[(f"{i}: {short(p.question)}", i) for i, p in enumerate(self.problems)],
-            value=0,
-            description="problem",
-            layout=w.Layout(width="640px"),
-            style=style,
-        )
-        self.response = w.Dropdown(description="response", style=style, layout=layout)
-        self.text = w.Textarea(
-            description="text", style=style, layout=w.Layout(width="640px", height="110px")
-        )
-        self.eos = w.Checkbox(value=True, description="ended with EOS (terminal)", indent=False)
-        self.checkpoints = w.SelectMultiple(
-            options=list(self.specs),
-            value=list(self.specs),
-            description="checkpoints",
-            rows=min(4, max(2, len(self.specs))),
-            style=style,
-        )
-        self.add_path = w.Text(
-            placeholder="run directory or model spec", description="add", style=style
-        )
-        self.add_button = w.Button(description="load")
-        self.quantity = w.Dropdown(
-            options=[(q.label, q.key) for q in QUANTITIES.values()],
-            value=quantity,
-            description="quantity",
-            style=style,
-        )
-        self.beta = w.FloatSlider(
-            value=beta,
-            min=0.005,
-            max=1.0,
-            step=0.005,
-            description="β",
-            style=style,
-            readout_format=".3f",
-        )
-        self.lam = w.FloatSlider(value=lam, min=0, max=1, step=0.05, description="λ", style=style)
-        self.alpha = w.FloatSlider(
-            value=alpha,
-            min=0,
-            max=1,
-            step=0.05,
-            description="α (process)",
-            style=style,
-            disabled=self.task.exact_potentials is None,
-        )
-        self.status = w.HTML()
-        self.view = w.HTML()
-        self._set_response_options()
-
-        self.problem.observe(self._on_problem, "value")
-        self.response.observe(self._on_preset, "value")
-        self.text.observe(self._on_text, "value")
-        self.add_button.on_click(self._on_add)
-        for c in (self.eos, self.checkpoints, self.quantity, self.beta, self.lam, self.alpha):
-            c.observe(lambda _change: self.refresh(), "value")
-
-        self.widget = w.VBox(
-            [
-                w.HBox([self.problem, self.response]),
-                w.HBox([self.text, w.VBox([self.eos, self.quantity])]),
-                w.HBox([self.checkpoints, w.VBox([self.add_path, self.add_button])]),
-                w.HBox([self.beta, self.lam, self.alpha]),
-                self.status,
-                self.view,
-            ]
-        )
-        self.widget.explorer = self  # the controls stay reachable from the displayed widget
-        self.refresh()
-
-    # ------------------------------------------------------------------ loading (cached)
+    @property
+    def beta(self) -> float:
+        """The β of the first training run among the rows, else TrainConfig's default."""
+        for spec in self.specs.values():
+            cfg = _run_config(Path(spec).expanduser())
+            if "beta" in cfg:
+                return float(cfg["beta"])
+        return float(field_default(TrainConfig, "beta"))
 
     def checkpoint(self, name: str) -> Checkpoint:
         if name not in self._models:
@@ -908,90 +808,37 @@ class Explorer:
             self._refs[spec] = load_checkpoint(spec, device=self.device).policy
         return self._refs[spec]
 
-    # ------------------------------------------------------------------ callbacks
-
-    def _set_response_options(self) -> None:
-        p = self.problems[self.problem.value]
-        options = {"gold solution": self.task.gold_solution(p)}
-        if self.task.name == "toy":
-            from .toy import parse_question
-
-            for k in range(len(parse_question(p.question)[1])):
-                options[f"slip at step {k + 1}"] = _slipped(p.question, k)
-        options[self.GREEDY] = None
-        options[self.CUSTOM] = None
-        self._presets = options
-        self._busy = True
-        try:
-            self.response.options = list(options)
-            self.response.value = "gold solution"
-            self.text.value = options["gold solution"]
-        finally:
-            self._busy = False
-
-    def _on_problem(self, _change: Any) -> None:
-        self._set_response_options()
-        self.refresh()
-
-    def _on_preset(self, change: Any) -> None:
-        if self._busy or change["new"] == self.CUSTOM:
-            return
-        text = self._presets.get(change["new"])
-        if change["new"] == self.GREEDY:
-            text = self._greedy_text()
-        self._busy = True
-        try:
-            self.text.value = text or ""
-        finally:
-            self._busy = False
-        self.refresh()
-
-    def _on_text(self, _change: Any) -> None:
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            self.response.value = self.CUSTOM
-        finally:
-            self._busy = False
-        self.refresh()
-
-    def _on_add(self, _button: Any) -> None:
-        spec = self.add_path.value.strip()
-        if not spec:
-            return
+    def add(self, spec: str) -> str:
+        """Load ``spec`` as a new row and return its name; on failure nothing is added."""
         name = Path(spec).name or spec
         while name in self.specs and self.specs[name] != spec:
             name += "'"
         self.specs[name] = spec
         try:
             self.checkpoint(name)
-        except Exception as err:  # show the failure, keep the explorer usable
+        except BaseException:
             del self.specs[name]
-            self.status.value = f'<span style="color:#b00">{html.escape(repr(err))}</span>'
-            return
-        selected = (*self.checkpoints.value, name)
-        self._busy = True  # new options clear the selection: restore it, then refresh once
-        try:
-            self.checkpoints.options = list(self.specs)
-            self.checkpoints.value = ()
-        finally:
-            self._busy = False
-        self.checkpoints.value = selected
+            raise
+        return name
 
-    def _greedy_text(self) -> str:
+    def presets(self, index: int) -> dict[str, str]:
+        """Named responses to problem ``index``: its gold solution, then the task's variants."""
+        p = self.problems[index]
+        variants = self.task.variants(p) if self.task.variants else {}
+        return {"gold solution": self.task.gold_solution(p), **variants}
+
+    def greedy_text(self, name: str, index: int) -> str:
+        """The greedy response of checkpoint ``name`` to problem ``index`` (cached)."""
         from .sampling import generate
 
-        names = list(self.checkpoints.value) or list(self.specs)[:1]
-        p = self.problems[self.problem.value]
-        key = (names[0], p.question)
+        p = self.problems[index]
+        key = (name, p.question)
         if key not in self._greedy:
-            ckpt = self.checkpoint(names[0])
-            tok = ckpt.tokenizer
-            prompt = self.task.format_prompt(p.question, tok)
+            ckpt = self.checkpoint(name)
+            prompt = self.task.format_prompt(p.question, ckpt.tokenizer)
             (gen,) = generate(  # the one generation seam (sampling.Sampler), greedy
                 ckpt.policy,
-                tok,
+                ckpt.tokenizer,
                 [prompt],
                 temperature=0.0,
                 max_new_tokens=self.task.max_new_tokens,
@@ -1000,42 +847,250 @@ class Explorer:
             self._greedy[key] = gen.text
         return self._greedy[key]
 
-    # ------------------------------------------------------------------ recomputation
-
-    def rows(self) -> dict[str, dict[str, np.ndarray]]:
-        """Quantities of every selected checkpoint on the current example (forwards cached;
-        β, λ, α only rerun the kernels)."""
-        names = list(self.checkpoints.value) or list(self.specs)[:1]
-        p = self.problems[self.problem.value]
-        first = self.checkpoint(names[0])
-        key = (p.question, self.text.value, bool(self.eos.value))
+    def example(self, index: int, text: str, terminal: bool, tokenizer: Any) -> Example:
+        p = self.problems[index]
+        key = (p.question, text, terminal)
         if key not in self._examples:
             self._examples[key] = make_example(
-                first.tokenizer,
-                self.task,
-                p.question,
-                p.gold,
-                self.text.value,
-                terminal=bool(self.eos.value),
+                tokenizer, self.task, p.question, p.gold, text, terminal=terminal
             )
-        example = self._examples[key]
+        return self._examples[key]
+
+    def rows(
+        self,
+        names: Sequence[str],
+        index: int,
+        text: str,
+        *,
+        terminal: bool = True,
+        beta: float,
+        lam: float,
+        alpha: float,
+    ) -> tuple[Example, dict[str, dict[str, np.ndarray]]]:
+        """The example of (problem ``index``, ``text``) and every named checkpoint's quantities
+        on it (:func:`example_quantities`)."""
+        names = list(names) or list(self.specs)[:1]
+        first = self.checkpoint(names[0])
+        example = self.example(index, text, terminal, first.tokenizer)
         out = {}
         for name in names:
             ckpt = self.checkpoint(name)
             if len(ckpt.tokenizer) != len(first.tokenizer):
                 raise ValueError(f"{name!r} has another tokenizer than {names[0]!r}")
-            fkey = (name, key)
+            fkey = (name, example.question, text, terminal)
             if fkey not in self._forwards:
                 self._forwards[fkey] = forward_example(ckpt, self.reference_for(ckpt), example)
             out[name] = example_quantities(
-                example,
-                self._forwards[fkey],
-                beta=self.beta.value,
-                lam=self.lam.value,
-                alpha=self.alpha.value,
+                example, self._forwards[fkey], beta=beta, lam=lam, alpha=alpha
             )
-        self.example = example
-        return out
+        return example, out
+
+
+def explorer_page(
+    example: Example,
+    rows: Mapping[str, Mapping[str, np.ndarray]],
+    quantity: str,
+    *,
+    beta: float,
+    lam: float,
+    alpha: float,
+) -> tuple[TokenGrid, str]:
+    """The grid and the HTML page the explorer shows for one quantity: a line of settings and
+    the outcome reward, the prompt (folded), then :func:`to_html`."""
+    spec = QUANTITIES[quantity]
+    grid = build_grid(example, rows, spec.key, title=f"{spec.label} per response token")
+    notes = [
+        f"β = {beta:.3g}, λ = {lam:.3g}, α = {alpha:.3g}",
+        f"outcome reward {example.reward:g}" + ("" if example.terminal else " (cut: not terminal)"),
+    ]
+    missing = [n for n in rows if not np.isfinite(rows[n]["value"]).any()]
+    if spec.needs_value and missing:
+        notes.append("no value model: " + ", ".join(missing))
+    header = (
+        f'<div style="color:#444">{html.escape(" · ".join(notes))}</div>'
+        f'<details><summary>prompt</summary><pre style="white-space:pre-wrap">'
+        f"{html.escape(example.prompt)}</pre></details>"
+    )
+    return grid, to_html(grid, header=header)
+
+
+def _error_html(err: BaseException) -> str:
+    return f'<span style="color:#b00">{html.escape(repr(err))}</span>'
+
+
+class Explorer:
+    """The ipywidgets explorer behind :func:`explore`; ``.widget`` is what to display and
+    ``.session`` (:class:`ExplorerSession`) does the work.
+
+    Controls (plain ipywidgets, so tests can set ``.value`` headless): ``problem``,
+    ``response`` (preset), ``text`` (the response actually scored; typing switches to
+    ``custom``), ``eos`` (the response ended), ``checkpoints`` (rows), ``add_path`` +
+    ``add_button`` (load a run directory or model), ``quantity``, ``beta``, ``lam``, ``alpha``;
+    outputs ``view`` (an ``ipywidgets.HTML`` of :func:`to_html`) and ``status``."""
+
+    CUSTOM = "custom (edit the text)"
+    GREEDY = "greedy sample of the first checkpoint"
+
+    def __init__(
+        self,
+        task: str = "toy",
+        checkpoints: Mapping[str, str] | None = None,
+        *,
+        quantity: str = "logp",
+        beta: float | None = None,
+        lam: float = 1.0,
+        alpha: float = 0.0,
+        **session: Any,
+    ):
+        self.session = ExplorerSession(task, checkpoints, **session)
+        self._busy = False
+        self._build_controls(quantity, self.session.beta if beta is None else beta, lam, alpha)
+        self._set_response_options()
+        self.problem.observe(self._on_problem, "value")
+        self.response.observe(self._on_preset, "value")
+        self.text.observe(self._on_text, "value")
+        self.add_button.on_click(self._on_add)
+        for c in (self.eos, self.checkpoints, self.quantity, self.beta, self.lam, self.alpha):
+            c.observe(lambda _change: self.refresh(), "value")
+        self.widget = self._layout()
+        self.widget.explorer = self  # the controls stay reachable from the displayed widget
+        self.refresh()
+
+    # ------------------------------------------------------------------ layout
+
+    def _build_controls(self, quantity: str, beta: float, lam: float, alpha: float) -> None:
+        import ipywidgets as w
+
+        def short(q: str) -> str:
+            q = " ".join(q.split())
+            return q if len(q) <= 70 else q[:69] + "…"
+
+        style, wide = {"description_width": "90px"}, w.Layout(width="640px")
+        specs, problems = self.session.specs, self.session.problems
+        self.problem = w.Dropdown(
+            options=[(f"{i}: {short(p.question)}", i) for i, p in enumerate(problems)],
+            value=0, description="problem", layout=wide, style=style,
+        )  # fmt: skip
+        self.response = w.Dropdown(
+            description="response", style=style, layout=w.Layout(width="auto")
+        )
+        self.text = w.Textarea(
+            description="text", style=style, layout=w.Layout(width="640px", height="110px")
+        )
+        self.eos = w.Checkbox(value=True, description="ended with EOS (terminal)", indent=False)
+        self.checkpoints = w.SelectMultiple(
+            options=list(specs), value=list(specs), description="checkpoints",
+            rows=min(4, max(2, len(specs))), style=style,
+        )  # fmt: skip
+        self.add_path = w.Text(
+            placeholder="run directory or model spec", description="add", style=style
+        )
+        self.add_button = w.Button(description="load")
+        self.quantity = w.Dropdown(
+            options=[(q.label, q.key) for q in QUANTITIES.values()],
+            value=quantity, description="quantity", style=style,
+        )  # fmt: skip
+        self.beta = w.FloatSlider(
+            value=beta, min=0.005, max=1.0, step=0.005, description="β", style=style,
+            readout_format=".3f",
+        )  # fmt: skip
+        self.lam = w.FloatSlider(value=lam, min=0, max=1, step=0.05, description="λ", style=style)
+        self.alpha = w.FloatSlider(
+            value=alpha, min=0, max=1, step=0.05, description="α (process)", style=style,
+            disabled=self.session.task.exact_potentials is None,
+        )  # fmt: skip
+        self.status = w.HTML()
+        self.view = w.HTML()
+
+    def _layout(self) -> Any:
+        import ipywidgets as w
+
+        return w.VBox(
+            [
+                w.HBox([self.problem, self.response]),
+                w.HBox([self.text, w.VBox([self.eos, self.quantity])]),
+                w.HBox([self.checkpoints, w.VBox([self.add_path, self.add_button])]),
+                w.HBox([self.beta, self.lam, self.alpha]),
+                self.status,
+                self.view,
+            ]
+        )
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _set_values(self, **values: Any) -> None:
+        """Set controls without the callbacks reacting (one refresh afterwards, if any)."""
+        self._busy = True
+        try:
+            for name, value in values.items():
+                getattr(self, name).value = value
+        finally:
+            self._busy = False
+
+    def _set_response_options(self) -> None:
+        self._presets = self.session.presets(self.problem.value)
+        self._busy = True
+        try:
+            self.response.options = [*self._presets, self.GREEDY, self.CUSTOM]
+        finally:
+            self._busy = False
+        self._set_values(response="gold solution", text=self._presets["gold solution"])
+
+    def _on_problem(self, _change: Any) -> None:
+        self._set_response_options()
+        self.refresh()
+
+    def _on_preset(self, change: Any) -> None:
+        if self._busy or change["new"] == self.CUSTOM:
+            return
+        if change["new"] == self.GREEDY:
+            text = self.session.greedy_text(self._names()[0], self.problem.value)
+        else:
+            text = self._presets[change["new"]]
+        self._set_values(text=text)
+        self.refresh()
+
+    def _on_text(self, _change: Any) -> None:
+        if not self._busy:
+            self._set_values(response=self.CUSTOM)
+            self.refresh()
+
+    def _on_add(self, _button: Any) -> None:
+        spec = self.add_path.value.strip()
+        if not spec:
+            return
+        try:
+            name = self.session.add(spec)
+        except Exception as err:  # show the failure, keep the explorer usable
+            self.status.value = _error_html(err)
+            return
+        selected = (*self.checkpoints.value, name)
+        self._busy = True  # new options clear the selection: restore it, then refresh once
+        try:
+            self.checkpoints.options = list(self.session.specs)
+            self.checkpoints.value = ()
+        finally:
+            self._busy = False
+        self.checkpoints.value = selected
+
+    # ------------------------------------------------------------------ recomputation
+
+    def _names(self) -> list[str]:
+        return list(self.checkpoints.value) or list(self.session.specs)[:1]
+
+    def rows(self) -> dict[str, dict[str, np.ndarray]]:
+        """Quantities of every selected checkpoint on the current example (forwards cached;
+        β, λ, α only rerun the kernels)."""
+        self.example, rows = self.session.rows(
+            self._names(),
+            self.problem.value,
+            self.text.value,
+            terminal=bool(self.eos.value),
+            beta=self.beta.value,
+            lam=self.lam.value,
+            alpha=self.alpha.value,
+        )
+        return rows
 
     def refresh(self) -> None:
         """Recompute and re-render ``view`` (errors go to ``status``, the view is kept)."""
@@ -1044,25 +1099,16 @@ class Explorer:
         try:
             rows = self.rows()
         except Exception as err:
-            self.status.value = f'<span style="color:#b00">{html.escape(repr(err))}</span>'
+            self.status.value = _error_html(err)
             return
-        ex = self.example
-        spec = QUANTITIES[self.quantity.value]
-        grid = build_grid(ex, rows, spec.key, title=f"{spec.label} per response token")
-        notes = [
-            f"β = {self.beta.value:.3g}, λ = {self.lam.value:.3g}, α = {self.alpha.value:.3g}",
-            f"outcome reward {ex.reward:g}" + ("" if ex.terminal else " (cut: not terminal)"),
-        ]
-        missing = [n for n in rows if not np.isfinite(rows[n]["value"]).any()]
-        if spec.needs_value and missing:
-            notes.append("no value model: " + ", ".join(missing))
-        header = (
-            f'<div style="color:#444">{html.escape(" · ".join(notes))}</div>'
-            f'<details><summary>prompt</summary><pre style="white-space:pre-wrap">'
-            f"{html.escape(ex.prompt)}</pre></details>"
+        self.grid, self.view.value = explorer_page(
+            self.example,
+            rows,
+            self.quantity.value,
+            beta=self.beta.value,
+            lam=self.lam.value,
+            alpha=self.alpha.value,
         )
-        self.grid = grid
-        self.view.value = to_html(grid, header=header)
         self.status.value = ""
 
 
@@ -1075,7 +1121,7 @@ def explore(
 
     ``checkpoints`` maps a row name to a model spec or a training run directory, e.g.
     ``{"π_ref": "toy", "DQO": "outputs/toy/train/dqo"}`` (default: the task's π_ref only).
-    Other keywords go to :class:`Explorer`: ``reference``, ``split``, ``problems``, ``source``
-    (the task's data source, None = its default), ``quantity``, ``beta``, ``lam``, ``alpha``,
-    ``device``."""
+    Other keywords go to :class:`Explorer`: ``quantity``, ``beta``, ``lam``, ``alpha``, and to
+    its :class:`ExplorerSession`: ``reference``, ``split``, ``problems``, ``source`` (the
+    task's data source, None = its default), ``device``."""
     return Explorer(task, checkpoints, **kwargs).widget

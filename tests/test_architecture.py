@@ -1,7 +1,9 @@
-"""The package's layering is a contract (pyproject's [tool.importlinter]), checked on every run."""
+"""The package's layering is a contract (pyproject's [tool.importlinter]), checked on every run;
+and every function fits on a screen."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -12,7 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
 
-pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not installed")
+needs_linter = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not installed")
+MAX_FUNCTION_LINES = 120
+"""The longest function the package may have (issue 16: no unit you cannot read on one screen)."""
 
 
 def _lint(config: Path) -> subprocess.CompletedProcess:
@@ -25,12 +29,14 @@ def _lint(config: Path) -> subprocess.CompletedProcess:
     )
 
 
+@needs_linter
 def test_the_package_keeps_its_import_contracts():
     res = _lint(ROOT / "pyproject.toml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"Contracts: 3 kept, 0 broken", res.stdout), res.stdout
 
 
+@needs_linter
 def test_the_contract_can_fail(tmp_path):
     """Turn the layers upside down: the same checker must then report the contract broken."""
     text = (ROOT / "pyproject.toml").read_text()
@@ -50,3 +56,27 @@ def test_every_module_of_the_package_has_a_layer():
     named = set(re.findall(r"dqo_tutorial\.(\w+)", layers))
     modules = {p.stem for p in (ROOT / "dqo_tutorial").glob("*.py")} - {"__init__"}
     assert modules == named, (sorted(modules - named), sorted(named - modules))
+
+
+def _function_lengths(source: str) -> dict[str, int]:
+    lengths = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lengths[f"{node.name}:{node.lineno}"] = node.end_lineno - node.lineno + 1
+    return lengths
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = {
+        f"{path.name}:{name}": n
+        for path in sorted((ROOT / "dqo_tutorial").glob("*.py"))
+        for name, n in _function_lengths(path.read_text()).items()
+        if n > MAX_FUNCTION_LINES
+    }
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_the_length_rule_sees_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES + 1))
+    (n,) = _function_lengths(f"def f():\n{body}\n").values()
+    assert n > MAX_FUNCTION_LINES

@@ -427,3 +427,13 @@ def test_shipped_reference_model_is_a_half_right_reasoner():
     for g, ok in zip(gens, correct):
         if not ok:
             assert toy.first_error(problems[g.prompt_index].question, g.text) is not None, g.text
+
+
+def test_slipped_solutions_first_go_wrong_at_their_step():
+    for p in toy.load_toy("test", 20):
+        slips = toy.slipped_solutions(p.question)
+        n_ops = len(toy.parse_question(p.question)[1])
+        assert list(slips) == [f"slip at step {k}" for k in range(1, n_ops + 1)]
+        for k, response in enumerate(slips.values()):
+            assert toy.first_error(p.question, response) == k  # checked by the step checker
+            assert not is_correct(response, p.answer.split("#### ")[-1], "strict")

@@ -21,11 +21,13 @@ from dqo_tutorial.tasks import get_task
 from dqo_tutorial.viz import (
     QUANTITIES,
     Checkpoint,
+    ExplorerSession,
     TokenGrid,
     compute_quantities,
     display_tokens,
     example_quantities,
     explore,
+    explorer_page,
     forward_example,
     load_checkpoint,
     make_example,
@@ -350,3 +352,38 @@ def test_explorer_runs_smollm2_on_cpu():
     e.quantity.value = "reward"
     assert e.view.value != before
     assert e.alpha.disabled  # no exact potentials for GSM8K
+
+
+def test_explorer_session_computes_without_widgets(run_dir):
+    """The session (state + computation) is usable from a script; the widget shows its numbers."""
+    s = ExplorerSession("toy", {"π_ref": "toy", "DQO": str(run_dir)}, problems=3)
+    assert s.beta == pytest.approx(0.2)  # the run's own β
+    presets = s.presets(0)
+    assert list(presets)[0] == "gold solution" and "slip at step 1" in presets
+    example, rows = s.rows(["π_ref", "DQO"], 0, presets["slip at step 1"],
+                           beta=0.2, lam=1.0, alpha=0.0)  # fmt: skip
+    assert set(rows) == {"π_ref", "DQO"} and example.reward == 0.0
+    assert not np.isfinite(rows["π_ref"]["value"]).any()  # π_ref has no value model
+    assert np.isfinite(rows["DQO"]["value"]).all()
+    # independent of the session: the kernels on a fresh forward of the same example
+    ckpt = load_checkpoint(str(run_dir))
+    ref, _ = load_model_and_tokenizer("toy", dtype="float32")
+    direct = example_quantities(example, forward_example(ckpt, ref, example),
+                                beta=0.2, lam=1.0, alpha=0.0)  # fmt: skip
+    for key in ("logp", "logp_ref", "value", "q", "lambda_return"):
+        np.testing.assert_allclose(rows["DQO"][key], direct[key], rtol=1e-6, atol=1e-6)
+    grid, page = explorer_page(example, rows, "q", beta=0.2, lam=1.0, alpha=0.0)
+    assert grid.values.shape == (2, len(example.tokens)) and "outcome reward 0" in page
+    e = explore("toy", {"π_ref": "toy", "DQO": str(run_dir)}, problems=3).explorer
+    e.response.value = "slip at step 1"
+    e.quantity.value = "q"
+    np.testing.assert_allclose(e.grid.values, grid.values, rtol=1e-6, equal_nan=True)
+
+
+def test_explorer_session_add_failure_leaves_rows_unchanged():
+    s = ExplorerSession("toy", problems=1)
+    with pytest.raises(Exception, match="no model file"):
+        s.add("/no/such/model")
+    assert list(s.specs) == ["π_ref"]
+    assert s.presets(0).keys() >= {"gold solution"}
+    assert get_task("gsm8k").variants is None  # no presets beyond the gold solution
