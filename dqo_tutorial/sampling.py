@@ -41,7 +41,15 @@ from typing import Any, Protocol
 import torch
 from datasets import Dataset, Features, List, Value, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from .artifacts import atomic_write_json, check_run_identity, run_lock, save_dataset_atomically
 from .collate import DQOCollator, example_from_ids
@@ -116,6 +124,51 @@ class Generation:
     behavior_logps: list[float] | None
 
 
+class _LogMuRecorder(LogitsProcessor):
+    """The last logits processor of a sampling ``generate``: it receives the very scores that are
+    softmaxed and sampled (after our τ and top-p warpers) and keeps log μ of each sampled token.
+
+    At step t it learns token t − 1 (the last column of ``input_ids``) and gathers its log μ from
+    the previous step's log-softmax; :meth:`finish` gathers the last token. Memory: one (B, V)
+    buffer plus (B, steps) floats — never the (steps, B, V) scores of ``output_scores``."""
+
+    def __init__(self) -> None:
+        self.previous: torch.Tensor | None = None
+        self.columns: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.columns.append(self.previous.gather(1, input_ids[:, -1:]))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """log μ of every new token, (B, steps) float32."""
+        last = self.previous.gather(1, new_tokens[:, -1:])
+        return torch.cat([*self.columns, last], dim=1)[:, : new_tokens.shape[1]]
+
+
+def _decoding(temperature: float, top_p: float, record: bool) -> tuple[dict, LogitsProcessorList]:
+    """GenerationConfig fields and logits processors for one decoding law.
+
+    Sampling with log μ recorded: τ and top-p run as *our* processors, then the recorder, and
+    ``generate`` is told τ = 1, top-p = 1 so that it appends no warper of its own after them
+    (custom processors run before generate's warpers: a recorder placed among them would see the
+    untempered scores). What the recorder sees is then exactly what is sampled from."""
+    if temperature == 0:
+        return {"do_sample": False}, LogitsProcessorList()
+    if not record:
+        law = {"temperature": temperature, "top_p": top_p}
+        return {"do_sample": True, **law, **_NEUTRAL_WARPERS}, LogitsProcessorList()
+    processors = LogitsProcessorList()
+    if temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(temperature))
+    if top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p))
+    processors.append(_LogMuRecorder())
+    return {"do_sample": True, "temperature": 1.0, "top_p": 1.0, **_NEUTRAL_WARPERS}, processors
+
+
 def _sample(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -143,8 +196,6 @@ def _sample(
         else list(max_new_tokens)
     )
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    sample = temperature > 0
-    law = {"temperature": temperature, "top_p": top_p, **_NEUTRAL_WARPERS} if sample else {}
     collate = DQOCollator(pad_token_id=pad, padding_side="left")  # new tokens go on the right
     rows = [(i, j) for i in range(len(prompt_ids)) for j in range(num_samples)]
     device = model.device
@@ -152,13 +203,12 @@ def _sample(
     for b, start in enumerate(range(0, len(rows), batch_size)):
         chunk = rows[start : start + batch_size]
         batch = collate([example_from_ids(prompt_ids[i], []) for i, _ in chunk])
+        law, processors = _decoding(temperature, top_p, record_logps)
         config = GenerationConfig(
-            do_sample=sample,
             max_new_tokens=max(budgets[i] for i, _ in chunk),
             eos_token_id=eos,
             pad_token_id=pad,
             return_dict_in_generate=True,
-            output_scores=sample and record_logps,
             **_NEUTRAL_PROCESSORS,
             **law,
         )
@@ -168,33 +218,41 @@ def _sample(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
                 generation_config=config,
+                logits_processor=processors,
             )
         new = result.sequences[:, batch["input_ids"].shape[1] :]
-        logps = None
-        if config.output_scores:
-            # scores[t] are the processed scores the sampler softmaxed at step t (after the
-            # temperature and top-p warpers; -inf outside the nucleus): log μ = their log-softmax.
-            steps = [
-                s.gather(1, new[:, t : t + 1]) - torch.logsumexp(s, dim=-1, keepdim=True)
-                for t, s in enumerate(result.scores)
-            ]
-            logps = torch.cat(steps, dim=1).float().cpu()
-        new = new.cpu()
-        for r, (i, j) in enumerate(chunk):
-            ids = new[r, : budgets[i]].tolist()
-            finished = eos in ids
-            n = ids.index(eos) + 1 if finished else len(ids)
-            out.append(
-                Generation(
-                    prompt_index=i,
-                    sample_index=j,
-                    prompt_ids=[int(t) for t in prompt_ids[i]],
-                    response_ids=ids[:n],
-                    finished=finished,
-                    text=tokenizer.decode(ids[:n], skip_special_tokens=True),
-                    behavior_logps=None if logps is None else logps[r, :n].tolist(),
-                )
+        recorder = processors[-1] if processors else None
+        logps = recorder.finish(new).cpu() if isinstance(recorder, _LogMuRecorder) else None
+        out += _generations(tokenizer, prompt_ids, chunk, budgets, new.cpu(), logps)
+    return out
+
+
+def _generations(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    chunk: Sequence[tuple[int, int]],
+    budgets: Sequence[int],
+    new: torch.Tensor,
+    logps: torch.Tensor | None,
+) -> list[Generation]:
+    """One batch's rows as :class:`Generation` records, each cut after its first EOS or at its
+    own budget."""
+    eos, out = tokenizer.eos_token_id, []
+    for r, (i, j) in enumerate(chunk):
+        ids = new[r, : budgets[i]].tolist()
+        finished = eos in ids
+        n = ids.index(eos) + 1 if finished else len(ids)
+        out.append(
+            Generation(
+                prompt_index=i,
+                sample_index=j,
+                prompt_ids=[int(t) for t in prompt_ids[i]],
+                response_ids=ids[:n],
+                finished=finished,
+                text=tokenizer.decode(ids[:n], skip_special_tokens=True),
+                behavior_logps=None if logps is None else logps[r, :n].tolist(),
             )
+        )
     return out
 
 
@@ -256,18 +314,18 @@ def generate(
 
     ``temperature > 0`` samples from μ = softmax(z/τ) restricted to the top-p nucleus and
     renormalised (module docstring); ``temperature == 0`` decodes greedily (``behavior_logps`` is
-    then None: a deterministic μ has no use as a behaviour law). log μ is read from the scores
-    ``generate`` returns with ``output_scores=True`` — the very tensors it sampled from — so it is
-    the law actually sampled even if some processor were active; the tests check that it equals a
-    fresh forward pass's tempered, top-p-renormalised log-probs. Every other knob that could
+    then None: a deterministic μ has no use as a behaviour law). log μ is gathered at every step
+    by the last logits processor from the very scores ``generate`` samples from (τ and top-p run
+    as our processors before it, see :func:`_decoding`); the tests check that it equals a fresh
+    forward pass's tempered, top-p-renormalised log-probs. Every other knob that could
     reshape the law (the default ``top_k = 50``, a checkpoint's repetition penalty, ...) is
     pinned to its neutral value.
 
     Prompts are final strings (chat template applied) tokenised without added special tokens and
     left-padded per batch of ``batch_size`` sequences (each prompt counts ``num_samples`` times).
-    Memory: the recorded scores take batch_size × max_new_tokens × vocab floats per batch
-    (float32: 51 GB for 512 × 512 × 49,152); ``record_logps=False`` (evaluation) records nothing
-    and leaves ``behavior_logps`` None.
+    Memory: recording log μ holds one batch_size × vocab buffer (float32: 100 MB for 512 ×
+    49,152), not every step's scores (51 GB at 512 new tokens); ``record_logps=False``
+    (evaluation) records nothing and leaves ``behavior_logps`` None.
     Sampling is reproducible: batch b uses the seed derived from ``(seed, b)``.
 
     Returns:

@@ -131,6 +131,49 @@ def test_behaviour_logps_with_top_p_are_the_renormalised_nucleus(model, tok):
     assert truncated  # the nucleus really cut something off
 
 
+def _nucleus_logps(model, g: Generation, tau: float, top_p: float) -> torch.Tensor:
+    """Teacher-forced log μ by hand: softmax(z/τ), the smallest top set reaching mass top_p
+    (ties broken by the sort), renormalised, at the chosen tokens."""
+    probs = torch.softmax(_fresh_logits(model, g).double() / tau, dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    keep_sorted = (sorted_p.cumsum(-1) - sorted_p) < top_p
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    nucleus = torch.where(keep, probs, 0.0)
+    chosen = torch.tensor(g.response_ids)[:, None]
+    return (nucleus / nucleus.sum(-1, keepdim=True)).gather(-1, chosen).log().squeeze(-1)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.8])
+@pytest.mark.parametrize("tau", [0.7, 1.0, 1.3])
+def test_log_mu_is_the_law_sampled_for_every_temperature_and_top_p(model, tok, tau, top_p):
+    """The recorder must see the scores after the temperature and top-p warpers: one that saw
+    the raw logits would give log softmax(z) and fail every τ ≠ 1 and every cut nucleus."""
+    gens = generate(model, tok, PROMPTS, num_samples=4, temperature=tau, top_p=top_p,
+                    max_new_tokens=10, batch_size=3)  # fmt: skip
+    for g in gens:
+        expected = _nucleus_logps(model, g, tau, top_p).float()
+        torch.testing.assert_close(torch.tensor(g.behavior_logps), expected, atol=1e-4, rtol=0)
+
+
+def test_recording_log_mu_keeps_no_per_step_scores(model, tok, monkeypatch):
+    """log μ costs one (B, V) buffer: generate is never asked to return every step's scores or
+    logits (steps × B × V floats: 51 GB for 512 × 512 × 49,152)."""
+    seen = []
+    original = type(model).generate
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["generation_config"])
+        result = original(self, *args, **kwargs)
+        assert getattr(result, "scores", None) is None and getattr(result, "logits", None) is None
+        return result
+
+    monkeypatch.setattr(type(model), "generate", spy)
+    gens = generate(model, tok, PROMPTS, num_samples=2, temperature=0.7, top_p=0.9,
+                    max_new_tokens=6)  # fmt: skip
+    assert seen and all(g.behavior_logps is not None for g in gens)
+    assert not any(c.output_scores or c.output_logits for c in seen)
+
+
 # ------------------------------------------------------------------------------ termination
 
 
