@@ -12,7 +12,9 @@ them. Each sampled response therefore has to carry, token by token and action-al
   p = 1). The importance weights exp(Σ log π_θ − log μ) of §5 need exactly this quantity; with
   τ ≠ 1 or p < 1 it is **not** log π_ref;
 - ``ref_logps`` — log π_ref(a_h|s_h) = log softmax(z)[a_h] (τ = 1), the anchor of the KL term and
-  of the parameterisation Q = β log(π_θ/π_ref) + V;
+  of the parameterisation Q = β log(π_θ/π_ref) + V. At τ = 1 and p = 1, μ = π_ref: the dataset
+  then stores this one teacher-forced column as ``behavior_logps`` too (the sampler records
+  nothing), so importance weights compare numbers of one numerics and start at exactly 1;
 - ``reward`` — the outcome reward r_H = 1 if the final answer is correct, else 0
   (the task's ``is_correct``: :func:`dqo_tutorial.gsm8k.is_correct`, for MATH
   :func:`dqo_tutorial.math_problems.is_correct`), and ``terminal`` — whether the response ended
@@ -491,6 +493,7 @@ def _build_shard(
     t = time.perf_counter()
     task = get_task(cfg.task)
     prompts = [task.format_prompt(p.question, tokenizer) for p in problems]
+    mu_is_ref = cfg.temperature == 1.0 and cfg.top_p == 1.0  # μ = π_ref: one column, below
     gens = generate(
         model,
         tokenizer,
@@ -502,6 +505,7 @@ def _build_shard(
         seed=_derive_seed(cfg.seed, shard),
         batch_size=cfg.batch_size,
         sampler=sampler,
+        record_logps=not mu_is_ref,
     )
     timing["sampling_s"] = time.perf_counter() - t
 
@@ -527,7 +531,7 @@ def _build_shard(
                 "gold": gold,
                 "input_ids": ex["input_ids"],
                 "action_mask": ex["action_mask"],
-                "behavior_logps": [0.0] * n_prompt + g.behavior_logps,
+                "behavior_logps": ref_logps if mu_is_ref else [0.0] * n_prompt + g.behavior_logps,
                 "ref_logps": ref_logps,
                 "reward": reward,
                 "terminal": g.finished,

@@ -17,7 +17,7 @@ from dqo_tutorial import sampling
 from dqo_tutorial.collate import example_from_ids
 from dqo_tutorial.gsm8k import PROMPT_TEMPLATE_VERSION, dataset_hash, load_gsm8k
 from dqo_tutorial.modeling import per_token_logprobs
-from dqo_tutorial.models import tiny_causal_lm, tiny_tokenizer
+from dqo_tutorial.models import load_model_and_tokenizer, tiny_causal_lm, tiny_tokenizer
 from dqo_tutorial.sampling import (
     Generation,
     SamplingConfig,
@@ -316,6 +316,23 @@ def _cfg(**overrides) -> SamplingConfig:
         process_k=2,
     )
     return SamplingConfig(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.7])
+def test_at_temperature_one_log_mu_is_the_stored_log_pi_ref(tmp_path, tau):
+    """μ = π_ref at τ = 1, top-p = 1: one teacher-forced column, so w = exp(log π_θ − log μ)
+    starts at exactly 1. A log μ recorded while decoding (KV cache, left padding) differs from
+    the teacher-forced log π_ref by float noise: on the toy π_ref, 142 of 4,029 tokens, ≤ 6e-6."""
+    toy_model, toy_tok = load_model_and_tokenizer("toy", dtype="float32")
+    cfg = SamplingConfig(task="toy", model="toy", limit=24, num_samples=4, temperature=tau,
+                         batch_size=48, shard_size=24, process_rewards=False)  # fmt: skip
+    ds = build_dataset(cfg, tmp_path, model=toy_model, tokenizer=toy_tok, progress=False)
+    mu, ref = ds["behavior_logps"], ds["ref_logps"]
+    if tau == 1.0:
+        assert mu == ref
+    else:  # the tempered law is recorded, not π_ref
+        gap = max(abs(a - b) for m, r in zip(mu, ref) for a, b in zip(m, r))
+        assert gap > 1e-2
 
 
 def test_build_dataset_resume_and_manifest(model, tok, tmp_path):
