@@ -5,6 +5,9 @@
    above the logits themselves (and time), forward and forward+backward. On CPU the peak is the
    process's peak RSS, each variant measured in a fresh subprocess; on CUDA it is
    ``torch.cuda.max_memory_allocated``.
+3. The LM head + log-prob, forward+backward at B·T = 8 × 1,024 rows, D = 576 (SmolLM2-135M),
+   V = 49,152: the materialised head (``h Wᵀ`` → ``gather_logprobs``) vs the fused
+   ``linear_logprobs``; peak memory above the hidden states and weights, in fresh subprocesses.
 
     python benchmarks/bench_kernels.py [--device cpu|cuda] [--dtype bfloat16|float32]
 """
@@ -95,6 +98,52 @@ def _peak_child(variant: str, device: str, dtype: str, b: int, t: int, v: int) -
     }
 
 
+def _head_child(variant: str, device: str, dtype: str, n: int, d: int, v: int) -> dict:
+    """Runs in a fresh process: one head forward+backward, materialised or fused."""
+    torch.manual_seed(0)
+    dt = getattr(torch, dtype)
+    hidden = torch.randn(n, d, device=device, dtype=dt, requires_grad=True)
+    weight = (0.02 * torch.randn(v, d, device=device, dtype=dt)).requires_grad_()
+    tokens = torch.randint(0, v, (n,), device=device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    if variant == "head_fused+backward":
+        out = kernels.linear_logprobs(hidden, weight, tokens)
+    else:
+        out = kernels.gather_logprobs(hidden @ weight.T, tokens)
+    out.sum().backward()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {
+        "variant": variant,
+        "peak_extra_mib": peak / MiB,
+        "seconds": time.perf_counter() - start,
+        "logits_mib": n * v * hidden.element_size() / MiB,
+        "sum": float(out.detach().sum()),
+    }
+
+
+def _run_child(*args: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", *args]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def bench_head(device: str, dtype: str, n: int = 8 * 1024, d: int = 576, v: int = 49_152) -> list:
+    return [
+        _run_child(variant, "--device", device, "--dtype", dtype, "--shape", f"{n},{d},{v}")
+        for variant in ("head_materialised+backward", "head_fused+backward")
+    ]
+
+
 def bench_gather(device: str, dtype: str, b: int = 8, t: int = 1024, v: int = 49_152) -> list:
     rows = []
     for variant in (
@@ -134,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     b, t, v = map(int, args.shape.split(","))
     if args.child:
-        print(json.dumps(_peak_child(args.child, args.device, args.dtype, b, t, v)))
+        child = _head_child if args.child.startswith("head_") else _peak_child
+        print(json.dumps(child(args.child, args.device, args.dtype, b, t, v)))
         return
 
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
@@ -162,6 +212,19 @@ def main(argv: list[str] | None = None) -> None:
             f"memory ratio full/ours{suffix or ' (forward)'}: "
             f"x{full['peak_extra_mib'] / max(ours['peak_extra_mib'], 1):.1f}"
         )
+
+    mat, fused = bench_head(args.device, args.dtype)
+    print(
+        f"\nLM head + log-prob, forward+backward, 8192 rows x D=576 -> V=49152, {args.dtype} "
+        f"(logits would be {mat['logits_mib']:.0f} MiB)"
+    )
+    for r in (mat, fused):
+        print(f"{r['variant']:<28}{r['peak_extra_mib']:>26.0f}{r['seconds']:>10.2f}")
+    print(
+        f"memory fused/materialised: {fused['peak_extra_mib'] / max(mat['peak_extra_mib'], 1):.2f}"
+        f"  time fused/materialised: {fused['seconds'] / mat['seconds']:.2f}"
+        f"  (|Σ log p| difference {abs(fused['sum'] - mat['sum']):.2e})"
+    )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,7 @@ def _add_tabular_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lam", type=_number_in(0, 1), default=1.0, help="λ ∈ [0, 1] of the λ-return")
     p.add_argument("--steps", type=_at_least_one, default=1000, help="Adam steps (default 1000)")
-    p.add_argument(
-        "--seed", type=_count(0), default=0, help="seed of the MDP and the data"
-    )
+    p.add_argument("--seed", type=_count(0), default=0, help="seed of the MDP and the data")
     p.set_defaults(func=_tabular_demo)
 
 

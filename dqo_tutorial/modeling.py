@@ -13,12 +13,13 @@ same batch give the same numbers (method §7).
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .kernels import gather_logprobs
+from .kernels import gather_logprobs, linear_logprobs
 
 __all__ = [
     "position_ids_from_mask",
@@ -26,6 +27,7 @@ __all__ = [
     "has_state",
     "last_token_index",
     "per_token_logprobs",
+    "fusable_head",
     "ValueOutput",
     "ValueHead",
     "ValueModel",
@@ -70,6 +72,8 @@ def per_token_logprobs(
     temperature: float = 1.0,
     *,
     output_hidden: bool = False,
+    score_mask: Tensor | None = None,
+    fused: bool | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Action-aligned log π(a_j | s_j) of a causal LM over a whole padded batch.
 
@@ -81,17 +85,33 @@ def per_token_logprobs(
     input_ids        (B, T)   prompt + response token ids (any padding side)
     attention_mask   (B, T)   1 on real tokens, 0 on pads
     temperature      float    τ; τ ≠ 1 gives the tempered sampling law μ
-    returns          (B, T)   float32; 0 at pads and at each row's first real token
+    score_mask       (B, T)   optional: score only these columns (e.g. the action mask)
+    returns          (B, T)   float32; 0 at pads, at each row's first real token and
+                              outside ``score_mask``
     ===============  =======  ==================================================
 
-    Only the logits are materialised in the model's dtype; the log-softmax reduction runs in
-    float32 through :func:`~dqo_tutorial.kernels.gather_logprobs`. Multiply by the action mask
-    (or use :func:`~dqo_tutorial.kernels.masked_sum`) to keep response tokens only.
+    **Fused head** (``fused`` None = where the model allows it, see :func:`fusable_head`): the
+    model runs with no logits at all (``logits_to_keep`` empty) and, inside its forward (so
+    under its autocast and its FSDP unsharding), the final hidden states of the scored
+    positions go through :func:`~dqo_tutorial.kernels.linear_logprobs` — no (B, T, V) logits,
+    only the scored positions. ``fused=False``: the logits are materialised in the model's
+    dtype and reduced in float32 by :func:`~dqo_tutorial.kernels.gather_logprobs`. Both give
+    the same numbers (tests/test_modeling.py).
 
     ``output_hidden=True`` also returns the last hidden state (B, T, D) of the same forward pass,
     for a :class:`ValueHead` on the policy's trunk (the shared-trunk value option).
     """
     positions = position_ids_from_mask(attention_mask)
+    scored = has_state(attention_mask)
+    if score_mask is not None:
+        scored = scored & score_mask.bool()
+    parts = fusable_head(model) if fused is not False else None
+    if fused and parts is None:
+        raise ValueError(f"{type(model).__name__} has no head the fused log-prob path can use")
+    if parts is not None:
+        logps, hidden = _fused_logprobs(model, parts, input_ids, attention_mask, positions,
+                                        scored, temperature)  # fmt: skip
+        return (logps, hidden) if output_hidden else logps
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -104,8 +124,62 @@ def per_token_logprobs(
         logits = logits / temperature
     logps = gather_logprobs(logits, input_ids[:, 1:])
     logps = torch.cat([torch.zeros_like(logps[:, :1]), logps], dim=1)
-    logps = torch.where(has_state(attention_mask), logps, 0.0)
+    logps = torch.where(scored, logps, 0.0)
     return (logps, out.hidden_states[-1]) if output_hidden else logps
+
+
+def fusable_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
+    """``(trunk, head)`` of a Hugging Face causal LM whose logits are exactly ``head(trunk(x))``
+    and whose forward takes ``logits_to_keep``; None for anything else (logit soft-capping or
+    scaling, a non-linear head, a head sharded outside the forward), which then takes the
+    materialised path. A DDP wrapper is looked through."""
+    inner = getattr(model, "module", model)
+    get_head = getattr(inner, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    trunk = getattr(inner, "base_model", None)
+    if not isinstance(head, nn.Linear) or trunk is None or trunk is inner:
+        return None
+    config = getattr(inner, "config", None)
+    if any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale")):
+        return None
+    if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
+        return None
+    return trunk, head
+
+
+def _fused_logprobs(model, parts, input_ids, attention_mask, positions, scored, temperature):
+    """The fused path of :func:`per_token_logprobs`: a forward hook on the trunk scores the
+    ``scored`` columns j from the hidden state at j − 1 while the model's forward runs."""
+    trunk, head = parts
+    rows, cols = scored.nonzero(as_tuple=True)
+    found: dict[str, Tensor] = {}
+
+    def score(_module: nn.Module, _args: tuple, output: object) -> None:
+        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        device = hidden.device.type
+        dtype = (
+            torch.get_autocast_dtype(device)
+            if torch.is_autocast_enabled(device)
+            else head.weight.dtype
+        )
+        found["hidden"] = hidden
+        found["logps"] = linear_logprobs(hidden[rows, cols - 1], head.weight, input_ids[rows, cols],
+                                         head.bias, temperature, dtype)  # fmt: skip
+
+    hook = trunk.register_forward_hook(score)
+    try:
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            use_cache=False,
+            logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device),
+        )
+    finally:
+        hook.remove()
+    logps = found["logps"]
+    full = torch.zeros(scored.shape, dtype=logps.dtype, device=logps.device)
+    return full.index_put((rows, cols), logps), found["hidden"]
 
 
 @dataclass

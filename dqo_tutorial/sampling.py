@@ -364,12 +364,14 @@ def reference_logprobs(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = collate([{k: examples[i][k] for k in ("input_ids", "action_mask")} for i in idx])
+        mask = batch["action_mask"].to(model.device)
         logps = per_token_logprobs(
             model,
             batch["input_ids"].to(model.device),
             batch["attention_mask"].to(model.device),
+            score_mask=mask,
         )
-        logps = torch.where(batch["action_mask"].to(model.device), logps, 0.0).float().cpu()
+        logps = torch.where(mask, logps, 0.0).float().cpu()
         for row, i in enumerate(idx):
             result[i] = logps[row, : len(examples[i]["input_ids"])].tolist()
     return result

@@ -246,7 +246,9 @@ def compute_losses(
     ids, att = batch["input_ids"], batch["attention_mask"]
     shared = value_model is not None and cfg.value_model == "shared"
     with torch.set_grad_enabled(policy_grad and torch.is_grad_enabled()):
-        out = per_token_logprobs(policy, ids, att, output_hidden=shared)
+        out = per_token_logprobs(
+            policy, ids, att, output_hidden=shared, score_mask=batch["action_mask"]
+        )  # every loss reads log π at actions only (the fused head scores nothing else)
     logps, hidden = out if shared else (out, None)
     n = torch.as_tensor(num_items, dtype=torch.float32, device=logps.device).clamp(min=1)
 
@@ -320,9 +322,9 @@ def score_reference(
         batch = collator([{k: sequences[i][k] for k in ("input_ids", "action_mask")} for i in idx])
         ids, att = batch["input_ids"].to(accelerator.device), batch["attention_mask"]
         att, mask = att.to(ids.device), batch["action_mask"].to(ids.device)
-        columns = [per_token_logprobs(policy, ids, att)]
+        columns = [per_token_logprobs(policy, ids, att, score_mask=mask)]
         if tau is not None and tau != 1.0:
-            columns.append(per_token_logprobs(policy, ids, att, tau))
+            columns.append(per_token_logprobs(policy, ids, att, tau, score_mask=mask))
         columns = [torch.where(mask, c, 0.0).float().cpu() for c in columns]
         for row, i in enumerate(idx):
             n = len(sequences[i]["input_ids"])

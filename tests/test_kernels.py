@@ -582,3 +582,62 @@ def test_kl_estimate_is_unbiased_for_kl_theta_ref_under_any_covering_mu(tau):
     same = K.kl_estimate(ref.view(1, 7), ref.view(1, 7), torch.ones(1, 7), mu.view(1, 7))
     assert float(same) == 0.0
     assert float(K.kl_estimate(pi.view(1, 7), ref.view(1, 7), torch.zeros(1, 7))) == 0.0
+
+
+# ------------------------------------------------------------------------------ fused LM head
+
+
+def _head_case(n=37, d=6, v=11, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, d, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(v, d, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(v, generator=g, dtype=dtype, requires_grad=True)
+    y = torch.randint(0, v, (n,), generator=g)
+    if n >= 2:
+        y[0], y[1] = 0, v - 1  # the first and the last vocabulary entry
+    return h, w, b, y
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.7])
+def test_linear_logprobs_equals_the_materialised_head(tau, monkeypatch):
+    """Against log_softmax of the full logits, with row chunks of 4 rows (37 rows: 10 chunks,
+    the last one short) so that the chunking itself is exercised."""
+    monkeypatch.setattr(K, "_CHUNK_ELEMENTS", 4 * 11)
+    h, w, b, y = _head_case()
+    fused = K.linear_logprobs(h, w, y, b, temperature=tau)
+    naive_lp = torch.log_softmax((h @ w.T + b) / tau, -1).gather(1, y[:, None])[:, 0]
+    torch.testing.assert_close(fused, naive_lp, rtol=0, atol=1e-12)
+    gf = torch.autograd.grad(fused.sum(), (h, w, b))
+    gn = torch.autograd.grad(naive_lp.sum(), (h, w, b))
+    for a, c in zip(gf, gn):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
+
+
+def test_linear_logprobs_gradcheck_float64(monkeypatch):
+    monkeypatch.setattr(K, "_CHUNK_ELEMENTS", 3 * 5)
+    h, w, b, y = _head_case(n=7, d=3, v=5, seed=1)
+    f = lambda h, w, b: K.linear_logprobs(h, w, y, b, temperature=1.3)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (h, w, b))
+
+
+def test_linear_logprobs_no_rows_and_no_bias():
+    h, w, _, y = _head_case(n=0)
+    out = K.linear_logprobs(h, w, y)
+    assert out.shape == (0,)
+    gh, gw = torch.autograd.grad(out.sum(), (h, w))
+    assert gh.shape == h.shape and not gw.any()
+    h, w, _, y = _head_case(n=5)
+    expected = torch.log_softmax(h @ w.T, -1).gather(1, y[:, None])[:, 0]
+    torch.testing.assert_close(K.linear_logprobs(h, w, y), expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="must be"):
+        K.linear_logprobs(h[None], w, y[None])
+
+
+def test_linear_logprobs_in_bfloat16_matches_a_bfloat16_head():
+    """``dtype=bfloat16``: the product in bf16, the reduction in float32 — what a bf16 head
+    (or autocast) followed by gather_logprobs computes."""
+    h, w, b, y = _head_case(n=16, d=32, v=64, dtype=torch.float32)
+    fused = K.linear_logprobs(h, w, y, b, dtype=torch.bfloat16)
+    logits = h.bfloat16() @ w.bfloat16().T + b.bfloat16()
+    torch.testing.assert_close(fused, K.gather_logprobs(logits, y), rtol=0, atol=1e-6)
+    assert fused.dtype == torch.float32

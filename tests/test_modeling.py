@@ -191,3 +191,65 @@ def test_shared_trunk_value_head_detaches_by_default():
     out.values.square().sum().backward()
     assert all(p.grad is None for p in lm.parameters())
     assert head.proj.weight.grad is not None and head.proj.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------ fused head
+
+
+def _tied_llama(seed: int = 3) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True)  # fmt: skip
+    model = LlamaForCausalLM(cfg)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    return model
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("tau", [1.0, 0.7])
+def test_fused_head_gives_the_materialised_logprobs_and_gradients(side, tau):
+    """The fused path against the materialised one: values, and the gradient of every weight
+    (the tied embedding gets its head gradient through the fused backward)."""
+    model = _tied_llama()
+    ids, att = pad_batch(SEQS, side)
+    score = torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.7
+    results = []
+    for fused in (True, False):
+        model.zero_grad()
+        lp = per_token_logprobs(model, ids, att, tau, score_mask=score, fused=fused)
+        (lp * torch.linspace(0.5, 1.5, lp.numel()).view_as(lp)).sum().backward()
+        results.append((lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (lp_f, g_f), (lp_m, g_m) = results
+    torch.testing.assert_close(lp_f, lp_m, atol=1e-6, rtol=0)
+    assert (lp_f[~score] == 0).all()
+    for name in g_m:
+        torch.testing.assert_close(g_f[name], g_m[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert g_f["model.embed_tokens.weight"].abs().sum() > 0
+
+
+def test_fused_head_never_builds_the_logits_and_follows_autocast():
+    model = _tied_llama()
+    seen = []
+    model.lm_head.register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape)))
+    ids, att = pad_batch(SEQS, "left")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = per_token_logprobs(model, ids, att)
+        materialised = per_token_logprobs(model, ids, att, fused=False)
+    assert seen[0][1] == 0 and seen[1] == (*ids.shape, VOCAB)  # no logits, then all of them
+    assert fused.dtype == torch.float32
+    torch.testing.assert_close(fused, materialised, atol=2e-2, rtol=0)  # both: bf16 head
+    with torch.no_grad():
+        full = per_token_logprobs(model, ids, att)
+    assert (fused - full).abs().max() > 1e-4  # autocast really ran the fused head in bf16
+
+
+def test_fused_head_falls_back_where_it_cannot_be_used():
+    from dqo_tutorial.modeling import fusable_head
+
+    assert fusable_head(_tied_llama()) is not None
+    soft = _tied_llama()
+    soft.config.final_logit_softcapping = 30.0  # logits ≠ head(trunk): must not be fused
+    assert fusable_head(soft) is None
+    with pytest.raises(ValueError, match="fused"):
+        per_token_logprobs(soft, *pad_batch(SEQS, "left"), fused=True)
