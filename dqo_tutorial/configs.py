@@ -317,8 +317,10 @@ class TrainConfig:
 
     Engine: ``mixed_precision`` (``"auto"``: bf16 on a GPU that has it, else off; or ``"no"``,
     ``"bf16"``, ``"fp16"``), ``dtype`` of the master weights, ``padding_side`` of training
-    batches, ``gradient_checkpointing``, ``checkpoint_every`` / ``keep_checkpoints``, ``seed``;
-    ``report_to`` (:data:`REPORT_TO`: metrics to TensorBoard or W&B as well as ``log.jsonl``).
+    batches, ``gradient_checkpointing``, ``packing`` (micro-batches packed into fewer rows by
+    :func:`~dqo_tutorial.modeling.pack_rows`), ``checkpoint_every`` / ``keep_checkpoints``,
+    ``seed``; ``report_to`` (:data:`REPORT_TO`: metrics to TensorBoard or W&B as well as
+    ``log.jsonl``).
     """
 
     method: str = _field("dqo", "what to train: sft, rft, dpo, dro or dqo")
@@ -367,6 +369,9 @@ class TrainConfig:
     padding_side: str = _field("right", "padding side of training batches: left or right")
     gradient_checkpointing: bool = _field(
         False, "recompute activations in the backward pass (less memory)"
+    )
+    packing: bool = _field(
+        True, "pack each micro-batch's sequences into fewer rows (no pads; the same numbers)"
     )
     checkpoint_every: int = _field(200, "steps between checkpoints (the unit of resume)")
     keep_checkpoints: int = _field(2, "newest checkpoints kept")

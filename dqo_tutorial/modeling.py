@@ -26,6 +26,8 @@ __all__ = [
     "align_to_actions",
     "has_state",
     "last_token_index",
+    "Packing",
+    "pack_rows",
     "per_token_logprobs",
     "fusable_head",
     "ValueOutput",
@@ -65,6 +67,69 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return torch.where(attention_mask.bool(), idx, -1).max(dim=1).values.clamp(min=0)
 
 
+@dataclass(frozen=True)
+class Packing:
+    """The real tokens of a padded (B, T) batch packed into R ≤ B rows of the same width T.
+
+    Rows go first-fit, longest first; within a packed row each sequence keeps its own position
+    ids 0, 1, …, which is how transformers recognises packed sequences and keeps them from
+    attending to each other — **only** with ``attention_mask=None`` and no cache
+    (``use_cache=False``; with a cache the rows attend across boundaries). Trailing free slots
+    count as one more (ignored) sequence. ``index`` (B, T) holds each real token's flat
+    position in the packed (R·T) layout, −1 at pads."""
+
+    input_ids: Tensor  # (R, T)
+    position_ids: Tensor  # (R, T)
+    index: Tensor  # (B, T)
+
+    def unpack(self, packed: Tensor) -> Tensor:
+        """(R, T, …) per packed position → (B, T, …) per original position (zeros at pads)."""
+        flat = packed.flatten(0, 1)
+        out = flat[self.index.clamp(min=0)]
+        keep = (self.index >= 0).view(*self.index.shape, *([1] * (flat.dim() - 1)))
+        return torch.where(keep, out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+
+def pack_rows(input_ids: Tensor, attention_mask: Tensor) -> Packing:
+    """Pack a padded batch (left or right padding) into as few rows of width T as first-fit
+    decreasing finds: the attention stays (rows × T²), the pads mostly go."""
+    b, t = input_ids.shape
+    lengths = attention_mask.sum(1).tolist()
+    free: list[int] = []  # free slots per packed row
+    place: dict[int, tuple[int, int]] = {}  # sequence → (packed row, start column)
+    for i in sorted(range(b), key=lambda i: -lengths[i]):
+        if not lengths[i]:
+            continue
+        r = next((r for r, f in enumerate(free) if f >= lengths[i]), len(free))
+        if r == len(free):
+            free.append(t)
+        place[i] = (r, t - free[r])
+        free[r] -= lengths[i]
+    rows = max(1, len(free))
+    ids = input_ids.new_zeros(rows, t)
+    positions = torch.arange(t, device=input_ids.device).repeat(rows, 1)  # free slots: 0, 1, …
+    index = torch.full((b, t), -1, dtype=torch.long, device=input_ids.device)
+    real = attention_mask.bool()
+    for i, (r, start) in place.items():
+        cols = real[i].nonzero().squeeze(1)
+        span = torch.arange(start, start + len(cols), device=input_ids.device)
+        ids[r, span] = input_ids[i, cols]
+        positions[r, span] = torch.arange(len(cols), device=input_ids.device)
+        index[i, cols] = r * t + span
+    for r, f in enumerate(free):  # free tail: its own sequence, positions from 0
+        positions[r, t - f :] = torch.arange(f, device=input_ids.device)
+    return Packing(ids, positions, index)
+
+
+def _forward_inputs(input_ids: Tensor, attention_mask: Tensor, packing: Packing | None) -> dict:
+    """Keyword arguments of a causal LM / trunk forward over a padded or a packed batch."""
+    if packing is not None:
+        return {"input_ids": packing.input_ids, "position_ids": packing.position_ids,
+                "attention_mask": None, "use_cache": False}  # fmt: skip
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "position_ids": position_ids_from_mask(attention_mask), "use_cache": False}  # fmt: skip
+
+
 def per_token_logprobs(
     model: nn.Module,
     input_ids: Tensor,
@@ -74,6 +139,7 @@ def per_token_logprobs(
     output_hidden: bool = False,
     score_mask: Tensor | None = None,
     fused: bool | None = None,
+    packed: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Action-aligned log π(a_j | s_j) of a causal LM over a whole padded batch.
 
@@ -98,10 +164,14 @@ def per_token_logprobs(
     dtype and reduced in float32 by :func:`~dqo_tutorial.kernels.gather_logprobs`. Both give
     the same numbers (tests/test_modeling.py).
 
+    ``packed=True`` runs the model on :func:`pack_rows` of the batch (fewer rows, almost no
+    pads) and scatters every output back to (B, T): the same numbers as the padded batch.
+
     ``output_hidden=True`` also returns the last hidden state (B, T, D) of the same forward pass,
     for a :class:`ValueHead` on the policy's trunk (the shared-trunk value option).
     """
-    positions = position_ids_from_mask(attention_mask)
+    packing = pack_rows(input_ids, attention_mask) if packed else None
+    inputs = _forward_inputs(input_ids, attention_mask, packing)
     scored = has_state(attention_mask)
     if score_mask is not None:
         scored = scored & score_mask.bool()
@@ -109,23 +179,21 @@ def per_token_logprobs(
     if fused and parts is None:
         raise ValueError(f"{type(model).__name__} has no head the fused log-prob path can use")
     if parts is not None:
-        logps, hidden = _fused_logprobs(model, parts, input_ids, attention_mask, positions,
-                                        scored, temperature)  # fmt: skip
+        logps, hidden = _fused_logprobs(model, parts, inputs, packing, input_ids, scored,
+                                        temperature)  # fmt: skip
         return (logps, hidden) if output_hidden else logps
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        use_cache=False,
-        output_hidden_states=output_hidden,
-    )
-    logits = out.logits[:, :-1]  # position j − 1 scores token j
+    out = model(**inputs, output_hidden_states=output_hidden)
+    logits = out.logits if packing is None else packing.unpack(out.logits)
+    logits = logits[:, :-1]  # position j − 1 scores token j
     if temperature != 1.0:
         logits = logits / temperature
     logps = gather_logprobs(logits, input_ids[:, 1:])
     logps = torch.cat([torch.zeros_like(logps[:, :1]), logps], dim=1)
     logps = torch.where(scored, logps, 0.0)
-    return (logps, out.hidden_states[-1]) if output_hidden else logps
+    if not output_hidden:
+        return logps
+    hidden = out.hidden_states[-1]
+    return logps, hidden if packing is None else packing.unpack(hidden)
 
 
 def fusable_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
@@ -147,7 +215,7 @@ def fusable_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     return trunk, head
 
 
-def _fused_logprobs(model, parts, input_ids, attention_mask, positions, scored, temperature):
+def _fused_logprobs(model, parts, inputs, packing, input_ids, scored, temperature):
     """The fused path of :func:`per_token_logprobs`: a forward hook on the trunk scores the
     ``scored`` columns j from the hidden state at j − 1 while the model's forward runs."""
     trunk, head = parts
@@ -156,6 +224,7 @@ def _fused_logprobs(model, parts, input_ids, attention_mask, positions, scored, 
 
     def score(_module: nn.Module, _args: tuple, output: object) -> None:
         hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        hidden = hidden if packing is None else packing.unpack(hidden)
         device = hidden.device.type
         dtype = (
             torch.get_autocast_dtype(device)
@@ -168,13 +237,7 @@ def _fused_logprobs(model, parts, input_ids, attention_mask, positions, scored, 
 
     hook = trunk.register_forward_hook(score)
     try:
-        model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            use_cache=False,
-            logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device),
-        )
+        model(**inputs, logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device))
     finally:
         hook.remove()
     logps = found["logps"]
@@ -235,11 +298,12 @@ class ValueModel(nn.Module):
         model.head.to(device=next(trunk.parameters()).device, dtype=head_dtype)
         return model
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> ValueOutput:
-        hidden = self.trunk(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, packed: bool = False
+    ) -> ValueOutput:
+        """Values of a padded batch; ``packed=True`` runs the trunk on :func:`pack_rows` of it
+        (the same values, fewer rows)."""
+        packing = pack_rows(input_ids, attention_mask) if packed else None
+        hidden = self.trunk(**_forward_inputs(input_ids, attention_mask, packing)).last_hidden_state
+        hidden = hidden if packing is None else packing.unpack(hidden)
         return self.head(hidden, attention_mask)

@@ -246,16 +246,16 @@ def compute_losses(
     ids, att = batch["input_ids"], batch["attention_mask"]
     shared = value_model is not None and cfg.value_model == "shared"
     with torch.set_grad_enabled(policy_grad and torch.is_grad_enabled()):
-        out = per_token_logprobs(
-            policy, ids, att, output_hidden=shared, score_mask=batch["action_mask"]
-        )  # every loss reads log π at actions only (the fused head scores nothing else)
+        out = per_token_logprobs(policy, ids, att, output_hidden=shared,
+                                 score_mask=batch["action_mask"], packed=cfg.packing)  # fmt: skip
+        # every loss reads log π at actions only (the fused head scores nothing else)
     logps, hidden = out if shared else (out, None)
     n = torch.as_tensor(num_items, dtype=torch.float32, device=logps.device).clamp(min=1)
 
     def values() -> Any:
         if value_model is None:
             raise ValueError(f"method {method!r} reads V_φ but trains without a value model")
-        return value_model(hidden, att) if shared else value_model(ids, att)
+        return value_model(hidden, att) if shared else value_model(ids, att, packed=cfg.packing)
 
     return get_method(method).loss(batch, Forward(logps, values), cfg, n)
 
@@ -290,6 +290,7 @@ def score_reference(
     *,
     batch_size: int,
     behavior: BehaviorLaw | None,
+    packed: bool = False,
 ) -> dict[str, Any]:
     """Re-score log π_ref — and log μ where μ is a function of π_ref's logits — with the very
     policy training starts from, under the training numerics (docs/implementation-notes.md 13).
@@ -302,7 +303,8 @@ def score_reference(
     bf16 autocast on CPU) and, when μ = π_ref, w = 1.
 
     ``sequences``: example dicts (``input_ids``, ``action_mask``, ``ref_logps``,
-    ``behavior_logps``), updated in place. ``behavior``: μ = π_ref (τ = 1, top-p = 1) → log μ is
+    ``behavior_logps``), updated in place; ``packed``: as the training forward passes (the same
+    numerics on both sides of ρ). ``behavior``: μ = π_ref (τ = 1, top-p = 1) → log μ is
     the re-scored log π_ref; top-p = 1, τ ≠ 1 → the tempered log-softmax, re-scored; top-p < 1 or
     unknown (None) → the stored log μ is kept (its numerics are the sampler's). Each process
     scores every W-th length-sorted batch (all processes run the same number of forward passes,
@@ -322,9 +324,10 @@ def score_reference(
         batch = collator([{k: sequences[i][k] for k in ("input_ids", "action_mask")} for i in idx])
         ids, att = batch["input_ids"].to(accelerator.device), batch["attention_mask"]
         att, mask = att.to(ids.device), batch["action_mask"].to(ids.device)
-        columns = [per_token_logprobs(policy, ids, att, score_mask=mask)]
+        score = {"score_mask": mask, "packed": packed}
+        columns = [per_token_logprobs(policy, ids, att, **score)]
         if tau is not None and tau != 1.0:
-            columns.append(per_token_logprobs(policy, ids, att, tau, score_mask=mask))
+            columns.append(per_token_logprobs(policy, ids, att, tau, **score))
         columns = [torch.where(mask, c, 0.0).float().cpu() for c in columns]
         for row, i in enumerate(idx):
             n = len(sequences[i]["input_ids"])
@@ -728,9 +731,8 @@ def _reference_pass(
         sequences = [e for ex in examples for e in (ex["chosen"], ex["rejected"])]
     policy.train()
     t = time.perf_counter()
-    reference = score_reference(
-        accelerator, policy, sequences, batch_size=cfg.batch_size, behavior=behavior
-    )
+    reference = score_reference(accelerator, policy, sequences, batch_size=cfg.batch_size,
+                                behavior=behavior, packed=cfg.packing)  # fmt: skip
     reference["seconds"] = time.perf_counter() - t
     return reference
 
