@@ -160,7 +160,8 @@ class _LinearLogprobs(torch.autograd.Function):
             g = grad_out[rows, None].to(lse.dtype)
             gz = -g * torch.exp(z - lse[rows, None])
             gz.scatter_add_(-1, tokens[rows, None], g)
-            gz = gz / tau
+            if tau != 1.0:
+                gz = gz / tau
             if need_h:
                 grad_h[rows] = (gz.to(dtype) @ weight.to(dtype)).to(hidden.dtype)
             if need_w:

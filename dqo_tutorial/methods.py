@@ -61,8 +61,9 @@ class ExampleContext(NamedTuple):
 
 class Forward(NamedTuple):
     """One micro-batch through the models: ``logps`` (B, T) log π_θ(a_h|s_h), action-aligned,
-    with the graph the step needs; ``values()`` runs V_φ (a :class:`~dqo_tutorial.modeling
-    .ValueOutput`) — only methods with a value model call it."""
+    with the graph the step needs; ``values(mask=None)`` runs V_φ (a :class:`~dqo_tutorial
+    .modeling.ValueOutput`) over the batch, or over the tokens of ``mask`` only (DRO: the
+    prompt) — only methods with a value model call it."""
 
     logps: Tensor
     values: Callable[[], Any]
@@ -237,9 +238,10 @@ def _dro(batch: Mapping[str, Tensor], fwd: Forward, cfg: Any, n: Tensor) -> tupl
     state."""
     stats = _ratio_stats(batch, fwd.logps)
     mask, ref = batch["action_mask"], batch["ref_logps"]
-    v = fwd.values()
-    first = mask.long().argmax(dim=1, keepdim=True)  # the first action: V(s_1) = V(x)
-    v_x = v.values.gather(1, first).squeeze(1)
+    # V(x) = V(s_1) reads the last prompt token: run V_φ over the prompt only (with packing the
+    # response tokens then cost nothing); its final value is V(x)
+    prompt = batch["attention_mask"].bool() & (mask.long().cumsum(dim=1) == 0)
+    v_x = fwd.values(prompt.long()).final
     seq, seq_ref = masked_sum(fwd.logps, mask, dim=1), masked_sum(ref, mask, dim=1)
     pl, vl = dro_loss(seq, seq_ref, v_x, batch["reward"], cfg.beta, num_items=n)
     with torch.no_grad():

@@ -252,10 +252,11 @@ def compute_losses(
     logps, hidden = out if shared else (out, None)
     n = torch.as_tensor(num_items, dtype=torch.float32, device=logps.device).clamp(min=1)
 
-    def values() -> Any:
+    def values(mask: Tensor | None = None) -> Any:
         if value_model is None:
             raise ValueError(f"method {method!r} reads V_φ but trains without a value model")
-        return value_model(hidden, att) if shared else value_model(ids, att, packed=cfg.packing)
+        m = att if mask is None else mask
+        return value_model(hidden, m) if shared else value_model(ids, m, packed=cfg.packing)
 
     return get_method(method).loss(batch, Forward(logps, values), cfg, n)
 

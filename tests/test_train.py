@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from dqo_tutorial.collate import DQOCollator
 from dqo_tutorial.errors import ConfigError
-from dqo_tutorial.modeling import ValueModel
+from dqo_tutorial.modeling import ValueModel, per_token_logprobs
 from dqo_tutorial.train import (
     METHODS,
     TrainConfig,
@@ -607,3 +607,38 @@ def test_packed_and_padded_micro_batches_give_the_same_losses_and_gradients(
         torch.testing.assert_close(vl1, vl0, atol=1e-5, rtol=1e-5)
     for a, b in zip(g0, g1):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+@pytest.mark.parametrize("value_model", ["separate", "shared"])
+def test_dro_reads_v_of_the_prompt_from_a_prompt_only_value_pass(
+    value_model, packing, tiny_model, tiny_tok, rows
+):
+    """DRO's V(x) comes from V_φ run over the prompt tokens only; by causality it must equal
+    V_φ read at the first action of a full-sequence pass (computed here by hand)."""
+    from dqo_tutorial.kernels import dro_loss, masked_sum
+    from dqo_tutorial.modeling import ValueHead
+
+    cfg = cfg_for("dro", value_model=value_model, packing=packing)
+    examples = build_examples("dro", data_for("dro", rows), tokenizer=tiny_tok)[:6]
+    batch = DQOCollator(tiny_tok.pad_token_id, padding_side="left")(examples)
+    policy = tiny_model.train()
+    if value_model == "separate":
+        value = ValueModel.from_causal_lm(policy)
+        head = value.head
+    else:
+        value = head = ValueHead(policy.config.hidden_size, detach_input=True)
+    with torch.no_grad():
+        head.proj.weight.normal_(0, 0.1)
+    n = item_count("dro", batch)
+    pl, vl, _ = compute_losses("dro", batch, policy, value, cfg, n)
+
+    ids, att, mask = batch["input_ids"], batch["attention_mask"], batch["action_mask"]
+    logps, hidden = per_token_logprobs(policy, ids, att, output_hidden=True)
+    full = value(hidden, att) if value_model == "shared" else value(ids, att)
+    v_x = full.values.gather(1, mask.long().argmax(1, keepdim=True)).squeeze(1)
+    seq = masked_sum(logps, mask, dim=1)
+    seq_ref = masked_sum(batch["ref_logps"], mask, dim=1)
+    pl_hand, vl_hand = dro_loss(seq, seq_ref, v_x, batch["reward"], cfg.beta, num_items=n)
+    torch.testing.assert_close(pl, pl_hand, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(vl, vl_hand, atol=1e-6, rtol=1e-5)
