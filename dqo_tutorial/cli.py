@@ -201,8 +201,9 @@ def _sample(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(SamplingConfig, args)
     build_dataset(cfg, args.out)
-    manifest = json.loads((Path(args.out) / "manifest.json").read_text())
-    print(json.dumps({"summary": manifest["summary"], "timing": manifest["timing"]}, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun / accelerate launch
+        manifest = json.loads((Path(args.out) / "manifest.json").read_text())
+        print(json.dumps({"summary": manifest["summary"], "timing": manifest["timing"]}, indent=2))
     return 0
 
 

@@ -30,6 +30,7 @@ manifest, and :func:`summarize` for its statistics.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -56,7 +57,7 @@ from transformers import (
 from .artifacts import atomic_write_json, check_run_identity, run_lock, save_dataset_atomically
 from .collate import DQOCollator, example_from_ids
 from .configs import SamplingConfig, run_manifest
-from .errors import DataError
+from .errors import DataError, DQOError
 from .gsm8k import dataset_hash, is_correct
 from .modeling import per_token_logprobs
 from .models import load_model_and_tokenizer, load_tokenizer, tokenizer_fingerprint
@@ -725,8 +726,53 @@ def build_dataset(
             f"SamplingConfig: the {cfg.task} {cfg.split} split (data_source "
             f"{cfg.data_source!r}) holds no problems: nothing to sample"
         )
-    with run_lock(out):
+    procs = _Processes.current()
+    with run_lock(out) if procs.main else contextlib.nullcontext():
         return _build_dataset(cfg, out, problems, model, tokenizer, progress, start, sampler)
+
+
+@dataclass(frozen=True)
+class _Processes:
+    """The processes sampling one dataset: one, or W under ``torchrun`` / ``accelerate launch``
+    (each samples shards s ≡ rank mod W; the main process writes what is shared)."""
+
+    rank: int = 0
+    world: int = 1
+    device: Any = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @staticmethod
+    def current() -> _Processes:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return _Processes()
+        from accelerate import PartialState  # starts the process group (gloo on CPUs)
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return _Processes(state.process_index, state.num_processes, state.device)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def main_first(self, step: Callable[[], Any]) -> None:
+        """Run ``step`` on the main process; the others wait and raise its error, if any."""
+        error = None
+        if self.main:
+            try:
+                step()
+            except Exception as err:  # the others must not wait for ever
+                if self.world == 1:
+                    raise
+                error = err if isinstance(err, DQOError) else RuntimeError(repr(err))
+        if self.world > 1:
+            box = [error]
+            torch.distributed.broadcast_object_list(box, src=0)
+            error = box[0]
+        if error is not None:
+            raise error
 
 
 def _tokenizer_record(out: Path, cfg: SamplingConfig, tokenizer: Any) -> dict[str, Any]:
@@ -765,11 +811,16 @@ def _build_dataset(
     n_shards = math.ceil(len(problems) / cfg.shard_size)
     paths = [shard_dir / f"shard-{s:05d}" for s in range(n_shards)]
     missing = [s for s in range(n_shards) if not paths[s].is_dir()]
-    if missing and model is None:
-        model, tokenizer = load_model_and_tokenizer(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    if missing and tokenizer is None:
+    procs = _Processes.current()
+    procs.barrier()  # every process has seen what is missing before any shard is written
+    mine = missing[procs.rank :: procs.world]
+    if mine and model is None:
+        device = cfg.device if procs.world == 1 else procs.device
+        model, tokenizer = load_model_and_tokenizer(cfg.model, device=device, dtype=cfg.dtype)
+    if mine and tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
-    check_run_identity(out / "sampling_config.json", identity)  # the inputs have loaded
+    # the inputs have loaded: store or check the identity (once, on the main process)
+    procs.main_first(lambda: check_run_identity(out / "sampling_config.json", identity))
 
     def chunk(s: int) -> list[Any]:
         return problems[s * cfg.shard_size : (s + 1) * cfg.shard_size]
@@ -777,10 +828,14 @@ def _build_dataset(
     done = len(problems) - sum(len(chunk(s)) for s in missing)
     new_samples, new_sampling_s = 0, 0.0
     bar = tqdm(
-        total=len(problems), initial=done, unit="prompt", desc="sample", disable=not progress
+        total=len(problems),
+        initial=done,
+        unit="prompt",
+        desc="sample",
+        disable=not (progress and procs.main),
     )
     with bar:
-        for s in missing:
+        for s in mine:
             rows, timing = _build_shard(
                 cfg, s, model, tokenizer, chunk(s), s * cfg.shard_size, sampler=sampler
             )
@@ -789,9 +844,17 @@ def _build_dataset(
             save_dataset_atomically(shard, paths[s], extra=timing)
             new_samples += len(rows)
             new_sampling_s += timing["sampling_s"]
-            bar.update(len(chunk(s)))
+            # the other processes advance alike: count their shards too, within the total
+            bar.update(min(len(chunk(s)) * procs.world, bar.total - bar.n))
             bar.set_postfix(samples_per_s=f"{new_samples / new_sampling_s:.2f}")
+    procs.barrier()  # every shard is on disk
+    procs.main_first(lambda: _write_dataset(cfg, out, paths, data_hash, problems, tokenizer, start))
+    return load_from_disk(str(out / "dataset"))
 
+
+def _write_dataset(cfg, out, paths, data_hash, problems, tokenizer, start) -> None:
+    """The shards concatenated into ``dataset``, and ``manifest.json``."""
+    n_shards = len(paths)
     dataset = concatenate_datasets([load_from_disk(str(p)) for p in paths])
     save_dataset_atomically(dataset, out / "dataset")
     dataset = load_from_disk(str(out / "dataset"))
@@ -811,4 +874,3 @@ def _build_dataset(
             "summary": summarize(dataset, totals["sampling_s"]),
         },
     )
-    return dataset

@@ -120,3 +120,30 @@ def test_two_processes_equal_one_on_the_same_global_batch(assets, tmp_path, meth
         va, vb = (load_file(d / "value_model.safetensors") for d in (one, two))
         for name in va:
             torch.testing.assert_close(vb[name], va[name], rtol=1e-4, atol=2e-5)
+
+
+def test_two_processes_sample_the_dataset_one_process_samples(tmp_path):
+    """Under torchrun each process samples the shards s ≡ rank (mod 2) into the shared folder;
+    the main process writes the dataset. Every shard has its own derived seed, so the dataset is
+    the one-process dataset, row for row and column for column."""
+    from datasets import load_from_disk
+
+    def sample_args(out):
+        return ["-m", "dqo_tutorial.cli", "sample", "--task", "toy", "--model", "toy",
+                "--limit", "10", "--num-samples", "3", "--shard-size", "3", "--batch-size", "4",
+                "--out", str(out)]  # fmt: skip
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    launch(sample_args(one), processes=1)
+    done = launch(sample_args(two), processes=2)
+    assert done.stdout.count('"summary"') == 1  # one report, from the main process
+    a, b = (load_from_disk(str(d / "dataset")) for d in (one, two))
+    assert len(a) == 30 and a.column_names == b.column_names
+    for column in a.column_names:
+        assert a[column] == b[column], column
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (one, two)]
+    assert manifests[0]["counts"] == manifests[1]["counts"] == {
+        "prompts": 10, "samples": 30, "shards": 4}  # fmt: skip
+    rates = ("samples_per_s", "tokens_per_s")  # timings differ, the data do not
+    assert [{k: v for k, v in m["summary"].items() if k not in rates} for m in manifests] == [
+        {k: v for k, v in manifests[0]["summary"].items() if k not in rates}] * 2  # fmt: skip
