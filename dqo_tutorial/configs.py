@@ -238,6 +238,14 @@ class _Checker:
 # --------------------------------------------------------------------------------------------
 
 
+_KV_CACHE_HELP = (
+    "generate's KV cache: dynamic, or static (preallocated; on a GPU transformers then compiles "
+    "the decode step — measure before choosing)"
+)
+KV_CACHES = ("dynamic", "static")
+"""The KV caches of Hugging Face ``generate`` the samplers accept (``kv_cache`` fields)."""
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """Everything that determines the sampled dataset (stored beside it; a resume must match).
@@ -279,6 +287,7 @@ class SamplingConfig:
         False, "also record step potentials Φ (exact for toy, Monte-Carlo otherwise)"
     )
     process_k: int = _field(4, "Monte-Carlo rollouts per step boundary")
+    kv_cache: str = _field("dynamic", _KV_CACHE_HELP)
     device: str | None = _field(None, _DEVICE_HELP)
     dtype: str | None = _field(None, _DTYPE_HELP)
 
@@ -289,6 +298,7 @@ class SamplingConfig:
         check.at_least(1, "num_samples", "max_new_tokens", "batch_size", "shard_size", "process_k")
         check.at_least(0, "seed")
         check.one_of("reward_mode", MODES)
+        check.one_of("kv_cache", KV_CACHES)
         check.dtype()
 
 
@@ -437,6 +447,7 @@ class EvalConfig:
         16, "problems per chunk of outputs.jsonl (the unit of resume) and per batch"
     )
     seed: int = _field(0, "seed of the sampled responses")
+    kv_cache: str = _field("dynamic", _KV_CACHE_HELP)
     device: str | None = _field(None, _DEVICE_HELP)
     dtype: str | None = _field(None, _DTYPE_HELP)
 
@@ -451,4 +462,5 @@ class EvalConfig:
         check.at_least(1, "max_new_tokens", "batch_size")
         check.positive("temperature")
         check("top_p", 0 < self.top_p <= 1, "must lie in (0, 1]")
+        check.one_of("kv_cache", KV_CACHES)
         check.dtype()

@@ -184,6 +184,7 @@ def _sample(
     seed: int,
     batch_size: int,
     record_logps: bool = True,
+    kv_cache: str = "dynamic",
 ) -> list[Generation]:
     """:func:`generate` on token-id prompts; ``max_new_tokens`` may be one budget per prompt.
 
@@ -212,6 +213,7 @@ def _sample(
             eos_token_id=eos,
             pad_token_id=pad,
             return_dict_in_generate=True,
+            cache_implementation=None if kv_cache == "dynamic" else kv_cache,
             **_NEUTRAL_PROCESSORS,
             **law,
         )
@@ -288,14 +290,18 @@ class Sampler(Protocol):
 @dataclass
 class HFSampler:
     """:class:`Sampler` by Hugging Face ``generate`` (:func:`_sample`): batches of
-    ``batch_size`` sequences, left-padded, one derived seed per batch."""
+    ``batch_size`` sequences, left-padded, one derived seed per batch; ``kv_cache``: one of
+    :data:`~dqo_tutorial.configs.KV_CACHES` (``"static"`` lets transformers compile the decode
+    step on a GPU; on a CPU it draws the same responses at the same speed, measured)."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     batch_size: int = 16
+    kv_cache: str = "dynamic"
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], **law: Any) -> list[Generation]:
-        return _sample(self.model, self.tokenizer, prompt_ids, batch_size=self.batch_size, **law)
+        return _sample(self.model, self.tokenizer, prompt_ids, batch_size=self.batch_size,
+                       kv_cache=self.kv_cache, **law)  # fmt: skip
 
 
 def generate(
@@ -497,6 +503,7 @@ def _build_shard(
     task = get_task(cfg.task)
     prompts = [task.format_prompt(p.question, tokenizer) for p in problems]
     mu_is_ref = cfg.temperature == 1.0 and cfg.top_p == 1.0  # μ = π_ref: one column, below
+    sampler = sampler or HFSampler(model, tokenizer, cfg.batch_size, cfg.kv_cache)
     gens = generate(
         model,
         tokenizer,

@@ -20,6 +20,7 @@ from dqo_tutorial.modeling import per_token_logprobs
 from dqo_tutorial.models import load_model_and_tokenizer, tiny_causal_lm, tiny_tokenizer
 from dqo_tutorial.sampling import (
     Generation,
+    HFSampler,
     SamplingConfig,
     build_dataset,
     generate,
@@ -491,3 +492,21 @@ def test_with_monte_carlo_potentials_relabels_the_same_rows(model, tok, tmp_path
     ones = sampling.with_monte_carlo_potentials(ds, mc_cfg, model, tok)
     assert all(phi == 1.0 for row in ones for phi in row["step_phi"])
     assert sum(len(row["step_phi"]) for row in ones) > 0
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0])
+def test_a_static_kv_cache_draws_the_same_responses(model, tok, tau):
+    """kv_cache="static" (what lets transformers compile the decode step on a GPU) changes how
+    keys and values are stored, not the law: the same responses for the same seed, and log μ
+    equal to float noise."""
+    kw = dict(num_samples=3, temperature=tau, top_p=1.0, max_new_tokens=8, seed=4)
+    prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    dynamic = HFSampler(model, tok, batch_size=4).sample(prompt_ids, **kw)
+    static = HFSampler(model, tok, batch_size=4, kv_cache="static").sample(prompt_ids, **kw)
+    assert [g.response_ids for g in static] == [g.response_ids for g in dynamic]
+    if tau:
+        for a, b in zip(dynamic, static):
+            mu_a, mu_b = torch.tensor(a.behavior_logps), torch.tensor(b.behavior_logps)
+            torch.testing.assert_close(mu_b, mu_a, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="kv_cache"):
+        SamplingConfig(kv_cache="paged")
