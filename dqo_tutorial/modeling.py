@@ -82,6 +82,9 @@ class Packing:
     position_ids: Tensor  # (R, T)
     index: Tensor  # (B, T)
 
+    def to(self, device: torch.device | str) -> Packing:
+        return Packing(*(t.to(device) for t in (self.input_ids, self.position_ids, self.index)))
+
     def unpack(self, packed: Tensor) -> Tensor:
         """(R, T, …) per packed position → (B, T, …) per original position (zeros at pads)."""
         flat = packed.flatten(0, 1)
@@ -121,6 +124,14 @@ def pack_rows(input_ids: Tensor, attention_mask: Tensor) -> Packing:
     return Packing(ids, positions, index)
 
 
+def _packing_of(
+    input_ids: Tensor, attention_mask: Tensor, packed: bool | Packing
+) -> Packing | None:
+    if isinstance(packed, Packing):
+        return packed
+    return pack_rows(input_ids, attention_mask) if packed else None
+
+
 def _forward_inputs(input_ids: Tensor, attention_mask: Tensor, packing: Packing | None) -> dict:
     """Keyword arguments of a causal LM / trunk forward over a padded or a packed batch."""
     if packing is not None:
@@ -139,7 +150,7 @@ def per_token_logprobs(
     output_hidden: bool = False,
     score_mask: Tensor | None = None,
     fused: bool | None = None,
-    packed: bool = False,
+    packed: bool | Packing = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Action-aligned log π(a_j | s_j) of a causal LM over a whole padded batch.
 
@@ -165,12 +176,13 @@ def per_token_logprobs(
     the same numbers (tests/test_modeling.py).
 
     ``packed=True`` runs the model on :func:`pack_rows` of the batch (fewer rows, almost no
-    pads) and scatters every output back to (B, T): the same numbers as the padded batch.
+    pads) and scatters every output back to (B, T): the same numbers as the padded batch; a
+    :class:`Packing` made beforehand (on the CPU, at collation: no device sync) is used as is.
 
     ``output_hidden=True`` also returns the last hidden state (B, T, D) of the same forward pass,
     for a :class:`ValueHead` on the policy's trunk (the shared-trunk value option).
     """
-    packing = pack_rows(input_ids, attention_mask) if packed else None
+    packing = _packing_of(input_ids, attention_mask, packed)
     inputs = _forward_inputs(input_ids, attention_mask, packing)
     scored = has_state(attention_mask)
     if score_mask is not None:

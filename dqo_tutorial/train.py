@@ -63,7 +63,7 @@ from .collate import DQOCollator
 from .configs import METHODS, TrainConfig
 from .errors import ConfigError, DataError, MismatchError, MissingDataError
 from .methods import ExampleContext, Forward, dpo_pairs, get_method
-from .modeling import ValueHead, ValueModel, per_token_logprobs
+from .modeling import ValueHead, ValueModel, pack_rows, per_token_logprobs
 from .models import load_model_and_tokenizer, model_identity, tokenizer_fingerprint
 from .rewards import token_rewards
 from .tasks import get_task
@@ -245,9 +245,10 @@ def compute_losses(
     """
     ids, att = batch["input_ids"], batch["attention_mask"]
     shared = value_model is not None and cfg.value_model == "shared"
+    packed = batch.get("packing", True) if cfg.packing else False
     with torch.set_grad_enabled(policy_grad and torch.is_grad_enabled()):
         out = per_token_logprobs(policy, ids, att, output_hidden=shared,
-                                 score_mask=batch["action_mask"], packed=cfg.packing)  # fmt: skip
+                                 score_mask=batch["action_mask"], packed=packed)  # fmt: skip
         # every loss reads log π at actions only (the fused head scores nothing else)
     logps, hidden = out if shared else (out, None)
     n = torch.as_tensor(num_items, dtype=torch.float32, device=logps.device).clamp(min=1)
@@ -255,8 +256,8 @@ def compute_losses(
     def values(mask: Tensor | None = None) -> Any:
         if value_model is None:
             raise ValueError(f"method {method!r} reads V_φ but trains without a value model")
-        m = att if mask is None else mask
-        return value_model(hidden, m) if shared else value_model(ids, m, packed=cfg.packing)
+        m, p = (att, packed) if mask is None else (mask, cfg.packing)  # another mask: repack
+        return value_model(hidden, m) if shared else value_model(ids, m, packed=p)
 
     return get_method(method).loss(batch, Forward(logps, values), cfg, n)
 
@@ -698,7 +699,10 @@ def _prepare_models(cfg: TrainConfig, accelerator: Any, policy: nn.Module, plan:
         value_model.train()
 
     def optimiser(model: nn.Module, lr: float, steps: int) -> tuple[Any, Any]:
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        fused = accelerator.device.type == "cuda"  # one kernel for all parameters on a GPU
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=fused or None
+        )
         sched = get_scheduler(
             cfg.lr_scheduler, opt, int(cfg.warmup_ratio * steps), num_training_steps=steps
         )
@@ -773,8 +777,11 @@ def _window(
         _collate(cfg.method, collator, [examples[i] for i in mine[j : j + cfg.batch_size]])
         for j in range(0, plan.share, cfg.batch_size)
     ]
+    if cfg.packing:  # the packed layout, found on the CPU: no device sync in the forward
+        for b in micro:
+            b["packing"] = pack_rows(b["input_ids"], b["attention_mask"])
     device = accelerator.device
-    return [{k2: v.to(device) if torch.is_tensor(v) else v for k2, v in b.items()} for b in micro]
+    return [{k2: v.to(device) if hasattr(v, "to") else v for k2, v in b.items()} for b in micro]
 
 
 def _train_step(
@@ -795,10 +802,11 @@ def _train_step(
         sum(item_count(cfg.method, b) for b in micro).to(device).float(), reduction="sum"
     )
     policy_active = step >= plan.value_warmup
-    sums: dict[str, float] = {}
-    maxima: dict[str, float] = {}
-    totals = {"policy_loss": 0.0, "value_loss": 0.0}
-    weight_sum, normalize = torch.zeros((), device=device), False
+    zero = torch.zeros((), device=device)
+    sums: dict[str, Tensor] = {}  # on the device: one host sync per step, in _reduce_stats
+    maxima: dict[str, Tensor] = {}
+    totals = {"policy_loss": zero, "value_loss": zero}
+    weight_sum, normalize = zero, False
     for j, b in enumerate(micro):
         with ExitStack() as no_sync:  # all-reduce gradients once, after the last micro-batch
             if j < len(micro) - 1:
@@ -813,16 +821,18 @@ def _train_step(
             loss = (pl if policy_active else pl.detach()) + (vl if vl is not None else 0.0)
             if loss.requires_grad:
                 accelerator.backward(loss * world)
-        totals["policy_loss"] += pl.item()
-        totals["value_loss"] += vl.item() if vl is not None else 0.0
+        totals["policy_loss"] = totals["policy_loss"] + pl.detach().float()
+        if vl is not None:
+            totals["value_loss"] = totals["value_loss"] + vl.detach().float()
         if "is_weight_sum" in stats:  # a method with self-normalised importance weights
-            weight_sum += stats.pop("is_weight_sum")
+            weight_sum = weight_sum + stats.pop("is_weight_sum")
             normalize = True
         for name, val in stats.items():  # maxima stay maxima, the rest are means
+            val = torch.as_tensor(val, device=device).detach().float()
             if name.endswith("_max"):
-                maxima[name] = max(maxima.get(name, -math.inf), float(val))
+                maxima[name] = torch.maximum(maxima[name], val) if name in maxima else val
             else:
-                sums[name] = sums.get(name, 0.0) + float(val) / len(micro)
+                sums[name] = sums.get(name, zero) + val / len(micro)
     if normalize:
         # self-normalised IS over the window: w / mean_window(w), the same for 1 × 4, 4 × 1
         # and any process count; the losses are linear in w, so it scales the gradients
@@ -856,27 +866,27 @@ def _train_step(
 
 def _reduce_stats(
     accelerator: Any,
-    totals: Mapping[str, float],
-    sums: Mapping[str, float],
-    maxima: Mapping[str, float],
+    totals: Mapping[str, Tensor],
+    sums: Mapping[str, Tensor],
+    maxima: Mapping[str, Tensor],
     *,
     has_value: bool,
 ) -> dict[str, float]:
     """Each process holds its share of the window's losses (summed over processes), its own
-    statistics (averaged) and maxima (the largest of all)."""
-    device = accelerator.device
-    reduced = {
-        name: float(accelerator.reduce(torch.tensor(v, device=device), reduction=how))
-        for how, values in (("sum", totals), ("mean", sums))
-        for name, v in values.items()
-    }
-    reduced |= {
-        name: float(accelerator.gather(torch.tensor([v], device=device)).max())
-        for name, v in maxima.items()
-    }
+    statistics (averaged) and maxima (the largest of all), as device scalars: one all-reduce,
+    one gather and one host transfer for the whole step."""
+    world = accelerator.num_processes
+    added = [*totals, *sums]
+    vector = torch.stack([*totals.values(), *sums.values()])
+    vector = accelerator.reduce(vector, reduction="sum")
+    vector[len(totals) :] /= world  # statistics: the mean over processes
+    values = dict(zip(added, vector.tolist()))
+    if maxima:
+        top = accelerator.gather(torch.stack(list(maxima.values()))[None]).max(dim=0).values
+        values |= dict(zip(maxima, top.tolist()))
     if not has_value:
-        reduced.pop("value_loss", None)
-    return reduced
+        values.pop("value_loss", None)
+    return values
 
 
 def _probe(

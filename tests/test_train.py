@@ -642,3 +642,32 @@ def test_dro_reads_v_of_the_prompt_from_a_prompt_only_value_pass(
     pl_hand, vl_hand = dro_loss(seq, seq_ref, v_x, batch["reward"], cfg.beta, num_items=n)
     torch.testing.assert_close(pl, pl_hand, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(vl, vl_hand, atol=1e-6, rtol=1e-5)
+
+
+def test_host_syncs_per_step_do_not_grow_with_the_micro_batches(
+    tiny_model, tiny_tok, rows, tmp_path, monkeypatch
+):
+    """The step's statistics stay on the device until one transfer at its end: the calls that
+    copy a floating-point tensor to the host (item, tolist, float, int) in a whole run are the
+    same with 1 and with 4 micro-batches per step (on the old code: 12 more per micro-batch).
+    Integer lengths (the packed layout) are read on the CPU at collation, before the device."""
+    counts = {"n": 0}
+    for name in ("item", "tolist", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            counts["n"] += self.dtype.is_floating_point  # losses and statistics, not lengths
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def syncs(batch_size: int, grad_accum: int) -> int:
+        counts["n"] = 0
+        cfg = cfg_for("dqo", batch_size=batch_size, grad_accum=grad_accum, max_steps=2)
+        out = tmp_path / f"b{batch_size}x{grad_accum}"
+        train(cfg, out, policy=copy.deepcopy(tiny_model), tokenizer=tiny_tok, rows=rows,
+              progress=False)  # fmt: skip
+        return counts["n"]
+
+    one, four = syncs(4, 1), syncs(1, 4)
+    assert four - one <= 2, (one, four)
