@@ -24,6 +24,7 @@ An unknown key is an error naming it (e.g. ``sample.temprature``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -302,6 +303,21 @@ def _upgrade_identity(path: Path, cfg: PipelineConfig) -> None:
             atomic_write_json(path, {"config": cfg.effective()})
 
 
+class _StartingPoints:
+    """π_ref for the training stages, loaded once per (model, dtype) and copied for each method:
+    a GGUF π_ref is de-quantised once (~24 s for SmolLM2), not once per method."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def copy_of(self, tcfg: TrainConfig) -> tuple[Any, Any]:
+        key = (tcfg.model, tcfg.dtype)
+        if key not in self._loaded:  # where train() itself would load it: the CPU
+            self._loaded[key] = load_model_and_tokenizer(tcfg.model, device="cpu", dtype=tcfg.dtype)
+        model, tokenizer = self._loaded[key]
+        return copy.deepcopy(model), tokenizer
+
+
 def _run(cfg: PipelineConfig, out: Path, progress: bool) -> dict:
     """:func:`run` inside the output folder's lock."""
     start = time.perf_counter()
@@ -342,6 +358,7 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool) -> dict:
     stage_s["eval reference"] = time.perf_counter() - t
     del ref_model
 
+    starts = _StartingPoints()
     for method in cfg.methods:
         tcfg = cfg.train_config(method, str(out / "data"))
         run_dir = out / "train" / method
@@ -352,7 +369,9 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool) -> dict:
         else:
             stage(f"training {method}")
             try:
-                summary = train(tcfg, run_dir, progress=progress)
+                policy, tokenizer = starts.copy_of(tcfg)
+                summary = train(tcfg, run_dir, policy=policy, tokenizer=tokenizer,
+                                progress=progress)  # fmt: skip
             except NotEnoughDataError as err:
                 stage(f"evaluating {method}: skipped, {method} was not trained: {err}")
                 results[method] = {"skipped": str(err)}

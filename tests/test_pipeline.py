@@ -187,3 +187,27 @@ def test_task_registry_is_the_one_source_of_pipeline_defaults_and_graders():
         assert TASK_DEFAULTS[name] is task.pipeline_defaults
     required = {f.name for f in dataclasses.fields(Task) if f.default is dataclasses.MISSING}
     assert {"is_correct", "extract_answer"} <= required  # no task inherits GSM8K's grader
+
+
+def test_the_pipeline_loads_pi_ref_once_for_all_training_stages(tmp_path, monkeypatch):
+    """π_ref is loaded once for sampling and once for the training stages (then copied for each
+    method), not once per method — a GGUF π_ref costs ~24 s to de-quantise each time. The old
+    code loaded it 1 + 5 times."""
+    import dqo_tutorial.pipeline as pipeline_module
+    from dqo_tutorial import models
+    from dqo_tutorial.pipeline import SMOKE, load_config, run
+
+    calls = []
+    real = models.load_model_and_tokenizer
+
+    def counted(spec, *args, **kwargs):
+        calls.append(str(spec))
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "load_model_and_tokenizer", counted)
+    monkeypatch.setattr(models, "load_model_and_tokenizer", counted)
+    monkeypatch.setattr("dqo_tutorial.train.load_model_and_tokenizer", counted)
+    cfg = load_config(overrides={**SMOKE, "methods": ["sft", "dqo", "dpo"]})
+    payload = run(cfg, tmp_path / "run", progress=False)
+    assert set(payload["results"]) == {"reference", "sft", "dqo", "dpo"}
+    assert calls.count("toy") == 2, calls  # sampling + the training stages' one copy
