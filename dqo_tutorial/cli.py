@@ -43,6 +43,7 @@ from typing import Any
 # Only light modules at import time: `dqo-tutorial --help` must not wait for torch.
 from dqo_tutorial.configs import EvalConfig, SamplingConfig, TrainConfig
 from dqo_tutorial.errors import ConfigError, DQOError
+from dqo_tutorial.threads import fit_threads
 
 
 def _tabular_demo(args: argparse.Namespace) -> int:
@@ -200,6 +201,7 @@ def _sample(args: argparse.Namespace) -> int:
     from dqo_tutorial.sampling import build_dataset
 
     cfg = config_from_args(SamplingConfig, args)
+    fit_threads(cfg.device)
     build_dataset(cfg, args.out)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun / accelerate launch
         manifest = json.loads((Path(args.out) / "manifest.json").read_text())
@@ -220,7 +222,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from dqo_tutorial.evaluate import evaluate
 
-    results = evaluate(config_from_args(EvalConfig, args), args.out)
+    cfg = config_from_args(EvalConfig, args)
+    fit_threads(cfg.device)
+    results = evaluate(cfg, args.out)
     print(
         f"model {results['model']}  {results['data']['split']} "
         f"n={results['data']['num_problems']}  mean response "
@@ -248,7 +252,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from dqo_tutorial.train import train
 
-    summary = train(config_from_args(TrainConfig, args), args.out)
+    cfg = config_from_args(TrainConfig, args)
+    fit_threads()
+    summary = train(cfg, args.out)
     print(json.dumps({k: summary[k] for k in ("method", "steps", "processes", "last")}, indent=2))
     return 0
 
@@ -274,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
             overrides[section] = {**overrides.get(section, {}), "limit": args.limit}
     if args.methods:
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    run(load_config(args.config, overrides=overrides), args.out)
+    run(load_config(args.config, overrides=overrides), args.out, adapt_threads=True)
     return 0
 
 

@@ -41,6 +41,7 @@ from .methods import REGISTRY
 from .models import load_model_and_tokenizer
 from .sampling import SamplingConfig, build_dataset
 from .tasks import TASKS, get_task
+from .threads import fit_threads
 from .train import METHODS, NotEnoughDataError, TrainConfig, finished_summary, train
 
 __all__ = [
@@ -284,13 +285,21 @@ def plot_results(
     save_figure_atomically(fig, path)
 
 
-def run(cfg: PipelineConfig, out_dir: str | os.PathLike[str], *, progress: bool = True) -> dict:
+def run(
+    cfg: PipelineConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    adapt_threads: bool = False,
+) -> dict:
     """Run (or resume) the whole comparison into ``out_dir``; returns ``results.json``'s dict.
 
     The folder's identity is :meth:`PipelineConfig.effective`; a second run into the same
-    folder is refused while this one runs (:func:`~dqo_tutorial.artifacts.run_lock`)."""
+    folder is refused while this one runs (:func:`~dqo_tutorial.artifacts.run_lock`).
+    ``adapt_threads`` (the command line's choice): on a CPU, every stage takes the cores other
+    processes leave free (:func:`~dqo_tutorial.threads.fit_threads`)."""
     with run_lock(out_dir):
-        return _run(cfg, Path(out_dir), progress)
+        return _run(cfg, Path(out_dir), progress, adapt_threads)
 
 
 def _upgrade_identity(path: Path, cfg: PipelineConfig) -> None:
@@ -318,8 +327,9 @@ class _StartingPoints:
         return copy.deepcopy(model), tokenizer
 
 
-def _run(cfg: PipelineConfig, out: Path, progress: bool) -> dict:
-    """:func:`run` inside the output folder's lock."""
+def _run(cfg: PipelineConfig, out: Path, progress: bool, fit: bool = False) -> dict:
+    """:func:`run` inside the output folder's lock; ``fit``: re-fit the CPU threads at every
+    stage (:func:`~dqo_tutorial.threads.fit_threads`)."""
     start = time.perf_counter()
     stage_s: dict[str, float] = {}
 
@@ -331,6 +341,8 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool) -> dict:
 
     def stage(msg: str) -> None:  # one line per stage, then (at most) its one progress bar
         say(f"stage {next(stages)}/{2 + 2 * len(cfg.methods)}: {msg}")
+        if fit:
+            fit_threads(cfg.sampling_config().device)  # the cores other processes leave free
 
     scfg = cfg.sampling_config()
     ref_model, ref_tok = load_model_and_tokenizer(
