@@ -375,7 +375,7 @@ class TrainConfig:
     )
     dpo_pairs_per_prompt: int = _field(4, "DPO: (correct, wrong) pairs per prompt at most")
     mixed_precision: str = _field("auto", "auto (bf16 on a GPU that has it), no, bf16 or fp16")
-    dtype: str = _field("float32", "dtype of the master weights")
+    dtype: str = _field("float32", "dtype of the master weights: float32 (see mixed_precision)")
     padding_side: str = _field("right", "padding side of training batches: left or right")
     gradient_checkpointing: bool = _field(
         False, "recompute activations in the backward pass (less memory)"
@@ -422,6 +422,13 @@ class TrainConfig:
         check.one_of("padding_side", ("left", "right"))
         check.one_of("report_to", REPORT_TO)
         check.dtype()
+        check(
+            "dtype",
+            DTYPES.get(str(self.dtype).lower()) == "float32",
+            "the master weights must be float32 (AdamW updates of ~1e-5 vanish in bf16/fp16: "
+            "1 + 5e-6 rounds to 1); for bf16 compute keep dtype float32 and set "
+            "mixed_precision: bf16",
+        )
 
 
 @dataclass(frozen=True)

@@ -435,3 +435,28 @@ def test_library_bars_are_silent_unless_verbose(tmp_path):
     quiet, verbose = run(), run("--verbose")
     assert "Loading weights" not in quiet and "eval: 100%" in quiet  # our one bar stays
     assert "Loading weights" in verbose
+
+
+def test_pure_bf16_adamw_loses_small_updates_so_training_keeps_fp32_master_weights():
+    """Why TrainConfig refuses bf16/fp16 master weights: a 5e-6 AdamW step on a bf16 weight
+    of 1.0 rounds away (bf16 has 8 significant bits: its spacing at 1 is 2^-7), on a float32
+    weight it lands. bf16 compute is mixed_precision's job, over float32 weights."""
+    import torch
+
+    from dqo_tutorial.configs import TrainConfig
+    from dqo_tutorial.errors import ConfigError
+
+    moved = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        w = torch.nn.Parameter(torch.ones(4, dtype=dtype))
+        opt = torch.optim.AdamW([w], lr=5e-6, weight_decay=0.0)
+        for _ in range(10):
+            w.grad = torch.ones_like(w)
+            opt.step()
+        moved[dtype] = float((1 - w.detach().float()).abs().max())
+    assert moved[torch.bfloat16] == 0.0  # ten updates, not one of them stuck
+    assert moved[torch.float32] == pytest.approx(5e-5, rel=1e-2)
+    for bad in ("bf16", "float16", "auto"):
+        with pytest.raises(ConfigError, match="mixed_precision: bf16"):
+            TrainConfig(dtype=bad)
+    assert TrainConfig(dtype="fp32").dtype == "fp32"
