@@ -60,6 +60,24 @@ def bench_lambda_return(b: int = 64, t: int = 1024, repeats: int = 5) -> dict:
     }
 
 
+def _memory_now(device: str) -> int:
+    """The baseline of a peak measurement: allocated bytes (CUDA, peak counter reset) or the
+    process's peak RSS so far (CPU)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _peak_since(device: str, base: int) -> int:
+    """Peak bytes above ``base`` (:func:`_memory_now`)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+
+
 def _peak_child(variant: str, device: str, dtype: str, b: int, t: int, v: int) -> dict:
     """Runs in a fresh process: allocate logits, measure the variant's peak memory and time."""
     torch.manual_seed(0)
@@ -74,21 +92,12 @@ def _peak_child(variant: str, device: str, dtype: str, b: int, t: int, v: int) -
         return torch.log_softmax(z.float(), dim=-1).gather(-1, y[..., None]).squeeze(-1)
 
     fn = kernels.gather_logprobs if variant.startswith("gather_logprobs") else full
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = _memory_now(device)
     start = time.perf_counter()
     out = fn(logits, tokens)
     if backward:
         out.sum().backward()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = _peak_since(device, base)
     elapsed = time.perf_counter() - start
     return {
         "variant": variant,
@@ -105,23 +114,14 @@ def _head_child(variant: str, device: str, dtype: str, n: int, d: int, v: int) -
     hidden = torch.randn(n, d, device=device, dtype=dt, requires_grad=True)
     weight = (0.02 * torch.randn(v, d, device=device, dtype=dt)).requires_grad_()
     tokens = torch.randint(0, v, (n,), device=device)
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = _memory_now(device)
     start = time.perf_counter()
     if variant == "head_fused+backward":
         out = kernels.linear_logprobs(hidden, weight, tokens)
     else:
         out = kernels.gather_logprobs(hidden @ weight.T, tokens)
     out.sum().backward()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = _peak_since(device, base)
     return {
         "variant": variant,
         "peak_extra_mib": peak / MiB,

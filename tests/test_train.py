@@ -130,6 +130,16 @@ def test_gradient_accumulation_4x1_equals_1x4(method, tiny_model, tiny_tok, rows
             assert diff.max() <= 2 * lr * steps, f"{method}: {name} moved more than Adam can"
 
 
+def _models_for(method: str, tiny_model) -> tuple:
+    """The policy, a value model with a non-zero head (DRO/DQO; else None) and all parameters."""
+    policy = tiny_model.train()
+    value = ValueModel.from_causal_lm(policy) if method in ("dro", "dqo") else None
+    if value is not None:
+        with torch.no_grad():
+            value.head.proj.weight.normal_(0, 0.1)
+    return policy, value, list(policy.parameters()) + (list(value.parameters()) if value else [])
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_micro_batch_gradients_add_up_to_the_window_gradient(method, tiny_model, tiny_tok, rows):
     """The exact statement behind gradient accumulation: Σ_micro ∇L_micro(N_window) = ∇L_window."""
@@ -142,12 +152,7 @@ def test_micro_batch_gradients_add_up_to_the_window_gradient(method, tiny_model,
             exs = [e["chosen"] for e in exs] + [e["rejected"] for e in exs]
         return collator(exs)
 
-    policy = tiny_model.train()
-    value = ValueModel.from_causal_lm(policy) if method in ("dro", "dqo") else None
-    if value is not None:
-        with torch.no_grad():
-            value.head.proj.weight.normal_(0, 0.1)
-    params = list(policy.parameters()) + (list(value.parameters()) if value else [])
+    policy, value, params = _models_for(method, tiny_model)
 
     def grads(batches):
         for p in params:
@@ -585,12 +590,7 @@ def test_packed_and_padded_micro_batches_give_the_same_losses_and_gradients(
     if method == "dpo":  # chosen rows first, then rejected: what the trainer collates
         examples = [e["chosen"] for e in examples] + [e["rejected"] for e in examples]
     method_batch = DQOCollator(tiny_tok.pad_token_id, padding_side=padding_side)(examples)
-    policy = tiny_model.train()
-    value = ValueModel.from_causal_lm(policy) if method in ("dro", "dqo") else None
-    if value is not None:
-        with torch.no_grad():
-            value.head.proj.weight.normal_(0, 0.1)
-    params = list(policy.parameters()) + (list(value.parameters()) if value else [])
+    policy, value, params = _models_for(method, tiny_model)
     n = item_count(method, method_batch)
     out = []
     for packing in (False, True):
