@@ -169,7 +169,7 @@ def per_token_logprobs(
 
     **Fused head** (``fused`` None = where the model allows it, see :func:`fusable_head`): the
     model runs with no logits at all (``logits_to_keep`` empty) and, inside its forward (so
-    under its autocast and its FSDP unsharding), the final hidden states of the scored
+    under its autocast, tested), the final hidden states of the scored
     positions go through :func:`~dqo_tutorial.kernels.linear_logprobs` — no (B, T, V) logits,
     only the scored positions. ``fused=False``: the logits are materialised in the model's
     dtype and reduced in float32 by :func:`~dqo_tutorial.kernels.gather_logprobs`. Both give
@@ -211,8 +211,9 @@ def per_token_logprobs(
 def fusable_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     """``(trunk, head)`` of a Hugging Face causal LM whose logits are exactly ``head(trunk(x))``
     and whose forward takes ``logits_to_keep``; None for anything else (logit soft-capping or
-    scaling, a non-linear head, a head sharded outside the forward), which then takes the
-    materialised path. A DDP wrapper is looked through."""
+    scaling, a non-linear head), which then takes the materialised path. A DDP wrapper is
+    looked through. (Under FSDP the head's weight is read inside the forward, where FSDP has
+    gathered it — not tested here: no multi-GPU machine.)"""
     inner = getattr(model, "module", model)
     get_head = getattr(inner, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
@@ -311,11 +312,11 @@ class ValueModel(nn.Module):
         return model
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, packed: bool = False
+        self, input_ids: Tensor, attention_mask: Tensor, packed: bool | Packing = False
     ) -> ValueOutput:
-        """Values of a padded batch; ``packed=True`` runs the trunk on :func:`pack_rows` of it
-        (the same values, fewer rows)."""
-        packing = pack_rows(input_ids, attention_mask) if packed else None
+        """Values of a padded batch; ``packed``: run the trunk on :func:`pack_rows` of it (the
+        same values, fewer rows), or on a :class:`Packing` made beforehand (at collation)."""
+        packing = _packing_of(input_ids, attention_mask, packed)
         hidden = self.trunk(**_forward_inputs(input_ids, attention_mask, packing)).last_hidden_state
         hidden = hidden if packing is None else packing.unpack(hidden)
         return self.head(hidden, attention_mask)

@@ -42,7 +42,14 @@ from .models import load_model_and_tokenizer
 from .sampling import SamplingConfig, build_dataset
 from .tasks import TASKS, get_task
 from .threads import fit_threads
-from .train import METHODS, NotEnoughDataError, TrainConfig, finished_summary, train
+from .train import (
+    METHODS,
+    NotEnoughDataError,
+    TrainConfig,
+    finished_summary,
+    load_starting_point,
+    train,
+)
 
 __all__ = [
     "PipelineConfig",
@@ -321,8 +328,8 @@ class _StartingPoints:
 
     def copy_of(self, tcfg: TrainConfig) -> tuple[Any, Any]:
         key = (tcfg.model, tcfg.dtype)
-        if key not in self._loaded:  # where train() itself would load it: the CPU
-            self._loaded[key] = load_model_and_tokenizer(tcfg.model, device="cpu", dtype=tcfg.dtype)
+        if key not in self._loaded:  # exactly as train() would load it
+            self._loaded[key] = load_starting_point(tcfg)
         model, tokenizer = self._loaded[key]
         return copy.deepcopy(model), tokenizer
 

@@ -445,6 +445,12 @@ def _sft_rows(cfg: TrainConfig, tokenizer: Any) -> list[dict[str, str]]:
     ]
 
 
+def load_starting_point(cfg: TrainConfig) -> tuple[nn.Module, Any]:
+    """π_ref and its tokenizer as training starts from it: ``cfg.model`` in ``cfg.dtype`` on the
+    CPU (Accelerate moves it to the device)."""
+    return load_model_and_tokenizer(cfg.model, device="cpu", dtype=cfg.dtype)
+
+
 def finished_summary(cfg: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The ``train_summary.json`` of a run of ``cfg`` that already finished in ``out_dir``, else
     None — callers skip the (cheap but not free) reload-and-rewrite of a finished :func:`train`."""
@@ -648,7 +654,7 @@ def _load_inputs(
     if from_disk:  # before the (slow) model load: the dataset was made for this task and model
         check_dataset_matches(cfg, tokenizer, model_given=policy_given)
     if not policy_given:
-        policy, tokenizer = load_model_and_tokenizer(cfg.model, device="cpu", dtype=cfg.dtype)
+        policy, tokenizer = load_starting_point(cfg)
         if from_disk:  # and its token ids are this tokenizer's
             check_dataset_matches(cfg, tokenizer, model_given=True)
     if rows is None:
