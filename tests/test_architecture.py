@@ -54,7 +54,9 @@ def test_every_module_of_the_package_has_a_layer():
     text = (ROOT / "pyproject.toml").read_text()
     layers = re.search(r"layers = \[\n(.*?)\n\]", text, re.S).group(1)
     named = set(re.findall(r"dqo_tutorial\.(\w+)", layers))
-    modules = {p.stem for p in (ROOT / "dqo_tutorial").glob("*.py")} - {"__init__"}
+    package = ROOT / "dqo_tutorial"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    modules |= {p.parent.name for p in package.glob("*/__init__.py")}  # subpackages
     assert modules == named, (sorted(modules - named), sorted(named - modules))
 
 
@@ -69,7 +71,7 @@ def _function_lengths(source: str) -> dict[str, int]:
 def test_no_function_is_longer_than_a_screen():
     long = {
         f"{path.name}:{name}": n
-        for path in sorted((ROOT / "dqo_tutorial").glob("*.py"))
+        for path in sorted((ROOT / "dqo_tutorial").rglob("*.py"))
         for name, n in _function_lengths(path.read_text()).items()
         if n > MAX_FUNCTION_LINES
     }

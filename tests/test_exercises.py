@@ -183,3 +183,87 @@ def test_solution_cells_define_exactly_one_function():
         tree = ast.parse(solution)
         defs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
         assert len(defs) == 1, name
+
+
+# --------------------------------------------------------------------------------------------
+# checkers that cannot be fooled (issue 19)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_value_loss_without_the_clamp_fails():
+    """The text demands 0 on an all-masked batch: dividing by mask.sum() gives 0/0 = NaN."""
+
+    def unclamped(values, log_ratio, rewards, target, mask, beta):
+        d = values + beta * log_ratio - rewards - target
+        return torch.where(mask, 0.5 * d**2, 0.0).sum() / mask.sum()
+
+    v = exercises.check_value_loss(unclamped)
+    assert v.status == "fail" and "nan" in v.message, v.message
+
+
+def test_a_residual_that_ignores_empty_rows_and_left_padding_fails():
+    def right_padding_only(policy_logps, ref_logps, values, rewards, mask, beta, bootstrap=None):
+        # the next state's value read one column to the right, the bootstrap at the row's end
+        zero = torch.zeros((), dtype=values.dtype)
+        v_next = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], 1)
+        v_next = torch.where(torch.cat([mask[:, 1:], mask[:, :1] & False], 1), v_next, zero)
+        b = zero if bootstrap is None else bootstrap[:, None]
+        v_next = torch.where(mask & ~torch.cat([mask[:, 1:], mask[:, :1] & False], 1), b, v_next)
+        d = values + beta * (policy_logps - ref_logps) - rewards - v_next
+        return torch.where(mask, d, zero) if mask.any() else d  # forgets the all-masked batch
+
+    assert exercises.check_one_step_residual(right_padding_only).status == "fail"
+
+
+@pytest.mark.parametrize("how", ["module attribute", "imported name", "wrapped in a lambda"])
+def test_calling_the_package_reference_fails(how):
+    from dqo_tutorial.kernels import soft_bellman_residual as alias
+
+    call = {
+        "module attribute": lambda *a: dqo.kernels.soft_bellman_residual(*a),
+        "imported name": lambda *a: alias(*a),
+        "wrapped in a lambda": (lambda f: lambda *a: f(*a))(dqo.naive.soft_bellman_residual),
+    }[how]
+
+    def cheat(policy_logps, ref_logps, values, rewards, mask, beta, bootstrap=None):
+        return call(policy_logps, ref_logps, values, rewards, mask, beta, bootstrap)
+
+    v = exercises.check_one_step_residual(cheat)
+    assert v.status == "fail" and "soft_bellman_residual" in v.message, v.message
+    assert not v.passed
+
+
+def test_the_watch_leaves_the_profiler_as_it_found_it():
+    import sys
+
+    seen = []
+    previous = sys.getprofile()
+
+    def profiler(frame, event, arg):
+        seen.append(event)
+
+    sys.setprofile(profiler)
+    try:
+        exercises.check_lambda_return(dqo.kernels.lambda_return, quiet=True)
+        assert sys.getprofile() is profiler
+    finally:
+        sys.setprofile(previous)
+
+
+def test_another_seed_gives_other_inputs():
+    """A hidden test reruns the checker with another seed: a table of seed-0 answers fails."""
+    from dqo_tutorial.exercises import _core
+
+    seen: dict[int, list] = {}
+    for seed in (0, 1):
+
+        def record(token_logps, mask, seed=seed):
+            seen.setdefault(seed, []).append(mask.clone())
+            return torch.where(mask, token_logps, 0.0).sum(1)
+
+        assert exercises.check_sequence_logprob(record, seed=seed, quiet=True).passed
+    assert any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(seen[0], seen[1]))
+    gen = torch.Generator().manual_seed(0)
+    masks = [_core.edge_case_mask(gen, i, 3, 6) for i in range(10)]
+    assert not masks[4].any() and not masks[7][0].any() and masks[7][1:].any(axis=1).all()
+    assert masks[1][:, -1].all()  # input 1: left padding, every response ends the row

@@ -1,0 +1,248 @@
+"""The machinery every checker shares: the verdict, the one comparison, random inputs."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import tabular
+
+N_INPUTS = 20
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a check: ``status`` is "pass", "fail", "not_implemented" or "error"."""
+
+    name: str
+    status: str
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _copy(x: Any) -> Any:
+    if isinstance(x, Tensor):
+        return x.clone()
+    if isinstance(x, dict):
+        return {k: _copy(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_copy(v) for v in x)
+    return x
+
+
+def _describe(args: tuple, kwargs: dict) -> str:
+    def one(x: Any) -> str:
+        if isinstance(x, Tensor):
+            return f"tensor{tuple(x.shape)}"
+        if isinstance(x, tabular.TreeMDP):
+            return f"TreeMDP(K={x.vocab_size}, H={x.horizon})"
+        if isinstance(x, float):
+            return f"{x:.3g}"
+        return repr(x)
+
+    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
+    return ", ".join(parts)
+
+
+def mismatch(
+    ours: Any, ref: Any, atol: float = 1e-6, rtol: float = 1e-5, *, who: str = "yours"
+) -> str | None:
+    """The one comparison of the course (exercise checkers and :func:`course.check_close`):
+    None when ``ours`` and ``ref`` agree in float64 to ``|ours − ref| ≤ atol + rtol·|ref|`` —
+    equal infinities and NaN against NaN agree —, else one line on the worst mismatch."""
+    try:
+        a = torch.as_tensor(ours).detach().to("cpu", torch.float64)
+    except Exception as exc:  # e.g. a list of strings
+        return f"the result is not a tensor of numbers ({type(exc).__name__}: {exc})"
+    b = torch.as_tensor(ref).detach().to("cpu", torch.float64)
+    if a.shape != b.shape:
+        return f"shape {tuple(a.shape)} but the reference has shape {tuple(b.shape)}"
+    same = (a == b) | (torch.isnan(a) & torch.isnan(b))  # equal infinities and NaNs agree
+    diff = torch.where(same, 0.0, (a - b).abs()).nan_to_num(nan=math.inf, posinf=math.inf)
+    bad = diff > atol + rtol * b.abs().nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    if not bool(bad.any()):
+        return None
+    idx = tuple(int(i) for i in bad.nonzero()[0]) if a.dim() else ()
+    at = f"at index {idx}: " if idx else ""
+    return (
+        f"{at}{who} {float(a[idx]):.6g} vs reference {float(b[idx]):.6g}, "
+        f"max |diff| = {float(diff.max()):.3g} ({int(bad.sum())} of {a.numel()} entries wrong)"
+    )
+
+
+class _CallWatch:
+    """Notes the first of ``functions`` that runs while the watch is on, whatever name it is
+    called by (an alias, ``from … import``, a lambda around it): ``sys.setprofile`` sees the
+    code object of every Python call. It catches calling the package; it cannot catch a copy
+    of its source, which is writing the function after all."""
+
+    def __init__(self, functions: Sequence[Callable[..., Any]]):
+        self.names = {
+            inspect.unwrap(f).__code__: f"{f.__module__}.{f.__qualname__}" for f in functions
+        }
+        self.seen: str | None = None
+
+    def _profile(self, frame, event, arg):
+        if event == "call" and self.seen is None:
+            self.seen = self.names.get(frame.f_code)
+
+    def __enter__(self) -> _CallWatch:
+        self._previous = sys.getprofile()
+        if self.names:
+            sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.setprofile(self._previous)
+
+
+def _run_one(name: str, fn: Callable[..., Any], args: tuple, kwargs: dict, i: int, watch):
+    """``fn``'s result on input ``i``, or the Verdict that ends the check there."""
+    try:
+        with watch:
+            return fn(*_copy(args), **_copy(kwargs)), None
+    except NotImplementedError:
+        message = f"… {name}: not implemented yet (raises NotImplementedError)"
+        return None, Verdict(name, "not_implemented", message)
+    except Exception as exc:
+        where = f"on input {i} ({_describe(args, kwargs)})"
+        return None, Verdict(name, "error", f"✗ {name} raised {type(exc).__name__} {where}: {exc}")
+
+
+def check_function(
+    name: str,
+    fn: Callable[..., Any],
+    reference: Callable[..., Any],
+    make_inputs: Callable[[torch.Generator, int], tuple[tuple, dict]],
+    *,
+    n: int = N_INPUTS,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    seed: int = 0,
+    quiet: bool = False,
+    forbidden: Sequence[Callable[..., Any]] = (),
+) -> Verdict:
+    """Run ``fn`` and ``reference`` on ``n`` random inputs; print and return the verdict.
+
+    ``make_inputs(generator, i)`` returns ``(args, kwargs)`` for input ``i``; the generator is
+    seeded with ``seed``, so another seed gives other inputs (a hidden test of an assignment
+    uses one). Each call gets its own copy of the inputs. NotImplementedError →
+    "not_implemented"; any other exception → "error"; a call, inside ``fn``, of one of the
+    ``forbidden`` functions (the package's own version of what the exercise asks you to write)
+    → "fail"; the first mismatching input → "fail"; otherwise "pass".
+    """
+    gen = torch.Generator().manual_seed(seed)
+    verdict = None
+    for i in range(n):
+        args, kwargs = make_inputs(gen, i)
+        expected = torch.as_tensor(reference(*_copy(args), **_copy(kwargs)))
+        watch = _CallWatch(forbidden)
+        got, verdict = _run_one(name, fn, args, kwargs, i, watch)
+        if verdict is not None:
+            break
+        if watch.seen is not None:
+            message = (
+                f"✗ {name} calls {watch.seen}, the package's own version of what this exercise "
+                "asks you to write: write it from the tensor operations instead"
+            )
+            verdict = Verdict(name, "fail", message)
+            break
+        problem = mismatch(got, expected, atol, rtol)
+        if problem is not None:
+            where = f"on input {i} ({_describe(args, kwargs)})"
+            verdict = Verdict(name, "fail", f"✗ {name} differs {where}: {problem}")
+            break
+    if verdict is None:
+        verdict = Verdict(name, "pass", f"✓ {name} matches the reference on {n} random inputs")
+    if not quiet:
+        print(verdict.message)
+    return verdict
+
+
+# --------------------------------------------------------------------------------------------
+# random inputs
+# --------------------------------------------------------------------------------------------
+
+
+def random_mask(gen: torch.Generator, batch: int, width: int, side: str | None = None) -> Tensor:
+    """(B, T) bool action mask: one contiguous block of ≥ 1 actions per row, after ≥ 1 prompt
+    column; ``side`` "right" (pads after the response), "left" (response ends the row) or None
+    (chosen at random)."""
+    if side is None:
+        side = "left" if torch.rand((), generator=gen) < 0.5 else "right"
+    mask = torch.zeros(batch, width, dtype=torch.bool)
+    for b in range(batch):
+        length = int(torch.randint(1, width, (), generator=gen))  # 1 … T−1 actions
+        if side == "left":
+            mask[b, width - length :] = True
+        else:
+            start = int(torch.randint(1, width - length + 1, (), generator=gen))
+            mask[b, start : start + length] = True
+    return mask
+
+
+def edge_case_mask(gen: torch.Generator, i: int, batch: int, width: int) -> Tensor:
+    """The action mask of input ``i`` of a batch checker, with the cases the text demands:
+    input 1 left-padded, input 2 right-padded, others either; input 4 (mod 10) all-masked (a
+    batch of empty responses: the answer must be 0, not NaN); input 7 (mod 10) with its first
+    row empty."""
+    side = {1: "left", 2: "right"}.get(i)
+    mask = random_mask(gen, batch, width, side)
+    if i % 10 == 4:
+        mask[:] = False
+    elif i % 10 == 7:
+        mask[0] = False
+    return mask
+
+
+def _shape(gen: torch.Generator, i: int) -> tuple[int, int]:
+    if i == 0:
+        return 1, 2  # the smallest case: one row, one action
+    return int(torch.randint(1, 6, (), generator=gen)), int(torch.randint(2, 12, (), generator=gen))
+
+
+def _garbage(x: Tensor, mask: Tensor, gen: torch.Generator) -> Tensor:
+    """Fill off-mask entries with large junk: a correct function must never read them."""
+    junk = 100.0 * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    return torch.where(mask, x, junk)
+
+
+def _beta(gen: torch.Generator) -> float:
+    return float(torch.empty(()).uniform_(0.05, 1.0, generator=gen))
+
+
+def _lam(gen: torch.Generator, i: int) -> float:
+    if i % 5 == 1:
+        return 0.0
+    if i % 5 == 2:
+        return 1.0
+    return float(torch.rand((), generator=gen))
+
+
+def _batch_inputs(gen: torch.Generator, i: int, garbage: bool = True):
+    b, t = _shape(gen, i)
+    mask = edge_case_mask(gen, i, b, t)
+    pol, ref = (-3 * torch.rand(b, t, generator=gen, dtype=torch.float64) for _ in range(2))
+    values = torch.randn(b, t, generator=gen, dtype=torch.float64)
+    rewards = torch.randn(b, t, generator=gen, dtype=torch.float64) * 0.3
+    if garbage:
+        pol, ref, values, rewards = (_garbage(x, mask, gen) for x in (pol, ref, values, rewards))
+    if i % 3 == 0:
+        bootstrap = None
+    else:  # some rows cut by the length limit (b ≠ 0), the others terminal (b = 0)
+        cut = torch.rand(b, generator=gen) < 0.5
+        bootstrap = torch.where(cut, torch.randn(b, generator=gen, dtype=torch.float64), 0.0)
+    return mask, pol, ref, values, rewards, bootstrap

@@ -1,0 +1,71 @@
+"""Checkers of notebook 01: generation as an MDP."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .. import kernels
+from ._core import N_INPUTS, Verdict, _garbage, _shape, check_function, random_mask
+
+__all__ = ["check_sequence_logprob", "check_outcome_rewards"]
+
+
+def check_sequence_logprob(
+    fn: Callable[[Tensor, Tensor], Tensor], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
+) -> Verdict:
+    """``fn(token_logps, mask) -> (B,)``: log π(y|x) = Σ_{h} log π(a_h|s_h) over action columns.
+
+    Off-mask entries of ``token_logps`` hold junk, sometimes NaN: fill them with 0 by
+    ``torch.where`` before summing (``NaN * 0`` is still NaN).
+    """
+
+    def inputs(gen: torch.Generator, i: int):
+        b, t = _shape(gen, i)
+        mask = random_mask(gen, b, t)
+        logps = -torch.rand(b, t, generator=gen, dtype=torch.float64) * 5
+        logps = _garbage(logps, mask, gen)
+        if i % 3 == 2:
+            logps = torch.where(mask, logps, math.nan)
+        return (logps, mask), {}
+
+    return check_function(
+        "sequence_logprob",
+        fn,
+        lambda x, m: kernels.masked_sum(x, m, dim=1),
+        inputs,
+        n=n,
+        seed=seed,
+        quiet=quiet,
+        forbidden=(kernels.masked_sum, kernels.token_mean),
+    )
+
+
+def _outcome_rewards_reference(mask: Tensor, outcome: Tensor) -> Tensor:
+    out = torch.zeros(mask.shape, dtype=outcome.dtype)
+    for b in range(mask.shape[0]):
+        cols = mask[b].nonzero().flatten()
+        if len(cols):
+            out[b, cols[-1]] = outcome[b]
+    return out
+
+
+def check_outcome_rewards(
+    fn: Callable[[Tensor, Tensor], Tensor], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
+) -> Verdict:
+    """``fn(mask, outcome) -> (B, T)``: r_h = R at the row's last action column, 0 elsewhere."""
+
+    def inputs(gen: torch.Generator, i: int):
+        b, t = _shape(gen, i)
+        mask = random_mask(gen, b, t)
+        outcome = (torch.rand(b, generator=gen) < 0.5).double()
+        if i % 4 == 3:
+            outcome = torch.rand(b, generator=gen, dtype=torch.float64)  # graded, not 0/1
+        return (mask, outcome), {}
+
+    return check_function(
+        "outcome_rewards", fn, _outcome_rewards_reference, inputs, n=n, seed=seed, quiet=quiet
+    )
