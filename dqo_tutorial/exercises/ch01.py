@@ -1,4 +1,8 @@
-"""Checkers of notebook 01: generation as an MDP."""
+r"""Checkers of notebook 01: generation as an MDP.
+
+- ``check_sequence_logprob``: log π(y|x) = Σ_h log π(a_h|s_h) per row, (B, T) → (B,)
+- ``check_outcome_rewards``: sparse reward: R at each row's last action, (B, T)
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Checkers of notebook 02: the soft-optimal Q*, V*, π*."""
+r"""Checkers of notebook 02: the soft-optimal Q*, V*, π*.
+
+- ``check_soft_value``: V(s) = β log Σ_a π_ref(a|s) exp(Q(s,a)/β)
+- ``check_backward_induction``: V* of a ``tabular.TreeMDP`` by backward induction
+"""
 
 from __future__ import annotations
 

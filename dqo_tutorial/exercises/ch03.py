@@ -1,4 +1,8 @@
-"""Checkers of notebook 03: Q from the language model; DRO."""
+r"""Checkers of notebook 03: Q from the language model; DRO.
+
+- ``check_q_from_lm``: Q = β·(log π_θ − log π_ref) + V
+- ``check_dro_loss``: mean ½ (r − V(x) − β log π_θ(y|x)/π_ref(y|x))²
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Checkers of notebook 04: the soft Bellman residual and DQO's losses."""
+r"""Checkers of notebook 04: the soft Bellman residual and DQO's losses.
+
+- ``check_one_step_residual``: δ_h = V(s_h) + β ρ_h − r_h − V(s_{h+1})
+- ``check_value_loss``: token mean of ½ (V + β ρ − r − T)²
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Checkers of notebook 05: λ-returns."""
+r"""Checkers of notebook 05: λ-returns.
+
+- ``check_lambda_return``: G_h by the backward recursion of method §4
+- ``check_reverse_discounted_sum``: G_h = Σ_{l≥h} λ^{l−h} y_l, vectorised
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Checkers of notebook 06: importance sampling."""
+r"""Checkers of notebook 06: importance sampling.
+
+- ``check_tempered_logprobs``: log μ(a|s) = log softmax(z/τ)[a]
+- ``check_prefix_weights``: w_h = min(c, exp Σ_{l<h} (log π_θ − log μ))
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Checkers of notebook 07: process rewards."""
+r"""Checkers of notebook 07: process rewards.
+
+- ``check_process_rewards``: shaping α(Φ(s_{h+1}) − Φ(s_h)) at step boundaries
+- ``check_shaped_rewards``: r'_h = r_h + α(Φ(s_{h+1}) − Φ(s_h)), Φ(terminal) = 0
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Checkers of notebook 08: the end-to-end comparison."""
+r"""Checkers of notebook 08: the end-to-end comparison.
+
+- ``check_accuracy_with_stderr``: accuracy p and its standard error √(p(1−p)/N)
+- ``check_dpo_loss``: −log σ(β[(log-ratio chosen) − (log-ratio rejected)])
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Checkers of notebook 09: GSM8K grading."""
+r"""Checkers of notebook 09: GSM8K grading.
+
+- ``check_strict_grading``: GSM8K: the number after the last ``####`` = gold?
+- ``check_flexible_grading``: GSM8K: strict answer, else the last number = gold?
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Checkers of notebook 10: the Q-value explorer."""
+r"""Checkers of notebook 10: the Q-value explorer.
+
+- ``check_step_value_changes``: ΔV over each reasoning step of a response
+- ``check_advantage``: Â_h = β ρ_h − δ^λ_h = r_h + T_{h+1} − V(s_h)
+"""
 
 from __future__ import annotations
 
