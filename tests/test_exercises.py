@@ -244,7 +244,10 @@ def test_the_watch_leaves_the_profiler_as_it_found_it():
 
     sys.setprofile(profiler)
     try:
-        exercises.check_lambda_return(dqo.kernels.lambda_return, quiet=True)
+        right = exercises.check_sequence_logprob(lambda x, m: torch.where(m, x, 0.0).sum(1))
+        assert right.passed
+        cheat = exercises.check_sequence_logprob(lambda x, m: dqo.kernels.masked_sum(x, m, 1))
+        assert cheat.status == "fail"
         assert sys.getprofile() is profiler
     finally:
         sys.setprofile(previous)

@@ -95,6 +95,14 @@ def test_make_student_copies_blanks_solutions_and_keeps_the_rest(tmp_path):
         src, dst = _read(src_path), _read(dst_path)
         assert len(src.cells) == len(dst.cells)
         for a, b in zip(src.cells, dst.cells):
+            assert a.metadata == b.metadata  # the nbgrader metadata travels, as in a release
+            if course.is_answer_cell(a):
+                assert b.source == course.ANSWER_STUB
+                continue
+            if a.cell_type == "code" and course.BEGIN_HIDDEN_TESTS in a.source:
+                visible = a.source.split(course.BEGIN_HIDDEN_TESTS)[0].rstrip("\n")
+                assert b.source == visible and "assert" not in b.source
+                continue
             if a.cell_type != "code" or course.BEGIN_SOLUTION not in a.source:
                 assert a.source == b.source
                 continue
@@ -114,6 +122,54 @@ def test_strip_solutions_keeps_indentation_and_rejects_bad_markers():
         course.strip_solutions("### BEGIN SOLUTION\nx = 1\n")
     with pytest.raises(ValueError):
         course.strip_solutions("x = 1\n### END SOLUTION\n")
+
+
+def test_strip_hidden_tests_removes_the_region_only():
+    src = "v = check(f)\n### BEGIN HIDDEN TESTS\nassert v.passed\n### END HIDDEN TESTS"
+    assert course.strip_hidden_tests(src) == "v = check(f)"
+    with pytest.raises(ValueError):
+        course.strip_hidden_tests("### BEGIN HIDDEN TESTS\nassert x\n")
+
+
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_nbgrader_metadata_follows_the_exercise_convention(path):
+    """The shipped metadata is what the convention implies (so `nbgrader generate_assignment`
+    needs no hand edits): `python -m dqo_tutorial.course notebooks/*.ipynb` rewrites it."""
+    nb = _read(path)
+    assert not course.apply_nbgrader_metadata(nb, course.notebook_key(path)), (
+        f"{path.name}: nbgrader metadata out of date; run "
+        "`python -m dqo_tutorial.course notebooks/*.ipynb`"
+    )
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_nbgrader_markers_only_where_nbgrader_expects_them(path):
+    """nbgrader refuses a notebook where a marker word appears in any other cell (it looks for
+    the words anywhere in a line, prose included); hidden tests sit in grade cells only."""
+    for i, cell in enumerate(_read(path).cells):
+        meta = cell.metadata.get("nbgrader", {})
+        for marker in MARKERS:
+            if marker in cell.source:
+                allowed = meta.get("solution") if "SOLUTION" in marker else meta.get("grade")
+                assert allowed and cell.cell_type == "code", f"{path.name} cell {i}: {marker}"
+
+
+@pytest.mark.parametrize("path", CONCEPT_NOTEBOOKS, ids=[p.stem for p in CONCEPT_NOTEBOOKS])
+def test_every_exercise_is_graded_or_answered(path):
+    """An autograded exercise has hidden tests; a question without a checker has its answer."""
+    cells = _read(path).cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "code" and "verdict = exercises.check_" in cell.source:
+            assert course.BEGIN_HIDDEN_TESTS in cell.source, f"{path.name} cell {i}"
+            assert "assert verdict.passed" in cell.source, f"{path.name} cell {i}"
+        if cell.cell_type == "markdown" and "(no checker)" in cell.source:
+            nxt = cells[i + 1] if i + 1 < len(cells) else None
+            assert nxt is not None and course.is_answer_cell(nxt), f"{path.name} cell {i}"
 
 
 def test_make_student_copies_refuses_to_overwrite_the_source():

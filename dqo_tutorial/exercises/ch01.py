@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ._core import N_INPUTS, Verdict, _garbage, _shape, check_function, random_mask
+from ._core import N_INPUTS, Verdict, _garbage, _shape, check_function, edge_case_mask
 
 __all__ = ["check_sequence_logprob", "check_outcome_rewards"]
 
@@ -24,12 +24,14 @@ def check_sequence_logprob(
     """``fn(token_logps, mask) -> (B,)``: log π(y|x) = Σ_{h} log π(a_h|s_h) over action columns.
 
     Off-mask entries of ``token_logps`` hold junk, sometimes NaN: fill them with 0 by
-    ``torch.where`` before summing (``NaN * 0`` is still NaN).
+    ``torch.where`` before summing (``NaN * 0`` is still NaN). Masks are left- or right-padded;
+    some batches are all-masked and some rows empty (their sum is 0). Wrong answers it
+    catches: ``(token_logps * mask).sum(1)`` (NaN), a sum over every column (junk).
     """
 
     def inputs(gen: torch.Generator, i: int):
         b, t = _shape(gen, i)
-        mask = random_mask(gen, b, t)
+        mask = edge_case_mask(gen, i, b, t)
         logps = -torch.rand(b, t, generator=gen, dtype=torch.float64) * 5
         logps = _garbage(logps, mask, gen)
         if i % 3 == 2:
@@ -60,11 +62,14 @@ def _outcome_rewards_reference(mask: Tensor, outcome: Tensor) -> Tensor:
 def check_outcome_rewards(
     fn: Callable[[Tensor, Tensor], Tensor], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
 ) -> Verdict:
-    """``fn(mask, outcome) -> (B, T)``: r_h = R at the row's last action column, 0 elsewhere."""
+    """``fn(mask, outcome) -> (B, T)``: r_h = R at the row's last action column, 0 elsewhere; an
+    empty row (no action) gets no reward at all. Wrong answers it catches: R in the last column
+    of the row (right padding puts pads there), R at ``mask.sum(1) - 1`` (right only for
+    left-aligned rows), R written into an empty row."""
 
     def inputs(gen: torch.Generator, i: int):
         b, t = _shape(gen, i)
-        mask = random_mask(gen, b, t)
+        mask = edge_case_mask(gen, i, b, t)
         outcome = (torch.rand(b, generator=gen) < 0.5).double()
         if i % 4 == 3:
             outcome = torch.rand(b, generator=gen, dtype=torch.float64)  # graded, not 0/1

@@ -1,55 +1,31 @@
 r"""Checkers of notebook 02: the soft-optimal Q*, V*, π*.
 
-- ``check_soft_value``: V(s) = β log Σ_a π_ref(a|s) exp(Q(s,a)/β)
-- ``check_backward_induction``: V* of a ``tabular.TreeMDP`` by backward induction
+- ``check_backward_induction``: V* of a ``tabular.TreeMDP`` by backward induction, stable at
+  tiny β
+- ``check_policy_value``: V^π of any policy table, the soft policy evaluation
+  V^π(s) = Σ_a π(a|s) [r(s,a) + V^π(s∘a) − β log π(a|s)/π_ref(a|s)]
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from .. import tabular
-from ._core import N_INPUTS, Verdict, _beta, check_function
+from ._core import N_INPUTS, Verdict, check_function
 
-__all__ = ["check_soft_value", "check_backward_induction"]
-
-
-def _soft_value_reference(ref_logp: Tensor, q: Tensor, beta: float) -> Tensor:
-    return beta * torch.logsumexp(ref_logp + q / beta, dim=-1)
+__all__ = ["check_backward_induction", "check_policy_value"]
 
 
-def check_soft_value(
-    fn: Callable[[Tensor, Tensor, float], Tensor],
-    n: int = N_INPUTS,
-    *,
-    seed: int = 0,
-    quiet: bool = False,
-) -> Verdict:
-    """``fn(ref_logp (N, K), q (N, K), beta) -> (N,)``: V = β log Σ_a π_ref(a|s) e^{Q(s,a)/β}.
-
-    Some inputs have Q/β of several hundred: exponentiate naively and you get inf.
-    """
-
-    def inputs(gen: torch.Generator, i: int):
-        n_states, k = (
-            int(torch.randint(1, 8, (), generator=gen)),
-            int(torch.randint(2, 6, (), generator=gen)),
-        )
-        ref_logp = torch.log_softmax(
-            torch.randn(n_states, k, generator=gen, dtype=torch.float64), -1
-        )
-        q = torch.randn(n_states, k, generator=gen, dtype=torch.float64)
-        beta = _beta(gen)
-        if i % 4 == 3:
-            q, beta = 10 * q, 0.01  # Q/β up to ~3000: exp overflows float64
-        return (ref_logp, q, beta), {}
-
-    return check_function(
-        "soft_value", fn, _soft_value_reference, inputs, n=n, seed=seed, quiet=quiet
-    )
+def _random_mdp(gen: torch.Generator, i: int) -> tabular.TreeMDP:
+    """Horizon 1 … 4, vocabulary 2 … 4, some with process rewards (input 0: the smallest)."""
+    k = 2 if i == 0 else int(torch.randint(2, 5, (), generator=gen))
+    h = 1 if i == 0 else int(torch.randint(1, 5, (), generator=gen))
+    scale = 0.3 if i % 2 else 0.0
+    return tabular.TreeMDP.random(k, h, seed=1000 + i, process_scale=scale)
 
 
 def check_backward_induction(
@@ -60,14 +36,12 @@ def check_backward_induction(
     quiet: bool = False,
 ) -> Verdict:
     """``fn(mdp, beta) -> (n_states,)``: V* of every stored state of a random ``TreeMDP``,
-    compared with :func:`dqo_tutorial.tabular.solve`."""
+    compared with :func:`dqo_tutorial.tabular.solve`. Every fifth input has β = 0.001, where
+    Q/β is about a thousand: ``β·log Σ π_ref·exp(Q/β)`` computed naively overflows."""
 
     def inputs(gen: torch.Generator, i: int):
-        k = int(torch.randint(2, 5, (), generator=gen))
-        h = int(torch.randint(1, 5, (), generator=gen))
-        scale = 0.3 if i % 2 else 0.0  # some instances with process rewards
-        mdp = tabular.TreeMDP.random(k, h, seed=i, process_scale=scale)
-        return (mdp, float(torch.empty(()).uniform_(0.2, 2.0, generator=gen))), {}
+        beta = 0.001 if i % 5 == 4 else float(torch.empty(()).uniform_(0.2, 2.0, generator=gen))
+        return (_random_mdp(gen, i), beta), {}
 
     return check_function(
         "backward_induction",
@@ -78,4 +52,56 @@ def check_backward_induction(
         seed=seed,
         quiet=quiet,
         forbidden=(tabular.solve,),
+    )
+
+
+def _policy_value_reference(mdp: tabular.TreeMDP, pi: Tensor, beta: float) -> Tensor:
+    """V^π(s) = E_π[Σ_{l≥h} r_l − β log π/π_ref | s_h = s] by enumerating every trajectory: each
+    complete trajectory through s contributes P_π(its rest | s) × (its regularised return)."""
+    log_pi = pi.log()
+    v = torch.zeros(mdp.n_states, dtype=torch.float64)
+    for traj in tabular.enumerate_trajectories(mdp):
+        steps = [(mdp.index[traj[:h]], a) for h, a in enumerate(traj)]
+        for k, (s, _) in enumerate(steps):
+            rest = steps[k:]
+            log_p = sum(float(log_pi[t, a]) for t, a in rest)
+            ret = sum(
+                float(mdp.reward[t, a]) - beta * float(log_pi[t, a] - mdp.ref_logp[t, a])
+                for t, a in rest
+            )
+            v[s] += math.exp(log_p) * ret
+    return v
+
+
+def check_policy_value(
+    fn: Callable[[tabular.TreeMDP, Tensor, float], Tensor],
+    n: int = N_INPUTS,
+    *,
+    seed: int = 0,
+    quiet: bool = False,
+) -> Verdict:
+    """``fn(mdp, pi, beta) -> (n_states,)``: the soft value V^π of the policy table ``pi``
+    (n_states, K), rows summing to 1, every entry > 0, at every stored state:
+
+        V^π(s) = Σ_a π(a|s) [ r(s,a) + V^π(s∘a) − β log(π(a|s)/π_ref(a|s)) ],  V^π(terminal) = 0
+
+    compared with an enumeration of every trajectory. Inputs: random policies (some nearly
+    deterministic), π_ref itself (V^π = the expected return, no KL) and π* (V^π = V*).
+    Wrong answers it catches: the KL term left out or with its sign flipped, π_ref's weights
+    where π's belong."""
+
+    def inputs(gen: torch.Generator, i: int):
+        mdp = _random_mdp(gen, i)
+        beta = float(torch.empty(()).uniform_(0.1, 2.0, generator=gen))
+        shape = (mdp.n_states, mdp.vocab_size)
+        sharp = 8.0 if i % 4 == 3 else 1.0
+        pi = torch.softmax(sharp * torch.randn(shape, generator=gen, dtype=torch.float64), -1)
+        if i % 6 == 1:
+            pi = mdp.ref_logp.exp()
+        elif i % 6 == 2:
+            pi = tabular.solve(mdp, beta).pi
+        return (mdp, pi, beta), {}
+
+    return check_function(
+        "policy_value", fn, _policy_value_reference, inputs, n=n, seed=seed, quiet=quiet
     )
