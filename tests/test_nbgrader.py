@@ -105,7 +105,9 @@ def _reference_answers(source: Path) -> dict[str, str]:
     nb = nbformat.read(source, as_version=4)
     markers = (course.BEGIN_SOLUTION, course.END_SOLUTION)
     return {
-        _grade_id(c): "\n".join(line for line in c.source.split("\n") if line.strip() not in markers)
+        _grade_id(c): "\n".join(
+            line for line in c.source.split("\n") if line.strip() not in markers
+        )
         for c in nb.cells
         if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
     }
