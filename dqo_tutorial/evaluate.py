@@ -250,3 +250,60 @@ def _evaluate(
     }
     atomic_write_json(out / "results.json", results)
     return results
+
+
+def clustered_rate(per_problem: Sequence[Sequence[float]]) -> dict[str, float]:
+    r"""Accuracy over N problems with several graded samples each, and its standard error
+    **clustered by problem**: the samples of one problem are not independent, the problems are.
+
+    .. math::  m_i = \frac1{k_i}\sum_j c_{ij}, \qquad \bar m = \frac1N\sum_i m_i, \qquad
+               \mathrm{s.e.} = \sqrt{\frac{1}{N}\cdot\frac1N\sum_i (m_i - \bar m)^2}
+
+    (the plug-in variance, as the binomial √(p(1 − p)/n) of :func:`accuracy_table`: with one
+    sample per problem the two agree exactly). ``{"mean", "stderr", "n"}`` with n = N problems;
+    NaN for no problem."""
+    means = [sum(map(float, outcomes)) / len(outcomes) for outcomes in per_problem]
+    n = len(means)
+    if not n:
+        return {"mean": float("nan"), "stderr": float("nan"), "n": 0}
+    mean = sum(means) / n
+    var = sum((m - mean) ** 2 for m in means) / n
+    return {"mean": mean, "stderr": math.sqrt(var / n), "n": n}
+
+
+def paired_difference(
+    per_problem_a: Sequence[Sequence[float]], per_problem_b: Sequence[Sequence[float]]
+) -> dict[str, float]:
+    r"""Accuracy difference of two models graded on the **same** N problems, with its paired
+    standard error (from the per-problem differences, so what the two share cancels).
+
+    .. math::  d_i = m^A_i - m^B_i, \qquad \bar d = \frac1N\sum_i d_i, \qquad
+               \mathrm{s.e.} = \sqrt{\frac{1}{N}\cdot\frac1N\sum_i (d_i - \bar d)^2}
+               = \sqrt{\mathrm{se}_A^2 + \mathrm{se}_B^2 - 2\,\widehat{\mathrm{cov}}(m^A, m^B)/N}
+
+    with m_i the mean of problem i's samples (one for greedy decoding) and plug-in moments as in
+    :func:`clustered_rate`. ``hypot(se_A, se_B)`` is the special case of uncorrelated models;
+    two models that solve and fail the same problems have a smaller paired s.e. ``{"mean",
+    "stderr", "n"}``."""
+    if len(per_problem_a) != len(per_problem_b):
+        raise ValueError(
+            f"paired_difference needs the same problems: {len(per_problem_a)} vs "
+            f"{len(per_problem_b)}"
+        )
+    diffs = [
+        sum(map(float, a)) / len(a) - sum(map(float, b)) / len(b)
+        for a, b in zip(per_problem_a, per_problem_b)
+    ]
+    return clustered_rate([[d] for d in diffs])
+
+
+def per_problem_outcomes(
+    records: Iterable[dict[str, Any]], decoding: str, mode: str = "strict"
+) -> list[list[bool]]:
+    """The graded outcomes of ``decoding`` ("greedy" or "sampling") grouped by problem, in
+    ``problem_index`` order: the input of :func:`clustered_rate` and :func:`paired_difference`."""
+    by: dict[int, list[bool]] = {}
+    for r in records:
+        if r["decoding"] == decoding:
+            by.setdefault(int(r["problem_index"]), []).append(bool(r[f"correct_{mode}"]))
+    return [by[i] for i in sorted(by)]

@@ -1,85 +1,72 @@
 r"""Checkers of notebook 07: process rewards.
 
-- ``check_process_rewards``: shaping α(Φ(s_{h+1}) − Φ(s_h)) at step boundaries
-- ``check_shaped_rewards``: r'_h = r_h + α(Φ(s_{h+1}) − Φ(s_h)), Φ(terminal) = 0
+- ``check_shaped_rewards``: r'_h = r_h + α(Φ(s_{h+1}) − Φ(s_h)) of a batch, with left padding,
+  empty rows and length-cut responses (no outcome, Φ held at the cut)
+- ``check_mc_step_values``: the Monte-Carlo step value Φ̂(s) from k rollouts and its standard
+  error, for a padded batch of boundary states
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from .. import rewards
-from ._core import N_INPUTS, Verdict, _garbage, _shape, check_function, random_mask
+from ._core import N_INPUTS, Verdict, _garbage, _shape, check_function, edge_case_mask
 
-__all__ = ["check_process_rewards", "check_shaped_rewards"]
-
-
-def check_process_rewards(
-    fn: Callable[..., Any], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
-) -> Verdict:
-    """``fn(length, boundaries, alpha, phi_start, phi_end) -> H floats``: the potential-based
-    shaping rewards α(Φ(s_{h+1}) − Φ(s_{b(h)})) of one response, non-zero only on the token that
-    reaches a boundary and on the last token; compared with
-    :func:`dqo_tutorial.sampling.process_rewards`."""
-
-    def inputs(gen: torch.Generator, i: int):
-        length = 1 if i == 0 else int(torch.randint(2, 16, (), generator=gen))
-        inner = [h for h in range(1, length) if float(torch.rand((), generator=gen)) < 0.3]
-        boundaries = [(h, float(torch.rand((), generator=gen))) for h in inner]
-        alpha = 0.0 if i % 7 == 6 else float(torch.rand((), generator=gen))
-        phi_start = float(torch.rand((), generator=gen))
-        phi_end = 0.0 if i % 2 else float(torch.rand((), generator=gen))
-        return (length, boundaries, alpha, phi_start, phi_end), {}
-
-    def reference(length, boundaries, alpha, phi_start, phi_end):
-        return torch.tensor(
-            rewards.process_rewards(length, boundaries, alpha, phi_start, phi_end),
-            dtype=torch.float64,
-        )
-
-    return check_function(
-        "process_rewards",
-        fn,
-        reference,
-        inputs,
-        n=n,
-        seed=seed,
-        quiet=quiet,
-        forbidden=(rewards.process_rewards,),
-    )
+__all__ = ["check_shaped_rewards", "check_mc_step_values"]
 
 
-def _shaped_rewards_reference(phi: Tensor, outcome: Tensor, mask: Tensor, alpha: float) -> Tensor:
+def _shaped_rewards_reference(
+    phi: Tensor, outcome: Tensor, mask: Tensor, alpha: float, terminal: Tensor
+) -> Tensor:
+    """A naive loop: per row, the package's own one-response shaping
+    (:func:`dqo_tutorial.rewards.process_rewards`, every action column a "boundary") with
+    Φ_end = 0 for a terminal row, Φ_end = Φ(s_H) for a cut one, and the outcome on the last
+    action of a terminal row only."""
     out = torch.zeros(mask.shape, dtype=torch.float64)
     for b in range(mask.shape[0]):
         cols = mask[b].nonzero().flatten().tolist()
-        for j, c in enumerate(cols):
-            nxt = float(phi[b, cols[j + 1]]) if j + 1 < len(cols) else 0.0  # Φ(terminal) = 0
-            out[b, c] = alpha * (nxt - float(phi[b, c]))
-        if cols:
-            out[b, cols[-1]] += float(outcome[b])
+        if not cols:
+            continue
+        p = [float(phi[b, c]) for c in cols]
+        end = 0.0 if bool(terminal[b]) else p[-1]
+        shaped = rewards.process_rewards(
+            len(cols), list(enumerate(p[1:], start=1)), alpha, p[0], end
+        )
+        if bool(terminal[b]):
+            shaped[-1] += float(outcome[b])
+        out[b, cols] = torch.tensor(shaped, dtype=torch.float64)
     return out
 
 
 def check_shaped_rewards(
     fn: Callable[..., Tensor], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
 ) -> Verdict:
-    """``fn(phi, outcome, mask, alpha) -> (B, T)``: r'_h = r_h + α(Φ(s_{h+1}) − Φ(s_h)) on the
-    action columns of terminal responses, with ``phi[b, j]`` = Φ(s_h) of the state *before* the
-    action in column j, Φ(terminal) = 0 after the last action, and the outcome reward
-    ``outcome[b]`` on the last action; 0 off the mask (which holds junk in ``phi``)."""
+    """``fn(phi, outcome, mask, alpha, terminal) -> (B, T)``: r'_h = r_h + α(Φ(s_{h+1}) − Φ(s_h))
+    on the action columns, with ``phi[b, j]`` = Φ of the state *before* the action in column j.
+    After the last action: Φ(terminal) = 0 and the outcome ``outcome[b]`` on that action for a
+    terminal row (``terminal[b]``); for a length-cut row Φ(s_{H+1}) = Φ(s_H) (no shaping at the
+    cut) and no outcome (``outcome[b]`` is NaN there). 0 off the mask (``phi`` holds junk).
+
+    Inputs: left- and right-padded batches, an all-masked batch, empty first rows, α = 0, rows
+    of one action. Caught, among others: Φ(terminal) = R, a cut row shaped down to 0 or given
+    its (NaN) outcome, the next column's junk read as Φ(s_{H+1}), NaN on an empty row."""
 
     def inputs(gen: torch.Generator, i: int):
         b, t = _shape(gen, i)
-        mask = random_mask(gen, b, t)
+        mask = edge_case_mask(gen, i, b, t)
         phi = _garbage(torch.rand(b, t, generator=gen, dtype=torch.float64), mask, gen)
+        terminal = torch.rand(b, generator=gen) < 0.6
+        if i == 3:
+            terminal[:] = False  # a batch of cut responses only
         outcome = (torch.rand(b, generator=gen) < 0.5).double()
+        outcome = torch.where(terminal, outcome, math.nan)  # a cut response has no outcome
         alpha = 0.0 if i % 7 == 6 else float(torch.empty(()).uniform_(0.1, 2.0, generator=gen))
-        return (phi, outcome, mask, alpha), {}
+        return (phi, outcome, mask, alpha, terminal), {}
 
     return check_function(
         "shaped_rewards",
@@ -90,4 +77,49 @@ def check_shaped_rewards(
         seed=seed,
         quiet=quiet,
         forbidden=(rewards.process_rewards, rewards.token_rewards),
+    )
+
+
+def _mc_reference(hits: Tensor, mask: Tensor) -> Tensor:
+    """A naive loop over the states: Φ̂ = j/k and √(Φ̂(1 − Φ̂)/k); 0 off the mask."""
+    b, n_states, k = hits.shape
+    out = torch.zeros(b, n_states, 2, dtype=torch.float64)
+    for i in range(b):
+        for s in range(n_states):
+            if mask[i, s]:
+                p = sum(bool(x) for x in hits[i, s].tolist()) / k
+                out[i, s, 0] = p
+                out[i, s, 1] = math.sqrt(p * (1 - p) / k)
+    return out
+
+
+def check_mc_step_values(
+    fn: Callable[..., Tensor], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
+) -> Verdict:
+    """``fn(hits, mask) -> (B, L, 2)``: ``hits`` (B, L, k) bool, the graded outcomes of the k
+    rollouts from each of the L step-boundary states of B responses (padded: ``mask`` (B, L)
+    says which states exist); entry ``[..., 0]`` the Monte-Carlo step value Φ̂ = (1/k) Σ_i hits,
+    ``[..., 1]`` its binomial standard error √(Φ̂(1 − Φ̂)/k); 0 (not NaN) off the mask, where
+    ``hits`` holds junk. Inputs include k = 1, all-masked batches, rows with no boundary and
+    states whose rollouts all agree (s.e. 0). Caught: the (k − 1) sample variance (NaN at
+    k = 1), a standard deviation without the 1/√k, junk read off the mask."""
+
+    def inputs(gen: torch.Generator, i: int):
+        b, n_states = _shape(gen, i)
+        k = 1 if i % 6 == 5 else int(torch.randint(2, 12, (), generator=gen))
+        mask = edge_case_mask(gen, i, b, n_states)
+        p = torch.rand(b, n_states, 1, generator=gen)
+        if i % 4 == 2:
+            p = (p > 0.5).float()  # every rollout agrees: Φ̂ ∈ {0, 1}, s.e. 0
+        hits = torch.rand(b, n_states, k, generator=gen) < p
+        return (hits, mask), {}
+
+    return check_function(
+        "mc_step_values",
+        fn,
+        _mc_reference,
+        inputs,
+        n=n,
+        seed=seed,
+        quiet=quiet,
     )

@@ -1,7 +1,9 @@
-r"""Checkers of notebook 08: the end-to-end comparison.
+r"""Checkers of notebook 08: the end-to-end comparison, read with honest error bars.
 
-- ``check_accuracy_with_stderr``: accuracy p and its standard error √(p(1−p)/N)
-- ``check_dpo_loss``: −log σ(β[(log-ratio chosen) − (log-ratio rejected)])
+- ``check_clustered_accuracy``: sampling accuracy of (N problems × k samples) and its standard
+  error clustered by problem, √(Var_i(m_i)/N)
+- ``check_paired_difference``: the accuracy difference of two models on the same problems and
+  its paired standard error √(Var_i(d_i)/N)
 """
 
 from __future__ import annotations
@@ -12,71 +14,111 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import kernels
-from ._core import N_INPUTS, Verdict, _beta, check_function
+from ._core import N_INPUTS, Verdict, check_function
 
-__all__ = ["check_accuracy_with_stderr", "check_dpo_loss"]
+__all__ = ["check_clustered_accuracy", "check_paired_difference"]
 
 
-def check_accuracy_with_stderr(
-    fn: Callable[[Tensor], Any], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
-) -> Verdict:
-    """``fn(correct (N,) bool) -> (mean, stderr)``: the accuracy p and its binomial standard
-    error √(p(1 − p)/N), as the results table reports them (:func:`dqo_tutorial.evaluate.
-    accuracy_table`)."""
-    from .. import evaluate  # here: evaluation loads transformers
+def _as_pair(fn: Callable[..., Any]) -> Callable[..., Tensor]:
+    """``fn``'s (value, stderr) — numbers or 0-d tensors, or a (2,) tensor — as a (2,) tensor."""
 
-    def inputs(gen: torch.Generator, i: int):
-        size = 1 if i == 0 else int(torch.randint(2, 200, (), generator=gen))
-        p = float(torch.rand((), generator=gen))
-        return (torch.rand(size, generator=gen) < p,), {}
-
-    def reference(correct: Tensor) -> Tensor:
-        records = [
-            {"decoding": "greedy", "correct_strict": c, "correct_flexible": c, "invalid": False}
-            for c in correct.tolist()
-        ]
-        r = evaluate.accuracy_table(records)["greedy"]["strict"]
-        return torch.tensor([r["mean"], r["stderr"]], dtype=torch.float64)
-
-    def as_pair(correct: Tensor) -> Tensor:
-        out = fn(correct)
-        if isinstance(out, (tuple, list)):  # (mean, stderr) as numbers or 0-d tensors
+    def pair(*args: Any) -> Tensor:
+        out = fn(*args)
+        if isinstance(out, (tuple, list)):
             return torch.tensor([float(x) for x in out], dtype=torch.float64)
         return torch.as_tensor(out, dtype=torch.float64)  # anything else must have shape (2,)
 
+    return pair
+
+
+def _problem_probs(gen: torch.Generator, i: int, n_problems: int) -> Tensor:
+    """Per-problem success probabilities: heterogeneous (easy and hard problems: the reason the
+    samples of one problem are correlated), or for some inputs all 1 / all 0 / one value."""
+    if i % 10 == 3:
+        return torch.ones(n_problems)  # all correct: s.e. 0
+    if i % 10 == 8:
+        return torch.zeros(n_problems)
+    if i % 10 == 9:
+        return torch.full((n_problems,), float(torch.rand((), generator=gen)))
+    return (torch.rand(n_problems, generator=gen) * 1.4 - 0.2).clamp(0, 1)
+
+
+def _n_problems(gen: torch.Generator, i: int) -> int:
+    return 1 if i in (0, 1) else int(torch.randint(2, 80, (), generator=gen))
+
+
+def check_clustered_accuracy(
+    fn: Callable[[Tensor], Any], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
+) -> Verdict:
+    """``fn(correct (N, k) bool) -> (mean, stderr)``: the accuracy over N problems × k samples
+    and its standard error clustered by problem, with m_i the mean of problem i's row,
+    p = (1/N) Σ m_i and s.e. = √((1/N) Σ (m_i − p)² / N) (plug-in variance: with k = 1 it is
+    the binomial √(p(1 − p)/N)); compared with :func:`dqo_tutorial.evaluate.clustered_rate`.
+    Inputs: a single problem, k = 1, all-correct and all-wrong tables (s.e. 0), problems of
+    very different difficulty. Caught: the binomial √(p(1 − p)/(N k)) that treats the N·k
+    samples as independent, the (N − 1) sample variance (NaN for one problem)."""
+    from .. import evaluate  # here: evaluation loads transformers
+
+    def inputs(gen: torch.Generator, i: int):
+        size = _n_problems(gen, i)
+        k = 1 if i % 7 == 2 else int(torch.randint(2, 9, (), generator=gen))
+        p = _problem_probs(gen, i, size)
+        return (torch.rand(size, k, generator=gen) < p[:, None],), {}
+
+    def reference(correct: Tensor) -> Tensor:
+        r = evaluate.clustered_rate(correct.tolist())
+        return torch.tensor([r["mean"], r["stderr"]], dtype=torch.float64)
+
     return check_function(
-        "accuracy_with_stderr",
-        as_pair,
+        "clustered_accuracy",
+        _as_pair(fn),
         reference,
         inputs,
         n=n,
         seed=seed,
         quiet=quiet,
-        forbidden=(evaluate.accuracy_table,),
+        forbidden=(evaluate.clustered_rate, evaluate.paired_difference, evaluate.accuracy_table),
     )
 
 
-def check_dpo_loss(
-    fn: Callable[..., Tensor], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
+def check_paired_difference(
+    fn: Callable[[Tensor, Tensor], Any], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
 ) -> Verdict:
-    """``fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> (B,)``: the
-    per-pair DPO loss −log σ(β[(log π_θ(y_c) − log π_ref(y_c)) − (log π_θ(y_r) − log π_ref(y_r))]),
-    compared with :func:`dqo_tutorial.kernels.dpo_loss`. Some margins are in the hundreds."""
+    """``fn(correct_a (N,) bool, correct_b (N,) bool) -> (difference, stderr)``: model A's
+    accuracy minus model B's on the same N problems, and the paired standard error from the
+    per-problem differences d_i = a_i − b_i: √((1/N) Σ (d_i − d̄)² / N); compared with
+    :func:`dqo_tutorial.evaluate.paired_difference`. Inputs: a single problem, identical models
+    (s.e. 0), all-correct models, strongly correlated models (B = A with a few problems flipped)
+    and independent ones. Caught: hypot(se_A, se_B), which ignores that the two models are
+    graded on the same problems; the (N − 1) sample variance; |difference|."""
+    from .. import evaluate  # here: evaluation loads transformers
 
     def inputs(gen: torch.Generator, i: int):
-        b = int(torch.randint(1, 9, (), generator=gen))
-        scale = 2000.0 if i % 4 == 3 else 20.0  # σ of a large negative margin underflows
-        logps = [-scale * torch.rand(b, generator=gen, dtype=torch.float64) for _ in range(4)]
-        return (*logps, _beta(gen)), {}
+        size = _n_problems(gen, i)
+        p = _problem_probs(gen, i, size)
+        a = torch.rand(size, generator=gen) < p
+        kind = i % 4
+        if kind == 0:  # B is A with a few problems flipped: the usual case of two fine-tunes
+            b = a ^ (torch.rand(size, generator=gen) < 0.15)
+        elif kind == 1:  # the same model twice: difference 0, s.e. 0
+            b = a.clone()
+        else:  # independent draws on the same problems (still correlated through p)
+            b = torch.rand(size, generator=gen) < p
+        if i % 10 == 3:
+            b = torch.ones(size, dtype=torch.bool)
+        return (a, b), {}
+
+    def reference(a: Tensor, b: Tensor) -> Tensor:
+        r = evaluate.paired_difference([[x] for x in a.tolist()], [[x] for x in b.tolist()])
+        return torch.tensor([r["mean"], r["stderr"]], dtype=torch.float64)
 
     return check_function(
-        "dpo_loss",
-        fn,
-        kernels.dpo_loss,
+        "paired_difference",
+        _as_pair(fn),
+        reference,
         inputs,
         n=n,
         seed=seed,
         quiet=quiet,
-        forbidden=(kernels.dpo_loss,),
+        forbidden=(evaluate.clustered_rate, evaluate.paired_difference, evaluate.accuracy_table),
     )
