@@ -56,10 +56,11 @@ test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) -m pytest --nbmake --nbmake-timeout=600 notebooks/
 
-# the executed course (full sizes) as HTML with its figures, in outputs/course/
+# the executed course (full sizes) as HTML pages with their figures in outputs/course/: open
+# outputs/course/index.html; the folder reads offline (MathJax is copied into it, no CDN)
 course: setup
-	DQO_SMOKE=0 OMP_NUM_THREADS=1 $(VENV)/bin/jupyter nbconvert --to html --execute \
-	  --ExecutePreprocessor.timeout=900 --output-dir outputs/course notebooks/[0-9]*.ipynb
+	DQO_SMOKE=0 OMP_NUM_THREADS=1 $(PY) -m dqo_tutorial.cli course --notebooks notebooks \
+	  --out outputs/course --timeout 900
 
 lab: setup
 	$(VENV)/bin/jupyter lab $(LAB_ROOT) notebooks/
