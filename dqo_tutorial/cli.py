@@ -8,6 +8,8 @@
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
     dqo-tutorial toy-ref --out runs/toy-ref
     dqo-tutorial student-copies notebooks student-notebooks
+    dqo-tutorial nbgrader-course notebooks dqo-course [--only 04_soft_bellman_and_dqo.ipynb]
+    dqo-tutorial course --notebooks notebooks --out outputs/course [--smoke | --no-execute]
 
 ``sample``, ``train`` and ``eval`` take every field of their config dataclass
 (:class:`~dqo_tutorial.sampling.SamplingConfig`, :class:`~dqo_tutorial.train.TrainConfig`,
@@ -399,6 +401,57 @@ def _add_student_copies(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_student_copies)
 
 
+def _nbgrader_course(args: argparse.Namespace) -> int:
+    from dqo_tutorial.course import make_nbgrader_course
+
+    written = make_nbgrader_course(args.notebooks, args.root, args.only or None)
+    keys = " ".join(sorted({p.parent.name for p in written}))
+    print(f"nbgrader course in {args.root}: {len(written)} assignments ({keys})")
+    print(f"next: cd {args.root} && nbgrader generate_assignment <assignment>")
+    return 0
+
+
+def _add_nbgrader_course(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "nbgrader-course",
+        help="lay out an nbgrader course directory: one assignment per notebook",
+        description="Write ROOT/nbgrader_config.py (smoke mode for the autograder, a 600 s cell "
+        "timeout) and ROOT/source/nbNN/<notebook> for each numbered notebook, ready for "
+        "`nbgrader generate_assignment nbNN` and `nbgrader autograde nbNN` (README: Teaching "
+        "with the course).",
+    )
+    p.add_argument("notebooks", help="folder of the instructor's notebooks")
+    p.add_argument("root", help="the course directory to write (created if missing)")
+    p.add_argument("--only", nargs="+", help="notebook file names to include (default: all)")
+    p.set_defaults(func=_nbgrader_course)
+
+
+def _course(args: argparse.Namespace) -> int:
+    from dqo_tutorial.course_site import build
+
+    chapters = build(args.notebooks, args.out, execute=not args.no_execute, smoke=args.smoke,
+                     timeout=args.timeout)  # fmt: skip
+    print(f"{len(chapters)} pages and index.html in {args.out} (open index.html; works offline)")
+    return 0
+
+
+def _add_course(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "course",
+        help="execute the numbered notebooks and write them as HTML pages that read offline",
+        description="Execute every numbered notebook (NN_*.ipynb) of --notebooks and write it "
+        "as an HTML page in --out, with its figures, a local copy of MathJax (mathjax/, no CDN) "
+        "and index.html listing the chapters; a failing notebook is named with its cell.",
+    )
+    p.add_argument("--notebooks", default="notebooks", help="folder of the notebooks")
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="execute in smoke mode (DQO_SMOKE=1)")
+    mode.add_argument("--no-execute", action="store_true", help="render the notebooks as stored")
+    p.add_argument("--timeout", type=_at_least_one, default=900, help="seconds per cell")
+    p.set_defaults(func=_course)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dqo-tutorial", description=__doc__.splitlines()[0])
     verbose_help = "keep the libraries' progress bars and warnings (Hugging Face, datasets)"
@@ -412,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(sub)
     _add_toy_ref(sub)
     _add_student_copies(sub)
+    _add_course(sub)
+    _add_nbgrader_course(sub)
     for command in sub.choices.values():  # `dqo-tutorial run --verbose` works too
         command.add_argument(
             "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help

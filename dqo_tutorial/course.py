@@ -59,6 +59,8 @@ import platform
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import ConfigError, MissingDataError
+
 __all__ = [
     "SMOKE_ENV",
     "BEGIN_SOLUTION",
@@ -258,10 +260,10 @@ def make_student_copies(src_dir: str | os.PathLike[str], dst_dir: str | os.PathL
 
     src, dst = Path(src_dir), Path(dst_dir)
     if src.resolve() == dst.resolve():
-        raise ValueError("dst_dir must differ from src_dir (the solutions would be lost)")
+        raise ConfigError("dst_dir must differ from src_dir (the solutions would be lost)")
     notebooks = sorted(src.glob("*.ipynb"))
     if not notebooks:
-        raise FileNotFoundError(f"no notebooks (*.ipynb) in {src}")
+        raise MissingDataError(f"no notebooks (*.ipynb) in {src}")
     dst.mkdir(parents=True, exist_ok=True)
     written = []
     for path in notebooks:
@@ -374,7 +376,7 @@ def make_nbgrader_course(
     names = notebooks or sorted(p.name for p in src.glob("[0-9][0-9]_*.ipynb"))
     missing = [n for n in names if not (src / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"no notebook {missing[0]} in {src}")
+        raise MissingDataError(f"no notebook {missing[0]} in {src} (names as in notebooks/)")
     root.mkdir(parents=True, exist_ok=True)
     (root / "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(timeout=int(timeout)))
     written = []

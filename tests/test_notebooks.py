@@ -172,6 +172,19 @@ def test_every_exercise_is_graded_or_answered(path):
             assert nxt is not None and course.is_answer_cell(nxt), f"{path.name} cell {i}"
 
 
+def test_nbgrader_course_command_lays_out_the_course(tmp_path, capsys):
+    from dqo_tutorial.cli import main
+
+    name = "02_soft_optimal_q.ipynb"
+    assert main(["nbgrader-course", str(NOTEBOOK_DIR), str(tmp_path), "--only", name]) == 0
+    assert "1 assignments (nb02)" in capsys.readouterr().out
+    assert (tmp_path / "source" / "nb02" / name).read_bytes() == (NOTEBOOK_DIR / name).read_bytes()
+    config = (tmp_path / "nbgrader_config.py").read_text()
+    assert "c.Execute.timeout = 600" in config and 'setdefault("DQO_SMOKE", "1")' in config
+    with pytest.raises(FileNotFoundError, match="no notebook 99_x.ipynb"):
+        course.make_nbgrader_course(NOTEBOOK_DIR, tmp_path, ["99_x.ipynb"])
+
+
 def test_make_student_copies_refuses_to_overwrite_the_source():
     with pytest.raises(ValueError):
         course.make_student_copies(NOTEBOOK_DIR, NOTEBOOK_DIR)
