@@ -134,6 +134,7 @@ def check_function(
     seed: int = 0,
     quiet: bool = False,
     forbidden: Sequence[Callable[..., Any]] = (),
+    compare: Callable[[Any, Any], str | None] | None = None,
 ) -> Verdict:
     """Run ``fn`` and ``reference`` on ``n`` random inputs; print and return the verdict.
 
@@ -142,13 +143,17 @@ def check_function(
     uses one). Each call gets its own copy of the inputs. NotImplementedError →
     "not_implemented"; any other exception → "error"; a call, inside ``fn``, of one of the
     ``forbidden`` functions (the package's own version of what the exercise asks you to write)
-    → "fail"; the first mismatching input → "fail"; otherwise "pass".
+    → "fail"; the first mismatching input → "fail"; otherwise "pass". ``compare(yours,
+    reference)`` returns None or what differs; the default, :func:`mismatch`, compares numbers
+    (the reference's result made a tensor), another one compares e.g. strings exactly.
     """
     gen = torch.Generator().manual_seed(seed)
     verdict = None
     for i in range(n):
         args, kwargs = make_inputs(gen, i)
-        expected = torch.as_tensor(reference(*_copy(args), **_copy(kwargs)))
+        expected = reference(*_copy(args), **_copy(kwargs))
+        if compare is None:
+            expected = torch.as_tensor(expected)
         watch = _CallWatch(forbidden)
         got, verdict = _run_one(name, fn, args, kwargs, i, watch)
         if verdict is not None:
@@ -156,11 +161,11 @@ def check_function(
         if watch.seen is not None:
             message = (
                 f"✗ {name} calls {watch.seen}, the package's own version of what this exercise "
-                "asks you to write: write it from the tensor operations instead"
+                "asks you to write: write it yourself"
             )
             verdict = Verdict(name, "fail", message)
             break
-        problem = mismatch(got, expected, atol, rtol)
+        problem = mismatch(got, expected, atol, rtol) if compare is None else compare(got, expected)
         if problem is not None:
             where = f"on input {i} ({_describe(args, kwargs)})"
             verdict = Verdict(name, "fail", f"✗ {name} differs {where}: {problem}")

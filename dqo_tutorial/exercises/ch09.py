@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .. import gsm8k
-from ._core import N_INPUTS, Verdict, _CallWatch, _run_one, check_function
+from ._core import N_INPUTS, Verdict, check_function
 
 __all__ = ["check_flexible_answer", "check_maj_at_k", "check_pass_at_k"]
 
@@ -101,53 +101,17 @@ def _response(gen: torch.Generator, i: int) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_answers(
-    name: str,
-    fn: Callable[..., Any],
-    reference: Callable[..., str | None],
-    make_inputs: Callable[[torch.Generator, int], tuple[tuple, dict]],
-    *,
-    n: int,
-    seed: int,
-    quiet: bool,
-    forbidden: Sequence[Callable[..., Any]] = (),
-) -> Verdict:
-    """:func:`check_function` for a function whose answer is a string or None, compared
-    exactly: ``"5"`` and ``"5.00"`` differ (the exercise is the normalisation)."""
-    gen = torch.Generator().manual_seed(seed)
-    verdict = None
-    for i in range(n):
-        args, kwargs = make_inputs(gen, i)
-        expected = reference(*args, **kwargs)
-        watch = _CallWatch(forbidden)
-        got, verdict = _run_one(name, fn, args, kwargs, i, watch)
-        if verdict is not None:
-            break
-        if watch.seen is not None:
-            message = (
-                f"✗ {name} calls {watch.seen}, the package's own version of what this exercise "
-                "asks you to write: write it with re and Decimal instead"
-            )
-            verdict = Verdict(name, "fail", message)
-            break
-        if not (got is None or isinstance(got, str)):
-            message = (
-                f"✗ {name} returned {got!r} on input {i} ({args[0]!r}): expected a str or None"
-            )
-            verdict = Verdict(name, "fail", message)
-            break
-        if got != expected:
-            message = (
-                f"✗ {name} differs on input {i} ({args[0]!r}): yours {got!r} vs reference "
-                f"{expected!r}"
-            )
-            verdict = Verdict(name, "fail", message)
-            break
-    if verdict is None:
-        verdict = Verdict(name, "pass", f"✓ {name} matches the reference on {n} random inputs")
-    if not quiet:
-        print(verdict.message)
-    return verdict
+def _same_answer(got: Any, expected: str | None) -> str | None:
+    """Answers are strings (or None) compared exactly: ``"5"`` and ``"5.00"`` differ (the
+    exercise is the normalisation)."""
+    if not (got is None or isinstance(got, str)):
+        return f"returned {got!r}: expected a str or None"
+    return None if got == expected else f"yours {got!r} vs reference {expected!r}"
+
+
+def _check_answers(name, fn, reference, make_inputs, **kwargs) -> Verdict:
+    """:func:`check_function` for a function whose answer is a string or None."""
+    return check_function(name, fn, reference, make_inputs, compare=_same_answer, **kwargs)
 
 
 def check_flexible_answer(
