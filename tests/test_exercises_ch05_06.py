@@ -32,7 +32,10 @@ def _cell(notebook: str, marker: str) -> str:
 def _run_cells(notebook: str, *markers: str) -> dict:
     import matplotlib.pyplot as plt
 
+    from dqo_tutorial import evaluate  # the notebooks import it in their set-up cell
+
     ns = {"torch": torch, "math": math, "course": course, "exercises": exercises, "Path": Path}
+    ns["evaluate"] = evaluate
     for marker in markers:
         exec(compile(_cell(notebook, marker), f"<{notebook}: {marker}>", "exec"), ns)
     plt.close("all")
