@@ -23,20 +23,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _chromium import CHROMIUM, MISSING, headless_chrome
 
 NOTEBOOK = Path(__file__).parent / "data" / "explorer.ipynb"
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-)
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TOKEN = "dqo-browser-test"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="Debian's chromium is not installed (apt-get install -y chromium chromium-driver)",
-    ),
+    pytest.mark.skipif(CHROMIUM is None, reason=MISSING),
 ]
 
 
@@ -105,26 +99,9 @@ def jupyterlab(tmp_path):
 
 
 @pytest.fixture
-def browser(monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not Path(CHROMEDRIVER).exists():
-        pytest.fail(
-            "chromium is installed but chromedriver is not: apt-get install chromium-driver"
-        )
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1500,1150", "--force-device-scale-factor=1"):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_script_timeout(30)
-    try:
+def browser():
+    with headless_chrome("1500,1150", script_timeout=30) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _keep(shot: Path) -> None:

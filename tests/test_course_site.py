@@ -20,12 +20,12 @@ import base64
 import io
 import json
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 import pytest
+from _chromium import CHROMIUM, MISSING, headless_chrome
 
 from dqo_tutorial import course_site
 from dqo_tutorial.course_site import CourseBuildError, build, chapter_title, table_math_pipes
@@ -33,14 +33,7 @@ from dqo_tutorial.course_site import CourseBuildError, build, chapter_title, tab
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 FAST = "02_soft_optimal_q.ipynb"  # a fast notebook with display maths and figures
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-)
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Debian's chromium is not installed (apt-get install -y chromium chromium-driver)",
-)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 
 GOOD_TABLE = r"""| quantity | formula | meaning |
 |---|---|---|
@@ -49,7 +42,8 @@ GOOD_TABLE = r"""| quantity | formula | meaning |
 """
 BAD_TABLE = GOOD_TABLE.replace(r"\mid", "|")
 PNG_1X1 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
+    "AAAABJRU5ErkJggg=="
 )
 
 
@@ -355,25 +349,8 @@ def test_the_static_html_keeps_a_mid_table_and_breaks_a_pipe_table(synthetic):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not Path(CHROMEDRIVER).exists():
-        pytest.fail("chromium is there but chromedriver is not: apt-get install chromium-driver")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1300,1000", "--force-device-scale-factor=1"):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_script_timeout(90)
-    try:
+    with headless_chrome("1300,1000", script_timeout=90) as driver:
         yield driver
-    finally:
-        driver.quit()
-        mp.undo()
 
 
 _WAIT_FOR_MATHJAX = """
