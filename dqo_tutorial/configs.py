@@ -245,6 +245,14 @@ _KV_CACHE_HELP = (
 KV_CACHES = ("dynamic", "static")
 """The KV caches of Hugging Face ``generate`` the samplers accept (``kv_cache`` fields)."""
 
+_ENGINE_HELP = (
+    "what draws the responses: decode (the package's decode loop: one prefill per prompt, "
+    "finished rows dropped, per-row random streams) or generate (Hugging Face generate)"
+)
+ENGINES = ("decode", "generate")
+"""The sampling engines (``engine`` fields): :class:`~dqo_tutorial.decoding.DecodeSampler` and
+:class:`~dqo_tutorial.sampling.HFSampler`."""
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -287,6 +295,7 @@ class SamplingConfig:
         False, "also record step potentials Φ (exact for toy, Monte-Carlo otherwise)"
     )
     process_k: int = _field(4, "Monte-Carlo rollouts per step boundary")
+    engine: str = _field("decode", _ENGINE_HELP)
     kv_cache: str = _field("dynamic", _KV_CACHE_HELP)
     device: str | None = _field(None, _DEVICE_HELP)
     dtype: str | None = _field(None, _DTYPE_HELP)
@@ -298,7 +307,13 @@ class SamplingConfig:
         check.at_least(1, "num_samples", "max_new_tokens", "batch_size", "shard_size", "process_k")
         check.at_least(0, "seed")
         check.one_of("reward_mode", MODES)
+        check.one_of("engine", ENGINES)
         check.one_of("kv_cache", KV_CACHES)
+        check(
+            "kv_cache",
+            self.kv_cache == "dynamic" or self.engine == "generate",
+            "a static cache is an option of engine: generate (decode keeps its own buffer)",
+        )
         check.dtype()
 
 
@@ -454,6 +469,7 @@ class EvalConfig:
         16, "problems per chunk of outputs.jsonl (the unit of resume) and per batch"
     )
     seed: int = _field(0, "seed of the sampled responses")
+    engine: str = _field("decode", _ENGINE_HELP)
     kv_cache: str = _field("dynamic", _KV_CACHE_HELP)
     device: str | None = _field(None, _DEVICE_HELP)
     dtype: str | None = _field(None, _DTYPE_HELP)
@@ -469,5 +485,11 @@ class EvalConfig:
         check.at_least(1, "max_new_tokens", "batch_size")
         check.positive("temperature")
         check("top_p", 0 < self.top_p <= 1, "must lie in (0, 1]")
+        check.one_of("engine", ENGINES)
         check.one_of("kv_cache", KV_CACHES)
+        check(
+            "kv_cache",
+            self.kv_cache == "dynamic" or self.engine == "generate",
+            "a static cache is an option of engine: generate (decode keeps its own buffer)",
+        )
         check.dtype()

@@ -41,7 +41,7 @@ from .errors import DataError, MismatchError
 from .gsm8k import MODES, dataset_hash
 from .models import load_model_and_tokenizer, load_tokenizer
 from .problems import Problem
-from .sampling import HFSampler, Sampler, generate
+from .sampling import Sampler, generate, make_sampler
 from .tasks import get_task
 
 __all__ = ["EvalConfig", "grade", "accuracy_table", "check_trained_for_task", "evaluate"]
@@ -117,7 +117,8 @@ def _chunk_records(
             batch_size=cfg.batch_size,
             seed=cfg.seed * 1_000_003 + chunk,
             record_logps=False,  # accuracy needs no log μ
-            sampler=sampler or HFSampler(model, tokenizer, cfg.batch_size, cfg.kv_cache),
+            sampler=sampler
+            or make_sampler(model, tokenizer, cfg.batch_size, cfg.engine, cfg.kv_cache),
             **law,
         )
         for g in gens:

@@ -31,7 +31,6 @@ manifest, and :func:`summarize` for its statistics.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -39,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from datasets import Dataset, Features, List, Value, concatenate_datasets, load_from_disk
@@ -56,11 +55,13 @@ from transformers import (
 
 from .artifacts import atomic_write_json, check_run_identity, run_lock, save_dataset_atomically
 from .collate import DQOCollator, example_from_ids
-from .configs import SamplingConfig, run_manifest
-from .errors import DataError, DQOError
+from .configs import ENGINES, SamplingConfig, run_manifest
+from .decoding import DecodeSampler, Generation, Sampler, derive_seed
+from .errors import DataError
 from .gsm8k import dataset_hash, is_correct
 from .modeling import per_token_logprobs
 from .models import load_model_and_tokenizer, load_tokenizer, tokenizer_fingerprint
+from .processes import Processes
 from .rewards import process_rewards  # noqa: F401  (documented here since round 1)
 from .tasks import get_task
 from .tokenization import step_boundaries
@@ -70,6 +71,8 @@ __all__ = [
     "generate",
     "Sampler",
     "HFSampler",
+    "DecodeSampler",
+    "make_sampler",
     "reference_logprobs",
     "step_boundaries",
     "monte_carlo_potentials",
@@ -93,38 +96,9 @@ _NEUTRAL_WARPERS = {
 }
 
 
-def _derive_seed(*parts: int | str) -> int:
-    """An independent 63-bit seed for a named sub-stream (e.g. ``(seed, shard, batch)``).
-
-    Seeding every generation batch from its own coordinates, not from one running RNG, makes a
-    batch's samples independent of what ran before it: a resumed run redraws exactly the same.
-    """
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 # --------------------------------------------------------------------------------------------
 # sampling
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Generation:
-    """One sampled response.
-
-    ``response_ids`` stops right after the first EOS (then ``finished`` is True and EOS is the last
-    action) or at the token budget (``finished`` False: not a terminal state); it never holds pads.
-    ``text`` is the decoded response without EOS or other special tokens. ``behavior_logps`` holds
-    log μ(a_h|s_h), one per response token, or None for greedy decoding.
-    """
-
-    prompt_index: int
-    sample_index: int
-    prompt_ids: list[int]
-    response_ids: list[int]
-    finished: bool
-    text: str
-    behavior_logps: list[float] | None
 
 
 class _LogMuRecorder(LogitsProcessor):
@@ -189,7 +163,7 @@ def _sample(
     """:func:`generate` on token-id prompts; ``max_new_tokens`` may be one budget per prompt.
 
     The rows (prompt i, sample j), prompt-major, are cut into batches of ``batch_size``; batch b
-    is drawn under ``torch.manual_seed(_derive_seed(seed, b))`` in a forked RNG (the caller's
+    is drawn under ``torch.manual_seed(derive_seed(seed, b))`` in a forked RNG (the caller's
     global RNG state is left untouched).
     """
     if temperature < 0 or not 0 < top_p <= 1:
@@ -218,7 +192,7 @@ def _sample(
             **law,
         )
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(_derive_seed(seed, b))
+            torch.manual_seed(derive_seed(seed, b))
             result = model.generate(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
@@ -261,32 +235,6 @@ def _generations(
     return out
 
 
-class Sampler(Protocol):
-    """The generation seam: token-id prompts and a decoding law in, responses with log μ out.
-
-    ``sample(prompt_ids, num_samples=, temperature=, top_p=, max_new_tokens=, seed=,
-    record_logps=)`` returns ``len(prompt_ids) * num_samples`` :class:`Generation` records,
-    prompt-major, each response cut after its first EOS or at its budget (``max_new_tokens``:
-    one int, or one per prompt), with log μ of every sampled token under the law actually
-    sampled (τ, top-p) when ``record_logps`` and ``temperature > 0``. Sampling, evaluation and
-    Monte-Carlo potentials go through it; :class:`HFSampler` is the implementation behind it.
-    The teacher-forced scorer (log π_ref, :func:`reference_logprobs`) is apart from it: a
-    faster engine replaces the sampler and keeps the one log-prob path for π_ref.
-    """
-
-    def sample(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        *,
-        num_samples: int,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int | Sequence[int],
-        seed: int,
-        record_logps: bool = True,
-    ) -> list[Generation]: ...
-
-
 @dataclass
 class HFSampler:
     """:class:`Sampler` by Hugging Face ``generate`` (:func:`_sample`): batches of
@@ -304,6 +252,23 @@ class HFSampler:
                        kv_cache=self.kv_cache, **law)  # fmt: skip
 
 
+def make_sampler(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int,
+    engine: str = "decode",
+    kv_cache: str = "dynamic",
+) -> Sampler:
+    """The :class:`Sampler` a config names: ``engine`` ``"decode"`` →
+    :class:`~dqo_tutorial.decoding.DecodeSampler`, ``"generate"`` → :class:`HFSampler` (with its
+    ``kv_cache``); ``batch_size`` sequences per batch either way."""
+    if engine == "generate":
+        return HFSampler(model, tokenizer, batch_size, kv_cache)
+    if engine == "decode":
+        return DecodeSampler(model, tokenizer, batch_size)
+    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -318,31 +283,34 @@ def generate(
     record_logps: bool = True,
     sampler: Sampler | None = None,
 ) -> list[Generation]:
-    """Sample ``num_samples`` responses per prompt with HF ``generate``, recording log μ
-    (or with ``sampler``, any :class:`Sampler`; ``model`` is then unused).
+    """Sample ``num_samples`` responses per prompt, recording log μ: by default with the
+    package's decode loop (:class:`~dqo_tutorial.decoding.DecodeSampler`), or with ``sampler``,
+    any :class:`Sampler` (e.g. :class:`HFSampler`, Hugging Face ``generate``; ``model`` is then
+    unused).
 
     ``temperature > 0`` samples from μ = softmax(z/τ) restricted to the top-p nucleus and
     renormalised (module docstring); ``temperature == 0`` decodes greedily (``behavior_logps`` is
     then None: a deterministic μ has no use as a behaviour law). log μ is gathered at every step
-    by the last logits processor from the very scores ``generate`` samples from (τ and top-p run
-    as our processors before it, see :func:`_decoding`); the tests check that it equals a fresh
-    forward pass's tempered, top-p-renormalised log-probs. Every other knob that could
-    reshape the law (the default ``top_k = 50``, a checkpoint's repetition penalty, ...) is
-    pinned to its neutral value.
+    from the very law the token is drawn from; the tests check, for both engines, that it equals
+    a fresh forward pass's tempered, top-p-renormalised log-probs. Nothing else reshapes the law
+    (with ``generate``, every knob that could — the default ``top_k = 50``, a checkpoint's
+    repetition penalty, ... — is pinned to its neutral value).
 
-    Prompts are final strings (chat template applied) tokenised without added special tokens and
-    left-padded per batch of ``batch_size`` sequences (each prompt counts ``num_samples`` times).
+    Prompts are final strings (chat template applied) tokenised without added special tokens;
+    a batch holds about ``batch_size`` sequences (each prompt counts ``num_samples`` times).
     Memory: recording log μ holds one batch_size × vocab buffer (float32: 100 MB for 512 ×
     49,152), not every step's scores (51 GB at 512 new tokens); ``record_logps=False``
-    (evaluation) records nothing and leaves ``behavior_logps`` None.
-    Sampling is reproducible: batch b uses the seed derived from ``(seed, b)``.
+    (evaluation) records nothing and leaves ``behavior_logps`` None. Sampling is reproducible:
+    with the decode loop each row (i, j) has its own stream derived from ``(seed, i, j)``, so
+    the batch size changes nothing; with ``generate``, batch b uses the seed derived from
+    ``(seed, b)``.
 
     Returns:
         ``len(prompts) * num_samples`` generations, prompt-major: entry ``i * num_samples + j`` is
         sample j of prompt i.
     """
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    sampler = sampler or HFSampler(model, tokenizer, batch_size)
+    sampler = sampler or DecodeSampler(model, tokenizer, batch_size)
     return sampler.sample(
         prompt_ids,
         num_samples=num_samples,
@@ -406,7 +374,8 @@ def monte_carlo_potentials(
     sampler: Sampler | None = None,
 ) -> list[list[tuple[int, float]]]:
     r"""Φ at every step boundary of every response, by Monte-Carlo rollouts of μ (Math-Shepherd),
-    drawn by ``sampler`` (default: :class:`HFSampler` of ``model``).
+    drawn by ``sampler`` (default: :class:`~dqo_tutorial.decoding.DecodeSampler` of ``model``:
+    each distinct state is prefilled once for its k rollouts).
 
     .. math::  \hat\Phi(s) = \frac1k \sum_{i=1}^{k} \mathbb 1[\text{is\_correct}(
                \text{prefix}(s) \circ c_i,\ \text{gold})], \qquad c_i \sim \mu(\cdot \mid s)
@@ -433,7 +402,7 @@ def monte_carlo_potentials(
             key = (tuple(gen.prompt_ids), tuple(gen.response_ids[:h]), golds[g])
             located[g].append((h, unique.setdefault(key, len(unique))))
     states = list(unique)
-    sampler = sampler or HFSampler(model, tokenizer, batch_size)
+    sampler = sampler or DecodeSampler(model, tokenizer, batch_size)
     completions = sampler.sample(
         [prompt + prefix for prompt, prefix, _ in states],
         num_samples=k,
@@ -496,14 +465,14 @@ def _build_shard(
     first: int,
     sampler: Sampler | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Rows and timings of one shard: sample (``sampler``, default :class:`HFSampler` of
-    ``model``), label, log π_ref (teacher-forced by ``model``), optional potentials."""
+    """Rows and timings of one shard: sample (``sampler``, default: the one ``cfg.engine``
+    names, of ``model``), label, log π_ref (teacher-forced by ``model``), optional potentials."""
     timing = {}
     t = time.perf_counter()
     task = get_task(cfg.task)
     prompts = [task.format_prompt(p.question, tokenizer) for p in problems]
     mu_is_ref = cfg.temperature == 1.0 and cfg.top_p == 1.0  # μ = π_ref: one column, below
-    sampler = sampler or HFSampler(model, tokenizer, cfg.batch_size, cfg.kv_cache)
+    sampler = sampler or make_sampler(model, tokenizer, cfg.batch_size, cfg.engine, cfg.kv_cache)
     gens = generate(
         model,
         tokenizer,
@@ -512,7 +481,7 @@ def _build_shard(
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens,
-        seed=_derive_seed(cfg.seed, shard),
+        seed=derive_seed(cfg.seed, shard),
         batch_size=cfg.batch_size,
         sampler=sampler,
         record_logps=not mu_is_ref,
@@ -566,7 +535,7 @@ def _build_shard(
             golds,
             [g.prompt_index for g in gens],
             rewards,
-            seed=_derive_seed(cfg.seed, shard, "process"),
+            seed=derive_seed(cfg.seed, shard, "process"),
             sampler=sampler,
         )
         for row, extra in zip(rows, columns):
@@ -655,7 +624,7 @@ def with_monte_carlo_potentials(
         [r["gold"] for r in rows],
         [r["prompt_index"] for r in rows],
         [r["reward"] for r in rows],
-        seed=_derive_seed(cfg.seed, "relabel"),
+        seed=derive_seed(cfg.seed, "relabel"),
     )
     return Dataset.from_list(
         [{**r, **extra} for r, extra in zip(rows, columns)], features=_features(True)
@@ -721,7 +690,7 @@ def build_dataset(
 
     ``model`` / ``tokenizer``: an already loaded pair (``cfg.model`` then only labels it); by
     default ``cfg.model`` is loaded, and only if some shard is still missing. ``sampler``: the
-    :class:`Sampler` that draws the responses (default: :class:`HFSampler` of ``model``); the
+    :class:`Sampler` that draws the responses (default: the one ``cfg.engine`` names); the
     model still scores log π_ref, teacher-forced.
     """
     start = time.perf_counter()
@@ -733,53 +702,9 @@ def build_dataset(
             f"SamplingConfig: the {cfg.task} {cfg.split} split (data_source "
             f"{cfg.data_source!r}) holds no problems: nothing to sample"
         )
-    procs = _Processes.current()
+    procs = Processes.current()
     with run_lock(out) if procs.main else contextlib.nullcontext():
         return _build_dataset(cfg, out, problems, model, tokenizer, progress, start, sampler)
-
-
-@dataclass(frozen=True)
-class _Processes:
-    """The processes sampling one dataset: one, or W under ``torchrun`` / ``accelerate launch``
-    (each samples shards s ≡ rank mod W; the main process writes what is shared)."""
-
-    rank: int = 0
-    world: int = 1
-    device: Any = None
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @staticmethod
-    def current() -> _Processes:
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return _Processes()
-        from accelerate import PartialState  # starts the process group (gloo on CPUs)
-
-        state = PartialState(cpu=not torch.cuda.is_available())
-        return _Processes(state.process_index, state.num_processes, state.device)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def main_first(self, step: Callable[[], Any]) -> None:
-        """Run ``step`` on the main process; the others wait and raise its error, if any."""
-        error = None
-        if self.main:
-            try:
-                step()
-            except Exception as err:  # the others must not wait for ever
-                if self.world == 1:
-                    raise
-                error = err if isinstance(err, DQOError) else RuntimeError(repr(err))
-        if self.world > 1:
-            box = [error]
-            torch.distributed.broadcast_object_list(box, src=0)
-            error = box[0]
-        if error is not None:
-            raise error
 
 
 def _tokenizer_record(out: Path, cfg: SamplingConfig, tokenizer: Any) -> dict[str, Any]:
@@ -818,7 +743,7 @@ def _build_dataset(
     n_shards = math.ceil(len(problems) / cfg.shard_size)
     paths = [shard_dir / f"shard-{s:05d}" for s in range(n_shards)]
     missing = [s for s in range(n_shards) if not paths[s].is_dir()]
-    procs = _Processes.current()
+    procs = Processes.current()
     procs.barrier()  # every process has seen what is missing before any shard is written
     mine = missing[procs.rank :: procs.world]
     if mine and model is None:

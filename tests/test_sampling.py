@@ -24,6 +24,7 @@ from dqo_tutorial.sampling import (
     SamplingConfig,
     build_dataset,
     generate,
+    make_sampler,
     monte_carlo_potentials,
     process_rewards,
     reference_logprobs,
@@ -87,11 +88,14 @@ def _fresh_logps(model, gen: Generation, temperature: float) -> torch.Tensor:
 # ------------------------------------------------------------------------------ log μ, log π_ref
 
 
+ENGINES = ["decode", "generate"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("tau", [0.7, 1.0, 1.3])
-def test_behaviour_logps_are_the_tempered_law_and_ref_logps_the_untempered(model, tok, tau):
-    gens = generate(
-        model, tok, PROMPTS, num_samples=3, temperature=tau, max_new_tokens=10, batch_size=4
-    )
+def test_behaviour_logps_are_the_tempered_law_and_ref_logps_the_untempered(model, tok, tau, engine):
+    gens = generate(model, tok, PROMPTS, num_samples=3, temperature=tau, max_new_tokens=10,
+                    sampler=make_sampler(model, tok, 4, engine))  # fmt: skip
     examples = [example_from_ids(g.prompt_ids, g.response_ids) for g in gens]
     ref = reference_logprobs(model, examples, batch_size=2)
     gaps = []
@@ -144,13 +148,14 @@ def _nucleus_logps(model, g: Generation, tau: float, top_p: float) -> torch.Tens
     return (nucleus / nucleus.sum(-1, keepdim=True)).gather(-1, chosen).log().squeeze(-1)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("top_p", [1.0, 0.8])
 @pytest.mark.parametrize("tau", [0.7, 1.0, 1.3])
-def test_log_mu_is_the_law_sampled_for_every_temperature_and_top_p(model, tok, tau, top_p):
+def test_log_mu_is_the_law_sampled_for_every_temperature_and_top_p(model, tok, tau, top_p, engine):
     """The recorder must see the scores after the temperature and top-p warpers: one that saw
     the raw logits would give log softmax(z) and fail every τ ≠ 1 and every cut nucleus."""
     gens = generate(model, tok, PROMPTS, num_samples=4, temperature=tau, top_p=top_p,
-                    max_new_tokens=10, batch_size=3)  # fmt: skip
+                    max_new_tokens=10, sampler=make_sampler(model, tok, 3, engine))  # fmt: skip
     for g in gens:
         expected = _nucleus_logps(model, g, tau, top_p).float()
         torch.testing.assert_close(torch.tensor(g.behavior_logps), expected, atol=1e-4, rtol=0)
@@ -170,7 +175,7 @@ def test_recording_log_mu_keeps_no_per_step_scores(model, tok, monkeypatch):
 
     monkeypatch.setattr(type(model), "generate", spy)
     gens = generate(model, tok, PROMPTS, num_samples=2, temperature=0.7, top_p=0.9,
-                    max_new_tokens=6)  # fmt: skip
+                    max_new_tokens=6, sampler=HFSampler(model, tok))  # fmt: skip
     assert seen and all(g.behavior_logps is not None for g in gens)
     assert not any(c.output_scores or c.output_logits for c in seen)
 
@@ -178,9 +183,11 @@ def test_recording_log_mu_keeps_no_per_step_scores(model, tok, monkeypatch):
 # ------------------------------------------------------------------------------ termination
 
 
-def test_eos_ends_a_response_and_length_cut_is_not_finished(model, tok):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_eos_ends_a_response_and_length_cut_is_not_finished(model, tok, engine):
     eos = tok.eos_token_id
-    gens = generate(model, tok, PROMPTS, num_samples=6, max_new_tokens=6, seed=3)
+    gens = generate(model, tok, PROMPTS, num_samples=6, max_new_tokens=6, seed=3,
+                    sampler=make_sampler(model, tok, 16, engine))  # fmt: skip
     assert len(gens) == 12
     assert [(g.prompt_index, g.sample_index) for g in gens[:7]] == [(0, j) for j in range(6)] + [
         (1, 0)
@@ -197,20 +204,24 @@ def test_eos_ends_a_response_and_length_cut_is_not_finished(model, tok):
         assert g.text == tok.decode(g.response_ids, skip_special_tokens=True)
 
 
-def test_greedy_has_no_behaviour_logps_and_repeats(model, tok):
-    gens = generate(model, tok, PROMPTS[:1], num_samples=2, temperature=0.0, max_new_tokens=5)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_greedy_has_no_behaviour_logps_and_repeats(model, tok, engine):
+    gens = generate(model, tok, PROMPTS[:1], num_samples=2, temperature=0.0, max_new_tokens=5,
+                    sampler=make_sampler(model, tok, 16, engine))  # fmt: skip
     assert gens[0].response_ids == gens[1].response_ids
     assert gens[0].behavior_logps is None
     logits = _fresh_logits(model, gens[0])
     assert logits.argmax(-1).tolist() == gens[0].response_ids
 
 
-def test_sampling_is_reproducible_and_leaves_the_global_rng_alone(model, tok):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sampling_is_reproducible_and_leaves_the_global_rng_alone(model, tok, engine):
     state = torch.get_rng_state()
-    a = generate(model, tok, PROMPTS, num_samples=3, max_new_tokens=6, seed=7, batch_size=4)
+    kw = dict(num_samples=3, max_new_tokens=6, sampler=make_sampler(model, tok, 4, engine))
+    a = generate(model, tok, PROMPTS, seed=7, **kw)
     assert torch.equal(torch.get_rng_state(), state)
-    b = generate(model, tok, PROMPTS, num_samples=3, max_new_tokens=6, seed=7, batch_size=4)
-    c = generate(model, tok, PROMPTS, num_samples=3, max_new_tokens=6, seed=8, batch_size=4)
+    b = generate(model, tok, PROMPTS, seed=7, **kw)
+    c = generate(model, tok, PROMPTS, seed=8, **kw)
     assert a == b
     assert [g.response_ids for g in a] != [g.response_ids for g in c]
 
@@ -285,11 +296,11 @@ def test_monte_carlo_potentials_roll_out_a_shared_state_once(model, tok, monkeyp
     gens = [g for g in gens if step_boundaries(tok, g.response_ids)][:1]
     assert gens, "the tiny model must produce a response with a step boundary"
     calls: list[int] = []
-    real_sample = sampling._sample
+    real_sample = sampling.DecodeSampler.sample
     monkeypatch.setattr(
-        sampling,
-        "_sample",
-        lambda m, t, prompts, **kw: calls.append(len(prompts)) or real_sample(m, t, prompts, **kw),
+        sampling.DecodeSampler,
+        "sample",
+        lambda self, prompts, **kw: calls.append(len(prompts)) or real_sample(self, prompts, **kw),
     )
     kwargs = dict(k=4, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0, batch_size=8)
     twice = monte_carlo_potentials(model, tok, gens * 2, ["5", "5"], **kwargs)
@@ -461,10 +472,12 @@ def test_summarize():
     assert "samples_per_s" not in sampling.summarize(ds)
 
 
-def test_record_logps_false_draws_the_same_responses_without_scores(model, tok):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_record_logps_false_draws_the_same_responses_without_scores(model, tok, engine):
     """Evaluation turns the scores off (they take batch × steps × vocab floats on the device):
     the responses must not change, only log μ goes."""
-    kw = dict(num_samples=2, temperature=1.0, max_new_tokens=6, seed=3)
+    kw = dict(num_samples=2, temperature=1.0, max_new_tokens=6, seed=3,
+              sampler=make_sampler(model, tok, 16, engine))  # fmt: skip
     with_logps = generate(model, tok, PROMPTS[:2], **kw)
     without = generate(model, tok, PROMPTS[:2], record_logps=False, **kw)
     assert [g.response_ids for g in without] == [g.response_ids for g in with_logps]

@@ -1,0 +1,228 @@
+"""The package's decode loop (dqo_tutorial.decoding): the draw against hand-computed CDFs and
+frequencies, greedy decoding token for token against Hugging Face generate, one stream per row
+(the batch size changes nothing), budgets, one prefill per prompt and dropped rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from dqo_tutorial import decoding
+from dqo_tutorial.configs import EvalConfig, SamplingConfig
+from dqo_tutorial.decoding import DecodeSampler, draw, row_uniforms, sampling_law
+from dqo_tutorial.errors import ConfigError
+from dqo_tutorial.models import load_model_and_tokenizer, tiny_causal_lm, tiny_tokenizer
+from dqo_tutorial.sampling import HFSampler
+from dqo_tutorial.tasks import get_task
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def _biased(lm: nn.Module, tok) -> nn.Module:
+    """A tiny LM whose responses both end (EOS bias) and get cut, of many different lengths."""
+    head = nn.Linear(lm.config.hidden_size, len(tok), bias=True)
+    with torch.no_grad():
+        head.weight.copy_(lm.lm_head.weight)
+        head.bias.zero_()
+        head.bias[tok.eos_token_id] = 3.0
+    lm.lm_head = head
+    return lm.eval()
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def model(request, tok):
+    return _biased(tiny_causal_lm(len(tok), seed=3, arch=request.param), tok)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    model, tok = load_model_and_tokenizer("toy", dtype="float32")
+    task = get_task("toy")
+    prompts = [
+        tok(task.format_prompt(p.question, tok), add_special_tokens=False)["input_ids"]
+        for p in task.load("train", None, 24)
+    ]
+    return model, tok, prompts
+
+
+def _prompts(tok) -> list[list[int]]:
+    texts = [
+        "Question: 3 + 4?\nAnswer:",
+        "12 + 7",
+        "a much longer prompt with many words in it",
+        "x",
+    ]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+# ------------------------------------------------------------------------------ the draw
+
+
+def test_draw_inverts_a_hand_computed_cdf():
+    """μ = (0.1, 0, 0.6, 0.3): F = (0.1, 0.1, 0.7, 1.0); token a owns [F(a−1), F(a))."""
+    log_mu = torch.tensor([0.1, 0.0, 0.6, 0.3]).log().expand(7, 4)
+    u = torch.tensor([0.0, 0.0999, 0.1001, 0.5, 0.6998, 0.7002, 0.999999], dtype=torch.float64)
+    assert draw(log_mu, u).tolist() == [0, 0, 2, 2, 2, 3, 3]
+
+
+def test_draw_frequencies_follow_the_law_and_never_take_a_zero():
+    """400,000 draws of a 6-token law with an excluded token: every frequency within 4.5
+    standard errors of its probability (a wrong rule — e.g. ``right=False``, a missing scale,
+    an off-by-one — moves a frequency by far more)."""
+    probs = torch.tensor([0.05, 0.0, 0.4, 0.15, 0.3, 0.1], dtype=torch.float64)
+    n = 400_000
+    u = torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    log_mu = probs.float().log().expand(n, 6)
+    counts = torch.bincount(draw(log_mu, u), minlength=6).double()
+    assert counts[1] == 0
+    se = (probs * (1 - probs) / n).sqrt()
+    assert ((counts / n - probs).abs() <= 4.5 * se + 1e-12).all(), (counts / n, probs)
+
+
+def _nucleus(logits: torch.Tensor, tau: float, top_p: float) -> torch.Tensor:
+    """log μ by hand in float64: softmax(z/τ), the smallest top set reaching mass top_p,
+    renormalised; −inf outside it."""
+    probs = torch.softmax(logits.double() / tau, dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    keep_sorted = (sorted_p.cumsum(-1) - sorted_p) < top_p
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    nucleus = torch.where(keep, probs, 0.0)
+    return (nucleus / nucleus.sum(-1, keepdim=True)).log()
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.8, 0.3])
+@pytest.mark.parametrize("tau", [0.7, 1.0, 1.3])
+def test_sampling_law_is_the_tempered_nucleus(tau, top_p):
+    logits = torch.randn(5, 40, generator=torch.Generator().manual_seed(1)) * 3
+    got, expected = sampling_law(logits, tau, top_p), _nucleus(logits, tau, top_p)
+    assert torch.equal(got.isinf(), expected.isinf())
+    finite = ~expected.isinf()
+    torch.testing.assert_close(got[finite].double(), expected[finite], atol=1e-5, rtol=0)
+    if top_p < 1:
+        assert expected.isinf().any()  # the nucleus really cut something off
+
+
+def test_a_row_stream_depends_on_its_key_only():
+    a = row_uniforms([11, 22, 33], 5)
+    b = row_uniforms([33, 11], 5)
+    assert torch.equal(a[2], b[0]) and torch.equal(a[0], b[1])
+    assert not torch.equal(a[0], a[1])
+    assert a.dtype == torch.float64 and ((0 <= a) & (a < 1)).all()
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_greedy_decoding_is_token_for_token_generate(tok, arch):
+    """Unbiased tiny models never pick EOS: 12 tokens per row, prompts of 1–9 tokens
+    left-padded together (rotary and learned absolute positions)."""
+    model = tiny_causal_lm(len(tok), seed=3, arch=arch)
+    prompts = _prompts(tok)
+    kw = dict(num_samples=1, temperature=0.0, top_p=1.0, max_new_tokens=12, seed=0)
+    ours = DecodeSampler(model, tok, batch_size=3).sample(prompts, **kw)
+    theirs = HFSampler(model, tok, batch_size=3).sample(prompts, **kw)
+    assert [g.response_ids for g in ours] == [g.response_ids for g in theirs]
+    assert all(len(g.response_ids) == 12 for g in ours)
+
+
+def test_greedy_decoding_of_the_toy_reference_is_generate(toy):
+    model, tok, prompts = toy
+    kw = dict(num_samples=1, temperature=0.0, top_p=1.0, max_new_tokens=64, seed=0)
+    ours = DecodeSampler(model, tok, batch_size=8).sample(prompts, **kw)
+    theirs = HFSampler(model, tok, batch_size=8).sample(prompts, **kw)
+    assert [g.response_ids for g in ours] == [g.response_ids for g in theirs]
+    assert [g.finished for g in ours] == [g.finished for g in theirs]
+    assert len({len(g.response_ids) for g in ours}) > 3  # rows end at different steps
+
+
+@pytest.mark.parametrize(("tau", "top_p"), [(1.0, 1.0), (0.7, 0.9)])
+def test_the_same_seed_draws_the_same_responses_at_any_batch_size(toy, tau, top_p):
+    """Each row reads its own stream: batches of 1, 3 and 12 prompts × 4 samples (prompts
+    grouped and padded differently, rows dropped at different steps) draw the same responses
+    and log μ."""
+    model, tok, prompts = toy
+    prompts = prompts[:12]
+    kw = dict(num_samples=4, temperature=tau, top_p=top_p, max_new_tokens=64, seed=5)
+    runs = [DecodeSampler(model, tok, batch_size=b).sample(prompts, **kw) for b in (4, 12, 48)]
+    for other in runs[1:]:
+        assert [g.response_ids for g in other] == [g.response_ids for g in runs[0]]
+        for a, b in zip(runs[0], other):
+            mu_a, mu_b = torch.tensor(a.behavior_logps), torch.tensor(b.behavior_logps)
+            torch.testing.assert_close(mu_b, mu_a, atol=1e-5, rtol=0)
+    assert len({len(g.response_ids) for g in runs[0]}) > 3  # rows end at different steps
+    other_seed = DecodeSampler(model, tok, batch_size=48).sample(prompts, **{**kw, "seed": 6})
+    assert [g.response_ids for g in other_seed] != [g.response_ids for g in runs[0]]
+
+
+def test_rows_end_at_eos_or_at_their_own_budget(model, tok):
+    prompts = _prompts(tok)
+    budgets = [0, 1, 5, 9]
+    gens = DecodeSampler(model, tok, batch_size=16).sample(
+        prompts, num_samples=3, temperature=1.0, top_p=1.0, max_new_tokens=budgets, seed=2
+    )
+    eos = tok.eos_token_id
+    assert [(g.prompt_index, g.sample_index) for g in gens[:4]] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    for g in gens:
+        budget = budgets[g.prompt_index]
+        assert g.prompt_ids == prompts[g.prompt_index]
+        assert len(g.response_ids) <= budget and len(g.behavior_logps) == len(g.response_ids)
+        assert eos not in g.response_ids[:-1]
+        assert g.finished == (bool(g.response_ids) and g.response_ids[-1] == eos)
+        if not g.finished:
+            assert len(g.response_ids) == budget
+        assert g.text == tok.decode(g.response_ids, skip_special_tokens=True)
+    assert all(g.response_ids == [] and not g.finished for g in gens[:3])  # budget 0
+
+
+def test_each_distinct_prompt_is_prefilled_once_and_ended_rows_are_dropped(toy, monkeypatch):
+    model, tok, prompts = toy
+    prefilled, step_rows = [], []
+    real_prefill = decoding._prefill
+    monkeypatch.setattr(decoding, "_prefill", lambda m, p, *a: prefilled.append(len(p))
+                        or real_prefill(m, p, *a))  # fmt: skip
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: step_rows.append(kw["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        DecodeSampler(model, tok, batch_size=96).sample(
+            prompts, num_samples=4, temperature=1.0, top_p=1.0, max_new_tokens=64, seed=0
+        )
+    finally:
+        hook.remove()
+    assert prefilled == [24]  # 24 prompts × 4 samples: one prefill row per prompt
+    decode_rows = [b for b, t in step_rows if t == 1]
+    assert decode_rows[0] == 96 and min(decode_rows) < 48  # ended rows left the batch
+
+
+def test_a_dynamic_cache_draws_the_same_responses(toy, monkeypatch):
+    """The preallocated buffer changes how keys are stored, not what is drawn: the same as
+    transformers' DynamicCache (the path of sliding-window models)."""
+    model, tok, prompts = toy
+    kw = dict(num_samples=2, temperature=1.0, top_p=1.0, max_new_tokens=64, seed=1)
+    buffered = DecodeSampler(model, tok, batch_size=16).sample(prompts, **kw)
+    monkeypatch.setattr(decoding, "_new_cache", lambda m, capacity: DynamicCache())
+    dynamic = DecodeSampler(model, tok, batch_size=16).sample(prompts, **kw)
+    assert [g.response_ids for g in dynamic] == [g.response_ids for g in buffered]
+
+
+def test_the_engine_is_a_config_field():
+    assert SamplingConfig().engine == EvalConfig().engine == "decode"
+    with pytest.raises(ConfigError, match="engine"):
+        SamplingConfig(engine="vllm")
+    with pytest.raises(ConfigError, match="kv_cache.*engine: generate"):
+        EvalConfig(kv_cache="static")
+    assert EvalConfig(engine="generate", kv_cache="static").kv_cache == "static"
