@@ -151,6 +151,17 @@ def _scalar_tensor(values: list[Any]) -> torch.Tensor:
     return torch.tensor([float(v) for v in items], dtype=torch.float32)
 
 
+def _pad_tensors(
+    values: list[torch.Tensor], width: int, fill: float | int, dtype: torch.dtype, side: str
+) -> torch.Tensor:
+    """1-D tensors padded with ``fill`` on ``side`` into one (B, ``width``) tensor of ``dtype``."""
+    out = torch.nn.utils.rnn.pad_sequence(
+        [v.to(dtype) for v in values], batch_first=True, padding_value=fill, padding_side=side
+    )
+    extra = width - out.shape[1]  # pad_to_multiple_of
+    return torch.nn.functional.pad(out, (0, extra) if side == "right" else (extra, 0), value=fill)
+
+
 @dataclass
 class DQOCollator:
     """Pad examples into action-aligned (B, T) tensors.
@@ -165,6 +176,10 @@ class DQOCollator:
       bool, long or float32 (float32 as soon as one value is a float);
     - anything else (strings such as the prompt or the gold answer, None) → passed through as a
       list of length B.
+
+    Fields may be lists or tensors; the trainer tensorises its examples once
+    (:func:`~dqo_tutorial.train.tensorise_examples`), and a per-token field whose values are all
+    tensors is padded by one ``pad_sequence`` call instead of a copy per example.
 
     Output: ``input_ids`` (B, T) long padded with ``pad_token_id``; ``attention_mask`` (B, T) long,
     1 on real tokens; ``action_mask`` (B, T) bool, False on prompt and pad; the fields above.
@@ -212,15 +227,18 @@ class DQOCollator:
             return slice(0, lengths[i]) if right else slice(T - lengths[i], T)
 
         def padded(name: str, fill: float | int, dtype: torch.dtype) -> torch.Tensor:
-            out = torch.full((B, T), fill, dtype=dtype)
-            for i, ex in enumerate(examples):
-                value = ex[name]
+            values = [ex[name] for ex in examples]
+            for i, value in enumerate(values):
                 if not _is_sequence(value) or len(value) != lengths[i]:
                     got = len(value) if _is_sequence(value) else type(value).__name__
                     raise ValueError(
                         f"example {i}: per-token field {name!r} has length {got}, "
                         f"but input_ids has length {lengths[i]}"
                     )
+            if all(isinstance(v, torch.Tensor) for v in values):  # pre-tensorised: one call
+                return _pad_tensors(values, T, fill, dtype, self.padding_side)
+            out = torch.full((B, T), fill, dtype=dtype)
+            for i, value in enumerate(values):
                 out[i, rows(i)] = torch.as_tensor(value).to(dtype)
             return out
 
@@ -228,9 +246,9 @@ class DQOCollator:
         if "attention_mask" in keys:
             batch["attention_mask"] = padded("attention_mask", 0, torch.long)
         else:
-            batch["attention_mask"] = torch.zeros((B, T), dtype=torch.long)
-            for i in range(B):
-                batch["attention_mask"][i, rows(i)] = 1
+            n, columns = torch.tensor(lengths)[:, None], torch.arange(T)[None]
+            real = columns < n if self.padding_side == "right" else columns >= T - n
+            batch["attention_mask"] = real.long()
         batch["action_mask"] = padded("action_mask", 0, torch.long).bool()
 
         for name in keys:

@@ -328,7 +328,12 @@ class TrainConfig:
 
     Optimisation: ``epochs`` passes over the data, or exactly ``max_steps`` optimiser steps;
     ``batch_size`` examples (DPO: pairs) per process and micro-batch, ``grad_accum``
-    micro-batches per step; AdamW with ``policy_lr`` / ``value_lr``, ``weight_decay``, a
+    micro-batches per step — or, with ``micro_batch_tokens`` > 0, each process's share of a
+    step (still ``batch_size × grad_accum`` examples) sorted by length and cut into
+    micro-batches of at most that many tokens each (rows × longest row of the forward's input:
+    the packed rows with ``packing``, the padded ones without; a DPO pair counts both its
+    sequences; an example longer than the budget runs alone; the same gradient, see
+    :mod:`dqo_tutorial.train`); AdamW with ``policy_lr`` / ``value_lr``, ``weight_decay``, a
     ``lr_scheduler`` of :data:`LR_SCHEDULERS` with ``warmup_ratio``, gradient clipping at
     ``max_grad_norm`` (per model). ``value_warmup_steps``: the first steps update only V_φ
     (dqo-method.md §8 practical notes); DRO and DQO only — the other methods have no V_φ and
@@ -361,6 +366,11 @@ class TrainConfig:
     max_steps: int | None = _field(None, "exactly this many optimiser steps instead of epochs")
     batch_size: int = _field(8, "examples (DPO: pairs) per process and micro-batch")
     grad_accum: int = _field(1, "micro-batches per optimiser step")
+    micro_batch_tokens: int = _field(
+        0,
+        "cut each step's examples into micro-batches of at most this many tokens (rows × "
+        "longest row, after packing) instead of grad_accum of batch_size; 0: off",
+    )
     policy_lr: float = _field(5e-6, "AdamW learning rate of π_θ")
     value_lr: float = _field(5e-5, "AdamW learning rate of V_φ (DRO, DQO)")
     weight_decay: float = _field(0.0, "AdamW weight decay (>= 0)")
@@ -407,13 +417,15 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that determine the run's results — all but how it reports
-        (``report_to``): what a resume must match."""
+        (``report_to``): what a resume must match. ``micro_batch_tokens`` 0 (off) is left out,
+        so that runs stored before the field existed still match."""
         return TrainConfig.identity_of(dataclasses.asdict(self))
 
     @staticmethod
     def identity_of(fields: dict[str, Any]) -> dict[str, Any]:
         """:meth:`identity` of a stored config dict (e.g. a ``train_summary.json``'s)."""
-        return {k: v for k, v in fields.items() if k != "report_to"}
+        off = {"micro_batch_tokens": 0}  # fields added later, at their "off" value
+        return {k: v for k, v in fields.items() if k != "report_to" and off.get(k, ...) != v}
 
     def __post_init__(self) -> None:
         coerce_fields(self)
@@ -423,7 +435,7 @@ class TrainConfig:
         check.limit()
         check.at_least(1, "batch_size", "grad_accum", "epochs", "checkpoint_every")
         check.at_least(1, "keep_checkpoints", "dpo_pairs_per_prompt")
-        check.at_least(0, "value_warmup_steps", "seed")
+        check.at_least(0, "value_warmup_steps", "seed", "micro_batch_tokens")
         check("max_steps", self.max_steps is None or self.max_steps >= 1, "must be >= 1 or None")
         check.positive("policy_lr", "value_lr", "beta", "is_clip", "max_grad_norm")
         check("weight_decay", 0 <= self.weight_decay < math.inf, "must be a finite number >= 0")

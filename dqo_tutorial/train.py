@@ -29,6 +29,24 @@ sees exactly what the uninterrupted run saw. Each process takes its contiguous s
 window and splits it into ``grad_accum`` micro-batches. Every loss is a *sum* over the window's
 items divided by the window's item count N (tokens for SFT/RFT/DQO, pairs for DPO, responses for
 DRO; all-reduced over processes), so 1 × 4, 4 × 1 and 2 processes × 2 give the same gradient.
+The examples are tensorised once, when loaded (:func:`tensorise_examples`): collating a
+micro-batch only pads and stacks.
+
+With ``micro_batch_tokens`` = M > 0 the window and the share are the same, but the share is
+sorted by length and cut into micro-batches by *tokens* (:func:`token_budget_split`): each
+forward's input, rows × longest row (the packed rows with ``packing``, the padded rows without;
+a DPO pair brings its chosen and its rejected sequence), holds at most M tokens, pads
+included — an example longer than M runs alone. Similar lengths share a micro-batch, so few
+tokens are pads. The processes then agree on the count (one all-reduce, max; FSDP all-gathers
+in every forward, so unequal counts would hang) and a process below it halves its largest
+micro-batches. The sum / N argument holds for any cut: the gradient is the fixed-size one.
+
+The logged statistics are means weighted by each micro-batch's item count, over the window and
+every process (they were one vote per micro-batch, then per process). For a statistic whose
+denominator is the method's item — the per-token ones of SFT/RFT/DQO, DPO's per-pair margin and
+accuracy, DRO's per-response value error — that is the window's own value, however it is cut;
+the others (DPO/DRO's per-token ratio statistics, ``delta_std``) are item-weighted means of
+micro-batch values. ``*_max`` statistics are maxima over the window.
 
 **Checkpoints.** Every ``checkpoint_every`` steps (and at the end) ``checkpoints/step-NNNNNN``
 holds models, optimisers, schedulers and RNG states (``Accelerator.save_state``) plus
@@ -38,7 +56,8 @@ with the same ``out_dir`` and configuration resumes from the newest checkpoint.
 **Outputs.** ``policy/`` (a Hugging Face model directory with the tokenizer: ``--model`` for
 :mod:`dqo_tutorial.evaluate`), ``value_model.safetensors`` (DRO/DQO), ``log.jsonl`` (one line
 per step: losses, learning rates, δ statistics, value error, KL to π_ref, importance-weight mean,
-max and clip rate, tokens/s) and ``train_summary.json``.
+max and clip rate, tokens/s; ``micro_batches`` per process with a token budget) and
+``train_summary.json``.
 """
 
 from __future__ import annotations
@@ -81,6 +100,9 @@ __all__ = [
     "behavior_law_of",
     "score_reference",
     "item_count",
+    "micro_batch_cost",
+    "token_budget_split",
+    "tensorise_examples",
     "compute_losses",
     "finished_summary",
     "optimizer_step",
@@ -213,6 +235,82 @@ def item_count(method: str, batch: Mapping[str, Any]) -> Tensor:
     return get_method(method).count(batch)
 
 
+def tensorise_examples(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``examples`` with every list field turned into a 1-D tensor, once, in place (ids and
+    masks long, log-probs and rewards float32: the dtypes :class:`DQOCollator` gives them), so
+    collating a micro-batch only pads and stacks. Scalars and strings stay; a DPO pair's two
+    sides are tensorised. Returns ``examples``."""
+
+    def convert(ex: dict[str, Any]) -> None:
+        for key, value in ex.items():
+            if isinstance(value, dict):
+                convert(value)
+            elif isinstance(value, list | tuple):
+                ex[key] = torch.as_tensor(value)
+                if ex[key].is_floating_point():
+                    ex[key] = ex[key].float()
+
+    for ex in examples:
+        convert(ex)
+    return examples
+
+
+def _packed_rows(lengths: Sequence[int], width: int) -> int:
+    """Rows of width ``width`` that :func:`~dqo_tutorial.modeling.pack_rows` fills with these
+    sequences: first-fit decreasing, as it packs (at least one row)."""
+    free: list[int] = []
+    for n in sorted(lengths, reverse=True):
+        if n:
+            r = next((r for r, f in enumerate(free) if f >= n), len(free))
+            free += [width] * (r == len(free))
+            free[r] -= n
+    return max(1, len(free))
+
+
+def micro_batch_cost(lengths: Sequence[int], packed: bool = False) -> int:
+    """Tokens of the forward's input for sequences of these lengths: rows × longest row, the
+    rows being the sequences (padded) or the packed rows (``packed``); pads count."""
+    longest = max(lengths)
+    return (_packed_rows(lengths, longest) if packed else len(lengths)) * longest
+
+
+def token_budget_split(
+    lengths: Sequence[int | Sequence[int]], budget: int, *, packed: bool = False, count: int = 0
+) -> list[list[int]]:
+    """Indices of ``lengths`` cut into micro-batches of at most ``budget`` tokens.
+
+    ``lengths[i]``: example i's sequence length, or the lengths of its sequences (a DPO pair:
+    chosen, rejected — both go into the forward). The examples are sorted by their longest
+    sequence (then total, then index) and cut greedily into consecutive groups, each as long as
+    its :func:`micro_batch_cost` stays ≤ ``budget``; an example that alone costs more is a group
+    of its own. ``count`` larger than the number of groups (another process needs more): the
+    group with the most examples is halved until there are ``count`` (≤ ``len(lengths)``); a
+    half never costs more than its group (padded: fewer rows, no longer; packed: checked on
+    random lengths in the tests).
+    """
+    seqs = [(n,) if isinstance(n, int) else tuple(n) for n in lengths]
+    order = sorted(range(len(seqs)), key=lambda i: (max(seqs[i]), sum(seqs[i]), i))
+
+    def fits(group: Sequence[int]) -> bool:
+        return micro_batch_cost([n for i in group for n in seqs[i]], packed) <= budget
+
+    groups, start = [], 0
+    while start < len(order):
+        lo, hi = start + 1, len(order)  # the largest end whose group fits (bisection)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(order[start:mid]) else (lo, mid - 1)
+        groups.append(order[start:lo])
+        start = lo
+    if count > len(order):
+        raise ValueError(f"cannot cut {len(order)} examples into {count} micro-batches")
+    while len(groups) < count:
+        j = max(range(len(groups)), key=lambda g: len(groups[g]))  # the first largest
+        half = len(groups[j]) // 2
+        groups[j : j + 1] = [groups[j][:half], groups[j][half:]]
+    return groups
+
+
 def _collate(method: str, collator: DQOCollator, examples: Sequence[Mapping[str, Any]]) -> dict:
     if get_method(method).paired:  # chosen rows first, then rejected: one forward pass for both
         examples = [e["chosen"] for e in examples] + [e["rejected"] for e in examples]
@@ -334,16 +432,9 @@ def score_reference(
         for row, i in enumerate(idx):
             n = len(sequences[i]["input_ids"])
             scored.append((i, *(c[row, :n].tolist() for c in columns)))
-    drift_sum, drift_max, n_tokens = 0.0, 0.0, 0
-    for i, ref, *tempered in dict((x[0], x) for x in gather_object(scored)).values():
-        seq = sequences[i]
-        for a, b, m in zip(ref, seq["ref_logps"], seq["action_mask"]):
-            if m:
-                drift_sum, drift_max = drift_sum + abs(a - b), max(drift_max, abs(a - b))
-                n_tokens += 1
-        seq["ref_logps"] = ref
-        if tau is not None:
-            seq["behavior_logps"] = tempered[0] if tempered else ref
+    drift = _write_rescored(sequences, gather_object(scored), rescore_mu=tau is not None)
+    drift_sum, n_tokens = drift.sum().item(), len(drift)
+    drift_max = drift.max().item() if n_tokens else 0.0
     behavior_rule = (
         "stored (law unknown)"
         if behavior is None
@@ -358,6 +449,28 @@ def score_reference(
         "stored_ref_abs_diff_max": drift_max,
         "behavior_logps": behavior_rule,
     }
+
+
+def _write_rescored(
+    sequences: Sequence[dict[str, Any]], scored: Sequence[tuple], *, rescore_mu: bool
+) -> Tensor:
+    """Write :func:`score_reference`'s ``(index, log π_ref, [tempered])`` results into the
+    sequences, each column in its stored form (a list, or a float32 tensor of a
+    :func:`tensorise_examples` example); returns |new − stored log π_ref| at every action."""
+
+    def like(stored: Any, values: list[float]) -> Any:
+        return torch.tensor(values, dtype=torch.float32) if isinstance(stored, Tensor) else values
+
+    drifts = [torch.zeros(0, dtype=torch.float64)]
+    for i, ref, *tempered in dict((x[0], x) for x in scored).values():  # one per sequence
+        seq = sequences[i]
+        stored = torch.as_tensor(seq["ref_logps"], dtype=torch.float64)
+        actions = torch.as_tensor(seq["action_mask"]).bool()
+        drifts.append((torch.tensor(ref, dtype=torch.float64) - stored)[actions].abs())
+        seq["ref_logps"] = like(seq["ref_logps"], ref)
+        if rescore_mu:
+            seq["behavior_logps"] = like(seq["behavior_logps"], tempered[0] if tempered else ref)
+    return torch.cat(drifts)
 
 
 def optimizer_step(
@@ -667,7 +780,7 @@ def _load_inputs(
         pairs_per_prompt=cfg.dpo_pairs_per_prompt,
         seed=cfg.seed,
     )
-    return policy, tokenizer, examples
+    return policy, tokenizer, tensorise_examples(examples)  # once: collation pads and stacks
 
 
 def _plan(cfg: TrainConfig, n_examples: int, world: int) -> _Plan:
@@ -778,16 +891,43 @@ def _window(
     """This process's micro-batches of the window of ``step`` (on its device)."""
     epoch, k = divmod(step, plan.steps_per_epoch)
     order = _window_order(len(examples), plan.window, epoch, cfg.seed)[k]
-    mine = order[accelerator.process_index * plan.share :][: plan.share]
-    micro = [
-        _collate(cfg.method, collator, [examples[i] for i in mine[j : j + cfg.batch_size]])
-        for j in range(0, plan.share, cfg.batch_size)
-    ]
+    mine = [examples[i] for i in order[accelerator.process_index * plan.share :][: plan.share]]
+    groups = _micro_groups(cfg, accelerator, mine)
+    micro = [_collate(cfg.method, collator, group) for group in groups]
     if cfg.packing:  # the packed layout, found on the CPU: no device sync in the forward
         for b in micro:
             b["packing"] = pack_rows(b["input_ids"], b["attention_mask"])
     device = accelerator.device
     return [{k2: v.to(device) if hasattr(v, "to") else v for k2, v in b.items()} for b in micro]
+
+
+def _micro_groups(cfg: TrainConfig, accelerator: Any, share: list[Any]) -> list[list[Any]]:
+    """A process's share of a window cut into micro-batches: ``grad_accum`` of ``batch_size``
+    in window order, or (``micro_batch_tokens``) by :func:`token_budget_split`, as many on
+    every process."""
+    if not cfg.micro_batch_tokens:
+        return [share[j : j + cfg.batch_size] for j in range(0, len(share), cfg.batch_size)]
+    if get_method(cfg.method).paired:  # both sequences of a pair go into the forward
+        lengths: list[Any] = [(len(e["chosen"]["input_ids"]), len(e["rejected"]["input_ids"]))
+                              for e in share]  # fmt: skip
+    else:
+        lengths = [len(e["input_ids"]) for e in share]
+    groups = token_budget_split(lengths, cfg.micro_batch_tokens, packed=cfg.packing)
+    count = _agreed_count(accelerator, len(groups))
+    if count > len(groups):  # another process needs more: the same number everywhere
+        groups = token_budget_split(lengths, cfg.micro_batch_tokens, packed=cfg.packing,
+                                    count=count)  # fmt: skip
+    return [[share[i] for i in group] for group in groups]
+
+
+def _agreed_count(accelerator: Any, count: int) -> int:
+    """The largest micro-batch count of all processes (one all-reduce; FSDP all-gathers in
+    every forward, so every process must run as many)."""
+    if accelerator.num_processes == 1:
+        return count
+    agreed = torch.tensor(count, device=accelerator.device)
+    torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MAX)
+    return int(agreed)
 
 
 def _train_step(
@@ -804,9 +944,8 @@ def _train_step(
     tokens it saw (all processes)."""
     device, world = accelerator.device, accelerator.num_processes
     micro = _window(cfg, accelerator, plan, examples, collator, step)
-    num_items = accelerator.reduce(
-        sum(item_count(cfg.method, b) for b in micro).to(device).float(), reduction="sum"
-    )
+    counts = [item_count(cfg.method, b).to(device).float() for b in micro]
+    num_items = accelerator.reduce(torch.stack(counts).sum(), reduction="sum")
     policy_active = step >= plan.value_warmup
     zero = torch.zeros((), device=device)
     sums: dict[str, Tensor] = {}  # on the device: one host sync per step, in _reduce_stats
@@ -833,12 +972,7 @@ def _train_step(
         if "is_weight_sum" in stats:  # a method with self-normalised importance weights
             weight_sum = weight_sum + stats.pop("is_weight_sum")
             normalize = True
-        for name, val in stats.items():  # maxima stay maxima, the rest are means
-            val = torch.as_tensor(val, device=device).detach().float()
-            if name.endswith("_max"):
-                maxima[name] = torch.maximum(maxima[name], val) if name in maxima else val
-            else:
-                sums[name] = sums.get(name, zero) + val / len(micro)
+        _accumulate_stats(stats, counts[j], sums, maxima)
     if normalize:
         # self-normalised IS over the window: w / mean_window(w), the same for 1 × 4, 4 × 1
         # and any process count; the losses are linear in w, so it scales the gradients
@@ -859,15 +993,34 @@ def _train_step(
     line = {
         "step": step + 1,
         "epoch": step // plan.steps_per_epoch,
-        **_reduce_stats(accelerator, totals, sums, maxima, has_value=models.value is not None),
+        **_reduce_stats(
+            accelerator, totals, sums, maxima, num_items, has_value=models.value is not None
+        ),
         **{f"{k}_grad_norm": n for k, n in zip(updates, norms)},
         "policy_lr": 0.0,
         **lrs,
         "num_items": float(num_items),
     }
+    if cfg.micro_batch_tokens:
+        line["micro_batches"] = float(len(micro))  # per process, the count they agreed on
     if skipped:
         line["skipped_step"] = 1.0  # fp16 overflow: no parameter and no schedule moved
     return line, int(accelerator.reduce(tokens, reduction="sum"))
+
+
+def _accumulate_stats(
+    stats: Mapping[str, Any], weight: Tensor, sums: dict[str, Tensor], maxima: dict[str, Tensor]
+) -> None:
+    """Add one micro-batch's statistics: a ``*_max`` stays a maximum; a mean enters × its
+    micro-batch's item count ``weight`` (tokens, pairs or responses), so that
+    :func:`_reduce_stats` can divide by the window's N — micro-batches of different sizes
+    (token budget) then weigh what they hold instead of one vote each."""
+    for name, val in stats.items():
+        val = torch.as_tensor(val, device=weight.device).detach().float()
+        if name.endswith("_max"):
+            maxima[name] = torch.maximum(maxima[name], val) if name in maxima else val
+        else:
+            sums[name] = sums[name] + val * weight if name in sums else val * weight
 
 
 def _reduce_stats(
@@ -875,17 +1028,18 @@ def _reduce_stats(
     totals: Mapping[str, Tensor],
     sums: Mapping[str, Tensor],
     maxima: Mapping[str, Tensor],
+    num_items: Tensor,
     *,
     has_value: bool,
 ) -> dict[str, float]:
-    """Each process holds its share of the window's losses (summed over processes), its own
-    statistics (averaged) and maxima (the largest of all), as device scalars: one all-reduce,
-    one gather and one host transfer for the whole step."""
-    world = accelerator.num_processes
+    """Each process holds its share of the window's losses and of its item-weighted statistics
+    (both summed over processes; the statistics then / N: the window's item-weighted mean) and
+    maxima (the largest of all), as device scalars: one all-reduce, one gather and one host
+    transfer for the whole step."""
     added = [*totals, *sums]
     vector = torch.stack([*totals.values(), *sums.values()])
     vector = accelerator.reduce(vector, reduction="sum")
-    vector[len(totals) :] /= world  # statistics: the mean over processes
+    vector[len(totals) :] /= num_items.clamp(min=1)  # statistics: the mean over the window
     values = dict(zip(added, vector.tolist()))
     if maxima:
         top = accelerator.gather(torch.stack(list(maxima.values()))[None]).max(dim=0).values

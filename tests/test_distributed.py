@@ -147,3 +147,47 @@ def test_two_processes_sample_the_dataset_one_process_samples(tmp_path):
     rates = ("samples_per_s", "tokens_per_s")  # timings differ, the data do not
     assert [{k: v for k, v in m["summary"].items() if k not in rates} for m in manifests] == [
         {k: v for k, v in manifests[0]["summary"].items() if k not in rates}] * 2  # fmt: skip
+
+
+def test_two_processes_with_a_token_budget_agree_on_the_micro_batch_count(assets, tmp_path):
+    """``micro_batch_tokens`` cuts each process's share by tokens; here the two shares of every
+    window split into 3 and 2 micro-batches on their own, so the processes must agree on 3 (one
+    all-reduce; FSDP would hang otherwise) and still give one process's parameters (which cuts
+    its whole window into 5)."""
+    from datasets import load_from_disk
+
+    from dqo_tutorial.train import _window_order, build_examples, token_budget_split
+
+    steps, budget = 2, 18
+    rows = load_from_disk(str(assets / "data" / "dataset"))
+    lengths = [len(e["input_ids"]) for e in build_examples("dqo", rows)]
+    local, whole = [], []
+    for step in range(steps):
+        window = _window_order(len(lengths), 8, step // 2, 0)[step % 2]  # 2 windows an epoch
+        cut = [len(token_budget_split([lengths[i] for i in window[r * 4 :][:4]], budget,
+                                      packed=True)) for r in range(2)]  # fmt: skip
+        local.append(cut)
+        whole.append(len(token_budget_split([lengths[i] for i in window], budget, packed=True)))
+    assert all(a != b for a, b in local), local  # the shares split differently
+
+    def args(out, batch_size):
+        a = train_args(assets, out, "dqo", batch_size)
+        a[a.index("--max-steps") + 1] = str(steps)
+        return [*a, "--grad-accum", "2", "--micro-batch-tokens", str(budget)]
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    launch(args(one, 4), processes=1)
+    launch(args(two, 2), processes=2)
+    logs = [[json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()] for d in (one, two)]
+    assert [r["micro_batches"] for r in logs[0]] == whole
+    assert [r["micro_batches"] for r in logs[1]] == [max(c) for c in local]
+    assert [r["num_items"] for r in logs[0]] == [r["num_items"] for r in logs[1]]
+    for a, b in zip(*logs, strict=True):
+        for key in ("policy_loss", "value_loss", "kl_theta_ref", "delta_mean", "value_error"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
+    pa, pb = (AutoModelForCausalLM.from_pretrained(d / "policy").state_dict() for d in (one, two))
+    for name in pa:
+        torch.testing.assert_close(pb[name], pa[name], rtol=1e-4, atol=2e-5)
+    va, vb = (load_file(d / "value_model.safetensors") for d in (one, two))
+    for name in va:
+        torch.testing.assert_close(vb[name], va[name], rtol=1e-4, atol=2e-5)
