@@ -227,6 +227,8 @@ def _eval(args: argparse.Namespace) -> int:
     cfg = config_from_args(EvalConfig, args)
     fit_threads(cfg.device)
     results = evaluate(cfg, args.out)
+    if int(os.environ.get("RANK", "0")) != 0:  # one summary under torchrun / accelerate launch
+        return 0
     print(
         f"model {results['model']}  {results['data']['split']} "
         f"n={results['data']['num_problems']}  mean response "

@@ -19,13 +19,27 @@ independent, so for sampling accuracy it is a lower bound).
 :func:`evaluate` writes ``outputs.jsonl`` (one line per response: problem, mode, text, extracted
 answers, correctness) as it goes, resumes from it after an interruption, and ends with
 ``results.json`` holding the model, prompt template, decoding settings and dataset hash.
+
+**Several processes** (``torchrun`` / ``accelerate launch``, see
+:class:`~dqo_tutorial.processes.Processes`): the problems are cut into chunks of
+``batch_size``, the unit of resume, each sampled with its own seed ``(seed, chunk)``, so a
+chunk's records do not depend on the process that draws them. Of the chunks still missing the
+process of rank r takes every W-th from the r-th; it writes each finished chunk atomically to
+``chunks/chunk-NNNNN.jsonl``. The main process alone holds the folder's lock, checks the run
+identity, appends the chunk files to ``outputs.jsonl`` in chunk order as soon as there is no gap
+(deleting each once appended and synced), shows the progress bar and writes ``results.json``:
+the files are those of one process, and a resume — with any number of processes — keeps the
+complete chunks of ``outputs.jsonl`` and the chunk files, and redoes only the rest. One process
+runs the same path (W = 1).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -41,6 +55,7 @@ from .errors import DataError, MismatchError
 from .gsm8k import MODES, dataset_hash
 from .models import load_model_and_tokenizer, load_tokenizer
 from .problems import Problem
+from .processes import Processes
 from .sampling import Sampler, generate, make_sampler
 from .tasks import get_task
 
@@ -153,9 +168,11 @@ def evaluate(
     Hugging Face ``generate`` of the model; with a sampler only ``cfg.model``'s tokenizer loads).
 
     Problems are processed in chunks of ``cfg.batch_size``; each chunk's records are appended to
-    ``outputs.jsonl`` (flushed) when complete, so a rerun with the same configuration skips the
-    chunks already there. ``model``/``tokenizer``: an already loaded pair (``cfg.model`` then
-    only labels the results). Returns the results dictionary.
+    ``outputs.jsonl`` (synced) when complete, so a rerun with the same configuration skips the
+    chunks already there. Under several processes each evaluates its share of the chunks (see
+    the module docstring) and the files are those of one process. ``model``/``tokenizer``: an
+    already loaded pair (``cfg.model`` then only labels the results). Returns the results
+    dictionary (on every process).
     """
     start = time.perf_counter()
     out = Path(out_dir)
@@ -168,8 +185,10 @@ def evaluate(
         )
     if model is None:
         check_trained_for_task(cfg.model, cfg.task)
-    with run_lock(out):
-        return _evaluate(cfg, out, problems, model, tokenizer, progress, start, sampler)
+    procs = Processes.current()
+    with contextlib.ExitStack() as held:  # the main process holds the lock; its error reaches all
+        procs.main_first(lambda: held.enter_context(run_lock(out)) and None)
+        return _evaluate(cfg, out, problems, model, tokenizer, progress, start, sampler, procs)
 
 
 def check_trained_for_task(model: str, task: str) -> None:
@@ -194,53 +213,130 @@ def _evaluate(
     tokenizer: Any,
     progress: bool,
     start: float,
-    sampler: Sampler | None = None,
+    sampler: Sampler | None,
+    procs: Processes,
 ) -> dict[str, Any]:
     """:func:`evaluate` once the problems have loaded, inside the folder's lock."""
     task = get_task(cfg.task)
     data_hash = dataset_hash(problems)
-    outputs = out / "outputs.jsonl"
-    records = _read_records(outputs)
+    sizes = [len(problems[f : f + cfg.batch_size]) for f in range(0, len(problems), cfg.batch_size)]
     per_problem = int(cfg.greedy) + cfg.num_samples
-    n_done = n_kept = 0  # problems and records of the complete chunks already on disk
-    for first in range(0, len(problems), cfg.batch_size):
-        size = min(cfg.batch_size, len(problems) - first)
-        if len(records) < n_kept + size * per_problem:
-            break
-        n_done, n_kept = first + size, n_kept + size * per_problem
-    if n_done < len(problems) and sampler is not None and tokenizer is None:
+    n_next, n_kept, missing = procs.main_first(lambda: _resume_point(out, sizes, per_problem))
+    mine = missing[procs.rank :: procs.world]
+    if mine and sampler is not None and tokenizer is None:
         tokenizer = load_tokenizer(cfg.model)  # the sampler holds its own model
-    elif n_done < len(problems) and model is None and sampler is None:
-        model, tokenizer = load_model_and_tokenizer(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    check_run_identity(  # the inputs have loaded; before any output is rewritten
-        out / "eval_config.json",
-        {
-            "config": asdict(cfg),
-            "dataset_hash": data_hash,
-            "prompt_template_version": task.prompt_template_version,
-        },
-    )
-    records = records[:n_kept]
-    if records or outputs.exists():  # rewrite the complete chunks (drops a cut-off tail)
-        with outputs.open("w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+    elif mine and model is None and sampler is None:
+        device = cfg.device if procs.world == 1 else procs.device
+        model, tokenizer = load_model_and_tokenizer(cfg.model, device=device, dtype=cfg.dtype)
+    identity = {
+        "config": asdict(cfg),
+        "dataset_hash": data_hash,
+        "prompt_template_version": task.prompt_template_version,
+    }
+    # the inputs have loaded: check the identity before any output is rewritten or written
+    n_next = procs.main_first(lambda: _start_outputs(out, identity, n_kept, n_next, len(sizes)))
 
     gen_start = time.perf_counter()
+    done = len(problems) - sum(sizes[c] for c in missing)
     bar = tqdm(
-        total=len(problems), initial=n_done, unit="problem", desc="eval", disable=not progress
+        total=len(problems),
+        initial=done,
+        unit="problem",
+        desc="eval",
+        disable=not (progress and procs.main),
     )
     with bar:
-        for first in range(n_done, len(problems), cfg.batch_size):
+        for c in mine:
+            first = c * cfg.batch_size
             chunk = problems[first : first + cfg.batch_size]
-            new = _chunk_records(cfg, model, tokenizer, chunk, first // cfg.batch_size, sampler)
-            with outputs.open("a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in new)
-                f.flush()
-                os.fsync(f.fileno())
-            records += new
-            bar.update(len(chunk))
+            _save_chunk(out, c, _chunk_records(cfg, model, tokenizer, chunk, c, sampler))
+            if procs.main:
+                n_next = _absorb(out, n_next, len(sizes))
+                bar.update(_problems_done(out, n_next, sizes) - bar.n)
+        procs.barrier()  # every chunk file is on disk
+        bar.update(len(problems) - bar.n)
+    return procs.main_first(
+        lambda: _write_results(cfg, out, data_hash, sizes, n_next, start, gen_start)
+    )
+
+
+def _chunk_path(out: Path, chunk: int) -> Path:
+    """Where the records of ``chunk`` wait until the main process appends them."""
+    return out / "chunks" / f"chunk-{chunk:05d}.jsonl"
+
+
+def _resume_point(out: Path, sizes: Sequence[int], per_problem: int) -> tuple[int, int, list[int]]:
+    """``(n, kept, missing)``: ``outputs.jsonl`` holds the first n chunks complete in its first
+    ``kept`` records (a cut-off tail is redone); ``missing``: the chunks after them that have no
+    chunk file either, to evaluate."""
+    records = _read_records(out / "outputs.jsonl")
+    n = kept = 0
+    while n < len(sizes) and len(records) >= kept + sizes[n] * per_problem:
+        kept, n = kept + sizes[n] * per_problem, n + 1
+    return n, kept, [c for c in range(n, len(sizes)) if not _chunk_path(out, c).is_file()]
+
+
+def _start_outputs(out: Path, identity: dict[str, Any], kept: int, n: int, n_chunks: int) -> int:
+    """Check the run identity, cut ``outputs.jsonl`` to its ``kept`` records (the first ``n``
+    chunks) and append the chunk files that follow; returns the next chunk it lacks."""
+    check_run_identity(out / "eval_config.json", identity)
+    outputs = out / "outputs.jsonl"
+    if outputs.exists():  # rewrite the complete chunks (drops a cut-off tail)
+        records = _read_records(outputs)[:kept]
+        tmp = outputs.with_name(f".{outputs.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.replace(tmp, outputs)
+    return _absorb(out, n, n_chunks)
+
+
+def _save_chunk(out: Path, chunk: int, records: Sequence[dict[str, Any]]) -> None:
+    """``chunk``'s records as JSON lines, through a synced temporary file and a rename."""
+    path = _chunk_path(out, chunk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _absorb(out: Path, n: int, n_chunks: int) -> int:
+    """Append to ``outputs.jsonl`` the chunk files of chunks n, n + 1, … up to the first gap, in
+    chunk order (main process only); returns the first chunk not appended."""
+    while n < n_chunks and (path := _chunk_path(out, n)).is_file():
+        with (out / "outputs.jsonl").open("a") as f:
+            f.write(path.read_text())
+            f.flush()
+            os.fsync(f.fileno())
+        path.unlink()  # after the sync: a crash in between leaves a copy that a resume skips
+        n += 1
+    return n
+
+
+def _problems_done(out: Path, n: int, sizes: Sequence[int]) -> int:
+    """Problems in ``outputs.jsonl`` (its first n chunks) and in the chunk files after it."""
+    waiting = sum(sizes[c] for c in range(n, len(sizes)) if _chunk_path(out, c).is_file())
+    return sum(sizes[:n]) + waiting
+
+
+def _write_results(
+    cfg: EvalConfig,
+    out: Path,
+    data_hash: str,
+    sizes: Sequence[int],
+    n: int,
+    start: float,
+    gen_start: float,
+) -> dict[str, Any]:
+    """The last chunk files appended, ``chunks/`` removed, ``results.json`` from
+    ``outputs.jsonl`` (main process only)."""
+    if (n := _absorb(out, n, len(sizes))) < len(sizes):
+        raise DataError(f"{out}: chunk {n} has no records: rerun to evaluate it")
+    shutil.rmtree(out / "chunks", ignore_errors=True)  # with any temporary file left by a crash
+    records = _read_records(out / "outputs.jsonl")
     results = {
-        **run_manifest(cfg, data_hash, len(problems)),
+        **run_manifest(cfg, data_hash, sum(sizes)),
         "accuracy": accuracy_table(records),
         "length_cut_share": sum(not r["finished"] for r in records) / max(len(records), 1),
         "mean_response_tokens": sum(r["response_tokens"] for r in records) / max(len(records), 1),
