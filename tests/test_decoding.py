@@ -19,11 +19,8 @@ from dqo_tutorial.tasks import get_task
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this module runs on one intra-op thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -36,13 +36,8 @@ PROMPTS = ["Question: Tom has 3 apples and gets 4 more.\nAnswer:", "What is 12 +
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU their spin-waiting
-    slows these tests down tens of times; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this module runs on one intra-op thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
