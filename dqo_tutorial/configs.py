@@ -263,11 +263,12 @@ class SamplingConfig:
         ``"math"`` or ``"toy"`` (:mod:`dqo_tutorial.tasks`). data_source / split / limit: as in
         the task's loader (:func:`~dqo_tutorial.gsm8k.load_gsm8k`). num_samples responses per
         prompt at temperature τ and top_p (§8 default: 8 at τ = 1). batch_size: sequences per
-        ``generate`` call and per reference forward pass. shard_size: prompts per shard (the unit
-        of resume). reward_mode: answer extraction (``strict``/``flexible``) of the task's
-        ``is_correct``. process_rewards / process_k: potentials Φ at step boundaries (§6): exact
-        ones when the task has them (toy), else Monte-Carlo with k rollouts each (costly: about
-        k × lines × the sampling cost).
+        decode batch (at most one shard's prompts × num_samples) and per reference forward pass;
+        engine: the sampler (:data:`ENGINES`; ``kv_cache`` applies to ``generate`` only).
+        shard_size: prompts per shard (the unit of resume). reward_mode: answer extraction
+        (``strict``/``flexible``) of the task's ``is_correct``. process_rewards / process_k:
+        potentials Φ at step boundaries (§6): exact ones when the task has them (toy), else
+        Monte-Carlo with k rollouts each (costly: about k × lines × the sampling cost).
     """
 
     model: str = _field(
@@ -287,7 +288,7 @@ class SamplingConfig:
     max_new_tokens: int = _field(
         256, "length limit of a response (longer ones are cut and bootstrapped)"
     )
-    batch_size: int = _field(16, "sequences per generate call and per reference forward pass")
+    batch_size: int = _field(16, "sequences per decode batch and per reference forward pass")
     shard_size: int = _field(8, "prompts per shard (the unit of resume)")
     seed: int = _field(0, "seed of the sampling streams")
     reward_mode: str = _field("strict", "answer extraction of the reward: strict or flexible")

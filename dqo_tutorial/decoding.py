@@ -289,7 +289,7 @@ class _Drawn:
 def _decode_batch(model, prompts, budgets, keys, k, temperature, top_p, eos, pad) -> _Drawn:
     """Decode k rows per prompt (row r: prompt r // k) until every row has ended."""
     steps, device = max(budgets), model.device
-    cache, logits, mask, position = _prefill(model, prompts, pad, mask_width(prompts) + steps)
+    cache, logits, mask, position = _prefill(model, prompts, pad, _mask_width(prompts) + steps)
     cache.batch_repeat_interleave(k)  # one prefill per prompt, k rows each
     grow = torch.ones(len(prompts), steps, dtype=mask.dtype, device=device)
     mask = torch.cat([mask, grow], dim=1).repeat_interleave(k, dim=0)
@@ -332,7 +332,7 @@ def _decode_batch(model, prompts, budgets, keys, k, temperature, top_p, eos, pad
     return _Drawn(tokens.cpu(), log_mu_cpu, lengths.cpu(), finished.cpu())
 
 
-def mask_width(prompts: Sequence[Sequence[int]]) -> int:
+def _mask_width(prompts: Sequence[Sequence[int]]) -> int:
     """The left-padded width of a batch of prompts (its longest prompt)."""
     return max(len(p) for p in prompts)
 
