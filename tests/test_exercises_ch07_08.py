@@ -305,7 +305,10 @@ def test_notebook_08s_reading_of_the_full_size_run_holds():
     assert set(s[:2]) == {"rft", "dro"}  # RFT and DRO lead sampling
     for d in ("greedy", "sampling"):
         gap = evaluate.paired_difference(out["dro"][d], out["dqo"][d])
-        assert gap["mean"] > 2 * gap["stderr"]  # DQO trails DRO on both measures
+        if d == "sampling":
+            assert gap["mean"] > 2 * gap["stderr"]  # DQO trails DRO on sampling accuracy
+        else:
+            assert abs(gap["mean"]) < 2 * gap["stderr"]  # and is level with it on greedy
         unpaired = math.hypot(m["dro"]["accuracy"][d]["stderr"], m["dqo"]["accuracy"][d]["stderr"])
         if d == "greedy":
             assert gap["stderr"] < unpaired  # the common-mistake cell's point
