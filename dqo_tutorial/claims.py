@@ -75,15 +75,23 @@ from .artifacts import (
 __all__ = [
     "Variant",
     "VARIANTS",
+    "VARIANT_SETS",
+    "HORIZON_REFERENCE",
     "ClaimsConfig",
     "SMOKE",
+    "expand_variants",
     "select_rows",
-    "choose_learning_rates",
+    "choose_budgets",
+    "paired_interval",
     "summarize_runs",
     "results_table",
+    "budget_table",
+    "sweep_points",
+    "sweep_table",
     "plot_accuracy",
     "plot_lambda",
     "plot_curves",
+    "plot_sweep",
     "run_toy_claims",
 ]
 
@@ -96,7 +104,20 @@ GROUPS = (
     "data size",
     "diagnostics",
     "knobs tuned",
+    "horizon",
+    "data-size sweep",
+    "critic",
 )
+
+VARIANT_SETS: dict[str, tuple[str, ...]] = {
+    "ablations": ("importance sampling", "λ-return", "process rewards", "imbalance", "data size"),
+    "diagnostics": ("diagnostics",),
+    "knobs tuned": ("knobs tuned",),
+    "horizon": ("horizon",),
+    "data-size sweep": ("data-size sweep",),
+    "critic": ("critic",),
+}
+"""Named sets of ``--variants``: the baselines plus these groups (each a run of its own)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,11 @@ class Variant:
     record a dev learning curve; ``default``: part of the default grid; ``value_lr_scale``:
     multiplies the value learning rate its method was tuned with; ``tune_knobs``: train with
     the knob set of :attr:`ClaimsConfig.knob_grid` that won on dev for its method.
+
+    Sweeps: ``ops`` — chains of exactly that many operations (task ``toy-<ops>ops``) from the
+    mixed-length π_ref (:attr:`ClaimsConfig.horizon_reference`); ``data_scale`` — that multiple
+    of :attr:`ClaimsConfig.prompts` training prompts; ``sweep`` — run on
+    :attr:`ClaimsConfig.sweep_seeds` only; ``warmup_scale`` — multiplies the value warm-up.
     """
 
     name: str
@@ -122,6 +148,23 @@ class Variant:
     default: bool = True
     value_lr_scale: float = 1.0
     tune_knobs: bool = False
+    ops: int | None = None
+    data_scale: float = 1.0
+    sweep: bool = False
+    warmup_scale: float = 1.0
+
+    @property
+    def task(self) -> str:
+        return "toy" if self.ops is None else f"toy-{self.ops}ops"
+
+    @property
+    def anchor(self) -> str:
+        """The DQO run its paired differences are taken against (same sweep point, same seed)."""
+        if self.ops is not None:
+            return f"DQO, {self.ops} ops"
+        if self.data_scale != 1.0:
+            return f"DQO, data ×{self.data_scale:g}"
+        return "DQO"
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -130,9 +173,42 @@ class Variant:
             raise ValueError(f"Variant {self.name}: rows must be one of {ROW_SELECTIONS}")
         if self.potentials not in ("exact", "monte_carlo"):
             raise ValueError(f"Variant {self.name}: potentials must be exact or monte_carlo")
+        if self.ops is not None and not 2 <= self.ops <= 8:
+            raise ValueError(f"Variant {self.name}: ops must lie in 2..8 (toy-<n>ops tasks)")
+        if self.data_scale <= 0 or self.warmup_scale <= 0:
+            raise ValueError(f"Variant {self.name}: data_scale and warmup_scale must be > 0")
 
 
 ROW_SELECTIONS = ("all", "few_positives", "negatives_only", "dpo_responses")
+
+_PR = {"process_reward_coef": 0.5}
+HORIZON_OPS = (2, 4, 6, 8)
+DATA_SCALES = (0.25, 4.0)
+
+
+def _horizon() -> tuple[Variant, ...]:
+    methods = (("π_ref", "reference", {}), ("RFT", "rft", {}), ("DRO", "dro", {}),
+               ("DQO", "dqo", {}), ("DQO, α=0.5 exact Φ", "dqo", _PR))  # fmt: skip
+    return tuple(
+        Variant(f"{name}, {n} ops", m, "horizon", dict(t), default=False, ops=n, sweep=True)
+        for n in HORIZON_OPS
+        for name, m, t in methods
+    )
+
+
+def _data_sizes() -> tuple[Variant, ...]:
+    return tuple(
+        Variant(
+            f"{name}, data ×{k:g}", m, "data-size sweep", default=False, data_scale=k, sweep=True
+        )  # fmt: skip
+        for k in DATA_SCALES
+        for name, m in (("RFT", "rft"), ("DRO", "dro"), ("DQO", "dqo"))
+    )
+
+
+def _ablation(*args: Any, **kwargs: Any) -> Variant:
+    return Variant(*args, **kwargs, default=False)
+
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("π_ref", "reference", "baselines"),
@@ -141,33 +217,33 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("DPO", "dpo", "baselines", curve=True),
     Variant("DRO", "dro", "baselines", curve=True),
     Variant("DQO", "dqo", "baselines", curve=True),
-    Variant("DQO, no IS", "dqo", "importance sampling", {"is_mode": "none"}),
-    Variant("DQO, λ=0", "dqo", "λ-return", {"lam": 0.0}),
-    Variant("DQO, λ=0.95", "dqo", "λ-return", {"lam": 0.95}),
-    Variant("DQO, α=0.5 exact Φ", "dqo", "process rewards", {"process_reward_coef": 0.5}),
-    Variant(
+    _ablation("DQO, no IS", "dqo", "importance sampling", {"is_mode": "none"}),
+    _ablation("DQO, λ=0", "dqo", "λ-return", {"lam": 0.0}),
+    _ablation("DQO, λ=0.95", "dqo", "λ-return", {"lam": 0.95}),
+    _ablation("DQO, α=0.5 exact Φ", "dqo", "process rewards", {"process_reward_coef": 0.5}),
+    _ablation(
         "DQO, α=0.5 MC Φ",
         "dqo",
         "process rewards",
         {"process_reward_coef": 0.5},
         potentials="monte_carlo",
     ),
-    Variant("RFT, few positives", "rft", "imbalance", rows="few_positives"),
-    Variant("DPO, few positives", "dpo", "imbalance", rows="few_positives"),
-    Variant("DRO, few positives", "dro", "imbalance", rows="few_positives"),
-    Variant("DQO, few positives", "dqo", "imbalance", rows="few_positives"),
-    Variant("RFT, negatives only", "rft", "imbalance", rows="negatives_only"),
-    Variant("DPO, negatives only", "dpo", "imbalance", rows="negatives_only"),
-    Variant("DRO, negatives only", "dro", "imbalance", rows="negatives_only"),
-    Variant("DQO, negatives only", "dqo", "imbalance", rows="negatives_only"),
-    Variant(
+    _ablation("RFT, few positives", "rft", "imbalance", rows="few_positives"),
+    _ablation("DPO, few positives", "dpo", "imbalance", rows="few_positives"),
+    _ablation("DRO, few positives", "dro", "imbalance", rows="few_positives"),
+    _ablation("DQO, few positives", "dqo", "imbalance", rows="few_positives"),
+    _ablation("RFT, negatives only", "rft", "imbalance", rows="negatives_only"),
+    _ablation("DPO, negatives only", "dpo", "imbalance", rows="negatives_only"),
+    _ablation("DRO, negatives only", "dro", "imbalance", rows="negatives_only"),
+    _ablation("DQO, negatives only", "dqo", "imbalance", rows="negatives_only"),
+    _ablation(
         "DQO, negatives only, α=0.5 exact Φ",
         "dqo",
         "imbalance",
         {"process_reward_coef": 0.5},
         rows="negatives_only",
     ),
-    Variant("DQO on DPO's responses", "dqo", "data size", rows="dpo_responses"),
+    _ablation("DQO on DPO's responses", "dqo", "data size", rows="dpo_responses"),
     Variant("DQO, β=0.03", "dqo", "diagnostics", {"beta": 0.03}, default=False),
     Variant("DQO, β=0.3", "dqo", "diagnostics", {"beta": 0.3}, default=False),
     Variant("DQO, IS clip 10", "dqo", "diagnostics", {"is_clip": 10.0}, default=False),
@@ -186,17 +262,48 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant("DRO, knobs tuned", "dro", "knobs tuned", default=False, tune_knobs=True),
     Variant("DQO, knobs tuned", "dqo", "knobs tuned", default=False, tune_knobs=True),
+    *_horizon(),
+    *_data_sizes(),
+    Variant(
+        "DQO, critic +4 layers",
+        "dqo",
+        "critic",
+        {"value_extra_layers": 4},
+        default=False,
+        sweep=True,
+    ),
+    Variant(
+        "DQO, critic head 512 wide",
+        "dqo",
+        "critic",
+        {"value_head_width": 512},
+        default=False,
+        sweep=True,
+    ),
+    Variant("DQO, value warm-up ×4", "dqo", "critic", default=False, sweep=True, warmup_scale=4.0),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
 _BY_NAME = {v.name: v for v in VARIANTS}
 
 
+def expand_variants(names: Sequence[str]) -> tuple[str, ...]:
+    """``--variants``: variant names, ``"all"``, or one name of :data:`VARIANT_SETS` (the
+    baselines plus those groups)."""
+    names = [n for n in names if n]
+    if names == ["all"]:
+        return tuple(v.name for v in VARIANTS)
+    if len(names) == 1 and names[0] in VARIANT_SETS:
+        groups = ("baselines", *VARIANT_SETS[names[0]])
+        return tuple(v.name for v in VARIANTS if v.group in groups)
+    return tuple(names)
+
+
 def _toy_train_defaults() -> dict[str, Any]:
     from .pipeline import TASK_DEFAULTS
 
     base = dict(TASK_DEFAULTS["toy"]["train"])
-    for tuned in ("policy_lr", "value_lr"):
+    for tuned in ("policy_lr", "value_lr", "epochs"):
         base.pop(tuned)
     # the pipeline warms V up for 20 of 125 steps (1,000 prompts); scaled to 400 prompts
     base |= {"value_warmup_steps": 10, "checkpoint_every": 1000}
@@ -212,13 +319,24 @@ _SHARED_KNOBS: tuple[Mapping[str, Any], ...] = (
 """The knobs DRO and DQO share beyond the learning rate (the diagnostics' two best ones)."""
 
 
+HORIZON_REFERENCE: Mapping[str, Any] = {
+    "init": "toy",
+    "ops": (2, 8),
+    "max_positions": 256,
+    "passes": 8,
+    "lr": 1e-3,
+}
+"""The horizon sweep's π_ref: the shipped one, taught chains of 2–8 operations by the toy-ref
+recipe (:func:`~dqo_tutorial.recipes.train_toy_reference` with these arguments)."""
+
+
 @dataclass(frozen=True)
 class ClaimsConfig:
     """The experiment (module docstring). Sizes chosen so that the default grid takes under half
     an hour on a 2-core CPU; ``train``: the TrainConfig fields every run shares (toy defaults of
     :data:`~dqo_tutorial.pipeline.TASK_DEFAULTS` without the tuned learning rates)."""
 
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     prompts: int = 400
     num_samples: int = 8
     test_problems: int = 500
@@ -226,8 +344,14 @@ class ClaimsConfig:
     dev_problems: int = 300
     curve_problems: int = 100
     curve_points: int = 5
-    policy_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4, 1e-3)
+    policy_lrs: tuple[float, ...] = (1e-4, 3e-4)
+    epoch_grid: tuple[int, ...] = (1, 2, 4)
     value_lr_ratio: float = 10.0
+    sweep_seeds: tuple[int, ...] = (0, 1, 2)
+    horizon_prompts: int = 200
+    horizon_test_problems: int = 300
+    horizon_eval_samples: int = 2
+    horizon_reference: Mapping[str, Any] = field(default_factory=lambda: dict(HORIZON_REFERENCE))
     positive_keep: float = 0.1
     process_k: int = 4
     train: Mapping[str, Any] = field(default_factory=_toy_train_defaults)
@@ -240,22 +364,26 @@ class ClaimsConfig:
     def __post_init__(self) -> None:
         from .train import TrainConfig
 
-        object.__setattr__(self, "seeds", tuple(self.seeds))
-        object.__setattr__(self, "policy_lrs", tuple(self.policy_lrs))
-        object.__setattr__(self, "variants", tuple(self.variants))
+        for name in ("seeds", "policy_lrs", "variants", "epoch_grid", "sweep_seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"ClaimsConfig.seeds: distinct seeds needed, got {self.seeds}")
-        for name in ("prompts", "num_samples", "test_problems", "dev_problems", "workers"):
+        if not set(self.sweep_seeds) <= set(self.seeds) or not self.sweep_seeds:
+            raise ValueError(f"ClaimsConfig.sweep_seeds: a non-empty subset of seeds {self.seeds}")
+        sizes = ("prompts", "num_samples", "test_problems", "dev_problems", "workers")
+        for name in (*sizes, "horizon_prompts", "horizon_test_problems"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ClaimsConfig.{name}: must be >= 1, got {getattr(self, name)}")
         if not self.policy_lrs or min(self.policy_lrs) <= 0:
             raise ValueError(f"ClaimsConfig.policy_lrs: positive rates needed: {self.policy_lrs}")
+        if not self.epoch_grid or min(self.epoch_grid) < 1:
+            raise ValueError(f"ClaimsConfig.epoch_grid: epochs >= 1 needed: {self.epoch_grid}")
         if not 0 < self.positive_keep < 1:
             raise ValueError("ClaimsConfig.positive_keep: must lie in (0, 1)")
         unknown = [n for n in self.variants if n not in _BY_NAME]
         if unknown:
             raise ValueError(f"ClaimsConfig.variants: unknown {unknown}; known: {list(_BY_NAME)}")
-        fixed = {"method", "model", "task", "data", "policy_lr", "value_lr", "seed"}
+        fixed = {"method", "model", "task", "data", "policy_lr", "value_lr", "seed", "epochs"}
         bad = sorted(set(self.train) & fixed)
         if bad:
             raise ValueError(f"ClaimsConfig.train: {bad} are set by the experiment")
@@ -274,6 +402,11 @@ class ClaimsConfig:
 
 SMOKE: dict[str, Any] = {
     "seeds": (0, 1),
+    "sweep_seeds": (0,),
+    "epoch_grid": (1, 2),
+    "horizon_prompts": 8,
+    "horizon_test_problems": 8,
+    "horizon_reference": {**HORIZON_REFERENCE, "max_steps": 2},
     "prompts": 16,
     "num_samples": 4,
     "test_problems": 16,
@@ -327,17 +460,18 @@ def select_rows(
     raise ValueError(f"unknown row selection {how!r}; expected one of {ROW_SELECTIONS}")
 
 
-def choose_learning_rates(tuning: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Per method, the ``policy_lr`` with the best dev greedy accuracy (ties: the smaller rate).
+def choose_budgets(tuning: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method, the ``{"policy_lr", "epochs"}`` trial with the best dev greedy accuracy; ties
+    go to the cheaper trial (fewer epochs, then the smaller rate).
 
-    ``tuning``: records ``{"method", "policy_lr", "dev": accuracy or None}``; a run that could
-    not train (None) never wins unless every rate failed (then the smallest is returned)."""
-    best: dict[str, tuple[float, float]] = {}
-    for r in sorted(tuning, key=lambda r: (r["method"], r["policy_lr"])):
+    ``tuning``: records ``{"method", "policy_lr", "epochs", "dev": accuracy or None}``; a trial
+    that could not train (None) never wins unless every trial failed (then the cheapest)."""
+    best: dict[str, tuple[float, dict[str, Any]]] = {}
+    for r in sorted(tuning, key=lambda r: (r["method"], r["epochs"], r["policy_lr"])):
         score = -1.0 if r["dev"] is None else r["dev"]
         if r["method"] not in best or score > best[r["method"]][0]:
-            best[r["method"]] = (score, r["policy_lr"])
-    return {m: lr for m, (_, lr) in best.items()}
+            best[r["method"]] = (score, {"policy_lr": r["policy_lr"], "epochs": r["epochs"]})
+    return {m: budget for m, (_, budget) in best.items()}
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, float]:
@@ -348,32 +482,83 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _scores(hits: Mapping[str, Any], decoding: str) -> list[float]:
+    """Per-problem scores from a run's ``hits``: one digit per test problem, the number of
+    correct responses (greedy: 0 or 1; sampling: out of ``hits["samples"]``)."""
+    k = 1 if decoding == "greedy" else hits["samples"]
+    return [int(c) / k for c in hits[decoding]]
+
+
+def paired_interval(
+    a: Sequence[Sequence[float]],
+    b: Sequence[Sequence[float]],
+    *,
+    resamples: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> list[float]:
+    """Percentile bootstrap interval of mean(a − b), resampling seeds *and* test problems.
+
+    ``a[s][p]``, ``b[s][p]``: the per-problem score (0/1 greedy, share of correct samples) of
+    the two variants at seed s on test problem p — the same problems, the same data. The
+    differences d[s, p] = a − b form a crossed seeds × problems design (every seed meets the
+    same problems), so one replicate draws S seeds and P problems with replacement,
+    independently, and takes the mean of d over the drawn cells:
+
+    .. math:: \\hat\\Delta^* = \frac{1}{SP}\\sum_{i=1}^{S}\\sum_{j=1}^{P} d[s^*_i, p^*_j].
+
+    Returns ``[low, high]``, the (1 − level)/2 and (1 + level)/2 quantiles of the replicates.
+    Both sources of noise count: which seeds (data draw, training order) and which problems.
+    """
+    import numpy as np
+
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)  # (S, P)
+    n_s, n_p = d.shape
+    rng = np.random.default_rng(seed)
+    problem_w = rng.multinomial(n_p, [1 / n_p] * n_p, size=resamples)  # (R, P) draw counts
+    seed_w = rng.multinomial(n_s, [1 / n_s] * n_s, size=resamples)  # (R, S)
+    per_seed = problem_w @ d.T / n_p  # (R, S): each replicate's problems, every seed
+    stats = (seed_w * per_seed).sum(1) / n_s
+    tail = (1 - level) / 2
+    return [float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))]
+
+
 def summarize_runs(
     runs: Sequence[Mapping[str, Any]], paired_with: str = "DQO"
 ) -> dict[str, dict[str, Any]]:
     """Per variant (in first-seen order): mean and sample std over seeds of the strict greedy and
     sampling test accuracy, the skip reason where a variant never trained, and ``paired``: the
-    per-seed difference to ``paired_with`` (same data, same seed), mean ± std over the seeds
-    where both trained — the comparison that cancels the data-set noise every variant shares."""
+    per-seed difference to its anchor (a run's ``anchor``, else ``paired_with``; same data, same
+    seed), mean ± std over the seeds where both trained — the comparison that cancels the
+    data-set noise every variant shares — and, where the runs carry per-problem ``hits``, its
+    95 % :func:`paired_interval` (``ci95``) over seeds × problems."""
     by: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
         by.setdefault(r["variant"], []).append(r)
-    anchor = {r["seed"]: r["test"] for r in by.get(paired_with, []) if "test" in r}
     out: dict[str, dict[str, Any]] = {}
     for name, rs in by.items():
+        against = rs[0].get("anchor", paired_with)
+        anchor = {r["seed"]: r["test"] for r in by.get(against, []) if "test" in r}
         done = [r for r in rs if "test" in r]
         entry: dict[str, Any] = {"group": rs[0]["group"], "method": rs[0]["method"]}
         for decoding in ("greedy", "sampling"):
             values = [r["test"][decoding] for r in done if decoding in r["test"]]
             if values:
                 entry[decoding] = _mean_std(values)
-            diffs = [
-                r["test"][decoding] - anchor[r["seed"]][decoding]
+            both = [
+                (r["test"], anchor[r["seed"]])
                 for r in done
                 if r["seed"] in anchor and decoding in r["test"] and decoding in anchor[r["seed"]]
             ]
-            if diffs and name != paired_with:
-                entry.setdefault("paired", {"against": paired_with})[decoding] = _mean_std(diffs)
+            if both and name != against:
+                diff = _mean_std([a[decoding] - b[decoding] for a, b in both])
+                hits = [(a.get("hits", {}), b.get("hits", {})) for a, b in both]
+                if all(decoding in a and decoding in b for a, b in hits):
+                    diff["ci95"] = paired_interval(
+                        [_scores(a, decoding) for a, _ in hits],
+                        [_scores(b, decoding) for _, b in hits],
+                    )
+                entry.setdefault("paired", {"against": against})[decoding] = diff
         skipped = sorted({r["skipped"] for r in rs if "skipped" in r})
         if skipped:
             entry["skipped"] = skipped
@@ -385,56 +570,196 @@ def summarize_runs(
     return out
 
 
+def _pct(r: Mapping[str, Any], sign: str = "") -> str:
+    """``mean ± std`` in percent (points); with a ``ci95``, the interval after it."""
+    std = "" if math.isnan(r["std"]) else f" ± {100 * r['std']:.1f}"
+    ci = r.get("ci95")
+    ci = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
+    return f"{100 * r['mean']:{sign}.1f}{std}{ci}"
+
+
 def results_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown: per variant, greedy and sampling accuracy as mean ± std over seeds (%), and the
-    paired greedy difference to DQO (percentage points, mean ± std over seeds)."""
+    paired differences to its DQO anchor (points: mean ± std over seeds [95 % bootstrap
+    interval over seeds × problems])."""
     lines = [
         "| group | variant | greedy (mean ± std) | sampling τ=1 (mean ± std) "
-        "| greedy − DQO, paired | seeds | responses |",
-        "|---|---|---|---|---|---|---|",
+        "| greedy − DQO, paired [95 % CI] | sampling − DQO, paired [95 % CI] | seeds "
+        "| responses |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
-    def fmt(r: Mapping[str, float], sign: str = "") -> str:
-        std = "" if math.isnan(r["std"]) else f" ± {100 * r['std']:.1f}"
-        return f"{100 * r['mean']:{sign}.1f}{std}"
-
     def cell(e: Mapping[str, Any], decoding: str) -> str:
-        return fmt(e[decoding]) if decoding in e else "–"
+        return _pct(e[decoding]) if decoding in e else "–"
+
+    def paired(e: Mapping[str, Any], decoding: str) -> str:
+        return _pct(e["paired"][decoding], "+") if decoding in e.get("paired", {}) else "–"
 
     for name, e in summary.items():
         seeds = e["greedy"]["n_seeds"] if "greedy" in e else 0
-        paired = fmt(e["paired"]["greedy"], "+") if "greedy" in e.get("paired", {}) else "–"
+        diffs = f"{paired(e, 'greedy')} | {paired(e, 'sampling')}"
         if "skipped" in e:
             reason = "; ".join(e["skipped"])
             n = e.get("skipped_seeds", 0)
             lines.append(
                 f"| {e['group']} | {name} | skipped ({n} seed{'s' * (n != 1)}): {reason} "
-                f"| {cell(e, 'sampling')} | {paired} | {seeds} | – |"
+                f"| {cell(e, 'sampling')} | {diffs} | {seeds} | – |"
             )
             continue
         resp = f"{e['responses']['mean']:.0f}" if e.get("responses") else "–"
         lines.append(
-            f"| {e['group']} | {name} | {cell(e, 'greedy')} | {cell(e, 'sampling')} | {paired} "
+            f"| {e['group']} | {name} | {cell(e, 'greedy')} | {cell(e, 'sampling')} | {diffs} "
             f"| {seeds} | {resp} |"
         )
     return "\n".join(lines)
+
+
+def budget_table(
+    tuning: Sequence[Mapping[str, Any]],
+    chosen: Mapping[str, Mapping[str, Any]],
+    runs: Sequence[Mapping[str, Any]],
+) -> str:
+    """Markdown: the tuning grid (dev greedy % per policy lr × epochs, the chosen trial in bold)
+    and, per method, what its chosen budget costs — optimiser steps, tokens seen (prompt and
+    response tokens of the training batches) and training wall time, mean over the baseline
+    runs' seeds — next to its test accuracy."""
+    trials = sorted({(r["epochs"], r["policy_lr"]) for r in tuning})
+    head = " | ".join(f"{lr:g} × {e} ep" for e, lr in trials)
+    lines = [f"| dev greedy (%) | {head} | chosen |", "|---" * (len(trials) + 2) + "|"]
+    for m in dict.fromkeys(r["method"] for r in tuning):
+        cells = []
+        for e, lr in trials:
+            r = next(r for r in tuning if (r["method"], r["epochs"], r["policy_lr"]) == (m, e, lr))
+            value = "–" if r["dev"] is None else f"{100 * r['dev']:.1f}"
+            pick = chosen.get(m) == {"policy_lr": lr, "epochs": e}
+            cells.append(f"**{value}**" if pick else value)
+        c = chosen.get(m, {})
+        lines.append(
+            f"| {m} | {' | '.join(cells)} | {c.get('policy_lr', 0):g} × {c.get('epochs')} |"
+        )
+    lines += [
+        "",
+        "| method | lr × epochs | steps | tokens seen | train wall (s) | greedy | sampling |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, c in chosen.items():
+        base = [r for r in runs if r["group"] == "baselines" and r["method"] == m and "test" in r]
+        trained = [r["train"] for r in base if "train" in r]
+        if not trained:
+            continue
+        steps = statistics.fmean(t["steps"] for t in trained)
+        tokens = statistics.fmean(t.get("tokens", 0) for t in trained)
+        wall = statistics.fmean(t["wall_s"] for t in trained)
+        acc = {d: _mean_std([r["test"][d] for r in base]) for d in ("greedy", "sampling")}
+        lines.append(
+            f"| {m} | {c['policy_lr']:g} × {c['epochs']} | {steps:.0f} | {tokens / 1e3:,.0f} k "
+            f"| {wall:.0f} | {_pct(acc['greedy'])} | {_pct(acc['sampling'])} |"
+        )
+    return "\n".join(lines)
+
+
+SWEEPS = ("horizon", "data-size sweep")
+_SWEEP_METHODS = {
+    "horizon": ("π_ref", "RFT", "DRO", "DQO", "DQO, α=0.5 exact Φ"),
+    "data-size sweep": ("RFT", "DRO", "DQO"),
+}
+
+
+def sweep_points(runs: Sequence[Mapping[str, Any]], axis: str) -> dict[Any, dict[str, Any]]:
+    """Per sweep point (operations, or training prompts): :func:`summarize_runs` of its
+    methods, keyed by the method's short name. The data-size sweep's middle point is the
+    baselines' runs at the sweep's seeds (the same training, not a second copy)."""
+    if axis == "horizon":
+        picked = [dict(r, point=r["ops"]) for r in runs if r["group"] == "horizon"]
+    else:
+        sweep = [r for r in runs if r["group"] == "data-size sweep"]
+        seeds = {r["seed"] for r in sweep}
+        names = _SWEEP_METHODS[axis]
+        middle = [r for r in runs if r["group"] == "baselines" and r["variant"] in names
+                  and r["seed"] in seeds]  # fmt: skip
+        picked = [dict(r, point=r["prompts"]) for r in sweep + (middle if sweep else [])]
+    points: dict[Any, dict[str, Any]] = {}
+    for x in sorted({r["point"] for r in picked}):
+        here = [dict(r, variant=r["method_name"], anchor="DQO")
+                for r in (dict(r, method_name=_short(r["variant"])) for r in picked)
+                if r["point"] == x]  # fmt: skip
+        points[x] = summarize_runs(here)
+    return points
+
+
+def _short(variant: str) -> str:
+    """A sweep variant's method name: ``"DQO, 6 ops"`` → ``"DQO"``."""
+    for name in sorted({n for ns in _SWEEP_METHODS.values() for n in ns}, key=len, reverse=True):
+        if variant == name or variant.startswith(name + ", "):
+            return name
+    return variant
+
+
+def sweep_table(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], axis: str) -> str:
+    """Markdown: per sweep point, greedy accuracy per method (mean ± std over seeds) and the
+    paired DQO − DRO and DQO − RFT greedy differences with their 95 % intervals; "" if the
+    sweep did not run."""
+    points = sweep_points(runs, axis)
+    if not points:
+        return ""
+    names = _SWEEP_METHODS[axis]
+    x_name = "operations" if axis == "horizon" else "training prompts"
+    lines = [
+        f"| {x_name} | "
+        + " | ".join(f"{n} greedy" for n in names)
+        + " | DQO − DRO [95 % CI] | DQO − RFT [95 % CI] |",
+        "|---" * (len(names) + 3) + "|",
+    ]
+    for x, summ in points.items():
+        cells = [_pct(summ[n]["greedy"]) if "greedy" in summ.get(n, {}) else "–" for n in names]
+        diffs = [_pct(_flip(summ[n]["paired"]["greedy"]), "+")
+                 if "greedy" in summ.get(n, {}).get("paired", {}) else "–"
+                 for n in ("DRO", "RFT")]  # fmt: skip
+        lines.append(f"| {x} | " + " | ".join(cells + diffs) + " |")
+    return "\n".join(lines)
+
+
+def _flip(diff: Mapping[str, Any]) -> dict[str, Any]:
+    """X − DQO → DQO − X (the mean and the interval change sign)."""
+    out = dict(diff, mean=0.0 - diff["mean"] + 0.0)  # (+ 0.0: no "-0.0" in the tables)
+    if "ci95" in diff:
+        out["ci95"] = [0.0 - diff["ci95"][1] + 0.0, 0.0 - diff["ci95"][0] + 0.0]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
 # jobs (each runs in a worker process; every one resumes on its own)
 # --------------------------------------------------------------------------------------------
 
-_REFERENCE: tuple[Any, Any] | None = None
+
+@dataclass(frozen=True)
+class _Setting:
+    """Where a variant's data come from: its task, its number of training prompts and the π_ref
+    that samples them (``"toy"`` or a model directory: the horizon sweep's mixed π_ref)."""
+
+    task: str = "toy"
+    prompts: int = 400
+    reference: str = "toy"
+
+    def folder(self, default: _Setting) -> str:
+        """The data folder's name under ``data/`` (the default setting keeps ``data/seed-S``)."""
+        if self == default:
+            return ""
+        ref = "" if self.reference == "toy" else "-mixed-ref"
+        return f"{self.task}-{self.prompts}p{ref}"
 
 
-def _reference() -> tuple[Any, Any]:
-    """The shipped toy π_ref, loaded once per worker (jobs copy it before training)."""
-    global _REFERENCE
-    if _REFERENCE is None:
+_REFERENCES: dict[str, tuple[Any, Any]] = {}
+
+
+def _reference(spec: str = "toy") -> tuple[Any, Any]:
+    """A π_ref (the shipped toy model, or a model directory), loaded once per worker (jobs copy
+    it before training)."""
+    if spec not in _REFERENCES:
         from .models import load_model_and_tokenizer
 
-        _REFERENCE = load_model_and_tokenizer("toy", device="cpu")
-    return _REFERENCE
+        _REFERENCES[spec] = load_model_and_tokenizer(spec, device="cpu")
+    return _REFERENCES[spec]
 
 
 def _worker_init(threads: int) -> None:
@@ -443,32 +768,36 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _sampling_config(cfg: ClaimsConfig, seed: int) -> Any:
+def _sampling_config(cfg: ClaimsConfig, seed: int, setting: _Setting) -> Any:
     from .sampling import SamplingConfig
-    from .toy import MAX_NEW_TOKENS
+    from .tasks import get_task
 
     return SamplingConfig(
-        model="toy",
-        task="toy",
-        limit=cfg.prompts,
+        model=setting.reference,
+        task=setting.task,
+        limit=setting.prompts,
         num_samples=cfg.num_samples,
-        max_new_tokens=MAX_NEW_TOKENS,
+        max_new_tokens=get_task(setting.task).max_new_tokens,
         batch_size=256,
-        shard_size=cfg.prompts,
+        shard_size=setting.prompts,
         seed=seed,
         process_rewards=True,
         process_k=cfg.process_k,
     )
 
 
-def _job_data(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
-    """Sample seed s's dataset (exact Φ) into ``out/exact``."""
+def _job_data(cfg: ClaimsConfig, seed: int, out: str, setting: _Setting) -> dict[str, Any]:
+    """Sample seed s's dataset of ``setting`` (exact Φ) into ``out/exact``."""
     from .sampling import build_dataset, summarize
 
-    model, tok = _reference()
+    model, tok = _reference(setting.reference)
     t = time.perf_counter()
     ds = build_dataset(
-        _sampling_config(cfg, seed), Path(out) / "exact", model=model, tokenizer=tok, progress=False
+        _sampling_config(cfg, seed, setting),
+        Path(out) / "exact",
+        model=model,
+        tokenizer=tok,
+        progress=False,
     )
     return {"seed": seed, "summary": summarize(ds), "wall_s": time.perf_counter() - t}
 
@@ -483,10 +812,22 @@ def _job_monte_carlo(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
     if not target.is_dir():
         model, tok = _reference()
         relabelled = with_monte_carlo_potentials(
-            load_rows(Path(out) / "exact"), _sampling_config(cfg, seed), model, tok
+            load_rows(Path(out) / "exact"), _sampling_config(cfg, seed, _Setting()), model, tok
         )
         save_dataset_atomically(relabelled, target)
     return {"seed": seed, "wall_s": time.perf_counter() - t}
+
+
+def _job_mixed_reference(cfg: ClaimsConfig, out: str) -> dict[str, Any]:
+    """The horizon sweep's π_ref (:data:`HORIZON_REFERENCE`) into ``out`` (resumes; a finished
+    one is reused; its accuracy per length is the sweep's ``π_ref, n ops`` rows)."""
+    from .recipes import train_toy_reference
+
+    t = time.perf_counter()
+    if not (Path(out) / "train_summary.json").exists():
+        train_toy_reference(out, **cfg.horizon_reference, progress=False)
+    summary = json.loads((Path(out) / "train_summary.json").read_text())
+    return {"steps": summary["steps"], "wall_s": time.perf_counter() - t}
 
 
 def _behavior_law(data: str) -> Any:
@@ -511,10 +852,26 @@ def _accuracy(res: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _hits(eval_dir: Path, problems: int, samples: int) -> dict[str, Any]:
+    """Per test problem, its number of strictly correct responses (:func:`_scores`), read from
+    the evaluation's ``outputs.jsonl``: one digit per problem and decoding."""
+    counts = {"greedy": [0] * problems, "sampling": [0] * problems}
+    with (eval_dir / "outputs.jsonl").open() as f:
+        for line in f:
+            r = json.loads(line)
+            counts[r["decoding"]][r["problem_index"]] += bool(r["correct_strict"])
+    if samples > 9:
+        raise ValueError("hits keep one digit per problem: eval_samples must be <= 9")
+    out: dict[str, Any] = {"greedy": "".join(map(str, counts["greedy"]))}
+    if samples:
+        out |= {"sampling": "".join(map(str, counts["sampling"])), "samples": samples}
+    return out
+
+
 def _greedy_dev_probe(problems: Sequence[Any], tokenizer: Any) -> Callable[[Any], dict]:
     from .gsm8k import is_correct
     from .sampling import generate
-    from .toy import MAX_NEW_TOKENS, format_prompt
+    from .toy import MAX_NEW_TOKENS, format_prompt  # the curves probe the default toy task
 
     prompts = [format_prompt(p.question) for p in problems]
 
@@ -560,14 +917,15 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
     from .evaluate import EvalConfig, evaluate
     from .models import load_model_and_tokenizer
     from .rewards import outcome
-    from .toy import MAX_NEW_TOKENS, load_toy
+    from .tasks import get_task
+    from .toy import load_toy
     from .train import NotEnoughDataError, TrainConfig, finished_summary, load_rows, train
 
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     check_run_identity(run_dir / "spec.json", {"config": spec["trained"]})
     t = time.perf_counter()
-    ref_model, tok = _reference()
+    ref_model, tok = _reference(spec["reference"])
     record: dict[str, Any] = {}
     model = ref_model
     if spec["method"] != "reference":
@@ -630,6 +988,8 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
         )
         record["train"] = {
             "steps": summary["steps"],
+            "epochs": tcfg.epochs,
+            "tokens": sum(r.get("tokens", 0) for r in log),
             "wall_s": summary["wall_s_this_run"],
             "last": {k: v for k, v in summary["last"].items() if k in keep},
         }
@@ -647,16 +1007,16 @@ def _job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
             continue
         ecfg = EvalConfig(
             model=spec["label"],
-            task="toy",
+            task=spec["task"],
             split=split,
             limit=limit,
             num_samples=samples,
             batch_size=256,
             seed=spec["seed"],
-            max_new_tokens=MAX_NEW_TOKENS,
+            max_new_tokens=get_task(spec["task"]).max_new_tokens,
         )
         res = evaluate(ecfg, run_dir / f"eval-{split}", model=model, tokenizer=tok, progress=False)
-        record[split] = _accuracy(res)
+        record[split] = _accuracy(res) | {"hits": _hits(run_dir / f"eval-{split}", limit, samples)}
     record["wall_s"] = time.perf_counter() - t
     return record
 
@@ -749,7 +1109,9 @@ def _run_toy_claims(
     # what the shared artifacts depend on. Seeds, rates and variants may change on a rerun (each
     # run directory is keyed by its own training configuration, each dataset and evaluation
     # checks its own), and so may the number of workers.
-    free = ("seeds", "policy_lrs", "variants", "workers", "knob_grid")
+    free = ("seeds", "policy_lrs", "epoch_grid", "variants", "workers", "knob_grid", "sweep_seeds")
+    free += ("horizon_prompts", "horizon_test_problems", "horizon_eval_samples")
+    free += ("horizon_reference",)  # (the mixed π_ref's folder is keyed by it)
     shared = {k: v for k, v in asdict(cfg).items() if k not in free}
     check_run_identity(out / "experiment_config.json", {"config": _jsonable(shared)})
 
@@ -762,30 +1124,36 @@ def _run_toy_claims(
     say(
         f"{len(jobs)} jobs on {cfg.workers} worker(s): {len(cfg.seeds)} seeds × "
         f"{len(plan.variants)} variants, tuning {len(plan.tuned)} methods × "
-        f"{len(cfg.policy_lrs)} rates"
+        f"{len(cfg.policy_lrs)} rates × {len(cfg.epoch_grid)} epoch counts"
     )
     done = _schedule(jobs, cfg.workers, say)
     payload = plan.results(done)
     payload["wall_s_this_run"] = time.perf_counter() - start
     table = results_table(payload["summary"])
-    (out / "results.md").write_text(table + "\n")
+    budget = budget_table(payload["tuning"], payload["chosen"], payload["runs"])
+    sweeps = {axis: sweep_table(payload["summary"], payload["runs"], axis) for axis in SWEEPS}
+    sweeps = {axis: t for axis, t in sweeps.items() if t}
+    text = "\n\n".join([table, budget, *sweeps.values()])
+    (out / "results.md").write_text(text + "\n")
     plot_accuracy(payload["summary"], payload["runs"], out / "accuracy.png")
     plot_lambda(payload["summary"], out / "lambda.png")
     plot_curves(payload["runs"], payload["reference_curve_start"], out / "curves.png")
+    for axis in sweeps:
+        plot_sweep(payload["summary"], payload["runs"], axis, out / f"{_slug(axis)}.png")
     atomic_write_json(out / "results.json", payload)
     if progress:
-        print(table)
-        print(f"chosen policy learning rates (dev greedy): {payload['chosen_policy_lr']}")
+        print(text)
         print(
             f"wall time {payload['wall_s_this_run']:.0f} s; wrote {out}/results.{{json,md}}, "
-            "accuracy.png, lambda.png, curves.png"
+            "accuracy.png, lambda.png, curves.png" + "".join(f", {_slug(a)}.png" for a in sweeps)
         )
     return payload
 
 
 class _Plan:
-    """The toy-claims experiment as a graph of resumable jobs (data, tuning, knob tuning, test
-    runs) and the rules that read the finished jobs (chosen rates and knobs, the results)."""
+    """The toy-claims experiment as a graph of resumable jobs (data, tuning, knob tuning, the
+    mixed π_ref, test runs) and the rules that read the finished jobs (chosen budgets and knobs,
+    the results)."""
 
     def __init__(self, cfg: ClaimsConfig, out: Path) -> None:
         self.cfg, self.out = cfg, out
@@ -794,40 +1162,72 @@ class _Plan:
         self.knob_methods = sorted({v.method for v in self.variants if v.tune_knobs})
         self.tune_seed = cfg.seeds[0]
         self.base_variant = {v.method: v for v in VARIANTS if v.group == "baselines"}
+        self.default = _Setting(prompts=cfg.prompts)
+        self.mixed_ref = str(out / f"reference-mixed-{_key(_jsonable(cfg.horizon_reference))}")
 
-    def data_dir(self, seed: int, potentials: str = "exact") -> str:
-        return str(self.out / "data" / f"seed-{seed}" / potentials)
+    def seeds_of(self, v: Variant) -> tuple[int, ...]:
+        return self.cfg.sweep_seeds if v.sweep else self.cfg.seeds
 
-    def spec(self, v: Variant, seed: int, lr: float | None, *, dev: bool, test: bool) -> dict:
+    def setting(self, v: Variant) -> _Setting:
+        if v.ops is not None:
+            policy = str(Path(self.mixed_ref) / "policy")
+            return _Setting(v.task, self.cfg.horizon_prompts, policy)
+        return _Setting(prompts=max(1, round(v.data_scale * self.cfg.prompts)))
+
+    def data_dir(self, seed: int, potentials: str = "exact", setting: _Setting | None = None):
+        folder = (setting or self.default).folder(self.default)
+        return str(self.out / "data" / folder / f"seed-{seed}" / potentials)
+
+    def data_job(self, seed: int, setting: _Setting) -> str:
+        folder = setting.folder(self.default)
+        return f"data {folder} s{seed}" if folder else f"data s{seed}"
+
+    def spec(self, v: Variant, seed: int, budget: Mapping[str, Any] | None, *, dev: bool,
+             test: bool) -> dict:  # fmt: skip
         """What one run job trains and evaluates, and its run directory (one per distinct
         training: the evaluations it gets may differ)."""
         from .train import TrainConfig
 
-        cfg = self.cfg
+        cfg, setting = self.cfg, self.setting(v)
+        horizon = v.ops is not None
         base = {
             "method": v.method,
             "rows": v.rows,
             "seed": seed,
             "label": v.name,
+            "task": v.task,
+            "reference": setting.reference,
             "positive_keep": cfg.positive_keep,
-            "prompts": cfg.prompts,
+            "prompts": setting.prompts,
             "dev_problems": cfg.dev_problems if dev else 0,
-            "test_problems": cfg.test_problems if test else 0,
-            "eval_samples": cfg.eval_samples,
+            "test_problems": (cfg.horizon_test_problems if horizon else cfg.test_problems)
+            if test
+            else 0,
+            "eval_samples": cfg.horizon_eval_samples if horizon else cfg.eval_samples,
             # π_ref's curve is one point: step 0 of every method's curve
-            "curve_problems": cfg.curve_problems if v.curve or v.method == "reference" else 0,
+            "curve_problems": cfg.curve_problems
+            if (v.curve or v.method == "reference") and not (horizon or v.sweep)
+            else 0,
             "curve_points": cfg.curve_points,
         }
         if v.method != "reference":
+            assert budget is not None
+            lr = budget["policy_lr"]
             value_lr = cfg.value_lr_ratio * lr * v.value_lr_scale
-            values = {**cfg.train, "policy_lr": lr, "value_lr": value_lr, **v.train}
+            # the value warm-up scales with the steps of an epoch (the data size)
+            warmup = cfg.train.get("value_warmup_steps", 0) * v.warmup_scale
+            warmup = max(1, round(warmup * setting.prompts / cfg.prompts)) if warmup else 0
+            if cfg.train.get("max_steps"):  # (smoke sizes: the policy must train at all)
+                warmup = min(warmup, cfg.train["max_steps"] - 1)
+            values = {**cfg.train, "value_warmup_steps": warmup, "policy_lr": lr,
+                      "value_lr": value_lr, "epochs": budget["epochs"], **v.train}  # fmt: skip
             tcfg = TrainConfig(
                 method=v.method,
-                model="toy",
-                task="toy",
+                model="toy" if setting.reference == "toy" else setting.reference,
+                task=v.task,
                 seed=seed,
-                data=self.data_dir(seed, v.potentials),
-                limit=cfg.prompts,
+                data=self.data_dir(seed, v.potentials, setting),
+                limit=setting.prompts,
                 **values,
             )
             base |= {"train": tcfg.identity(), "data": tcfg.data}
@@ -835,69 +1235,100 @@ class _Plan:
             k: base.get(k)
             for k in ("method", "rows", "train", "positive_keep", "seed", "curve_problems")
         } | {"curve_points": cfg.curve_points}
+        if horizon or v.data_scale != 1.0:  # (the default runs keep their directories)
+            base["trained"] |= {"task": v.task, "reference": setting.reference,
+                                "prompts": setting.prompts}  # fmt: skip
         key = _key(base["trained"])
         base["run_dir"] = str(self.out / "runs" / f"seed-{seed}" / f"{_slug(v.name)}-{key}")
         return base
 
+    def trials(self) -> list[tuple[str, float, int]]:
+        """Every tuning trial: (method, policy lr, epochs) — the same grid for every method."""
+        return [
+            (m, lr, e)
+            for m in self.tuned
+            for e in self.cfg.epoch_grid
+            for lr in self.cfg.policy_lrs
+        ]
+
+    @staticmethod
+    def trial(m: str, lr: float, e: int) -> str:
+        return f"tune {m} lr={lr:g} ep={e}"
+
     def jobs(self) -> list[_Job]:
         """Every job with its dependencies; a job's arguments are built once its dependencies
-        are done (the chosen rate of a test run comes from the finished tuning jobs)."""
+        are done (the chosen budget of a test run comes from the finished tuning jobs)."""
         cfg, jobs = self.cfg, []
         needs_mc = any(v.potentials == "monte_carlo" for v in self.variants)
-        for s in cfg.seeds:
-            folder = str(Path(self.data_dir(s)).parent)
+        data = self._data_jobs()
+        horizon = any(v.ops is not None for v in self.variants)
+        if horizon:
             jobs.append(
-                _Job(f"data s{s}", 30, (), lambda d, f=folder, s=s: (_job_data, (cfg, s, f)))
+                _Job(
+                    "π_ref mixed", 600, (), lambda d: (_job_mixed_reference, (cfg, self.mixed_ref))
+                )
             )
-            if needs_mc:
+        for name, (s, setting) in data.items():
+            folder = str(Path(self.data_dir(s, setting=setting)).parent)
+            deps = ("π_ref mixed",) if setting.reference != "toy" else ()
+            cost = 30 * setting.prompts / cfg.prompts
+            jobs.append(
+                _Job(
+                    name,
+                    cost,
+                    deps,
+                    lambda d, f=folder, s=s, g=setting: (_job_data, (cfg, s, f, g)),
+                )
+            )
+            if needs_mc and setting == self.default:
                 jobs.append(
                     _Job(
                         f"mc s{s}",
                         100,
-                        (f"data s{s}",),
+                        (name,),
                         lambda d, f=folder, s=s: (_job_monte_carlo, (cfg, s, f)),
                     )
                 )
-        for m in self.tuned:
-            for lr in cfg.policy_lrs:
-                v = self.base_variant[m]
-                jobs.append(
-                    _Job(
-                        f"tune {m} lr={lr:g}",
-                        _cost(m),
-                        (f"data s{self.tune_seed}",),
-                        lambda d, v=v, lr=lr: (
-                            _job_run,
-                            (self.spec(v, self.tune_seed, lr, dev=True, test=False),),
-                        ),
-                    )
+        for m, lr, e in self.trials():
+            v = self.base_variant[m]
+            budget = {"policy_lr": lr, "epochs": e}
+            jobs.append(
+                _Job(
+                    self.trial(m, lr, e),
+                    _cost(m) * e,
+                    (f"data s{self.tune_seed}",),
+                    lambda d, v=v, b=budget: (
+                        _job_run,
+                        (self.spec(v, self.tune_seed, b, dev=True, test=False),),
+                    ),
                 )
+            )
+        trials = tuple(self.trial(*t) for t in self.trials())
         for m in self.knob_methods:
             if m not in cfg.knob_grid:
                 raise ValueError(f"ClaimsConfig.knob_grid: no knob sets for {m!r}")
-            rates = tuple(f"tune {m} lr={lr:g}" for lr in cfg.policy_lrs)
             for i, knobs in enumerate(cfg.knob_grid[m]):
                 v = dataclasses.replace(self.base_variant[m], train=dict(knobs))
                 jobs.append(
                     _Job(
                         f"knobs {m} {i}",
                         _cost(m),
-                        rates,
+                        trials,
                         lambda d, v=v: (
                             _job_run,
                             (
                                 self.spec(
                                     v,
                                     self.tune_seed,
-                                    self.chosen(d, [v.method])[v.method],
+                                    self.chosen(d)[v.method],
                                     dev=True,
                                     test=False,
                                 ),
-                            ),
+                            ),  # fmt: skip
                         ),
                     )
                 )
-        jobs += self._test_jobs()
+        jobs += self._test_jobs(trials, horizon)
         # π_ref on dev: the start of every learning curve and the tuning table's reference
         ref = _BY_NAME["π_ref"]
         jobs.append(
@@ -910,20 +1341,23 @@ class _Plan:
         )
         return jobs
 
-    def _test_jobs(self) -> list[_Job]:
-        """Every variant × seed on the test split, after its data, tuning and knob jobs."""
+    def _test_jobs(self, trials: tuple[str, ...], horizon: bool) -> list[_Job]:
+        """Every variant × its seeds on the test split, after its data, tuning and knob jobs."""
         cfg, jobs = self.cfg, []
-        for s in cfg.seeds:
-            for v in self.variants:
-                deps = [f"data s{s}"] + ([f"mc s{s}"] if v.potentials == "monte_carlo" else [])
+        for v in self.variants:
+            for s in self.seeds_of(v):
+                deps = [self.data_job(s, self.setting(v))]
+                deps += [f"mc s{s}"] if v.potentials == "monte_carlo" else []
+                deps += ["π_ref mixed"] if v.ops is not None else []
                 if v.tune_knobs:
                     deps += [f"knobs {v.method} {i}" for i in range(len(cfg.knob_grid[v.method]))]
                 if v.method != "reference":
-                    deps += [f"tune {v.method} lr={lr:g}" for lr in cfg.policy_lrs]
+                    deps += [t for t in trials if t.split()[1] == v.method]
+                scale = (v.ops or 3) / 3 * (cfg.horizon_prompts / cfg.prompts if v.ops else 1)
                 jobs.append(
                     _Job(
                         f"{v.name} s{s}",
-                        _cost(v.method),
+                        _cost(v.method) * scale * v.data_scale,
                         tuple(deps),
                         lambda d, v=v, s=s: (
                             _job_run,
@@ -931,7 +1365,7 @@ class _Plan:
                                 self.spec(
                                     self.resolved(v, d),
                                     s,
-                                    self.chosen(d, [v.method]).get(v.method),
+                                    self.chosen(d).get(v.method),
                                     dev=False,
                                     test=True,
                                 ),
@@ -941,20 +1375,30 @@ class _Plan:
                 )
         return jobs
 
-    def chosen(self, d: Mapping[str, Any], methods: Sequence[str] | None = None) -> dict:
-        """The learning rate each method chose on dev (:func:`choose_learning_rates`)."""
-        methods = [m for m in (self.tuned if methods is None else methods) if m != "reference"]
-        return choose_learning_rates(
-            [
+    def tuning(self, d: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The finished tuning trials: method, rate, epochs, dev accuracy and what they cost."""
+        rows = []
+        for m, lr, e in self.trials():
+            rec = d.get(self.trial(m, lr, e))
+            if rec is None:
+                continue
+            rows.append(
                 {
                     "method": m,
                     "policy_lr": lr,
-                    "dev": d[f"tune {m} lr={lr:g}"].get("dev", {}).get("greedy"),
+                    "epochs": e,
+                    "value_lr": self.cfg.value_lr_ratio * lr if m in ("dro", "dqo") else None,
+                    "dev": rec.get("dev", {}).get("greedy"),
+                    "skipped": rec.get("skipped"),
+                    "train": rec.get("train"),
+                    "curve": rec.get("curve"),
                 }
-                for m in methods
-                for lr in self.cfg.policy_lrs
-            ]
-        )
+            )
+        return rows
+
+    def chosen(self, d: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """The (policy lr, epochs) each method chose on dev (:func:`choose_budgets`)."""
+        return choose_budgets(self.tuning(d))
 
     def knobs_of(self, d: Mapping[str, Any], m: str) -> tuple[int, Mapping[str, Any]]:
         """The winning knob set of ``m`` on dev (ties: the earlier set)."""
@@ -970,19 +1414,7 @@ class _Plan:
 
     def results(self, done: Mapping[str, Any]) -> dict[str, Any]:
         """``results.json`` (without its wall time) from the finished jobs."""
-        cfg, lrs = self.cfg, self.chosen(done)
-        tuning = [
-            {
-                "method": m,
-                "policy_lr": lr,
-                "value_lr": cfg.value_lr_ratio * lr if m in ("dro", "dqo") else None,
-                "dev": done[f"tune {m} lr={lr:g}"].get("dev", {}).get("greedy"),
-                "skipped": done[f"tune {m} lr={lr:g}"].get("skipped"),
-                "curve": done[f"tune {m} lr={lr:g}"].get("curve"),
-            }
-            for m in self.tuned
-            for lr in cfg.policy_lrs
-        ]
+        cfg, budgets = self.cfg, self.chosen(done)
         knob_tuning = [
             {
                 "method": m,
@@ -994,8 +1426,8 @@ class _Plan:
             for i, knobs in enumerate(cfg.knob_grid[m])
         ]
         runs = []
-        for s in cfg.seeds:
-            for v in self.variants:
+        for v in self.variants:
+            for s in self.seeds_of(v):
                 rec = done[f"{v.name} s{s}"]
                 v = self.resolved(v, done)
                 runs.append(
@@ -1003,25 +1435,47 @@ class _Plan:
                         "variant": v.name,
                         "group": v.group,
                         "method": v.method,
+                        "anchor": v.anchor,
                         "seed": s,
-                        "policy_lr": lrs.get(v.method),
+                        "ops": v.ops,
+                        "prompts": self.setting(v).prompts,
+                        **({"budget": budgets[v.method]} if v.method in budgets else {}),
                         "overrides": dict(v.train),
                         "rows": v.rows,
                         "potentials": v.potentials,
                         **rec,
                     }
                 )
+        runs.sort(key=lambda r: (r["seed"], [v.name for v in self.variants].index(r["variant"])))
+        data = {
+            name: {
+                "seed": s,
+                "task": g.task,
+                "prompts": g.prompts,
+                "mixed_reference": g.reference != "toy",
+                **done[name]["summary"],
+            }  # fmt: skip
+            for name, (s, g) in self._data_jobs().items()
+        }
         return {
             "config": _jsonable(asdict(cfg)),
-            "data": {s: done[f"data s{s}"]["summary"] for s in cfg.seeds},
+            "data": data,
+            "mixed_reference": done.get("π_ref mixed"),
             "reference_dev_greedy": done["π_ref dev"]["dev"]["greedy"],
             "reference_curve_start": done["π_ref dev"]["curve"][0][1],
-            "tuning": tuning,
-            "chosen_policy_lr": lrs,
+            "tuning": self.tuning(done),
+            "chosen": budgets,
             "knob_tuning": knob_tuning,
             "runs": runs,
             "summary": summarize_runs(runs),
         }
+
+    def _data_jobs(self) -> dict[str, tuple[int, _Setting]]:
+        data = {self.data_job(s, self.default): (s, self.default) for s in self.cfg.seeds}
+        for v in self.variants:
+            for s in self.seeds_of(v):
+                data.setdefault(self.data_job(s, self.setting(v)), (s, self.setting(v)))
+        return data
 
 
 def _cost(method: str) -> float:
@@ -1132,4 +1586,46 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], reference: float, path: Path)
     ax.set_ylabel("dev greedy accuracy")
     ax.set_title("Learning curves (mean ± std over seeds; step 0 = π_ref)")
     ax.legend(fontsize=7)
+    save_figure_atomically(fig, path)
+
+
+def plot_sweep(
+    summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], axis: str, path: Path
+) -> None:
+    """A sweep (:data:`SWEEPS`): left, greedy accuracy per method against the swept quantity
+    (mean ± std over seeds); right, the paired DQO − DRO and DQO − RFT differences with their
+    95 % intervals (seeds × problems)."""
+    from matplotlib.figure import Figure
+
+    points = sweep_points(runs, axis)
+    xs = list(points)
+    fig = Figure(figsize=(10.5, 4.0))
+    left, right = fig.subplots(1, 2)
+    for name in _SWEEP_METHODS[axis]:
+        have = [x for x in xs if "greedy" in points[x].get(name, {})]
+        means = [points[x][name]["greedy"]["mean"] for x in have]
+        stds = [points[x][name]["greedy"]["std"] for x in have]
+        stds = [0.0 if math.isnan(v) else v for v in stds]
+        left.errorbar(have, means, yerr=stds, marker="o", capsize=3, label=name)
+    for k, other in enumerate(("DRO", "RFT")):
+        have = [x for x in xs if "greedy" in points[x].get(other, {}).get("paired", {})]
+        diffs = [_flip(points[x][other]["paired"]["greedy"]) for x in have]
+        shift = (k - 0.5) * 0.02 * (max(xs) - min(xs) if len(xs) > 1 else 1)
+        mean = [d["mean"] for d in diffs]
+        low = [d["mean"] - d.get("ci95", [d["mean"]] * 2)[0] for d in diffs]
+        high = [d.get("ci95", [d["mean"]] * 2)[1] - d["mean"] for d in diffs]
+        right.errorbar([x + shift for x in have], mean, yerr=[low, high], marker="s", capsize=3,
+                       label=f"DQO − {other} (95 % CI)")  # fmt: skip
+    right.axhline(0, color="0.4", linewidth=1)
+    x_label = "operations per problem" if axis == "horizon" else "training prompts (× 8 responses)"
+    for ax in (left, right):
+        ax.set_xlabel(x_label)
+        ax.set_xticks(xs)
+        ax.legend(fontsize=7)
+        if axis != "horizon":
+            ax.set_xscale("log")
+            ax.set_xticks(xs, [str(x) for x in xs])
+    left.set_ylabel("test greedy accuracy (strict)")
+    right.set_ylabel("paired greedy difference")
+    fig.suptitle(f"Toy {axis}: mean ± std over seeds; right: 95 % bootstrap intervals")
     save_figure_atomically(fig, path)

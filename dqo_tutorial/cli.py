@@ -307,7 +307,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from dqo_tutorial.claims import SMOKE, VARIANTS, ClaimsConfig, run_toy_claims
+    from dqo_tutorial.claims import SMOKE, ClaimsConfig, expand_variants, run_toy_claims
 
     values: dict[str, Any] = dict(SMOKE) if args.smoke else {}
     if args.seeds:
@@ -319,12 +319,7 @@ def _experiment(args: argparse.Namespace) -> int:
     if args.workers:
         values["workers"] = args.workers
     if args.variants:
-        names = [n.strip() for n in args.variants.split(";") if n.strip()]
-        if names == ["all"]:
-            names = [v.name for v in VARIANTS]
-        elif names in (["diagnostics"], ["knobs tuned"]):
-            names = [v.name for v in VARIANTS if v.group in ("baselines", names[0])]
-        values["variants"] = tuple(names)
+        values["variants"] = expand_variants([n.strip() for n in args.variants.split(";")])
     try:
         cfg = ClaimsConfig(**values)
     except ValueError as err:
@@ -346,13 +341,14 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=["toy-claims"], help="the experiment to run")
     p.add_argument("--out", help="output directory (default outputs/toy-claims[-smoke])")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that all runs")
-    p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2,3,4)")
     p.add_argument("--workers", type=_at_least_one, help="worker processes (default 2)")
     p.add_argument(
         "--variants",
-        help="semicolon-separated variant names, 'all', 'diagnostics' (baselines + the DQO "
-        "diagnostics) or 'knobs tuned' (baselines + DRO and DQO after a second, equal tuning "
-        "stage of β and the value head); default: the grid of the issue",
+        help="semicolon-separated variant names, 'all', or one set: 'ablations' (IS, λ, "
+        "process rewards, imbalance, data), 'horizon' (2–8 operations), 'data-size sweep', "
+        "'critic', 'diagnostics' or 'knobs tuned' — each with the baselines; default: the "
+        "baselines (5 seeds, lr × epochs tuned on dev)",
     )
     p.set_defaults(func=_experiment)
 

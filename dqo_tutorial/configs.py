@@ -343,7 +343,8 @@ class TrainConfig:
     DQO knobs (§8): ``beta``, ``lam``, ``is_mode``, ``is_clip`` (finite: an untruncated weight
     e^{Σ Δ} overflows), ``is_normalize``, ``detach_target``, ``value_model`` (``"separate"``: a
     copy of the trunk + scalar head; ``"shared"``: a head on the policy's trunk, fed detached
-    hidden states), ``process_reward_coef`` α ≥ 0 (needs a dataset sampled with process
+    hidden states; ``value_extra_layers`` / ``value_head_width`` make a separate one deeper /
+    its head wider), ``process_reward_coef`` α ≥ 0 (needs a dataset sampled with process
     rewards). DPO: ``dpo_pairs_per_prompt``. DPO and DRO use ``beta`` too.
 
     Engine: ``mixed_precision`` (``"auto"``: bf16 on a GPU that has it, else off; or ``"no"``,
@@ -396,6 +397,10 @@ class TrainConfig:
     value_model: str = _field(
         "separate", "V_φ: separate (a trunk copy + head) or shared (a head on the policy)"
     )
+    value_extra_layers: int = _field(
+        0, "separate V_φ: decoder layers added on its trunk copy, starting as no-ops"
+    )
+    value_head_width: int = _field(0, "V_φ's head: hidden units before the scalar (0: linear)")
     process_reward_coef: float = _field(
         0.0, "α of the process rewards (needs a dataset with potentials)"
     )
@@ -425,7 +430,8 @@ class TrainConfig:
     @staticmethod
     def identity_of(fields: dict[str, Any]) -> dict[str, Any]:
         """:meth:`identity` of a stored config dict (e.g. a ``train_summary.json``'s)."""
-        off = {"micro_batch_tokens": 0}  # fields added later, at their "off" value
+        off = {"micro_batch_tokens": 0, "value_extra_layers": 0, "value_head_width": 0}
+        # (fields added later, at their "off" value)
         return {k: v for k, v in fields.items() if k != "report_to" and off.get(k, ...) != v}
 
     def __post_init__(self) -> None:
@@ -437,6 +443,12 @@ class TrainConfig:
         check.at_least(1, "batch_size", "grad_accum", "epochs", "checkpoint_every")
         check.at_least(1, "keep_checkpoints", "dpo_pairs_per_prompt")
         check.at_least(0, "value_warmup_steps", "seed", "micro_batch_tokens")
+        check.at_least(0, "value_extra_layers", "value_head_width")
+        check(
+            "value_extra_layers",
+            not self.value_extra_layers or self.value_model == "separate",
+            "needs value_model: separate (a shared head has no trunk of its own)",
+        )
         check("max_steps", self.max_steps is None or self.max_steps >= 1, "must be >= 1 or None")
         check.positive("policy_lr", "value_lr", "beta", "is_clip", "max_grad_norm")
         check("weight_decay", 0 <= self.weight_decay < math.inf, "must be a finite number >= 0")

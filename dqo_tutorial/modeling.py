@@ -33,6 +33,7 @@ __all__ = [
     "ValueOutput",
     "ValueHead",
     "ValueModel",
+    "value_model_for",
 ]
 
 
@@ -267,16 +268,20 @@ class ValueOutput:
 
 
 class ValueHead(nn.Module):
-    """Scalar head V_φ(s) = w·h(s) + c on a trunk's last hidden state, action-aligned.
+    """Scalar head V_φ(s) = w·f(h(s)) + c on a trunk's last hidden state, action-aligned.
 
-    Used on its own trunk (:class:`ValueModel`) or on the policy's (shared-trunk option). With a
-    shared trunk ``detach_input=True`` (default) keeps the value loss out of the policy's weights.
+    f is the identity (``width`` 0, default) or a wider layer f(h) = SiLU(W h + b) with
+    ``width`` units — a higher-capacity critic on the same trunk. w and c start at 0, so V_φ
+    starts at 0 either way (early residuals are the rewards). Used on its own trunk
+    (:class:`ValueModel`) or on the policy's (shared-trunk option). With a shared trunk
+    ``detach_input=True`` keeps the value loss out of the policy's weights.
     """
 
-    def __init__(self, hidden_size: int, detach_input: bool = False):
+    def __init__(self, hidden_size: int, detach_input: bool = False, width: int = 0):
         super().__init__()
-        self.proj = nn.Linear(hidden_size, 1)
-        nn.init.zeros_(self.proj.weight)  # V_φ starts at 0: early residuals are the rewards
+        self.hidden = nn.Sequential(nn.Linear(hidden_size, width), nn.SiLU()) if width else None
+        self.proj = nn.Linear(width or hidden_size, 1)
+        nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
         self.detach_input = detach_input
 
@@ -284,10 +289,36 @@ class ValueHead(nn.Module):
         """hidden (B, T, D) → ValueOutput(values (B, T) float32, final (B,) float32)."""
         if self.detach_input:
             hidden = hidden.detach()
-        per_pos = self.proj(hidden.to(self.proj.weight.dtype)).squeeze(-1).float()  # V(s_{i+1})
+        hidden = hidden.to(self.proj.weight.dtype)
+        if self.hidden is not None:
+            hidden = self.hidden(hidden)
+        per_pos = self.proj(hidden).squeeze(-1).float()  # V(s_{i+1})
         values = torch.where(has_state(attention_mask), align_to_actions(per_pos), 0.0)
         final = per_pos.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
         return ValueOutput(values=values, final=final)
+
+
+def _deepen(trunk: nn.Module, extra_layers: int) -> None:
+    """Append ``extra_layers`` decoder layers to a Llama-style trunk (``trunk.layers``), each a
+    copy of the last one whose two residual-branch outputs (``self_attn.o_proj``,
+    ``mlp.down_proj``) are zeroed: the deeper trunk computes exactly what the copy did, and the
+    new layers learn from there (zero-initialised residual branches)."""
+    layers = getattr(trunk, "layers", None)
+    last = layers[-1] if layers else None
+    if last is None or not hasattr(last, "self_attn") or not hasattr(last, "mlp"):
+        raise ValueError("value_extra_layers needs a Llama-style trunk (trunk.layers[i].self_attn)")
+    for _ in range(extra_layers):
+        layer = copy.deepcopy(last)
+        for out in (layer.self_attn.o_proj, layer.mlp.down_proj):
+            nn.init.zeros_(out.weight)
+            if out.bias is not None:
+                nn.init.zeros_(out.bias)
+        layer.self_attn.layer_idx = len(layers)
+        layers.append(layer)
+    trunk.config.num_hidden_layers = len(layers)
+    types = getattr(trunk.config, "layer_types", None)
+    if types:
+        trunk.config.layer_types = list(types) + [types[-1]] * extra_layers
 
 
 class ValueModel(nn.Module):
@@ -295,20 +326,26 @@ class ValueModel(nn.Module):
 
     ``ValueModel.from_causal_lm(lm)`` deep-copies the transformer trunk of ``lm`` (its
     ``base_model``, without the LM head), so the value model starts from the same pretrained
-    features and never shares parameters with the policy (method §8 default).
+    features and never shares parameters with the policy (method §8 default). A bigger critic:
+    ``extra_layers`` more decoder layers on the copy (:func:`_deepen`: starting as the copy) and
+    a ``head_width``-unit hidden layer in the head.
     """
 
-    def __init__(self, trunk: nn.Module, hidden_size: int):
+    def __init__(self, trunk: nn.Module, hidden_size: int, head_width: int = 0):
         super().__init__()
         self.trunk = trunk
-        self.head = ValueHead(hidden_size)
+        self.head = ValueHead(hidden_size, width=head_width)
 
     @classmethod
-    def from_causal_lm(cls, lm: nn.Module) -> ValueModel:
+    def from_causal_lm(
+        cls, lm: nn.Module, *, extra_layers: int = 0, head_width: int = 0
+    ) -> ValueModel:
         trunk = copy.deepcopy(lm.base_model)
-        head_dtype = next(trunk.parameters()).dtype
-        model = cls(trunk, lm.config.hidden_size)
-        model.head.to(device=next(trunk.parameters()).device, dtype=head_dtype)
+        if extra_layers:
+            _deepen(trunk, extra_layers)
+        param = next(trunk.parameters())
+        model = cls(trunk, lm.config.hidden_size, head_width)
+        model.head.to(device=param.device, dtype=param.dtype)
         return model
 
     def forward(
@@ -320,3 +357,18 @@ class ValueModel(nn.Module):
         hidden = self.trunk(**_forward_inputs(input_ids, attention_mask, packing)).last_hidden_state
         hidden = hidden if packing is None else packing.unpack(hidden)
         return self.head(hidden, attention_mask)
+
+
+def value_model_for(lm: nn.Module, kind: str, *, extra_layers: int = 0, head_width: int = 0):
+    """The V_φ a training configuration asks for (``TrainConfig.value_model``,
+    ``value_extra_layers``, ``value_head_width``), in ``lm``'s dtype: a :class:`ValueModel`
+    (``"separate"``) or a :class:`ValueHead` on ``lm``'s detached hidden states (``"shared"``).
+    The trainer builds it and the explorer rebuilds it to load the saved weights."""
+    if kind == "separate":
+        return ValueModel.from_causal_lm(lm, extra_layers=extra_layers, head_width=head_width)
+    if extra_layers:
+        raise ValueError(
+            "value_extra_layers needs value_model: separate (a shared head has no trunk)"
+        )
+    head = ValueHead(lm.config.hidden_size, detach_input=True, width=head_width)
+    return head.to(next(lm.parameters()).dtype)

@@ -16,6 +16,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from . import toy
+from .models import load_model_and_tokenizer
 from .train import TrainConfig, train
 
 __all__ = ["train_toy_reference"]
@@ -30,6 +31,10 @@ def train_toy_reference(
     error_rate: float = toy.SFT_ERROR_RATE,
     carry_error_rate: float = toy.SFT_CARRY_ERROR_RATE,
     seed: int = 0,
+    ops: tuple[int, int] = (2, 4),
+    init: str | None = None,
+    max_positions: int = 128,
+    max_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train the toy π_ref from scratch: SFT on slip demonstrations of the train split.
@@ -40,12 +45,29 @@ def train_toy_reference(
     (:func:`dqo_tutorial.train.train`, method ``sft``). The model and tokenizer land in
     ``out_dir/policy``; the package ships the result of the defaults as
     :data:`dqo_tutorial.toy.REFERENCE_DIR` (model spec ``"toy"``). Returns the training summary.
+
+    ``ops``: the chain lengths of the problems (``(2, 4)``: the toy train split itself; another
+    range: 2,000 train-bucket problems of those lengths). ``init``: a model spec to continue from
+    instead of a fresh model (its RoPE positions then stretch to ``max_positions``) — the claims
+    experiment's mixed-length π_ref is the shipped one, taught chains of 2–8 operations.
+    ``max_steps``: stop after that many steps (smoke tests).
     """
     torch.manual_seed(seed)
-    tokenizer = toy.toy_tokenizer()
-    model = LlamaForCausalLM(toy.toy_model_config(tokenizer))
+    if init is None:
+        tokenizer = toy.toy_tokenizer()
+        model = LlamaForCausalLM(toy.toy_model_config(tokenizer, max_positions=max_positions))
+    else:
+        model, tokenizer = load_model_and_tokenizer(init, device="cpu", dtype="float32")
+        model.config.max_position_embeddings = max(
+            max_positions, model.config.max_position_embeddings
+        )
+    if tuple(ops) == (2, 4):
+        problems = toy.load_toy("train")
+    else:
+        size, low, high = toy.SPLIT_SIZES["train"], *ops
+        problems = toy.make_problems(size, seed + 1, min_ops=low, max_ops=high, split="train")
     pairs = toy.sft_corpus(
-        toy.load_toy("train"), error_rate, seed, copies=passes, carry_error_rate=carry_error_rate
+        problems, error_rate, seed, copies=passes, carry_error_rate=carry_error_rate
     )
     cfg = TrainConfig(
         method="sft",
@@ -56,6 +78,7 @@ def train_toy_reference(
         warmup_ratio=0.05,
         lr_scheduler="cosine",
         checkpoint_every=250,
+        max_steps=max_steps,
         seed=seed,
         mixed_precision="no",
     )

@@ -28,14 +28,14 @@ the reward, the accuracy and the invalid-format rate mean the same thing on both
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import gsm8k, math_problems, toy
 from .errors import ConfigError
 from .problems import Problem
 
-__all__ = ["Task", "TASKS", "get_task"]
+__all__ = ["Task", "TASKS", "TOY_CHAIN_TASKS", "get_task"]
 
 
 _NO_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"sample": {}, "train": {}, "eval": {}}
@@ -86,11 +86,15 @@ sizes chosen so that the whole comparison takes minutes on a CPU (``configs/toy.
 the same values out; tests/test_robustness.py checks they are one run)."""
 
 
-def _load_toy(split: str, source: str | None, limit: int | None) -> list[Problem]:
+def _check_toy_source(source: str | None) -> None:
     if source not in (None, "embedded"):
         raise ConfigError(
             f"data_source: the toy task is generated in code: leave it unset (None), not {source!r}"
         )
+
+
+def _load_toy(split: str, source: str | None, limit: int | None) -> list[Problem]:
+    _check_toy_source(source)
     return toy.load_toy(split, limit)
 
 
@@ -137,6 +141,27 @@ TASKS: dict[str, Task] = {
         ),
     ),
 }
+
+
+def _toy_chain_task(n_ops: int) -> Task:
+    """``toy-<n>ops``: the toy task with every chain exactly ``n_ops`` operations long
+    (:func:`dqo_tutorial.toy.load_chains`) and a generation budget to match."""
+
+    def load(split: str, source: str | None, limit: int | None) -> list[Problem]:
+        _check_toy_source(source)
+        return toy.load_chains(split, n_ops, limit)
+
+    return replace(
+        TASKS["toy"],
+        name=f"toy-{n_ops}ops",
+        load=load,
+        max_new_tokens=toy.max_new_tokens_for(n_ops),
+    )
+
+
+TOY_CHAIN_TASKS = tuple(f"toy-{n}ops" for n in toy.CHAIN_LENGTHS)
+"""The toy task at one chain length each (the claims experiment's horizon sweep)."""
+TASKS |= {name: _toy_chain_task(n) for name, n in zip(TOY_CHAIN_TASKS, toy.CHAIN_LENGTHS)}
 
 
 def get_task(name: str) -> Task:

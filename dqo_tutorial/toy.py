@@ -136,6 +136,9 @@ __all__ = [
     "split_of",
     "make_problems",
     "load_toy",
+    "CHAIN_LENGTHS",
+    "max_new_tokens_for",
+    "load_chains",
     "format_prompt",
     "parse_step",
     "line_correctness",
@@ -339,6 +342,36 @@ def load_toy(split: str = "train", n: int | None = None) -> list[Problem]:
         exclude = {p.question for p in load_toy("train")}
         return make_problems(size, _SPLIT_SEEDS["dev"], split="train", exclude=exclude)
     return make_problems(size, _SPLIT_SEEDS[split], split=split)
+
+
+CHAIN_LENGTHS = range(2, 9)
+"""Chain lengths of :func:`load_chains` (and of the tasks ``toy-2ops`` … ``toy-8ops``): one
+operation has too few distinct questions for a 2,000-problem train split."""
+
+
+def max_new_tokens_for(n_ops: int) -> int:
+    """The generation budget for chains of ``n_ops`` operations: 12 characters per step line
+    (``a<op>b=c`` plus the newline; a dropped carry can leave 0 … 99) and 16 for the
+    ``#### N`` line and slack — :data:`MAX_NEW_TOKENS` (64) at the default longest chain, 4."""
+    return 12 * n_ops + 16
+
+
+def load_chains(split: str, n_ops: int, n: int | None = None) -> list[Problem]:
+    """Like :func:`load_toy`, but every question has exactly ``n_ops`` operations (the horizon
+    sweep of :mod:`dqo_tutorial.claims`). The same split rules: test is the hash bucket, dev the
+    train bucket minus this length's default train problems; seeds differ per length."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if n_ops not in CHAIN_LENGTHS:
+        raise ValueError(f"n_ops must lie in {CHAIN_LENGTHS.start}..{CHAIN_LENGTHS.stop - 1}")
+    size = SPLIT_SIZES[split] if n is None else n
+    seed = 1000 * n_ops + _SPLIT_SEEDS[split]
+    if split == "dev":
+        exclude = {p.question for p in load_chains("train", n_ops)}
+        return make_problems(
+            size, seed, min_ops=n_ops, max_ops=n_ops, split="train", exclude=exclude
+        )
+    return make_problems(size, seed, min_ops=n_ops, max_ops=n_ops, split=split)
 
 
 def format_prompt(question: str, tokenizer: Any = None) -> str:

@@ -82,7 +82,7 @@ from .collate import DQOCollator
 from .configs import METHODS, TrainConfig
 from .errors import ConfigError, DataError, MismatchError, MissingDataError
 from .methods import ExampleContext, Forward, dpo_pairs, get_method
-from .modeling import ValueHead, ValueModel, pack_rows, per_token_logprobs
+from .modeling import pack_rows, per_token_logprobs, value_model_for
 from .models import load_model_and_tokenizer, model_identity, tokenizer_fingerprint
 from .rewards import token_rewards
 from .tasks import get_task
@@ -717,6 +717,7 @@ def _train(
     while step < plan.total_steps:
         last, tokens = _train_step(cfg, accelerator, models, plan, examples, collator, step)
         step, tokens_seen = step + 1, tokens_seen + tokens
+        last["tokens"] = tokens
         skipped = last.pop("skipped_step", None)  # (the log's key order: rate, then the flag)
         last["tokens_per_s"] = tokens_seen / (time.perf_counter() - loop_start)
         if skipped is not None:
@@ -810,11 +811,12 @@ def _prepare_models(cfg: TrainConfig, accelerator: Any, policy: nn.Module, plan:
         policy.gradient_checkpointing_enable()
     value_model: nn.Module | None = None
     if get_method(cfg.method).value_model:
-        if cfg.value_model == "separate":
-            value_model = ValueModel.from_causal_lm(policy)
-        else:
-            value_model = ValueHead(policy.config.hidden_size, detach_input=True)
-            value_model.to(next(policy.parameters()).dtype)
+        value_model = value_model_for(
+            policy,
+            cfg.value_model,
+            extra_layers=cfg.value_extra_layers,
+            head_width=cfg.value_head_width,
+        )
         value_model.train()
 
     def optimiser(model: nn.Module, lr: float, steps: int) -> tuple[Any, Any]:

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 from .configs import TrainConfig, field_default
 from .kernels import lambda_return
-from .modeling import ValueHead, ValueModel, per_token_logprobs
+from .modeling import per_token_logprobs, value_model_for
 
 __all__ = [
     "Quantity",
@@ -593,11 +593,14 @@ def _load_checkpoint(spec: str, name: str | None, device: str) -> Checkpoint:
             from safetensors.torch import load_file
 
             state = load_file(str(weights), device=str(device))
-            shared = cfg.get("value_model", "separate") == "shared"
-            if shared:
-                value = ValueHead(policy.config.hidden_size, detach_input=True)
-            else:
-                value = ValueModel.from_causal_lm(policy)
+            kind = cfg.get("value_model", "separate")
+            shared = kind == "shared"
+            value = value_model_for(
+                policy,
+                kind,
+                extra_layers=cfg.get("value_extra_layers", 0),
+                head_width=cfg.get("value_head_width", 0),
+            )
             value.load_state_dict(state)
             value.to(device=device, dtype=torch.float32).eval()
         return Checkpoint(name or path.name, policy, tok, value, shared, cfg.get("model"), cfg)

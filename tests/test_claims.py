@@ -16,10 +16,15 @@ from dqo_tutorial.claims import (
     SMOKE,
     VARIANTS,
     ClaimsConfig,
-    choose_learning_rates,
+    budget_table,
+    choose_budgets,
+    expand_variants,
+    paired_interval,
     results_table,
     select_rows,
     summarize_runs,
+    sweep_points,
+    sweep_table,
 )
 from dqo_tutorial.kernels import dqo_loss
 
@@ -66,17 +71,46 @@ def test_dpo_responses_are_the_rows_of_dpo_pairs():
     assert [sum(ROWS[i]["prompt_index"] == p for i in capped) for p in range(3)] == [2, 0, 2]
 
 
-def test_choose_learning_rates_best_dev_ties_to_the_smaller_rate():
+def test_choose_budgets_best_dev_ties_to_the_cheaper_trial():
     tuning = [
-        {"method": "dqo", "policy_lr": 3e-4, "dev": 0.6},
-        {"method": "dqo", "policy_lr": 1e-4, "dev": 0.6},  # tie: the smaller rate wins
-        {"method": "dqo", "policy_lr": 3e-5, "dev": 0.5},
-        {"method": "dpo", "policy_lr": 1e-4, "dev": None},  # could not train
-        {"method": "dpo", "policy_lr": 3e-4, "dev": 0.2},
-        {"method": "rft", "policy_lr": 3e-4, "dev": None},
-        {"method": "rft", "policy_lr": 1e-4, "dev": None},
+        {"method": "dqo", "policy_lr": 3e-4, "epochs": 1, "dev": 0.6},
+        {"method": "dqo", "policy_lr": 1e-4, "epochs": 2, "dev": 0.6},  # tie: fewer epochs win
+        {"method": "dqo", "policy_lr": 1e-4, "epochs": 4, "dev": 0.5},
+        {"method": "sft", "policy_lr": 3e-4, "epochs": 4, "dev": 0.7},
+        {"method": "sft", "policy_lr": 1e-4, "epochs": 4, "dev": 0.7},  # tie: the smaller rate
+        {"method": "sft", "policy_lr": 1e-4, "epochs": 1, "dev": 0.65},
+        {"method": "dpo", "policy_lr": 1e-4, "epochs": 1, "dev": None},  # could not train
+        {"method": "dpo", "policy_lr": 3e-4, "epochs": 2, "dev": 0.2},
+        {"method": "rft", "policy_lr": 3e-4, "epochs": 1, "dev": None},
+        {"method": "rft", "policy_lr": 1e-4, "epochs": 2, "dev": None},
     ]
-    assert choose_learning_rates(tuning) == {"dqo": 1e-4, "dpo": 3e-4, "rft": 1e-4}
+    assert choose_budgets(tuning) == {
+        "dqo": {"policy_lr": 3e-4, "epochs": 1},
+        "sft": {"policy_lr": 1e-4, "epochs": 4},
+        "dpo": {"policy_lr": 3e-4, "epochs": 2},
+        "rft": {"policy_lr": 3e-4, "epochs": 1},  # every trial failed: the cheapest
+    }
+
+
+def test_paired_interval_by_hand_and_against_a_naive_bootstrap():
+    import numpy as np
+
+    # one seed, two problems, d = (0, 1): a replicate's mean is 0, ½ or 1 with probability
+    # ¼, ½, ¼, so the 2.5 % and 97.5 % quantiles are 0 and 1
+    assert paired_interval([[1.0, 1.0]], [[1.0, 0.0]]) == [0.0, 1.0]
+    # a constant difference has no spread
+    assert paired_interval([[0.5] * 7] * 3, [[0.25] * 7] * 3) == pytest.approx([0.25, 0.25])
+    # against a loop that redraws seeds and problems one replicate at a time (its own stream)
+    rng = np.random.default_rng(1)
+    a = (rng.random((5, 40)) < 0.6).astype(float)
+    b = (rng.random((5, 40)) < 0.5).astype(float)
+    naive, loop = [], np.random.default_rng(99)
+    for _ in range(20_000):
+        seeds, problems = loop.integers(5, size=5), loop.integers(40, size=40)
+        naive.append(float(np.mean([(a[s, problems] - b[s, problems]).mean() for s in seeds])))
+    low, high = paired_interval(a.tolist(), b.tolist(), resamples=20_000)
+    assert low == pytest.approx(np.quantile(naive, 0.025), abs=0.012)
+    assert high == pytest.approx(np.quantile(naive, 0.975), abs=0.012)
 
 
 def _run(variant, seed, greedy, sampling, responses=100, group="baselines"):
@@ -114,8 +148,11 @@ def test_summarize_runs_mean_and_sample_std_over_seeds():
         "0 dpo examples do not fill one step of 64"
     ]
     table = results_table(summary)
-    assert "| baselines | DQO | 60.0 ± 10.0 | 45.0 ± 5.0 | – | 3 | 100 |" in table
-    assert "| baselines | DRO | 70.0 ± 13.2 | 50.0 ± 0.0 | +10.0 ± 5.0 | 3 | 100 |" in table
+    assert "| baselines | DQO | 60.0 ± 10.0 | 45.0 ± 5.0 | – | – | 3 | 100 |" in table
+    assert (
+        "| baselines | DRO | 70.0 ± 13.2 | 50.0 ± 0.0 | +10.0 ± 5.0 | +5.0 ± 5.0 | 3 | 100 |"
+        in table
+    )
     assert "skipped (1 seed): 0 dpo examples" in table
 
 
@@ -132,11 +169,110 @@ def test_config_errors_name_the_field():
         ClaimsConfig(knob_grid={"dqo": ({"betta": 0.3},)})
     names = [v.name for v in VARIANTS]
     assert len(names) == len(set(names))
+    with pytest.raises(ValueError, match="sweep_seeds"):
+        ClaimsConfig(seeds=(0, 1), sweep_seeds=(2,))
+    with pytest.raises(ValueError, match="epoch_grid"):
+        ClaimsConfig(epoch_grid=(0, 1))
+    with pytest.raises(ValueError, match="epochs"):
+        ClaimsConfig(train={"epochs": 2})  # tuned, not set
     default = ClaimsConfig()
-    assert len(default.seeds) >= 3  # the issue asks for at least three
-    groups = {v.group for v in default.selected}
-    assert groups == {"baselines", "importance sampling", "λ-return", "process rewards",
-                      "imbalance", "data size"}  # fmt: skip
+    assert len(default.seeds) == 5  # the main comparison: five seeds
+    assert {v.group for v in default.selected} == {"baselines"}
+    assert len(default.policy_lrs) * len(default.epoch_grid) == 6  # trials per method
+
+
+def test_variant_sets_are_the_baselines_plus_their_groups():
+    baselines = [v.name for v in VARIANTS if v.group == "baselines"]
+    horizon = expand_variants(["horizon"])
+    assert list(horizon[:6]) == baselines
+    assert [n for n in horizon[6:] if n.startswith("DQO, ")] == [
+        "DQO, 2 ops", "DQO, α=0.5 exact Φ, 2 ops", "DQO, 4 ops", "DQO, α=0.5 exact Φ, 4 ops",
+        "DQO, 6 ops", "DQO, α=0.5 exact Φ, 6 ops", "DQO, 8 ops", "DQO, α=0.5 exact Φ, 8 ops",
+    ]  # fmt: skip
+    ablations = {v.group for v in ClaimsConfig(variants=expand_variants(["ablations"])).selected}
+    assert ablations == {"baselines", "importance sampling", "λ-return", "process rewards",
+                         "imbalance", "data size"}  # fmt: skip
+    assert expand_variants(["DQO", "DRO", ""]) == ("DQO", "DRO")
+    assert len(expand_variants(["all"])) == len(VARIANTS)
+    by = {v.name: v for v in VARIANTS}
+    assert by["DRO, 6 ops"].task == "toy-6ops" and by["DRO, 6 ops"].anchor == "DQO, 6 ops"
+    assert by["RFT, data ×4"].anchor == "DQO, data ×4" and by["DQO, critic +4 layers"].sweep
+    assert by["DQO, λ=0.95"].anchor == "DQO" and by["DQO, λ=0.95"].task == "toy"
+
+
+def _hits(greedy, sampling, samples=2):
+    return {"greedy": greedy, "sampling": sampling, "samples": samples}
+
+
+def test_sweeps_pair_each_point_with_its_own_dqo_and_flip_the_sign():
+    def run(variant, group, seed, acc, hits, **kw):
+        method = variant.split(",")[0].lower()
+        anchor = kw.pop("anchor", "DQO")
+        return {"variant": variant, "group": group, "method": method, "anchor": anchor,
+                "seed": seed, "data": {"responses": 8}, **kw,
+                "test": {"greedy": acc, "sampling": acc, "hits": hits}}  # fmt: skip
+
+    runs = [
+        # 2 ops: DQO 3/4 and 2/4 right on seeds 0, 1; DRO 1/4 and 2/4
+        run("DQO, 2 ops", "horizon", 0, 0.75, _hits("1110", "2210"), ops=2, anchor="DQO, 2 ops"),
+        run("DQO, 2 ops", "horizon", 1, 0.5, _hits("1100", "2200"), ops=2, anchor="DQO, 2 ops"),
+        run("DRO, 2 ops", "horizon", 0, 0.25, _hits("1000", "2000"), ops=2, anchor="DQO, 2 ops"),
+        run("DRO, 2 ops", "horizon", 1, 0.5, _hits("1100", "2200"), ops=2, anchor="DQO, 2 ops"),
+        # the data-size sweep's middle point is the baselines at the sweep's seeds (0 only)
+        run("DQO", "baselines", 0, 0.5, _hits("1100", "1100"), prompts=400),
+        run("DQO", "baselines", 1, 0.9, _hits("1111", "1111"), prompts=400),  # not a sweep seed
+        run("DRO", "baselines", 0, 0.25, _hits("1000", "1000"), prompts=400),
+        run(
+            "DQO, data ×4",
+            "data-size sweep",
+            0,
+            1.0,
+            _hits("1111", "2222"),
+            prompts=1600,
+            anchor="DQO, data ×4",
+        ),  # fmt: skip
+        run(
+            "DRO, data ×4",
+            "data-size sweep",
+            0,
+            0.5,
+            _hits("1100", "2200"),
+            prompts=1600,
+            anchor="DQO, data ×4",
+        ),  # fmt: skip
+    ]
+    summary = summarize_runs(runs)
+    # DRO − DQO at 2 ops: −0.5 and 0 on the two seeds → mean −0.25
+    assert summary["DRO, 2 ops"]["paired"]["against"] == "DQO, 2 ops"
+    assert summary["DRO, 2 ops"]["paired"]["greedy"]["mean"] == pytest.approx(-0.25)
+    horizon = sweep_points(runs, "horizon")
+    assert list(horizon) == [2] and horizon[2]["DRO"]["paired"]["greedy"]["mean"] == -0.25
+    sizes = sweep_points(runs, "data-size sweep")
+    assert list(sizes) == [400, 1600]
+    assert sizes[400]["DQO"]["greedy"]["n_seeds"] == 1  # seed 1 is not a sweep seed
+    assert sizes[1600]["DRO"]["paired"]["greedy"]["mean"] == pytest.approx(-0.5)
+    table = sweep_table(summary, runs, "horizon")
+    # DQO − DRO = +25 points; d = (0,1,1,0) on seed 0 and (0,0,0,0) on seed 1. A replicate
+    # reaches 1 only with seed 0 twice (¼) and problems 2, 3 only (1/16): P = 1/64 < 2.5 %;
+    # it reaches ≥ ¾ with P = ¼ · 5/16 > 2.5 %, and 0 with P > 2.5 %: the interval is [0, 75]
+    row = "| 2 | – | – | 37.5 ± 17.7 | 62.5 ± 17.7 | – | +25.0 ± 35.4 [+0.0, +75.0] | – |"
+    assert row in table
+    assert sweep_table(summary, [r for r in runs if r["group"] != "horizon"], "horizon") == ""
+
+
+def test_budget_table_puts_cost_next_to_accuracy():
+    dev = {(1e-4, 1): 0.5, (3e-4, 1): 0.6, (1e-4, 2): 0.55, (3e-4, 2): None}
+    tuning = [
+        {"method": "dqo", "policy_lr": lr, "epochs": e, "dev": d} for (lr, e), d in dev.items()
+    ]
+    runs = [
+        {"group": "baselines", "method": "dqo", "test": {"greedy": g, "sampling": 0.5},
+         "train": {"steps": 50, "tokens": t, "wall_s": w}}
+        for g, t, w in ((0.7, 150_000, 40.0), (0.8, 170_000, 50.0))
+    ]  # fmt: skip
+    table = budget_table(tuning, choose_budgets(tuning), runs)
+    assert "| dqo | 50.0 | **60.0** | 55.0 | – | 0.0003 × 1 |" in table
+    assert "| dqo | 0.0003 × 1 | 50 | 160 k | 45 | 75.0 ± 7.1 | 50.0 ± 0.0 |" in table
 
 
 def test_dqo_is_at_a_fixed_point_on_negatives_only_data():
@@ -175,37 +311,69 @@ def test_dqo_is_at_a_fixed_point_on_negatives_only_data():
     assert (g_logps[1, 2:] < 0).all()  # gradient descent raises log π of the correct tokens
 
 
+SMOKE_VARIANTS = (
+    "DQO, λ=0.95", "DQO, α=0.5 MC Φ", "RFT, negatives only", "DPO, negatives only",
+    "DQO, negatives only", "DQO on DPO's responses",  # the ablations' row selections and Φ
+    "π_ref, 8 ops", "DRO, 2 ops", "DQO, 2 ops", "DQO, α=0.5 exact Φ, 8 ops", "DQO, 8 ops",
+    "DQO, data ×0.25", "DRO, data ×4", "DQO, data ×4",
+    "DQO, critic +4 layers", "DQO, critic head 512 wide", "DQO, value warm-up ×4",
+)  # fmt: skip
+
+
 def test_smoke_experiment_through_the_cli(tmp_path):
-    """`dqo-tutorial experiment toy-claims --smoke`: every stage, every default variant."""
+    """`dqo-tutorial experiment toy-claims --smoke`: every stage — lr × epochs tuning, the
+    baselines, the ablations' row selections and Monte-Carlo Φ, the mixed-length π_ref and
+    the horizon sweep, the data-size sweep, the bigger critics — then a rerun that resumes."""
     out = tmp_path / "claims"
+    names = [v.name for v in VARIANTS if v.group == "baselines"] + list(SMOKE_VARIANTS)
     cmd = [sys.executable, "-m", "dqo_tutorial.cli", "experiment", "toy-claims", "--smoke",
-           "--out", str(out)]  # fmt: skip
+           "--out", str(out), "--variants", ";".join(names)]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     print(f"smoke experiment: {time.perf_counter() - start:.0f} s")
     payload = json.loads((out / "results.json").read_text())
-    seeds, default = SMOKE["seeds"], ClaimsConfig().variants
-    assert [(r["variant"], r["seed"]) for r in payload["runs"]] == [
-        (v, s) for s in seeds for v in default
-    ]
-    assert len(payload["tuning"]) == 5 * len(SMOKE["policy_lrs"])  # same budget per method
-    assert set(payload["chosen_policy_lr"]) == {"sft", "rft", "dpo", "dro", "dqo"}
+    seeds, sweep = SMOKE["seeds"], SMOKE["sweep_seeds"]
+    by = {v.name: v for v in VARIANTS}
+    expected = sorted(
+        ((v, s) for v in names for s in (sweep if by[v].sweep else seeds)),
+        key=lambda vs: (vs[1], names.index(vs[0])),
+    )
+    assert [(r["variant"], r["seed"]) for r in payload["runs"]] == expected
+    trials = len(SMOKE["policy_lrs"]) * len(SMOKE["epoch_grid"])
+    assert len(payload["tuning"]) == 5 * trials  # the same budget for every method
+    assert {(t["policy_lr"], t["epochs"]) for t in payload["tuning"] if t["method"] == "dqo"} == {
+        (lr, e) for lr in SMOKE["policy_lrs"] for e in SMOKE["epoch_grid"]
+    }
+    assert set(payload["chosen"]) == {"sft", "rft", "dpo", "dro", "dqo"}
     summary = payload["summary"]
-    # DPO and RFT have nothing to learn from wrong answers only: skipped, with the reason
     for name in ("DPO, negatives only", "RFT, negatives only"):
         assert "do not fill one step" in summary[name]["skipped"][0]
-    for name in ("DQO", "DQO, λ=0", "DQO, α=0.5 MC Φ", "DQO, negatives only"):
+    for name in ("DQO", "DQO, λ=0.95", "DQO, α=0.5 MC Φ", "DQO, negatives only"):
         assert summary[name]["greedy"]["n_seeds"] == len(seeds)
-    dqo_run = next(r for r in payload["runs"] if r["variant"] == "DQO")
+    dqo = summary["DRO"]["paired"]["greedy"]
+    assert dqo["ci95"][0] <= dqo["mean"] <= dqo["ci95"][1]  # the bootstrap interval is there
+    runs = {(r["variant"], r["seed"]): r for r in payload["runs"]}
+    dqo_run = runs["DQO", 0]
     assert dqo_run["test"]["n"] == {"greedy": 16, "sampling": 32}
+    assert len(dqo_run["test"]["hits"]["greedy"]) == 16 and dqo_run["train"]["tokens"] > 0
     assert dqo_run["curve"] and dqo_run["curve"][-1][0] == 3  # probed after the last step
-    for r in payload["runs"]:
-        if r["variant"] == "DQO on DPO's responses":
-            assert r["data"]["responses"] == 2 * r["data"]["positives"]  # pairs: one of each
-    for name in ("accuracy.png", "lambda.png", "curves.png"):
+    assert (
+        runs["DQO on DPO's responses", 0]["data"]["responses"]
+        == 2 * runs["DQO on DPO's responses", 0]["data"]["positives"]
+    )  # pairs: one of each
+    # the horizon sweep: its own task and π_ref, its own test size; the data sizes scale
+    assert runs["DQO, 8 ops", 0]["test"]["n"]["greedy"] == SMOKE["horizon_test_problems"]
+    assert runs["DQO, 8 ops", 0]["prompts"] == SMOKE["horizon_prompts"]
+    assert summary["DRO, 2 ops"]["paired"]["against"] == "DQO, 2 ops"
+    assert runs["DQO, data ×4", 0]["data"]["responses"] == 4 * 16 * SMOKE["num_samples"]
+    assert payload["mixed_reference"]["steps"] == 2
+    data = payload["data"]
+    assert {d["task"] for d in data.values()} == {"toy", "toy-2ops", "toy-8ops"}
+    for name in ("accuracy.png", "lambda.png", "curves.png", "horizon.png", "data-size-sweep.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| baselines | DQO |" in (out / "results.md").read_text()
+    text = (out / "results.md").read_text()
+    assert "| baselines | DQO |" in text and "| operations |" in text and "| dqo |" in text
 
     # a rerun finds every run done: same numbers, seconds instead of a minute
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -7,7 +7,13 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from dqo_tutorial.kernels import dqo_loss
-from dqo_tutorial.modeling import ValueHead, ValueModel, last_token_index, per_token_logprobs
+from dqo_tutorial.modeling import (
+    ValueHead,
+    ValueModel,
+    last_token_index,
+    per_token_logprobs,
+    value_model_for,
+)
 
 VOCAB = 61
 
@@ -125,6 +131,41 @@ def test_value_model_starts_at_zero_and_shares_no_parameters():
     assert (vm(ids, att).values == 0).all()
     lm_ptrs = {p.data_ptr() for p in lm.parameters()}
     assert not lm_ptrs & {p.data_ptr() for p in vm.parameters()}
+
+
+def test_a_bigger_critic_starts_as_the_copy_and_then_learns_with_its_new_weights():
+    """Critic capacity (claims): ``extra_layers`` decoder layers whose residual branches start
+    at zero compute exactly what the trunk copy computes; a wide head starts at V = 0; both
+    train — after one step the deeper critic's values differ from the copy's."""
+    lm = tiny_llama(4)
+    copy_ = ValueModel.from_causal_lm(lm)
+    torch.nn.init.normal_(copy_.head.proj.weight, std=0.5)
+    deep = value_model_for(lm, "separate", extra_layers=2)
+    deep.head.load_state_dict(copy_.head.state_dict())
+    assert len(deep.trunk.layers) == len(lm.base_model.layers) + 2
+    assert deep.trunk.config.num_hidden_layers == len(deep.trunk.layers)
+    assert lm.config.num_hidden_layers == len(lm.base_model.layers)  # the policy is untouched
+    for side in ("left", "right"):
+        ids, att = pad_batch(SEQS, side)
+        with torch.no_grad():
+            a, b = copy_(ids, att), deep(ids, att)
+        torch.testing.assert_close(b.values, a.values, atol=1e-6, rtol=0)
+        torch.testing.assert_close(b.final, a.final, atol=1e-6, rtol=0)
+    wide = value_model_for(lm, "separate", head_width=32)
+    ids, att = pad_batch(SEQS, "right")
+    assert (wide(ids, att).values == 0).all() and wide.head.hidden[0].out_features == 32
+    opt = torch.optim.SGD(deep.parameters(), lr=0.5)
+    opt.zero_grad()
+    (deep(ids, att).values - 1.0).pow(2).mean().backward()
+    new_out = deep.trunk.layers[-1].self_attn.o_proj.weight
+    assert new_out.grad is not None and new_out.grad.abs().sum() > 0  # the new layer learns
+    opt.step()
+    with torch.no_grad():
+        assert (deep(ids, att).values - copy_(ids, att).values).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="separate"):
+        value_model_for(lm, "shared", extra_layers=1)
+    with pytest.raises(ValueError, match="Llama-style"):
+        value_model_for(tiny_gpt2(), "separate", extra_layers=1)
 
 
 def test_last_token_index():

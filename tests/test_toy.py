@@ -437,3 +437,44 @@ def test_slipped_solutions_first_go_wrong_at_their_step():
         for k, response in enumerate(slips.values()):
             assert toy.first_error(p.question, response) == k  # checked by the step checker
             assert not is_correct(response, p.answer.split("#### ")[-1], "strict")
+
+
+@pytest.mark.parametrize("n_ops", [2, 5, 8])
+def test_chains_of_one_length_keep_the_split_rules(n_ops):
+    from dqo_tutorial.tasks import get_task
+
+    tok = toy.toy_tokenizer()
+    task = get_task(f"toy-{n_ops}ops")
+    train, dev, test = (task.load(split, None, None) for split in ("train", "dev", "test"))
+    assert (len(train), len(dev), len(test)) == (2000, 500, 500)
+    for problems in (train, dev, test):
+        assert {len(toy.parse_question(p.question)[1]) for p in problems} == {n_ops}
+    questions = [{p.question for p in ps} for ps in (train, dev, test)]
+    assert not questions[0] & questions[1] and not questions[2] & (questions[0] | questions[1])
+    assert all(toy.split_of(q) == "test" for q in questions[2])
+    assert task.load("test", None, 7) == test[:7]  # prefix-stable
+    # the budget holds every gold solution with its EOS, with room for slips
+    longest = max(len(tok(p.answer)["input_ids"]) for p in train + test)
+    assert longest + 1 <= task.max_new_tokens - 8
+    assert toy.max_new_tokens_for(4) == toy.MAX_NEW_TOKENS
+    with pytest.raises(ValueError, match="n_ops"):
+        toy.load_chains("train", 1)
+
+
+def test_the_mixed_length_reference_recipe_continues_the_shipped_model(tmp_path):
+    """The horizon sweep's π_ref: the toy-ref recipe from the shipped model on 2–8 operations,
+    RoPE positions stretched to 256 (two steps here)."""
+    from dqo_tutorial.recipes import train_toy_reference
+
+    summary = train_toy_reference(
+        tmp_path, passes=1, ops=(2, 8), init="toy", max_positions=256, max_steps=2, progress=False
+    )
+    assert summary["steps"] == 2
+    model, _ = load_model_and_tokenizer(str(tmp_path / "policy"), device="cpu")
+    shipped, _ = load_model_and_tokenizer("toy", device="cpu")
+    assert model.config.max_position_embeddings == 256
+    moved = [
+        (a - b).abs().max().item()
+        for a, b in zip(model.parameters(), shipped.parameters(), strict=True)
+    ]
+    assert 0 < max(moved) < 0.1  # continued from the shipped weights, not a fresh model

@@ -377,6 +377,27 @@ def test_config_errors_name_the_field():
         TrainConfig(is_mode="token")
     with pytest.raises(ValueError, match="unknown task"):
         TrainConfig(task="no-such-task")
+    with pytest.raises(ValueError, match="TrainConfig.value_extra_layers.*separate"):
+        TrainConfig(value_model="shared", value_extra_layers=2)
+    with pytest.raises(ValueError, match="TrainConfig.value_head_width"):
+        TrainConfig(value_head_width=-1)
+    # fields added later, at their off value, keep the identity of runs stored before them
+    old_run = {k: v for k, v in TrainConfig().identity().items() if "value_extra" not in k}
+    assert TrainConfig.identity_of(old_run) == TrainConfig().identity()
+
+
+def test_a_bigger_critic_trains_and_the_explorer_loads_it(tiny_model, tiny_tok, rows, tmp_path):
+    """value_extra_layers / value_head_width end to end: the trainer builds the deeper, wider
+    V_φ, logs the tokens of every step, and the explorer rebuilds it from the run's config."""
+    from dqo_tutorial.viz import load_checkpoint
+
+    cfg = cfg_for("dqo", batch_size=4, max_steps=2, value_extra_layers=1, value_head_width=8)
+    train(cfg, tmp_path, policy=tiny_model, tokenizer=tiny_tok, rows=rows, progress=False)
+    log = losses_from_log(tmp_path)
+    assert all(line["tokens"] > 0 for line in log) and len(log) == 2
+    ckpt = load_checkpoint(str(tmp_path))
+    assert len(ckpt.value_model.trunk.layers) == tiny_model.config.num_hidden_layers + 1
+    assert ckpt.value_model.head.hidden[0].out_features == 8
 
 
 def test_too_little_data_names_the_way_out(tiny_model, tiny_tok, rows, tmp_path):
