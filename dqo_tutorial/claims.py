@@ -1,6 +1,7 @@
-r"""DQO's claims, tested on the toy task: seeds, error bars and ablations.
+r"""DQO's claims, tested on the toy task: equal tuning budgets, seeds, intervals, sweeps.
 
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
+        [--variants ablations | horizon | data-size sweep | critic | diagnostics | knobs tuned]
 
 The paper (arXiv 2410.09302) reports gains without seeds or error bars. This module reruns its
 comparisons on the toy reasoning task (:mod:`dqo_tutorial.toy`, shipped π_ref, CPU) so that
@@ -13,37 +14,48 @@ anyone can see which claims hold and how strongly. The written analysis of a ful
    π_ref (sampling seed s), labelled with the exact potentials Φ of the toy step checker; the
    same responses relabelled with Monte-Carlo Φ (``process_k`` rollouts of μ per distinct state,
    :func:`~dqo_tutorial.sampling.with_monte_carlo_potentials`). Every variant of seed s trains on
-   (a subset of) these rows — one offline dataset per seed.
-2. *Tuning, the same budget for every trained method* (SFT, RFT, DPO, DRO, DQO): the policy
-   learning rates ``policy_lrs`` (DRO/DQO: value lr = ``value_lr_ratio`` × policy lr), all other
-   knobs fixed at :attr:`ClaimsConfig.train`; seed 0; chosen by greedy accuracy on
-   ``dev_problems`` problems of the toy *dev* split (held out from π_ref's training problems and
-   from test; ties go to the smaller rate). Every variant inherits its method's rate.
+   (a subset of) these rows — one offline dataset per seed (per sweep point in the sweeps).
+2. *Tuning, the same budget for every trained method* (SFT, RFT, DPO, DRO, DQO): every policy
+   learning rate of ``policy_lrs`` × every epoch count of ``epoch_grid`` (DRO/DQO: value lr =
+   ``value_lr_ratio`` × policy lr), all other knobs fixed at :attr:`ClaimsConfig.train`; seed 0;
+   chosen by greedy accuracy on ``dev_problems`` problems of the toy *dev* split (held out from
+   π_ref's training problems and from test; ties go to the cheaper trial,
+   :func:`choose_budgets`). Every variant, sweeps included, inherits its method's budget.
    Optionally (variants ``"DRO, knobs tuned"`` / ``"DQO, knobs tuned"``) a second stage gives DRO
    and DQO the same further budget: every knob set of ``knob_grid`` (β and the value head) at the
-   chosen rate, seed 0, the best on dev wins.
-3. *Grid.* Every variant × every seed (training seed = s), evaluated on ``test_problems`` test
-   problems: greedy, and ``eval_samples`` samples at τ = 1 per problem (sampling seed s).
-   Variants whose config equals a tuning run's share its training (one run per distinct config).
+   chosen budget, seed 0, the best on dev wins.
+3. *Grid.* Every variant × its seeds (``seeds``; sweeps and critics: ``sweep_seeds``; training
+   seed = s), evaluated on ``test_problems`` test problems: greedy, and ``eval_samples`` samples
+   at τ = 1 per problem (sampling seed s). Variants whose config equals a tuning run's share its
+   training (one run per distinct config).
 4. *Aggregation.* Per variant: mean and sample standard deviation (ddof = 1) over seeds of the
-   strict greedy and sampling accuracy; the per-seed binomial standard errors stay in the JSON.
+   strict greedy and sampling accuracy, and the paired difference to its DQO anchor (same seed,
+   same data) with a 95 % bootstrap interval over seeds × problems (:func:`paired_interval`);
+   each run keeps its per-problem hits.
 
-**Variants** (:data:`VARIANTS`): the baselines (π_ref, SFT, RFT, DPO, DRO, DQO with the toy
-defaults and §8's β, λ = 1, prefix IS clipped at 2); DQO without importance sampling; λ ∈ {0, 0.95}
-(λ = 1 is DQO itself); process rewards α = 0.5 with exact and with Monte-Carlo Φ; imbalance —
+**Variants** (:data:`VARIANTS`). Default: the baselines (π_ref, SFT, RFT, DPO, DRO, DQO with the
+toy defaults and §8's β, λ = 1, prefix IS clipped at 2). ``ablations``: DQO without importance
+sampling; λ ∈ {0, 0.95}; process rewards α = 0.5 with exact and with Monte-Carlo Φ; imbalance —
 only ``positive_keep`` of the correct responses kept (all wrong ones), and wrong responses only
-(DPO and RFT have nothing to train on there: reported as skipped, with the reason); data size —
-DQO trained on exactly the responses DPO's pairs use (:func:`~dqo_tutorial.train.dpo_pairs`).
-``diagnostics`` (not in the default grid; ``--variants``) vary β, the IS clip, target detaching
-and the value model; ``knobs tuned`` compares DRO and DQO after the second tuning stage.
+(DPO and RFT have nothing to train on there: reported as skipped, with the reason); DQO trained
+on exactly the responses DPO's pairs use (:func:`~dqo_tutorial.train.dpo_pairs`). ``horizon``:
+π_ref, RFT, DRO, DQO and DQO + process rewards on chains of exactly 2, 4, 6 and 8 operations
+(tasks ``toy-<n>ops``, ``horizon_prompts`` prompts, ``horizon_test_problems`` test problems),
+all sampled from one mixed-length π_ref (:data:`HORIZON_REFERENCE`, trained by the experiment).
+``data-size sweep``: RFT, DRO and DQO on ¼ and 4 × ``prompts`` (the baselines are the middle
+point). ``critic``: DQO with a deeper critic, a wider value head, a longer value warm-up.
+``diagnostics`` vary β, the IS clip, target detaching and the value model; ``knobs tuned``
+compares DRO and DQO after the second tuning stage.
 
 **Outputs** in ``out/``: ``experiment_config.json`` (a rerun must match it, then resumes),
-``data/seed-S/{exact,monte_carlo}``, ``runs/seed-S/<variant>-<hash>/`` (``spec.json``,
-``train/``, ``eval-test/``, ``eval-dev/``, ``record.json``), ``results.json`` (every run, every
-seed, the configuration, the tuning table, the summary), ``results.md`` (the table),
-``accuracy.png`` (per variant, mean ± std, one dot per seed), ``lambda.png`` (accuracy vs λ)
-and ``curves.png`` (dev greedy accuracy during training). Jobs run in ``workers`` processes of
-one thread each (small models gain nothing from intra-op threads); each job resumes on its own.
+``data/[<setting>/]seed-S/{exact,monte_carlo}``, ``reference-mixed-<hash>/`` (the horizon π_ref),
+``runs/seed-S/<variant>-<hash>/`` (``spec.json``, ``train/``, ``eval-test/``, ``eval-dev/``),
+``results.json`` (every run, every seed, the configuration, the tuning table, the summary),
+``results.md`` (the tables: variants, tuning and cost, sweeps), ``accuracy.png`` (per variant,
+mean ± std, one dot per seed), ``curves.png`` (dev greedy accuracy during training),
+``lambda.png`` (accuracy vs λ, with the ablations) and ``horizon.png`` /
+``data-size-sweep.png`` (:func:`plot_sweep`). Jobs run in ``workers`` processes of one thread
+each (small models gain nothing from intra-op threads); each job resumes on its own.
 """
 
 from __future__ import annotations
@@ -280,7 +292,7 @@ VARIANTS: tuple[Variant, ...] = (
         default=False,
         sweep=True,
     ),
-    Variant("DQO, value warm-up ×4", "dqo", "critic", default=False, sweep=True, warmup_scale=4.0),
+    Variant("DQO, value warm-up ×2", "dqo", "critic", default=False, sweep=True, warmup_scale=2.0),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
@@ -288,15 +300,14 @@ _BY_NAME = {v.name: v for v in VARIANTS}
 
 
 def expand_variants(names: Sequence[str]) -> tuple[str, ...]:
-    """``--variants``: variant names, ``"all"``, or one name of :data:`VARIANT_SETS` (the
-    baselines plus those groups)."""
+    """``--variants``: variant names, ``"all"``, or names of :data:`VARIANT_SETS` (each adds
+    the baselines and its groups), in :data:`VARIANTS` order for the sets."""
     names = [n for n in names if n]
     if names == ["all"]:
         return tuple(v.name for v in VARIANTS)
-    if len(names) == 1 and names[0] in VARIANT_SETS:
-        groups = ("baselines", *VARIANT_SETS[names[0]])
-        return tuple(v.name for v in VARIANTS if v.group in groups)
-    return tuple(names)
+    groups = {g for n in names if n in VARIANT_SETS for g in ("baselines", *VARIANT_SETS[n])}
+    picked = [v.name for v in VARIANTS if v.group in groups]
+    return tuple(dict.fromkeys(picked + [n for n in names if n not in VARIANT_SETS]))
 
 
 def _toy_train_defaults() -> dict[str, Any]:
@@ -1135,17 +1146,21 @@ def _run_toy_claims(
     sweeps = {axis: t for axis, t in sweeps.items() if t}
     text = "\n\n".join([table, budget, *sweeps.values()])
     (out / "results.md").write_text(text + "\n")
+    plots = ["accuracy.png", "curves.png"]
     plot_accuracy(payload["summary"], payload["runs"], out / "accuracy.png")
-    plot_lambda(payload["summary"], out / "lambda.png")
     plot_curves(payload["runs"], payload["reference_curve_start"], out / "curves.png")
+    if any(v.group == "λ-return" for v in plan.variants):
+        plot_lambda(payload["summary"], out / "lambda.png")
+        plots.append("lambda.png")
     for axis in sweeps:
         plot_sweep(payload["summary"], payload["runs"], axis, out / f"{_slug(axis)}.png")
+        plots.append(f"{_slug(axis)}.png")
     atomic_write_json(out / "results.json", payload)
     if progress:
         print(text)
         print(
             f"wall time {payload['wall_s_this_run']:.0f} s; wrote {out}/results.{{json,md}}, "
-            "accuracy.png, lambda.png, curves.png" + "".join(f", {_slug(a)}.png" for a in sweeps)
+            + ", ".join(plots)
         )
     return payload
 

@@ -310,12 +310,14 @@ def _experiment(args: argparse.Namespace) -> int:
     from dqo_tutorial.claims import SMOKE, ClaimsConfig, expand_variants, run_toy_claims
 
     values: dict[str, Any] = dict(SMOKE) if args.smoke else {}
-    if args.seeds:
-        try:
-            values["seeds"] = tuple(int(s) for s in args.seeds.split(","))
-        except ValueError:
-            msg = f"--seeds: expected integers like 0,1,2, got {args.seeds!r}"
-            raise ConfigError(msg) from None
+    for flag, name in (("--seeds", "seeds"), ("--sweep-seeds", "sweep_seeds")):
+        given = getattr(args, name)
+        if given:
+            try:
+                values[name] = tuple(int(s) for s in given.split(","))
+            except ValueError:
+                msg = f"{flag}: expected integers like 0,1,2, got {given!r}"
+                raise ConfigError(msg) from None
     if args.workers:
         values["workers"] = args.workers
     if args.variants:
@@ -342,6 +344,9 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (default outputs/toy-claims[-smoke])")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that all runs")
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2,3,4)")
+    p.add_argument(
+        "--sweep-seeds", help="the seeds of the sweeps and the critic runs (default 0,1,2)"
+    )
     p.add_argument("--workers", type=_at_least_one, help="worker processes (default 2)")
     p.add_argument(
         "--variants",

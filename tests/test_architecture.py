@@ -40,7 +40,7 @@ def test_the_package_keeps_its_import_contracts():
 def test_the_contract_can_fail(tmp_path):
     """Turn the layers upside down: the same checker must then report the contract broken."""
     text = (ROOT / "pyproject.toml").read_text()
-    layers = re.search(r'layers = \[\n(.*?)\n\]', text, re.S)
+    layers = re.search(r"layers = \[\n(.*?)\n\]", text, re.S)
     flipped = "\n".join(reversed(layers.group(1).splitlines()))
     broken = text.replace(layers.group(1), flipped)
     config = tmp_path / "pyproject.toml"

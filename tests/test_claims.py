@@ -193,6 +193,9 @@ def test_variant_sets_are_the_baselines_plus_their_groups():
     assert ablations == {"baselines", "importance sampling", "λ-return", "process rewards",
                          "imbalance", "data size"}  # fmt: skip
     assert expand_variants(["DQO", "DRO", ""]) == ("DQO", "DRO")
+    both = expand_variants(["critic", "data-size sweep"])
+    assert both[:6] == tuple(baselines) and len(both) == 6 + 3 + 6
+    assert both[6:9] == tuple(n for n in both if "data ×0.25" in n)  # VARIANTS order
     assert len(expand_variants(["all"])) == len(VARIANTS)
     by = {v.name: v for v in VARIANTS}
     assert by["DRO, 6 ops"].task == "toy-6ops" and by["DRO, 6 ops"].anchor == "DQO, 6 ops"
@@ -316,7 +319,7 @@ SMOKE_VARIANTS = (
     "DQO, negatives only", "DQO on DPO's responses",  # the ablations' row selections and Φ
     "π_ref, 8 ops", "DRO, 2 ops", "DQO, 2 ops", "DQO, α=0.5 exact Φ, 8 ops", "DQO, 8 ops",
     "DQO, data ×0.25", "DRO, data ×4", "DQO, data ×4",
-    "DQO, critic +4 layers", "DQO, critic head 512 wide", "DQO, value warm-up ×4",
+    "DQO, critic +4 layers", "DQO, critic head 512 wide", "DQO, value warm-up ×2",
 )  # fmt: skip
 
 
@@ -371,6 +374,7 @@ def test_smoke_experiment_through_the_cli(tmp_path):
     data = payload["data"]
     assert {d["task"] for d in data.values()} == {"toy", "toy-2ops", "toy-8ops"}
     for name in ("accuracy.png", "lambda.png", "curves.png", "horizon.png", "data-size-sweep.png"):
+        # (lambda.png: the selection has a λ variant)
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "results.md").read_text()
     assert "| baselines | DQO |" in text and "| operations |" in text and "| dqo |" in text

@@ -41,8 +41,9 @@ def test_build_dataset_through_a_fake_sampler(tmp_path):
     problems = toy.load_toy("train", 2)
     answers = [problems[0].answer, "1+1=2\n#### 2"]  # problem 0's gold, then a wrong one
     sampler = CannedSampler(tok, answers)
-    cfg = SamplingConfig(model="toy", task="toy", limit=2, num_samples=2, shard_size=2,
-                         temperature=0.7)  # τ ≠ 1: μ ≠ π_ref, the sampler's log μ is kept
+    cfg = SamplingConfig(
+        model="toy", task="toy", limit=2, num_samples=2, shard_size=2, temperature=0.7
+    )  # τ ≠ 1: μ ≠ π_ref, the sampler's log μ is kept
     data = build_dataset(cfg, tmp_path / "d", model=model, tokenizer=tok, progress=False,
                          sampler=sampler)  # fmt: skip
     assert len(data) == 4 and sampler.calls[0]["k"] == 2 and sampler.calls[0]["t"] == 0.7
