@@ -35,7 +35,8 @@ run: setup
 tabular-demo: setup
 	$(PY) -m dqo_tutorial.cli tabular-demo --out outputs/tabular-demo
 
-# DQO's claims with seeds and ablations on the toy task (docs/toy-claims.md); resumable
+# DQO's claims on the toy task (docs/toy-claims.md): the baselines, five seeds, every method tuned
+# over the same lr × epochs grid; --variants adds the horizon / data-size / critic sets; resumable
 claims: setup
 	$(PY) -m dqo_tutorial.cli experiment toy-claims --out outputs/toy-claims
 
