@@ -1238,7 +1238,7 @@ class _Plan:
                       "value_lr": value_lr, "epochs": budget["epochs"], **v.train}  # fmt: skip
             tcfg = TrainConfig(
                 method=v.method,
-                model="toy" if setting.reference == "toy" else setting.reference,
+                model=setting.reference,
                 task=v.task,
                 seed=seed,
                 data=self.data_dir(seed, v.potentials, setting),

@@ -215,6 +215,7 @@ def test_sweeps_pair_each_point_with_its_own_dqo_and_flip_the_sign():
                 "seed": seed, "data": {"responses": 8}, **kw,
                 "test": {"greedy": acc, "sampling": acc, "hits": hits}}  # fmt: skip
 
+    big = {"prompts": 1600, "anchor": "DQO, data ×4"}
     runs = [
         # 2 ops: DQO 3/4 and 2/4 right on seeds 0, 1; DRO 1/4 and 2/4
         run("DQO, 2 ops", "horizon", 0, 0.75, _hits("1110", "2210"), ops=2, anchor="DQO, 2 ops"),
@@ -225,24 +226,8 @@ def test_sweeps_pair_each_point_with_its_own_dqo_and_flip_the_sign():
         run("DQO", "baselines", 0, 0.5, _hits("1100", "1100"), prompts=400),
         run("DQO", "baselines", 1, 0.9, _hits("1111", "1111"), prompts=400),  # not a sweep seed
         run("DRO", "baselines", 0, 0.25, _hits("1000", "1000"), prompts=400),
-        run(
-            "DQO, data ×4",
-            "data-size sweep",
-            0,
-            1.0,
-            _hits("1111", "2222"),
-            prompts=1600,
-            anchor="DQO, data ×4",
-        ),  # fmt: skip
-        run(
-            "DRO, data ×4",
-            "data-size sweep",
-            0,
-            0.5,
-            _hits("1100", "2200"),
-            prompts=1600,
-            anchor="DQO, data ×4",
-        ),  # fmt: skip
+        run("DQO, data ×4", "data-size sweep", 0, 1.0, _hits("1111", "2222"), **big),
+        run("DRO, data ×4", "data-size sweep", 0, 0.5, _hits("1100", "2200"), **big),
     ]
     summary = summarize_runs(runs)
     # DRO − DQO at 2 ops: −0.5 and 0 on the two seeds → mean −0.25
