@@ -212,7 +212,7 @@ def _data_sizes() -> tuple[Variant, ...]:
     return tuple(
         Variant(
             f"{name}, data ×{k:g}", m, "data-size sweep", default=False, data_scale=k, sweep=True
-        )  # fmt: skip
+        )
         for k in DATA_SCALES
         for name, m in (("RFT", "rft"), ("DRO", "dro"), ("DQO", "dqo"))
     )
@@ -691,9 +691,9 @@ def sweep_points(runs: Sequence[Mapping[str, Any]], axis: str) -> dict[Any, dict
         picked = [dict(r, point=r["prompts"]) for r in sweep + (middle if sweep else [])]
     points: dict[Any, dict[str, Any]] = {}
     for x in sorted({r["point"] for r in picked}):
-        here = [dict(r, variant=r["method_name"], anchor="DQO")
-                for r in (dict(r, method_name=_short(r["variant"])) for r in picked)
-                if r["point"] == x]  # fmt: skip
+        here = [
+            dict(r, variant=_short(r["variant"]), anchor="DQO") for r in picked if r["point"] == x
+        ]
         points[x] = summarize_runs(here)
     return points
 
@@ -866,13 +866,13 @@ def _accuracy(res: Mapping[str, Any]) -> dict[str, Any]:
 def _hits(eval_dir: Path, problems: int, samples: int) -> dict[str, Any]:
     """Per test problem, its number of strictly correct responses (:func:`_scores`), read from
     the evaluation's ``outputs.jsonl``: one digit per problem and decoding."""
+    if samples > 9:
+        raise ValueError("hits keep one digit per problem: eval_samples must be <= 9")
     counts = {"greedy": [0] * problems, "sampling": [0] * problems}
     with (eval_dir / "outputs.jsonl").open() as f:
         for line in f:
             r = json.loads(line)
             counts[r["decoding"]][r["problem_index"]] += bool(r["correct_strict"])
-    if samples > 9:
-        raise ValueError("hits keep one digit per problem: eval_samples must be <= 9")
     out: dict[str, Any] = {"greedy": "".join(map(str, counts["greedy"]))}
     if samples:
         out |= {"sampling": "".join(map(str, counts["sampling"])), "samples": samples}
@@ -1197,8 +1197,9 @@ class _Plan:
         folder = setting.folder(self.default)
         return f"data {folder} s{seed}" if folder else f"data s{seed}"
 
-    def spec(self, v: Variant, seed: int, budget: Mapping[str, Any] | None, *, dev: bool,
-             test: bool) -> dict:  # fmt: skip
+    def spec(
+        self, v: Variant, seed: int, budget: Mapping[str, Any] | None, *, dev: bool, test: bool
+    ) -> dict:
         """What one run job trains and evaluates, and its run directory (one per distinct
         training: the evaluations it gets may differ)."""
         from .train import TrainConfig
@@ -1339,7 +1340,7 @@ class _Plan:
                                     dev=True,
                                     test=False,
                                 ),
-                            ),  # fmt: skip
+                            ),
                         ),
                     )
                 )
@@ -1469,7 +1470,7 @@ class _Plan:
                 "prompts": g.prompts,
                 "mixed_reference": g.reference != "toy",
                 **done[name]["summary"],
-            }  # fmt: skip
+            }
             for name, (s, g) in self._data_jobs().items()
         }
         return {
