@@ -350,9 +350,11 @@ class TrainConfig:
     Engine: ``mixed_precision`` (``"auto"``: bf16 on a GPU that has it, else off; or ``"no"``,
     ``"bf16"``, ``"fp16"``), ``dtype`` of the master weights, ``padding_side`` of training
     batches, ``gradient_checkpointing``, ``packing`` (micro-batches packed into fewer rows by
-    :func:`~dqo_tutorial.modeling.pack_rows`), ``checkpoint_every`` / ``keep_checkpoints``,
-    ``seed``; ``report_to`` (:data:`REPORT_TO`: metrics to TensorBoard or W&B as well as
-    ``log.jsonl``).
+    :func:`~dqo_tutorial.modeling.pack_rows`), ``disable_dropout`` (every dropout of π_θ and
+    V_φ off, :func:`~dqo_tutorial.modeling.disable_dropout`: with dropout on, log π_θ at step 0
+    is not log π_ref and the IS weights of μ = π_ref data are not 1), ``checkpoint_every`` /
+    ``keep_checkpoints``, ``seed``; ``report_to`` (:data:`REPORT_TO`: metrics to TensorBoard or
+    W&B as well as ``log.jsonl``).
     """
 
     method: str = _field("dqo", "what to train: sft, rft, dpo, dro or dqo")
@@ -414,6 +416,11 @@ class TrainConfig:
     packing: bool = _field(
         True, "pack each micro-batch's sequences into fewer rows (no pads; the same numbers)"
     )
+    disable_dropout: bool = _field(
+        True,
+        "set every dropout probability of π_θ and V_φ to 0 at training start (as TRL's "
+        "trainers do); π_ref is re-scored in eval mode either way",
+    )
     checkpoint_every: int = _field(200, "steps between checkpoints (the unit of resume)")
     keep_checkpoints: int = _field(2, "newest checkpoints kept")
     seed: int = _field(0, "seed of initialisation and data order")
@@ -431,7 +438,9 @@ class TrainConfig:
     def identity_of(fields: dict[str, Any]) -> dict[str, Any]:
         """:meth:`identity` of a stored config dict (e.g. a ``train_summary.json``'s)."""
         off = {"micro_batch_tokens": 0, "value_extra_layers": 0, "value_head_width": 0}
-        # (fields added later, at their "off" value)
+        off["disable_dropout"] = True
+        # (fields added later, at the value that trains as runs stored before them did:
+        # disable_dropout changes nothing for models without dropout, as the toy and SmolLM2)
         return {k: v for k, v in fields.items() if k != "report_to" and off.get(k, ...) != v}
 
     def __post_init__(self) -> None:

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from .kernels import gather_logprobs, linear_logprobs
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "position_ids_from_mask",
@@ -30,6 +34,7 @@ __all__ = [
     "pack_rows",
     "per_token_logprobs",
     "fusable_head",
+    "disable_dropout",
     "ValueOutput",
     "ValueHead",
     "ValueModel",
@@ -152,6 +157,7 @@ def per_token_logprobs(
     score_mask: Tensor | None = None,
     fused: bool | None = None,
     packed: bool | Packing = False,
+    law: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Action-aligned log π(a_j | s_j) of a causal LM over a whole padded batch.
 
@@ -180,6 +186,10 @@ def per_token_logprobs(
     pads) and scatters every output back to (B, T): the same numbers as the padded batch; a
     :class:`Packing` made beforehand (on the CPU, at collation: no device sync) is used as is.
 
+    ``law``: log-probs under another law of the same logits — a function of the (N, V) float32
+    logits z/τ of the N scored positions returning (N, V) log-probs (e.g. the top-p nucleus,
+    :func:`~dqo_tutorial.decoding.sampling_law`); always materialised, in row chunks.
+
     ``output_hidden=True`` also returns the last hidden state (B, T, D) of the same forward pass,
     for a :class:`ValueHead` on the policy's trunk (the shared-trunk value option).
     """
@@ -188,7 +198,7 @@ def per_token_logprobs(
     scored = has_state(attention_mask)
     if score_mask is not None:
         scored = scored & score_mask.bool()
-    parts = fusable_head(model) if fused is not False else None
+    parts = fusable_head(model) if fused is not False and law is None else None
     if fused and parts is None:
         raise ValueError(f"{type(model).__name__} has no head the fused log-prob path can use")
     if parts is not None:
@@ -200,8 +210,11 @@ def per_token_logprobs(
     logits = logits[:, :-1]  # position j − 1 scores token j
     if temperature != 1.0:
         logits = logits / temperature
-    logps = gather_logprobs(logits, input_ids[:, 1:])
-    logps = torch.cat([torch.zeros_like(logps[:, :1]), logps], dim=1)
+    if law is not None:
+        logps = _law_logprobs(logits, input_ids, scored, law)
+    else:
+        logps = gather_logprobs(logits, input_ids[:, 1:])
+        logps = torch.cat([torch.zeros_like(logps[:, :1]), logps], dim=1)
     logps = torch.where(scored, logps, 0.0)
     if not output_hidden:
         return logps
@@ -209,12 +222,47 @@ def per_token_logprobs(
     return logps, hidden if packing is None else packing.unpack(hidden)
 
 
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Every dropout of ``model`` off, in place: ``nn.Dropout`` modules get p = 0 and the float
+    attributes attention layers read their dropout rate from (``attention_dropout`` and kin,
+    used by the SDPA / eager kernels in train mode) are set to 0. Returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        for name in ("attention_dropout", "attn_dropout", "dropout", "hidden_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+    return model
+
+
+# config fields that rescale or cap the logits after the head (Gemma 2, Cohere, Granite and its
+# MoE variants, HyperCLOVAX, Falcon-H1); 1 (or unset) means no rescaling
+_LOGIT_RESCALING = (
+    "final_logit_softcapping", "logit_scale", "logits_scaling", "lm_head_multiplier"
+)  # fmt: skip
+
+
+def _law_logprobs(logits: Tensor, input_ids: Tensor, scored: Tensor, law: Callable) -> Tensor:
+    """(B, T) ``law(z)[x_j]`` at the scored columns j (z: the logits at j − 1, float32), 0
+    elsewhere; ``law`` sees at most 1,024 positions at a time (a (1024, V) float32 block)."""
+    rows, cols = scored.nonzero(as_tuple=True)
+    out = torch.zeros(scored.shape, dtype=torch.float32, device=logits.device)
+    for s in range(0, len(rows), 1024):
+        r, c = rows[s : s + 1024], cols[s : s + 1024]
+        lp = law(logits[r, c - 1].float())
+        out[r, c] = lp.gather(-1, input_ids[r, c][:, None])[:, 0]
+    return out
+
+
 def fusable_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     """``(trunk, head)`` of a Hugging Face causal LM whose logits are exactly ``head(trunk(x))``
-    and whose forward takes ``logits_to_keep``; None for anything else (logit soft-capping or
-    scaling, a non-linear head), which then takes the materialised path. A DDP wrapper is
-    looked through. (Under FSDP the head's weight is read inside the forward, where FSDP has
-    gathered it — not tested here: no multi-GPU machine.)"""
+    and whose forward takes ``logits_to_keep``; None for anything else, which then takes the
+    materialised path. Two gates: a config field that rescales the logits
+    (:data:`_LOGIT_RESCALING` set to a value other than 1), and — for what no field announces
+    (a scaling inside ``forward``, a hook) — :func:`_head_is_plain`, one probe forward per model,
+    remembered on the model and logged once when it fails. A DDP wrapper is looked through.
+    (Under FSDP the head's weight is read inside the forward, where FSDP has gathered it — not
+    tested here: no multi-GPU machine.)"""
     inner = getattr(model, "module", model)
     get_head = getattr(inner, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
@@ -222,11 +270,42 @@ def fusable_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     if not isinstance(head, nn.Linear) or trunk is None or trunk is inner:
         return None
     config = getattr(inner, "config", None)
-    if any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale")):
+    if any(getattr(config, k, None) not in (None, 0, 1) for k in _LOGIT_RESCALING):
         return None
     if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
         return None
-    return trunk, head
+    if "_dqo_plain_head" not in inner.__dict__:
+        inner._dqo_plain_head = _head_is_plain(inner, trunk, head)
+    return (trunk, head) if inner._dqo_plain_head else None
+
+
+@torch.no_grad()
+def _head_is_plain(model: nn.Module, trunk: nn.Module, head: nn.Linear) -> bool:
+    """Whether ``log_softmax(model(x).logits) = log_softmax(W h + b)`` with h the trunk's last
+    hidden state, on one 4-token row in eval mode without autocast (the same op on the same
+    tensor: equal to float rounding, where a logit scale of 1.01 already moves log p by ~1e-2)."""
+    found: dict[str, Tensor] = {}
+
+    def keep(_module: nn.Module, _args: tuple, output: object) -> None:
+        found["h"] = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+    ids = (torch.arange(1, 5, device=head.weight.device) % head.out_features)[None]
+    hook, training = trunk.register_forward_hook(keep), model.training
+    try:
+        model.eval()
+        with torch.autocast(head.weight.device.type, enabled=False):
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
+                        logits_to_keep=1)  # fmt: skip
+            mine = nn.functional.linear(found["h"][:, -1:], head.weight, head.bias)
+    finally:
+        hook.remove()
+        model.train(training)
+    off = (out.logits.float().log_softmax(-1) - mine.float().log_softmax(-1)).abs().max().item()
+    if off > 1e-4:
+        name = type(model).__name__
+        _log.warning("%s: logits are not lm_head(h) (max |log p difference| %.3g on a probe "
+                     "row): scoring through its materialised logits", name, off)  # fmt: skip
+    return off <= 1e-4
 
 
 def _fused_logprobs(model, parts, inputs, packing, input_ids, scored, temperature):

@@ -70,6 +70,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -80,9 +81,10 @@ from . import __version__
 from .artifacts import atomic_write_json, check_run_identity, run_lock
 from .collate import DQOCollator
 from .configs import METHODS, TrainConfig
+from .decoding import sampling_law
 from .errors import ConfigError, DataError, MismatchError, MissingDataError
 from .methods import ExampleContext, Forward, dpo_pairs, get_method
-from .modeling import pack_rows, per_token_logprobs, value_model_for
+from .modeling import disable_dropout, pack_rows, per_token_logprobs, value_model_for
 from .models import load_model_and_tokenizer, model_identity, tokenizer_fingerprint
 from .rewards import token_rewards
 from .tasks import get_task
@@ -404,15 +406,33 @@ def score_reference(
 
     ``sequences``: example dicts (``input_ids``, ``action_mask``, ``ref_logps``,
     ``behavior_logps``), updated in place; ``packed``: as the training forward passes (the same
-    numerics on both sides of ρ). ``behavior``: μ = π_ref (τ = 1, top-p = 1) → log μ is
-    the re-scored log π_ref; top-p = 1, τ ≠ 1 → the tempered log-softmax, re-scored; top-p < 1 or
-    unknown (None) → the stored log μ is kept (its numerics are the sampler's). Each process
-    scores every W-th length-sorted batch (all processes run the same number of forward passes,
-    as FSDP needs) and the results are gathered. Returns how far the stored columns were off.
+    numerics on both sides of ρ). The policy is scored in eval mode (no dropout: π_ref is the
+    model, not a dropout sample of it); its mode is restored afterwards. ``behavior``:
+    μ = π_ref (τ = 1, top-p = 1) → log μ is the re-scored log π_ref; top-p = 1, τ ≠ 1 → the
+    tempered log-softmax, re-scored; top-p < 1 → the nucleus law of the re-scored logits
+    (:func:`~dqo_tutorial.decoding.sampling_law`, the sampler's own rule), except for a token
+    outside the re-scored nucleus (its boundary moved with the numerics), which keeps its
+    stored log μ and is counted (``behavior_outside_nucleus``); unknown (None) → the stored
+    log μ is kept. Each process scores every W-th length-sorted batch (all processes run the
+    same number of forward passes, as FSDP needs) and the results are gathered. Returns how far
+    the stored columns were off.
     """
+    training = policy.training
+    policy.eval()
+    try:
+        return _score_reference(accelerator, policy, sequences, batch_size, behavior, packed)
+    finally:
+        policy.train(training)
+
+
+def _score_reference(accelerator, policy, sequences, batch_size, behavior, packed) -> dict:
+    """:func:`score_reference`'s passes, with the policy in eval mode."""
     from accelerate.utils import gather_object
 
-    tau = None if behavior is None or behavior.top_p < 1 else behavior.temperature
+    tau = None if behavior is None else behavior.temperature
+    nucleus = None
+    if behavior is not None and behavior.top_p < 1:
+        nucleus = partial(sampling_law, temperature=tau, top_p=behavior.top_p)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]["input_ids"]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -426,51 +446,65 @@ def score_reference(
         att, mask = att.to(ids.device), batch["action_mask"].to(ids.device)
         score = {"score_mask": mask, "packed": packed}
         columns = [per_token_logprobs(policy, ids, att, **score)]
-        if tau is not None and tau != 1.0:
+        if nucleus is not None:
+            columns.append(per_token_logprobs(policy, ids, att, law=nucleus, **score))
+        elif tau is not None and tau != 1.0:
             columns.append(per_token_logprobs(policy, ids, att, tau, **score))
         columns = [torch.where(mask, c, 0.0).float().cpu() for c in columns]
         for row, i in enumerate(idx):
             n = len(sequences[i]["input_ids"])
             scored.append((i, *(c[row, :n].tolist() for c in columns)))
-    drift = _write_rescored(sequences, gather_object(scored), rescore_mu=tau is not None)
+    drift, outside = _write_rescored(sequences, gather_object(scored), rescore_mu=tau is not None)
     drift_sum, n_tokens = drift.sum().item(), len(drift)
     drift_max = drift.max().item() if n_tokens else 0.0
-    behavior_rule = (
-        "stored (law unknown)"
-        if behavior is None
-        else "stored (top-p < 1)"
-        if tau is None
-        else "= re-scored log π_ref"
-        if tau == 1.0
-        else f"re-scored at τ = {tau}"
-    )
-    return {
+    report = {
         "stored_ref_abs_diff_mean": drift_sum / max(n_tokens, 1),
         "stored_ref_abs_diff_max": drift_max,
-        "behavior_logps": behavior_rule,
+        "behavior_logps": _behavior_rule(behavior),
     }
+    if nucleus is not None:
+        report["behavior_outside_nucleus"] = outside
+    return report
+
+
+def _behavior_rule(behavior: BehaviorLaw | None) -> str:
+    """How :func:`score_reference` obtains log μ, in words (logged in the train summary)."""
+    if behavior is None:
+        return "stored (law unknown)"
+    if behavior.top_p < 1:
+        return f"re-scored nucleus (τ = {behavior.temperature}, top-p = {behavior.top_p})"
+    if behavior.temperature == 1.0:
+        return "= re-scored log π_ref"
+    return f"re-scored at τ = {behavior.temperature}"
 
 
 def _write_rescored(
     sequences: Sequence[dict[str, Any]], scored: Sequence[tuple], *, rescore_mu: bool
 ) -> Tensor:
-    """Write :func:`score_reference`'s ``(index, log π_ref, [tempered])`` results into the
+    """Write :func:`score_reference`'s ``(index, log π_ref, [log μ])`` results into the
     sequences, each column in its stored form (a list, or a float32 tensor of a
-    :func:`tensorise_examples` example); returns |new − stored log π_ref| at every action."""
+    :func:`tensorise_examples` example); a −inf log μ (outside the re-scored nucleus) keeps the
+    stored value. Returns |new − stored log π_ref| at every action and the count of those
+    kept log μ."""
 
-    def like(stored: Any, values: list[float]) -> Any:
-        return torch.tensor(values, dtype=torch.float32) if isinstance(stored, Tensor) else values
+    def like(stored: Any, values: Tensor) -> Any:
+        return values.float() if isinstance(stored, Tensor) else values.tolist()
 
-    drifts = [torch.zeros(0, dtype=torch.float64)]
-    for i, ref, *tempered in dict((x[0], x) for x in scored).values():  # one per sequence
+    drifts, outside = [torch.zeros(0, dtype=torch.float64)], 0
+    for i, ref, *mu in dict((x[0], x) for x in scored).values():  # one per sequence
         seq = sequences[i]
         stored = torch.as_tensor(seq["ref_logps"], dtype=torch.float64)
         actions = torch.as_tensor(seq["action_mask"]).bool()
-        drifts.append((torch.tensor(ref, dtype=torch.float64) - stored)[actions].abs())
+        ref = torch.tensor(ref, dtype=torch.float64)
+        drifts.append((ref - stored)[actions].abs())
         seq["ref_logps"] = like(seq["ref_logps"], ref)
         if rescore_mu:
-            seq["behavior_logps"] = like(seq["behavior_logps"], tempered[0] if tempered else ref)
-    return torch.cat(drifts)
+            new = torch.tensor(mu[0], dtype=torch.float64) if mu else ref
+            kept = torch.isneginf(new) & actions
+            outside += int(kept.sum())
+            old = torch.as_tensor(seq["behavior_logps"], dtype=torch.float64)
+            seq["behavior_logps"] = like(seq["behavior_logps"], torch.where(kept, old, new))
+    return torch.cat(drifts), outside
 
 
 def optimizer_step(
@@ -807,6 +841,8 @@ def _prepare_models(cfg: TrainConfig, accelerator: Any, policy: nn.Module, plan:
     from transformers import get_scheduler
 
     policy.train()
+    if cfg.disable_dropout:  # before V_φ copies the trunk: the copy has none either
+        disable_dropout(policy)
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
     value_model: nn.Module | None = None
@@ -817,6 +853,8 @@ def _prepare_models(cfg: TrainConfig, accelerator: Any, policy: nn.Module, plan:
             extra_layers=cfg.value_extra_layers,
             head_width=cfg.value_head_width,
         )
+        if cfg.disable_dropout:  # (its extra layers, head)
+            disable_dropout(value_model)
         value_model.train()
 
     def optimiser(model: nn.Module, lr: float, steps: int) -> tuple[Any, Any]:
@@ -855,7 +893,6 @@ def _reference_pass(
     sequences = list(examples)
     if get_method(cfg.method).paired:
         sequences = [e for ex in examples for e in (ex["chosen"], ex["rejected"])]
-    policy.train()
     t = time.perf_counter()
     reference = score_reference(accelerator, policy, sequences, batch_size=cfg.batch_size,
                                 behavior=behavior, packed=cfg.packing)  # fmt: skip

@@ -223,9 +223,179 @@ def test_a_tempered_behaviour_law_is_rescored_at_its_temperature(tmp_path):
         m = b["action_mask"][0].bool()
         torch.testing.assert_close(torch.tensor(ex["behavior_logps"])[m], mu[m], atol=1e-5, rtol=0)
         torch.testing.assert_close(torch.tensor(ex["ref_logps"])[m], ref[m], atol=1e-5, rtol=0)
-    # top-p < 1: the nucleus is the sampler's; log μ is kept as stored
+    # top-p < 1: test_a_nucleus_behaviour_law_is_rescored_under_the_training_numerics
+
+
+# --------------------------------------------------------------------------------------------
+# dropout: off while training (TrainConfig.disable_dropout), and never while π_ref is re-scored
+# --------------------------------------------------------------------------------------------
+
+
+def dropout_gpt2(tok):
+    """A tiny GPT-2 with every dropout at 0.1 (GPT-2's own default), in train mode as a
+    checkpoint arrives in a training script."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                     resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    return GPT2LMHeadModel(cfg).train()
+
+
+def mu_is_ref_rows(model, vocab: int):
+    """Sampled-dataset rows with μ = π_ref scored by ``model`` in eval mode (no dropout)."""
+    from conftest import sampled_rows
+
+    model.eval()
+    rows = sampled_rows(model, vocab)
+    model.train()
+    return [{**r, "behavior_logps": r["ref_logps"]} for r in rows]
+
+
+@pytest.mark.parametrize("method", ["dqo", "dro"])
+def test_with_dropout_in_the_model_step_0_weights_are_1_and_the_kl_is_0(tmp_path, method):
+    """GPT-2 with dropout 0.1, μ = π_ref: at step 0 every importance weight must be 1 and the KL
+    estimate 0 (up to the batch-shape noise of one forward pass). With dropout on in the
+    training forward (and in the reference pass) they were off by up to 0.11 and 1e-3."""
+    from dqo_tutorial.models import tiny_tokenizer
+    from dqo_tutorial.train import BehaviorLaw, TrainConfig, train
+
+    tok = tiny_tokenizer()
+    model = dropout_gpt2(tok)
+    rows = mu_is_ref_rows(model, len(tok))
+    cfg = TrainConfig(method=method, model="tiny", task="toy", batch_size=4, max_steps=1,
+                      policy_lr=1e-4, value_lr=1e-3, mixed_precision="no",
+                      lr_scheduler="constant", warmup_ratio=0.0, checkpoint_every=1000)  # fmt: skip
+    assert cfg.disable_dropout  # the default, as in TRL's trainers
+    train(cfg, tmp_path, policy=model, tokenizer=tok, rows=rows, progress=False,
+          behavior=BehaviorLaw(1.0, 1.0))  # fmt: skip
+    step1 = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert step1["log_ratio_abs_max"] < 1e-5
+    assert abs(step1["kl_theta_ref"]) < 1e-7
+    if method == "dqo":
+        assert step1["is_weight_mean"] == pytest.approx(1.0, abs=1e-5)
+        assert step1["is_weight_max"] == pytest.approx(1.0, abs=1e-5)
+    assert all(m.p == 0 for m in model.modules() if isinstance(m, nn.Dropout))
+
+
+def test_the_reference_is_scored_in_eval_mode_even_with_dropout_kept():
+    """``disable_dropout: false`` keeps dropout in training, but the re-scored log π_ref is
+    π_ref's: eval-mode scoring (an independent forward in eval mode), and the model's mode is
+    restored afterwards."""
+    from accelerate import Accelerator
+
+    from dqo_tutorial.collate import DQOCollator
+    from dqo_tutorial.modeling import per_token_logprobs
+    from dqo_tutorial.models import tiny_tokenizer
+    from dqo_tutorial.train import BehaviorLaw, build_examples, score_reference
+
+    tok = tiny_tokenizer()
+    model = dropout_gpt2(tok)
+    examples = build_examples("dqo", mu_is_ref_rows(model, len(tok)))
+    acc = Accelerator(cpu=True, mixed_precision="no")
+    score_reference(acc, model, examples, batch_size=3, behavior=BehaviorLaw(1.0, 1.0))
+    assert model.training
+    model.eval()
+    for ex in examples:
+        b = DQOCollator(0)([{k: ex[k] for k in ("input_ids", "action_mask")}])
+        with torch.no_grad():
+            ref = per_token_logprobs(model, b["input_ids"], b["attention_mask"])[0]
+        m = b["action_mask"][0].bool()
+        torch.testing.assert_close(torch.tensor(ex["ref_logps"])[m], ref[m], atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# top-p < 1: log μ re-scored with the nucleus, under the training numerics
+# --------------------------------------------------------------------------------------------
+
+
+def naive_nucleus_logprob(logits: torch.Tensor, token: int, tau: float, top_p: float) -> float:
+    """log μ(token) of one position by hand: softmax(z/τ), tokens taken most likely first while
+    the mass before them is < top_p (the one crossing top_p included), renormalised; −inf
+    outside. Float64, a Python loop over the sorted vocabulary."""
+    p = torch.softmax(logits.double() / tau, -1)
+    order = torch.argsort(p, descending=True).tolist()
+    kept, mass = [], 0.0
+    for a in order:
+        if mass >= top_p:
+            break
+        kept.append(a)
+        mass += float(p[a])
+    if token not in kept:
+        return -math.inf
+    return math.log(float(p[token]) / mass)
+
+
+def bf16_nucleus_rows(top_p: float, n_prompts: int = 3):
+    """Responses drawn by the decode loop from the toy π_ref with bf16 *weights* at top-p (its
+    log μ recorded in the sampler's numerics), while training keeps float32 weights."""
+    import copy
+
+    from dqo_tutorial.collate import DQOCollator
+    from dqo_tutorial.decoding import DecodeSampler
+    from dqo_tutorial.modeling import per_token_logprobs
+    from dqo_tutorial.models import load_model_and_tokenizer
+    from dqo_tutorial.tasks import get_task
+
+    model, tok = load_model_and_tokenizer("toy", device="cpu")
+    task = get_task("toy")
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    prompts = [tok(task.format_prompt(p.question, tok), add_special_tokens=False)["input_ids"]
+               for p in task.load("test", None, n_prompts)]  # fmt: skip
+    gens = DecodeSampler(bf16, tok, 8).sample(prompts, num_samples=2, temperature=1.0,
+                                              top_p=top_p, max_new_tokens=24, seed=3)  # fmt: skip
+    rows = []
+    for g in gens:
+        ids = g.prompt_ids + g.response_ids
+        mask = [0] * len(g.prompt_ids) + [1] * len(g.response_ids)
+        b = DQOCollator(tok.pad_token_id)([{"input_ids": ids, "action_mask": mask}])
+        with torch.no_grad():
+            ref = per_token_logprobs(bf16, b["input_ids"], b["attention_mask"])[0]
+        ref = (ref * b["action_mask"][0]).tolist()
+        rows.append({"prompt_index": g.prompt_index, "sample_index": g.sample_index,
+                     "input_ids": ids, "action_mask": mask, "ref_logps": ref,
+                     "behavior_logps": [0.0] * len(g.prompt_ids) + g.behavior_logps,
+                     "reward": 0.0, "terminal": g.finished})  # fmt: skip
+    return model, tok, rows
+
+
+def test_a_nucleus_behaviour_law_is_rescored_under_the_training_numerics():
+    """top-p 0.9, a bf16 sampler, fp32 + bf16 autocast training: the re-scored log μ equals the
+    nucleus law of the training forward (by hand, :func:`naive_nucleus_logprob`), not the
+    sampler's numbers (which were kept before: off by up to ~0.1 per token); a token that falls
+    outside the re-scored nucleus keeps its stored value and is counted."""
+    from accelerate import Accelerator
+
+    from dqo_tutorial.collate import DQOCollator
+    from dqo_tutorial.train import BehaviorLaw, build_examples, score_reference
+
+    top_p = 0.9
+    model, tok, rows = bf16_nucleus_rows(top_p)
     examples = build_examples("dqo", rows)
     stored = [list(ex["behavior_logps"]) for ex in examples]
-    out = score_reference(acc, model, examples, batch_size=3, behavior=BehaviorLaw(1.0, 0.9))
-    assert [ex["behavior_logps"] for ex in examples] == stored
-    assert out["behavior_logps"] == "stored (top-p < 1)"
+    out_of_nucleus = examples[0]  # a token no nucleus holds: the stored value stays
+    j = out_of_nucleus["action_mask"].index(1)
+    out_of_nucleus["input_ids"][j], stored[0][j] = 3, -7.25
+    out_of_nucleus["behavior_logps"][j] = -7.25
+    acc = Accelerator(cpu=True, mixed_precision="bf16")
+    model = acc.prepare(model)  # its forward under bf16 autocast, as in training
+    out = score_reference(acc, model, examples, batch_size=3, behavior=BehaviorLaw(1.0, top_p))
+    assert out["behavior_logps"] == "re-scored nucleus (τ = 1.0, top-p = 0.9)"
+    assert out["behavior_outside_nucleus"] >= 1
+    moved = worst = 0.0
+    for ex, before in zip(examples, stored):
+        b = DQOCollator(tok.pad_token_id)([{k: ex[k] for k in ("input_ids", "action_mask")}])
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=b["input_ids"]).logits[0].float()
+        for col in [c for c, a in enumerate(ex["action_mask"]) if a]:
+            want = naive_nucleus_logprob(logits[col - 1], ex["input_ids"][col], 1.0, top_p)
+            got = ex["behavior_logps"][col]
+            if want == -math.inf:
+                assert got == before[col]
+            else:
+                worst = max(worst, abs(got - want))
+                moved = max(moved, abs(got - before[col]))
+    print(f"re-scored vs by hand: {worst:.2e}; stored vs re-scored: {moved:.2e}")
+    assert worst < 1e-3  # bf16 autocast: the batch-shape noise of one forward pass
+    assert moved > 2e-2  # the sampler's numbers really were off, by more than that

@@ -277,7 +277,8 @@ def test_fused_head_never_builds_the_logits_and_follows_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         fused = per_token_logprobs(model, ids, att)
         materialised = per_token_logprobs(model, ids, att, fused=False)
-    assert seen[0][1] == 0 and seen[1] == (*ids.shape, VOCAB)  # no logits, then all of them
+    # the probe's one position (once per model), no logits, then all of them
+    assert seen == [(1, 1, VOCAB), (ids.shape[0], 0, VOCAB), (*ids.shape, VOCAB)]
     assert fused.dtype == torch.float32
     torch.testing.assert_close(fused, materialised, atol=2e-2, rtol=0)  # both: bf16 head
     with torch.no_grad():
@@ -294,6 +295,79 @@ def test_fused_head_falls_back_where_it_cannot_be_used():
     assert fusable_head(soft) is None
     with pytest.raises(ValueError, match="fused"):
         per_token_logprobs(soft, *pad_batch(SEQS, "left"), fused=True)
+
+
+def _scaled_families():
+    """Tiny random models whose logits are *not* lm_head(h): Granite and its MoE variants divide
+    by ``logits_scaling``, HyperCLOVAX multiplies by it, Falcon-H1 by ``lm_head_multiplier``."""
+    import transformers as T
+
+    base = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    moe = dict(num_local_experts=2, num_experts_per_tok=1)
+    mamba = dict(mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=8)
+    families = {
+        "granite": (T.GraniteConfig, T.GraniteForCausalLM, dict(logits_scaling=8.0)),
+        "granitemoe": (T.GraniteMoeConfig, T.GraniteMoeForCausalLM,
+                       dict(logits_scaling=8.0, **moe)),
+        "granitemoeshared": (T.GraniteMoeSharedConfig, T.GraniteMoeSharedForCausalLM,
+                             dict(logits_scaling=8.0, shared_intermediate_size=32, **moe)),
+        "granitemoehybrid": (T.GraniteMoeHybridConfig, T.GraniteMoeHybridForCausalLM,
+                             dict(logits_scaling=8.0, shared_intermediate_size=32,
+                                  layer_types=["mamba", "attention"], **moe, **mamba)),
+        "hyperclovax": (T.HyperCLOVAXConfig, T.HyperCLOVAXForCausalLM,
+                        dict(logits_scaling=0.25)),
+        "falcon_h1": (T.FalconH1Config, T.FalconH1ForCausalLM,
+                      dict(lm_head_multiplier=0.3, mamba_d_ssm=32, mamba_n_heads=4,
+                           mamba_d_head=8, mamba_d_state=8, mamba_chunk_size=8)),
+    }  # fmt: skip
+    return {k: (c, m, {**base, **extra}) for k, (c, m, extra) in families.items()}
+
+
+@pytest.mark.parametrize("family", list(_scaled_families()))
+def test_logit_scaled_families_are_scored_by_their_own_log_softmax(family):
+    """Every log-prob the losses see equals the model's own ``log_softmax(logits)``, also where
+    the logits are rescaled after the head (the fused path must step aside there: 0.17-0.29
+    nats off before). The reference is the model's forward itself, materialised, in float32."""
+    config_cls, model_cls, config = _scaled_families()[family]
+    torch.manual_seed(0)
+    model = model_cls(config_cls(**config)).eval()
+    for side in ("left", "right"):
+        ids, att = pad_batch(SEQS, side)
+        with torch.no_grad():
+            got = per_token_logprobs(model, ids, att)
+        for row, seq in enumerate(SEQS):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([seq])).logits[0].float()
+            own = logits[:-1].log_softmax(-1).gather(-1, torch.tensor(seq[1:])[:, None])
+            mine = got[row][att[row].bool()][1:]
+            torch.testing.assert_close(mine, own[:, 0], atol=2e-5, rtol=0, msg=family)
+
+
+def test_a_plain_head_is_still_fused_and_a_scaled_one_is_found_by_its_outputs():
+    """The probe compares the model's own logits with head(trunk(x)) on one short row: a plain
+    Llama keeps the fused path; a head scaled by a hook the config does not announce is found."""
+    from dqo_tutorial.modeling import fusable_head
+
+    plain = _tied_llama()
+    assert fusable_head(plain) is not None
+    hidden = _tied_llama()
+    hidden.lm_head.register_forward_hook(lambda m, a, out: out * 1.5)  # no config attribute
+    assert fusable_head(hidden) is None
+    ids, att = pad_batch(SEQS, "left")
+    with torch.no_grad():
+        logits = hidden(input_ids=ids, attention_mask=att).logits.float()
+        got = per_token_logprobs(hidden, ids, att, score_mask=att.bool())
+    own = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+    scored = (att[:, 1:] * att[:, :-1]).bool()
+    torch.testing.assert_close(got[:, 1:][scored], own[scored], atol=2e-5, rtol=0)
 
 
 # ------------------------------------------------------------------------------ packing
