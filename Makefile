@@ -55,6 +55,8 @@ test: setup browser
 	$(PY) -m ruff check dqo_tutorial tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
+	# the multi-process tests once more with the portable CPU kernels, which round otherwise
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q tests/test_distributed.py
 	$(PY) -m pytest --nbmake --nbmake-timeout=600 notebooks/
 
 # the executed course (full sizes) as HTML pages with their figures in outputs/course/: open

@@ -12,8 +12,9 @@ F(a) = Σ_{b ≤ a} μ(b|s) exceeds u (:func:`draw`, in float64). log μ(a|s) of
 gathered from the same float32 log-softmax (:func:`sampling_law`), so what is recorded is the
 law that was sampled. τ = 0 is greedy (argmax, nothing recorded).
 
-**Per-row random streams.** Row (prompt i, sample j) reads its uniforms from a generator seeded
-with a key derived from ``(seed, i, j)`` (:func:`row_uniforms`), one uniform per step. Which
+**Per-row random streams.** Row (prompt i, sample j) reads its uniforms from a counter-based
+generator keyed by a 63-bit key derived from ``(seed, i, j)`` (:func:`row_uniforms`), one
+uniform per step; ``stream_ids`` names the prompts instead of their positions. Which
 batch a row lands in, and how large batches are, therefore change nothing it draws: the same
 seed gives the same responses at any batch size (tested; up to float rounding in the logits,
 which moves a token only if u falls within ~1e-7 of a boundary of F).
@@ -48,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 from transformers import DynamicCache, TopPLogitsWarper
@@ -101,10 +103,12 @@ class Sampler(Protocol):
     """The generation seam: token-id prompts and a decoding law in, responses with log μ out.
 
     ``sample(prompt_ids, num_samples=, temperature=, top_p=, max_new_tokens=, seed=,
-    record_logps=)`` returns ``len(prompt_ids) * num_samples`` :class:`Generation` records,
-    prompt-major, each response cut after its first EOS or at its budget (``max_new_tokens``:
-    one int, or one per prompt), with log μ of every sampled token under the law actually
-    sampled (τ, top-p) when ``record_logps`` and ``temperature > 0``. Sampling, evaluation and
+    record_logps=, stream_ids=)`` returns ``len(prompt_ids) * num_samples``
+    :class:`Generation` records, prompt-major, each response cut after its first EOS or at its
+    budget (``max_new_tokens``: one int, or one per prompt), with log μ of every sampled token under the law actually
+    sampled (τ, top-p) when ``record_logps`` and ``temperature > 0``. ``stream_ids`` (one int
+    per prompt, default its position) names each prompt's random streams: evaluation passes the
+    problem index, so a problem draws the same responses in any chunk. Sampling, evaluation and
     Monte-Carlo potentials go through it; :class:`DecodeSampler` (default) and
     :class:`~dqo_tutorial.sampling.HFSampler` implement it.
     The teacher-forced scorer (log π_ref, :func:`~dqo_tutorial.sampling.reference_logprobs`)
@@ -122,6 +126,7 @@ class Sampler(Protocol):
         max_new_tokens: int | Sequence[int],
         seed: int,
         record_logps: bool = True,
+        stream_ids: Sequence[int] | None = None,
     ) -> list[Generation]: ...
 
 
@@ -131,15 +136,15 @@ class Sampler(Protocol):
 
 
 def row_uniforms(keys: Sequence[int], steps: int, device: Any = "cpu") -> Tensor:
-    """(B, steps) float64 uniforms in [0, 1): row r from a CPU generator seeded with ``keys[r]``.
+    """(B, steps) float64 uniforms in [0, 1): row r is the counter-based Philox4x64 stream keyed
+    by all 64 bits of ``keys[r]`` (NumPy's ``Philox``; torch's CPU generator keeps only the low
+    32 bits of a seed, so 63-bit keys that differ above bit 32 would collide).
 
     Row r's numbers depend on its key alone — not on the other rows, nor on the batch size."""
-    out = torch.empty(len(keys), steps, dtype=torch.float64)
-    gen = torch.Generator()
+    out = np.empty((len(keys), steps), dtype=np.float64)
     for r, key in enumerate(keys):
-        gen.manual_seed(key)
-        out[r] = torch.rand(steps, generator=gen, dtype=torch.float64)
-    return out.to(device)
+        out[r] = np.random.Generator(np.random.Philox(key=int(key))).random(steps)
+    return torch.from_numpy(out).to(device)
 
 
 def sampling_law(logits: Tensor, temperature: float, top_p: float) -> Tensor:
@@ -368,17 +373,19 @@ class DecodeSampler:
         max_new_tokens: int | Sequence[int],
         seed: int,
         record_logps: bool = True,
+        stream_ids: Sequence[int] | None = None,
     ) -> list[Generation]:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(
                 f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}"
             )
         n, k = len(prompt_ids), num_samples
+        names = list(range(n)) if stream_ids is None else list(stream_ids)
         budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         out: list[Generation | None] = [None] * (n * k)
         for group in _batches(prompt_ids, budgets, k, self.batch_size):
-            keys = [derive_seed(seed, "row", i, j) for i in group for j in range(k)]
+            keys = [derive_seed(seed, "row", names[i], j) for i in group for j in range(k)]
             drawn = _decode_batch(self.model, [prompt_ids[i] for i in group],
                                   [budgets[i] for i in group], keys, k, temperature, top_p,
                                   eos, pad if pad is not None else eos)  # fmt: skip

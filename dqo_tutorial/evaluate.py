@@ -22,8 +22,11 @@ answers, correctness) as it goes, resumes from it after an interruption, and end
 
 **Several processes** (``torchrun`` / ``accelerate launch``, see
 :class:`~dqo_tutorial.processes.Processes`): the problems are cut into chunks of
-``batch_size``, the unit of resume, each sampled with its own seed ``(seed, chunk)``, so a
-chunk's records do not depend on the process that draws them. Of the chunks still missing the
+``batch_size``, the unit of resume. Sample j of problem i is drawn from the stream of
+``(seed, i, j)`` (the decode loop's ``stream_ids``) and each chunk's records are written problem
+by problem, so neither the process that draws a chunk nor the batch size changes a byte of
+``outputs.jsonl`` (with the ``generate`` engine the responses depend on the batch size: it draws
+one stream per batch). Of the chunks still missing the
 process of rank r takes every W-th from the r-th; it writes each finished chunk atomically to
 ``chunks/chunk-NNNNN.jsonl``. The main process alone holds the folder's lock, checks the run
 identity, appends the chunk files to ``outputs.jsonl`` in chunk order as soon as there is no gap
@@ -130,7 +133,8 @@ def _chunk_records(
             prompts,
             max_new_tokens=cfg.max_new_tokens,
             batch_size=cfg.batch_size,
-            seed=cfg.seed * 1_000_003 + chunk,
+            seed=cfg.seed,
+            stream_ids=[p.index for p in problems],  # a problem's draws: not its chunk's
             record_logps=False,  # accuracy needs no log μ
             sampler=sampler
             or make_sampler(model, tokenizer, cfg.batch_size, cfg.engine, cfg.kv_cache),
@@ -150,7 +154,8 @@ def _chunk_records(
                     **grade(g.text, problem.gold, cfg.task),
                 }
             )
-    return records
+    place = {p.index: n for n, p in enumerate(problems)}  # problem by problem, greedy first
+    return sorted(records, key=lambda r: place[r["problem_index"]])
 
 
 def evaluate(

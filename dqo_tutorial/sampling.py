@@ -159,12 +159,16 @@ def _sample(
     batch_size: int,
     record_logps: bool = True,
     kv_cache: str = "dynamic",
+    stream_ids: Sequence[int] | None = None,
 ) -> list[Generation]:
     """:func:`generate` on token-id prompts; ``max_new_tokens`` may be one budget per prompt.
 
     The rows (prompt i, sample j), prompt-major, are cut into batches of ``batch_size``; batch b
     is drawn under ``torch.manual_seed(derive_seed(seed, b))`` in a forked RNG (the caller's
-    global RNG state is left untouched).
+    global RNG state is left untouched) — with ``stream_ids``, ``derive_seed(seed, s)``, s the
+    entry of the batch's first prompt. ``generate`` draws one stream per batch, so what a row draws
+    still depends on the batch it lands in: only the decode loop gives the same responses at
+    any batch size.
     """
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
@@ -191,8 +195,9 @@ def _sample(
             **_NEUTRAL_PROCESSORS,
             **law,
         )
+        named = None if stream_ids is None else stream_ids[chunk[0][0]]
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(derive_seed(seed, b))
+            torch.manual_seed(derive_seed(seed, b) if named is None else derive_seed(seed, named))
             result = model.generate(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
@@ -282,6 +287,7 @@ def generate(
     batch_size: int = 16,
     record_logps: bool = True,
     sampler: Sampler | None = None,
+    stream_ids: Sequence[int] | None = None,
 ) -> list[Generation]:
     """Sample ``num_samples`` responses per prompt, recording log μ: by default with the
     package's decode loop (:class:`~dqo_tutorial.decoding.DecodeSampler`), or with ``sampler``,
@@ -301,9 +307,9 @@ def generate(
     Memory: recording log μ holds one batch_size × vocab buffer (float32: 100 MB for 512 ×
     49,152), not every step's scores (51 GB at 512 new tokens); ``record_logps=False``
     (evaluation) records nothing and leaves ``behavior_logps`` None. Sampling is reproducible:
-    with the decode loop each row (i, j) has its own stream derived from ``(seed, i, j)``, so
-    the batch size changes nothing; with ``generate``, batch b uses the seed derived from
-    ``(seed, b)``.
+    with the decode loop each row (i, j) has its own stream derived from ``(seed, i, j)`` (i:
+    the prompt's entry of ``stream_ids``, default its position), so the batch size changes
+    nothing; with ``generate``, batch b uses the seed derived from ``(seed, b)``.
 
     Returns:
         ``len(prompts) * num_samples`` generations, prompt-major: entry ``i * num_samples + j`` is
@@ -319,6 +325,7 @@ def generate(
         max_new_tokens=max_new_tokens,
         seed=seed,
         record_logps=record_logps,
+        stream_ids=stream_ids,
     )
 
 

@@ -1,8 +1,8 @@
 """Evaluation under torchrun (2 gloo processes on CPU) writes what one process writes.
 
-Chunk c (``batch_size`` problems, seeded by ``(seed, c)``) goes to one process; each writes its
-chunks' records into ``chunks/``, the main process appends them to ``outputs.jsonl`` in chunk
-order and writes ``results.json``. The reference is a one-process run of the same configuration
+Chunk c (``batch_size`` problems, each seeded by its problem index) goes to one process; each
+writes its chunks' records into ``chunks/``, the main process appends them to ``outputs.jsonl``
+in chunk order and writes ``results.json``. The reference is a one-process run of the same configuration
 (in this process, to spare a start-up): the records must match line for line, the accuracies
 exactly, and the stored configurations too. A resume after an interruption, with another
 process count than the interrupted run, must give the same files again.
@@ -35,13 +35,13 @@ def chunk_lines(lines: list[str], c: int) -> list[str]:
     return lines[start : start + min(BATCH, LIMIT - c * BATCH) * PER_PROBLEM]
 
 
-def evaluate_here(folder) -> None:
+def evaluate_here(folder, batch_size: int = BATCH) -> None:
     """The command of :func:`eval_args` as one process, in this one (no start-up to pay)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the numerics of the launched processes' OMP_NUM_THREADS=1
     try:
         cfg = ev.EvalConfig(
-            model="toy", task="toy", limit=LIMIT, num_samples=2, batch_size=BATCH,
+            model="toy", task="toy", limit=LIMIT, num_samples=2, batch_size=batch_size,
         )  # fmt: skip
         ev.evaluate(cfg, folder, progress=False)
     finally:
@@ -123,3 +123,15 @@ def test_one_process_resumes_what_two_processes_left(reference, tmp_path, monkey
     evaluate_here(tmp_path / "run")
     assert seen == [1, 2, 4]
     assert_same_as(tmp_path / "run", reference)
+
+
+@pytest.mark.parametrize("batch_size", [3, 256])
+def test_the_batch_size_changes_no_byte_of_the_outputs(reference, tmp_path, batch_size):
+    """Each sampled response is seeded by its problem and sample index (not by its chunk, as
+    before: 4 of 12 responses changed between batch sizes 2 and 3), and the records are written
+    problem by problem, so ``outputs.jsonl`` is byte for byte the batch-2 file (and, by the test
+    above, the 2-process one): models evaluated at different batch sizes share their randomness."""
+    evaluate_here(tmp_path / "e", batch_size)
+    assert (tmp_path / "e" / "outputs.jsonl").read_bytes() == (
+        reference / "outputs.jsonl"
+    ).read_bytes()

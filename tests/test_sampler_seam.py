@@ -23,7 +23,7 @@ class CannedSampler:
         self.tok, self.answers, self.calls = tokenizer, answers, []
 
     def sample(self, prompt_ids, *, num_samples, temperature, top_p, max_new_tokens, seed,
-               record_logps=True):  # fmt: skip
+               record_logps=True, stream_ids=None):  # fmt: skip
         self.calls.append(dict(n=len(prompt_ids), k=num_samples, t=temperature, seed=seed))
         out = []
         for i, prompt in enumerate(prompt_ids):
