@@ -102,14 +102,14 @@ class Generation:
 class Sampler(Protocol):
     """The generation seam: token-id prompts and a decoding law in, responses with log μ out.
 
-    ``sample(prompt_ids, num_samples=, temperature=, top_p=, max_new_tokens=, seed=,
-    record_logps=, stream_ids=)`` returns ``len(prompt_ids) * num_samples``
-    :class:`Generation` records, prompt-major, each response cut after its first EOS or at its
-    budget (``max_new_tokens``: one int, or one per prompt), with log μ of every sampled token under the law actually
-    sampled (τ, top-p) when ``record_logps`` and ``temperature > 0``. ``stream_ids`` (one int
-    per prompt, default its position) names each prompt's random streams: evaluation passes the
-    problem index, so a problem draws the same responses in any chunk. Sampling, evaluation and
-    Monte-Carlo potentials go through it; :class:`DecodeSampler` (default) and
+    ``sample(prompt_ids, num_samples=, temperature=, top_p=, max_new_tokens=, seed=, record_logps=,
+    stream_ids=)`` returns ``len(prompt_ids) * num_samples`` :class:`Generation` records,
+    prompt-major, each response cut after its first EOS or at its budget (``max_new_tokens``: one
+    int, or one per prompt), with log μ of every sampled token under the law actually sampled (τ,
+    top-p) when ``record_logps`` and ``temperature > 0``. ``stream_ids`` (one int per prompt,
+    default its position) names each prompt's random streams: evaluation passes the problem index,
+    so a problem draws the same responses in any chunk. Sampling, evaluation and Monte-Carlo
+    potentials go through it; :class:`DecodeSampler` (default) and
     :class:`~dqo_tutorial.sampling.HFSampler` implement it.
     The teacher-forced scorer (log π_ref, :func:`~dqo_tutorial.sampling.reference_logprobs`)
     is apart from it: a faster engine replaces the sampler and keeps the one log-prob path for

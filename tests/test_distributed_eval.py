@@ -1,11 +1,11 @@
 """Evaluation under torchrun (2 gloo processes on CPU) writes what one process writes.
 
-Chunk c (``batch_size`` problems, each seeded by its problem index) goes to one process; each
-writes its chunks' records into ``chunks/``, the main process appends them to ``outputs.jsonl``
-in chunk order and writes ``results.json``. The reference is a one-process run of the same configuration
-(in this process, to spare a start-up): the records must match line for line, the accuracies
-exactly, and the stored configurations too. A resume after an interruption, with another
-process count than the interrupted run, must give the same files again.
+Chunk c (``batch_size`` problems, each seeded by its problem index) goes to one process; each writes
+its chunks' records into ``chunks/``, the main process appends them to ``outputs.jsonl`` in chunk
+order and writes ``results.json``. The reference is a one-process run of the same configuration (in
+this process, to spare a start-up): the records must match line for line, the accuracies exactly,
+and the stored configurations too. A resume after an interruption, with another process count than
+the interrupted run, must give the same files again.
 """
 
 from __future__ import annotations
