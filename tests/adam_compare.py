@@ -16,6 +16,7 @@ a real disagreement could hide among them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -59,10 +60,11 @@ def _optimizer_state(run: Path, index: int) -> tuple[list[dict], tuple[float, fl
 
 
 def assert_runs_agree(
-    one: Path, two: Path, start_model: Path, *, value: bool, atol: float = 2e-5, rtol: float = 1e-4
+    one: Path, two: Path, start_model: Any, *, value: bool, atol: float = 2e-5, rtol: float = 1e-4
 ) -> list[dict[str, float]]:
     """The policy (and the separate V_φ when ``value``) of runs ``one`` and ``two`` agree on
-    every well-conditioned entry; ``start_model``: the π_ref both started from."""
+    every well-conditioned entry; ``start_model``: the π_ref both started from (a model or its
+    folder)."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
@@ -71,7 +73,9 @@ def assert_runs_agree(
     def named(model):
         return {n: p.detach() for n, p in model.named_parameters()}
 
-    start = AutoModelForCausalLM.from_pretrained(start_model)
+    start = start_model
+    if isinstance(start_model, str | Path):
+        start = AutoModelForCausalLM.from_pretrained(start_model)
     runs = [AutoModelForCausalLM.from_pretrained(d / "policy") for d in (one, two)]
     starts = [named(start)]
     finals = [[named(m) for m in runs]]

@@ -103,31 +103,24 @@ def test_every_method_learns_and_updates_every_parameter(
 
 @pytest.mark.parametrize("method", ["sft", "dpo", "dro", "dqo"])
 def test_gradient_accumulation_4x1_equals_1x4(method, tiny_model, tiny_tok, rows, tmp_path):
+    from adam_compare import assert_runs_agree
+
     data = data_for(method, rows)
-    params = []
     for i, (bs, ga) in enumerate([(4, 1), (1, 4), (2, 2)]):
         model = copy.deepcopy(tiny_model)
         cfg = cfg_for(method, batch_size=bs, grad_accum=ga, max_steps=3)
         train(cfg, tmp_path / str(i), policy=model, tokenizer=tiny_tok, rows=data, progress=False)
-        params.append(
-            AutoModelForCausalLM.from_pretrained(tmp_path / str(i) / "policy").state_dict()
-        )
         losses = [r["policy_loss"] for r in losses_from_log(tmp_path / str(i))]
         if i == 0:
             ref_losses = losses
         else:
             assert losses == pytest.approx(ref_losses, rel=1e-5, abs=1e-7)
-    # Parameters: AdamW's step m/(√v + ε) is ±lr whatever the gradient's size, so where a
+    # Parameters: AdamW's step m/(√v + ε) is ~lr whatever the gradient's size, so where a
     # gradient is at float-noise level (e.g. LM-head rows of tokens with probability ~0) the
-    # summation order of the micro-batches decides its sign. Such entries may differ by up to
-    # lr per step; every other entry must agree to float precision.
-    lr, steps = 3e-3, 3
-    for other in params[1:]:
-        for name, p in params[0].items():
-            diff = (other[name] - p).abs()
-            close = diff <= 2e-5 + 1e-4 * p.abs()
-            assert close.float().mean() >= 0.98, f"{method}: {name} differs in many entries"
-            assert diff.max() <= 2 * lr * steps, f"{method}: {name} moved more than Adam can"
+    # summation order of the micro-batches decides it; compared where the step is defined
+    for i in (1, 2):
+        assert_runs_agree(tmp_path / "0", tmp_path / str(i), tiny_model,
+                          value=method in ("dro", "dqo"))  # fmt: skip
 
 
 def _models_for(method: str, tiny_model) -> tuple:
