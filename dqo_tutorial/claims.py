@@ -704,10 +704,9 @@ def summarize_runs(
                 diff["seeds_below_0"] = sum(x < 0 for x in per_seed)
                 hits = [(a.get("hits", {}), b.get("hits", {})) for a, b in both]
                 if all(decoding in a and decoding in b for a, b in hits):
-                    diff["ci95"] = paired_interval(
-                        [_scores(a, decoding) for a, _ in hits],
-                        [_scores(b, decoding) for _, b in hits],
-                    )
+                    sa = [_scores(a, decoding) for a, _ in hits]
+                    if len(sa) * len(sa[0]) > 1:  # (one seed on one problem has no interval)
+                        diff["ci95"] = paired_interval(sa, [_scores(b, decoding) for _, b in hits])
                 entry.setdefault("paired", {"against": against})[decoding] = diff
         skipped = sorted({r["skipped"] for r in rs if "skipped" in r})
         if skipped:

@@ -344,6 +344,10 @@ def test_sweeps_pair_each_point_with_its_own_dqo_and_flip_the_sign():
     row += "| +25.0 ± 35.4 [-292.7, +342.7] (1/2 > 0) | – |"
     assert row in table
     assert sweep_table(summary, [r for r in runs if r["group"] != "horizon"], "horizon") == ""
+    # one seed on one problem: a difference, its sign, no interval
+    one = [run(v, "baselines", 0, float(g), _hits(g, "2")) for v, g in (("DQO", "0"), ("DRO", "1"))]
+    paired = summarize_runs(one)["DRO"]["paired"]["greedy"]
+    assert paired["mean"] == 1.0 and paired["seeds_above_0"] == 1 and "ci95" not in paired
 
 
 def test_budget_table_puts_cost_next_to_accuracy():
