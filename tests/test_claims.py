@@ -4,6 +4,7 @@ negatives-only fixed point, and the whole experiment at smoke size through the C
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -16,10 +17,12 @@ from dqo_tutorial.claims import (
     SMOKE,
     VARIANTS,
     ClaimsConfig,
+    _t_quantile,
     budget_table,
     choose_budgets,
     expand_variants,
     paired_interval,
+    paired_variance,
     results_table,
     select_rows,
     summarize_runs,
@@ -92,25 +95,115 @@ def test_choose_budgets_best_dev_ties_to_the_cheaper_trial():
     }
 
 
-def test_paired_interval_by_hand_and_against_a_naive_bootstrap():
+def test_paired_variance_components_by_hand():
     import numpy as np
 
-    # one seed, two problems, d = (0, 1): a replicate's mean is 0, ½ or 1 with probability
-    # ¼, ½, ¼, so the 2.5 % and 97.5 % quantiles are 0 and 1
-    assert paired_interval([[1.0, 1.0]], [[1.0, 0.0]]) == [0.0, 1.0]
+    # S = 2 seeds × N = 3 problems. Seed means 1, 3; problem means 3, 0, 3; grand mean 2.
+    # MS_seed = 3·(1 + 1)/1 = 6, MS_problem = 2·(1 + 4 + 1)/2 = 6, residuals ±1 on 4 cells →
+    # MS_resid = 4/2 = 2. Var(mean) = (6 + 6 − 2)/6 = 5/3; Satterthwaite
+    # df = 10²/(6²/1 + 6²/2 + 2²/2) = 100/56.
+    got = paired_variance(np.array([[2.0, 0.0, 1.0], [4.0, 0.0, 5.0]]))
+    want = {"mean": 2.0, "ms_seed": 6.0, "ms_problem": 6.0, "ms_resid": 2.0, "var": 5 / 3,
+            "df": 100 / 56}  # fmt: skip
+    assert {k: float(got[k]) for k in want} == pytest.approx(want)
+    # seed means 0, 2; every problem mean 1, so MS_problem = 0 < MS_resid = 4/2 (residuals ±1
+    # on 4 cells): the problem component is floored at 0 and Var = MS_seed/(SN) = 6/6 on
+    # S − 1 = 1 df (unfloored it would be (6 + 0 − 2)/6)
+    got = paired_variance(np.array([[0.0, 1.0, -1.0], [2.0, 1.0, 3.0]]))
+    assert float(got["ms_problem"]) == 0.0 and float(got["ms_resid"]) == pytest.approx(2.0)
+    assert float(got["var"]) == pytest.approx(1.0) and float(got["df"]) == pytest.approx(1.0)
+    # every seed mean 4/3 (MS_seed = 0); problem means ½, ½, 3: MS_problem = 25/6; residuals
+    # ±½ on 4 cells: MS_resid = ½. Var = (0 + 25/6 − ½)/6 = 11/18; the df count the seed term
+    # at MS_resid: (½ + 11/3)²/(¼/1 + (25/6)²/2 + ¼/2) = 625/326
+    got = paired_variance(np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 3.0]]))
+    assert float(got["ms_seed"]) == pytest.approx(0.0, abs=1e-15)
+    assert (float(got["ms_problem"]), float(got["ms_resid"])) == pytest.approx((25 / 6, 0.5))
+    assert (float(got["var"]), float(got["df"])) == pytest.approx((11 / 18, 625 / 326))
     # a constant difference has no spread
     assert paired_interval([[0.5] * 7] * 3, [[0.25] * 7] * 3) == pytest.approx([0.25, 0.25])
-    # against a loop that redraws seeds and problems one replicate at a time (its own stream)
-    rng = np.random.default_rng(1)
-    a = (rng.random((5, 40)) < 0.6).astype(float)
-    b = (rng.random((5, 40)) < 0.5).astype(float)
-    naive, loop = [], np.random.default_rng(99)
-    for _ in range(20_000):
-        seeds, problems = loop.integers(5, size=5), loop.integers(40, size=40)
-        naive.append(float(np.mean([(a[s, problems] - b[s, problems]).mean() for s in seeds])))
-    low, high = paired_interval(a.tolist(), b.tolist(), resamples=20_000)
-    assert low == pytest.approx(np.quantile(naive, 0.025), abs=0.012)
-    assert high == pytest.approx(np.quantile(naive, 0.975), abs=0.012)
+    # one seed: a paired t over problems. d = (1, 0, 0, 1): s² = 1/3, Var = 1/12 on 3 df
+    got = paired_variance(np.array([[1.0, 0.0, 0.0, 1.0]]))
+    assert (float(got["var"]), float(got["df"])) == pytest.approx((1 / 12, 3.0))
+    # one problem: the same over seeds
+    got = paired_variance(np.array([[1.0], [0.0], [0.0], [1.0]]))
+    assert (float(got["var"]), float(got["df"])) == pytest.approx((1 / 12, 3.0))
+    # arrays of studies: each study on its own
+    many = paired_variance(np.array([[[2.0, 0.0, 1.0], [4.0, 0.0, 5.0]]] * 3))
+    assert many["var"].shape == (3,) and np.allclose(many["var"], 5 / 3)
+    for bad in ([], [[]], [[0.5]]):
+        with pytest.raises(ValueError, match="paired_interval"):
+            paired_interval(bad, bad)
+    with pytest.raises(ValueError, match="same shape"):
+        paired_interval([[1.0, 0.0]], [[1.0, 0.0, 1.0]])
+
+
+def test_t_quantile_against_closed_forms():
+    from statistics import NormalDist
+
+    for p in (0.9, 0.975, 0.995):
+        assert _t_quantile(p, 1.0) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
+        exact = (2 * p - 1) / math.sqrt(2 * p * (1 - p))  # df = 2
+        assert _t_quantile(p, 2.0) == pytest.approx(exact, rel=1e-9)
+        assert _t_quantile(p, 1e7) == pytest.approx(NormalDist().inv_cdf(p), rel=1e-6)
+    # printed tables (Student's t, two-sided 95 %): 4 df 2.776445, 10 df 2.228139, 30 df 2.042272
+    for df, table in ((4, 2.776445), (10, 2.228139), (30, 2.042272), (120, 1.979930)):
+        assert _t_quantile(0.975, float(df)) == pytest.approx(table, abs=2e-6)
+
+
+# logit-scale standard deviations of A − B's seed effect and per-problem effect, per regime
+REGIMES = {"problems dominate": (0.0, 1.5), "seeds dominate": (0.5, 0.0), "both": (0.2, 1.0)}
+SHIFT = 0.3  # A's advantage on the logit scale
+DIFFICULTY, DATA = 1.5, 0.5  # sd of the shared problem difficulty and the shared seed effect
+
+
+def simulate_studies(rng, regime, studies, seeds, problems):
+    """Binary hits of A and B on the same seeds and problems, per study (a fresh draw of seeds
+    and of problems each): logit P(hit) = η_p + c_s ± (SHIFT + u_s + γ_p)/2 (+ for A)."""
+    import numpy as np
+
+    sd_seed, sd_problem = REGIMES[regime]
+    f32 = np.float32
+    eta = rng.normal(0, DIFFICULTY, (studies, 1, problems)).astype(f32)
+    eta = eta + rng.normal(0, DATA, (studies, seeds, 1)).astype(f32)
+    w = SHIFT + rng.normal(0, sd_seed, (studies, seeds, 1)).astype(f32)
+    w = w + rng.normal(0, sd_problem, (studies, 1, problems)).astype(f32)
+    p_a, p_b = 1 / (1 + np.exp(-(eta + w / 2))), 1 / (1 + np.exp(-(eta - w / 2)))
+    a = rng.random(p_a.shape, dtype=f32) < p_a
+    return a.astype(f32), (rng.random(p_b.shape, dtype=f32) < p_b).astype(f32)
+
+
+def true_difference(regime):
+    """E[σ(η + w/2) − σ(η − w/2)] over η ~ N(0, DIFFICULTY² + DATA²) and w ~ N(SHIFT,
+    sd_seed² + sd_problem²), by Gauss–Hermite quadrature (120 × 120 nodes)."""
+    import numpy as np
+
+    x, wt = np.polynomial.hermite_e.hermegauss(120)
+    wt = wt / wt.sum()
+    sd_w = math.hypot(*REGIMES[regime])
+    eta = math.hypot(DIFFICULTY, DATA) * x[:, None]
+    w = SHIFT + sd_w * x[None, :]
+    diff = 1 / (1 + np.exp(-(eta + w / 2))) - 1 / (1 + np.exp(-(eta - w / 2)))
+    return float(wt @ diff @ wt)
+
+
+@pytest.mark.parametrize("seeds", [5, 3])
+@pytest.mark.parametrize("regime", list(REGIMES))
+def test_paired_interval_covers_the_true_difference_95_percent_of_the_time(regime, seeds):
+    """5,000 simulated studies per regime (seeds × 300 problems, binary hits, a known true
+    difference): the 95 % interval contains it in 93–97 % of them."""
+    import numpy as np
+
+    rng = np.random.default_rng([seeds, list(REGIMES).index(regime)])
+    a, b = simulate_studies(rng, regime, 5000, seeds, 300)
+    est = paired_variance(a - b)
+    half = _t_quantile(0.975, est["df"]) * np.sqrt(est["var"])
+    coverage = float(np.mean(np.abs(est["mean"] - true_difference(regime)) <= half))
+    print(f"{regime}, {seeds} seeds: coverage {coverage:.3f}")
+    assert 0.93 <= coverage <= 0.97, coverage
+    # the one-study interval is the same computation
+    low, high = paired_interval(a[0].tolist(), b[0].tolist())
+    assert (low + high) / 2 == pytest.approx(float(est["mean"][0]))
+    assert (high - low) / 2 == pytest.approx(float(half[0]))
 
 
 def _run(variant, seed, greedy, sampling, responses=100, group="baselines"):
@@ -149,9 +242,12 @@ def test_summarize_runs_mean_and_sample_std_over_seeds():
     ]
     table = results_table(summary)
     assert "| baselines | DQO | 60.0 ± 10.0 | 45.0 ± 5.0 | – | – | 3 | 100 |" in table
+    # the sign counts: greedy DRO − DQO > 0 on all 3 seeds; sampling 0.1, 0.05 and a tie (0)
+    sampling = summary["DRO"]["paired"]["sampling"]
+    assert (sampling["seeds_above_0"], sampling["seeds_below_0"]) == (2, 0)
     assert (
-        "| baselines | DRO | 70.0 ± 13.2 | 50.0 ± 0.0 | +10.0 ± 5.0 | +5.0 ± 5.0 | 3 | 100 |"
-        in table
+        "| baselines | DRO | 70.0 ± 13.2 | 50.0 ± 0.0 | +10.0 ± 5.0 (3/3 > 0) "
+        "| +5.0 ± 5.0 (2/3 > 0) | 3 | 100 |" in table
     )
     assert "skipped (1 seed): 0 dpo examples" in table
 
@@ -221,7 +317,7 @@ def test_sweeps_pair_each_point_with_its_own_dqo_and_flip_the_sign():
         run("DQO, 2 ops", "horizon", 0, 0.75, _hits("1110", "2210"), ops=2, anchor="DQO, 2 ops"),
         run("DQO, 2 ops", "horizon", 1, 0.5, _hits("1100", "2200"), ops=2, anchor="DQO, 2 ops"),
         run("DRO, 2 ops", "horizon", 0, 0.25, _hits("1000", "2000"), ops=2, anchor="DQO, 2 ops"),
-        run("DRO, 2 ops", "horizon", 1, 0.5, _hits("1100", "2200"), ops=2, anchor="DQO, 2 ops"),
+        run("DRO, 2 ops", "horizon", 1, 0.5, _hits("0110", "2200"), ops=2, anchor="DQO, 2 ops"),
         # the data-size sweep's middle point is the baselines at the sweep's seeds (0 only)
         run("DQO", "baselines", 0, 0.5, _hits("1100", "1100"), prompts=400),
         run("DQO", "baselines", 1, 0.9, _hits("1111", "1111"), prompts=400),  # not a sweep seed
@@ -240,12 +336,18 @@ def test_sweeps_pair_each_point_with_its_own_dqo_and_flip_the_sign():
     assert sizes[400]["DQO"]["greedy"]["n_seeds"] == 1  # seed 1 is not a sweep seed
     assert sizes[1600]["DRO"]["paired"]["greedy"]["mean"] == pytest.approx(-0.5)
     table = sweep_table(summary, runs, "horizon")
-    # DQO − DRO = +25 points; d = (0,1,1,0) on seed 0 and (0,0,0,0) on seed 1. A replicate
-    # reaches 1 only with seed 0 twice (¼) and problems 2, 3 only (1/16): P = 1/64 < 2.5 %;
-    # it reaches ≥ ¾ with P = ¼ · 5/16 > 2.5 %, and 0 with P > 2.5 %: the interval is [0, 75]
-    row = "| 2 | – | – | 37.5 ± 17.7 | 62.5 ± 17.7 | – | +25.0 ± 35.4 [+0.0, +75.0] | – |"
+    # DQO − DRO = +25 points; d = (0,1,1,0) on seed 0 and (1,0,−1,0) on seed 1: seed means ½,
+    # 0 → MS_seed = 4·(¼² + ¼²) = ½; problem means ½, ½, 0, 0 → MS_problem = 2·4·¼²/3 = 1/6;
+    # residuals ±¾ (4 cells), ±¼ (4) → MS_resid = 2.5/3 = 5/6. Var = (½ + 0)/8 = 1/16, the df
+    # count the seed term at MS_resid: ν = 1, t = tan(0.475π) = 12.706: 25 ± 12.706 · 25
+    row = "| 2 | – | – | 37.5 ± 17.7 | 62.5 ± 17.7 | – "
+    row += "| +25.0 ± 35.4 [-292.7, +342.7] (1/2 > 0) | – |"
     assert row in table
     assert sweep_table(summary, [r for r in runs if r["group"] != "horizon"], "horizon") == ""
+    # one seed on one problem: a difference, its sign, no interval
+    one = [run(v, "baselines", 0, float(g), _hits(g, "2")) for v, g in (("DQO", "0"), ("DRO", "1"))]
+    paired = summarize_runs(one)["DRO"]["paired"]["greedy"]
+    assert paired["mean"] == 1.0 and paired["seeds_above_0"] == 1 and "ci95" not in paired
 
 
 def test_budget_table_puts_cost_next_to_accuracy():
@@ -394,3 +496,33 @@ def test_a_cut_response_graded_correct_is_not_a_positive():
     rows = [*ROWS, {"prompt_index": 1, "reward": 1.0, "terminal": False}]  # row 12: cut
     assert 12 in select_rows(rows, "negatives_only", seed=0)
     assert 12 in select_rows(rows, "few_positives", seed=0, positive_keep=0.0)
+
+
+def test_resummarize_recomputes_the_summary_from_the_stored_runs(tmp_path, capsys):
+    """`experiment toy-claims --resummarize`: a results.json whose summary is gone gets it back
+    from its runs (nothing retrained), with results.md and the plots; no results.json is one
+    line and exit status 2."""
+    from pathlib import Path
+
+    from dqo_tutorial.cli import main
+
+    study = json.loads((Path(__file__).parents[1] / "docs/toy-claims/study.json").read_text())
+    keep = ("π_ref", "DRO", "DQO")
+    payload = dict(study, summary={}, runs=[r for r in study["runs"] if r["variant"] in keep])
+    (tmp_path / "results.json").write_text(json.dumps(payload))
+    assert main(["experiment", "toy-claims", "--out", str(tmp_path), "--resummarize"]) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert set(again["summary"]) == set(keep) and again["runs"] == payload["runs"]
+    dro = {r["seed"]: r["test"]["greedy"] for r in payload["runs"] if r["variant"] == "DRO"}
+    dqo = {r["seed"]: r["test"]["greedy"] for r in payload["runs"] if r["variant"] == "DQO"}
+    by_seed = [dro[s] - dqo[s] for s in sorted(dqo)]
+    paired = again["summary"]["DRO"]["paired"]["greedy"]
+    assert paired["mean"] == pytest.approx(statistics.fmean(by_seed))
+    assert paired["seeds_above_0"] == sum(x > 0 for x in by_seed) and paired["n_seeds"] == 5
+    assert f"({paired['seeds_above_0']}/5 > 0)" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    assert main(["experiment", "toy-claims", "--out", str(empty), "--resummarize"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--resummarize: no" in err and "results.json" in err and "\n" not in err
