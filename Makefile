@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # JupyterLab refuses to run as root without --allow-root (containers, hosted notebooks run as root)
 LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup browser run tabular-demo claims test course lab lint bench clean lock
+.PHONY: setup browser run tabular-demo claims test course lab lint bench mutants clean lock
 
 # Every other package at the version the lock pins (requirements/lock-cpu.txt, `make lock`): the
 # versions the tests ran on. torch stays TORCH_SPEC's (on CPU the same 2.13.0 as the lock's).
@@ -93,6 +93,14 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_kernels.py
+
+# sampled mutation testing, not part of `make test` (docs/mutation-testing.md): small faults put
+# into kernels, rewards, decoding, collate, the methods' losses and the statistics helpers, each
+# run against its covering tests; survivors are printed with line and diff (~20 min on 2 cores).
+# Choose with e.g.  make mutants MUTANTS_ARGS="--per-target 40 kernels"
+MUTANTS_ARGS ?=
+mutants: setup
+	OMP_NUM_THREADS=1 $(PY) benchmarks/mutants.py $(MUTANTS_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .hypothesis

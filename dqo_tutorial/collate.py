@@ -41,7 +41,7 @@ _EMPTY_PROMPT = (
 def tokenize_example(
     tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, *, add_eos: bool = False
 ) -> dict[str, Any]:
-    """Tokenise ``prompt + response`` once and mark the response tokens as actions.
+    r"""Tokenise ``prompt + response`` once and mark the response tokens as actions.
 
     ``prompt`` must already be in its final form (chat template applied, generation prompt added):
     it is tokenised with ``add_special_tokens=False`` so nothing is inserted. Token ``j`` is an
@@ -57,7 +57,7 @@ def tokenize_example(
     from the objective. Either way the sequence differs from what a model that first read the whole
     prompt could have generated, so the example is flagged with ``straddles_boundary=True`` and
     ``decode(action tokens)`` then equals the response *plus the swallowed prompt tail*. With chat
-    templates the prompt ends in ``"<|im_start|>assistant\\n"`` (a special token and a newline) and
+    templates the prompt ends in ``"<|im_start|>assistant\n"`` (a special token and a newline) and
     straddles essentially never happen; they matter for raw-text prompts such as ``"Answer: "``.
     Tokenizers whose offsets are *trimmed* (leading space excluded from the span) can hide a
     straddle; it is still flagged, because prompt characters are then left covered by no prompt

@@ -54,6 +54,8 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, TopPLogitsWarper
 
+from .errors import ConfigError
+
 try:  # per-layer caches (transformers >= 4.56); older versions decode with a DynamicCache
     from transformers.cache_utils import Cache, DynamicLayer
 except ImportError:  # pragma: no cover
@@ -165,11 +167,21 @@ def draw(log_mu: Tensor, u: Tensor) -> Tensor:
 
     F is the cumulative sum of exp(log μ) in float64 (scaled by its total, so rounding in
     log μ's normalisation does not bias the draw); a token of probability 0 has an empty
-    interval of F and is never drawn."""
+    interval of F and is never drawn. A target at or past F(V) (u = 1, or u·F(V) rounded up)
+    takes the last token of positive probability, the first a with F(a) = F(V)."""
     cdf = log_mu.double().exp().cumsum(dim=-1)
-    target = (u.double() * cdf[:, -1]).unsqueeze(1)
-    taken = torch.searchsorted(cdf, target, right=True).squeeze(1)
-    return taken.clamp(max=log_mu.shape[-1] - 1)
+    total = cdf[:, -1:]
+    taken = torch.searchsorted(cdf, u.double()[:, None] * total, right=True).squeeze(1)
+    return torch.minimum(taken, (cdf < total).sum(dim=-1))
+
+
+def _check_law(temperature: float, top_p: float) -> None:
+    """τ ≥ 0 (0: greedy; τ < 0 would favour the least likely tokens) and top-p in (0, 1]."""
+    if not (temperature >= 0 and 0 < top_p <= 1):  # `not >=`: NaN is refused too
+        raise ConfigError(
+            f"sampling needs temperature >= 0 (0 = greedy) and 0 < top_p <= 1, got "
+            f"temperature={temperature}, top_p={top_p}: set them in the sampling/eval config"
+        )
 
 
 def _next_tokens(
@@ -375,10 +387,7 @@ class DecodeSampler:
         record_logps: bool = True,
         stream_ids: Sequence[int] | None = None,
     ) -> list[Generation]:
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ValueError(
-                f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}"
-            )
+        _check_law(temperature, top_p)
         n, k = len(prompt_ids), num_samples
         names = list(range(n)) if stream_ids is None else list(stream_ids)
         budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)

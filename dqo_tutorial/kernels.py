@@ -407,30 +407,28 @@ def kl_estimate(
     behavior_logps: Tensor | None = None,
 ) -> Tensor:
     r"""Per-token estimate of KL(π_θ(·|s_h) ‖ π_ref(·|s_h)) — the objective's KL (§1) — from
-        the offline tokens a_h ~ μ(·|s_h), averaged over the batch's action tokens.
+    the offline tokens a_h ~ μ(·|s_h), averaged over the batch's action tokens.
 
-        With r = π_θ(a|s)/π_ref(a|s) = e^ρ and the token-level weight u = π_ref(a|s)/μ(a|s):
+    With r = π_θ(a|s)/π_ref(a|s) = e^ρ and the token-level weight u = π_ref(a|s)/μ(a|s):
 
-        .. math::
-            \widehat{\mathrm{KL}} = rac1N \sum_h u_h\,igl(r_h \log r_h - r_h + 1igr),
-            \qquad \mathbb E_{a\sim\mu}igl[u\,(r\log r - r + 1)igr]
-            = \sum_a \pi_{
-    m ref}(a)\,(r\log r - r + 1) = \mathrm{KL}(\pi_	heta\,\|\,\pi_{
-    m ref})
+    .. math::
+        \widehat{\mathrm{KL}} = \frac1N \sum_h u_h\,\bigl(r_h \log r_h - r_h + 1\bigr),
+        \qquad \mathbb E_{a\sim\mu}\bigl[u\,(r\log r - r + 1)\bigr]
+        = \sum_a \pi_{\rm ref}(a)\,(r\log r - r + 1) = \mathrm{KL}(\pi_\theta\,\|\,\pi_{\rm ref})
 
-        because E_{π_ref}[r] = 1. Every term is ≥ 0 (f(r) = r log r − r + 1 is the convex KL
-        generator with f(1) = 0), so the estimate is non-negative and 0 iff ρ = 0 on the data; it is
-        unbiased per state whenever μ covers π_ref's support (any τ, top-p = 1; with top-p < 1 the
-        tail outside the nucleus is missed). ``behavior_logps=None`` means μ = π_ref (u = 1). The
-        states s_h are μ's, not π_θ's: this is the KL on the data's states.
+    because E_{π_ref}[r] = 1. Every term is ≥ 0 (f(r) = r log r − r + 1 is the convex KL
+    generator with f(1) = 0), so the estimate is non-negative and 0 iff ρ = 0 on the data; it is
+    unbiased per state whenever μ covers π_ref's support (any τ, top-p = 1; with top-p < 1 the
+    tail outside the nucleus is missed). ``behavior_logps=None`` means μ = π_ref (u = 1). The
+    states s_h are μ's, not π_θ's: this is the KL on the data's states.
 
-        ==============  =======  ==============================================
-        policy_logps    (B, T)   log π_θ(a_h|s_h)
-        ref_logps       (B, T)   log π_ref(a_h|s_h)
-        mask            (B, T)   action mask
-        behavior_logps  (B, T)   log μ(a_h|s_h), or None for μ = π_ref
-        returns         scalar   float32 (float64 for float64 inputs), 0 for an empty mask
-        ==============  =======  ==============================================
+    ==============  =======  ==============================================
+    policy_logps    (B, T)   log π_θ(a_h|s_h)
+    ref_logps       (B, T)   log π_ref(a_h|s_h)
+    mask            (B, T)   action mask
+    behavior_logps  (B, T)   log μ(a_h|s_h), or None for μ = π_ref
+    returns         scalar   float32 (float64 for float64 inputs), 0 for an empty mask
+    ==============  =======  ==============================================
     """
     m = mask.bool()
     dtype = torch.float64 if policy_logps.dtype == torch.float64 else torch.float32

@@ -45,6 +45,11 @@ def token_rewards(row: Mapping[str, Any], alpha: float) -> list[float]:
     ids, mask = row["input_ids"], row["action_mask"]
     n_prompt = len(ids) - sum(mask)
     length = len(ids) - n_prompt
+    if length < 1:
+        raise DataError(
+            f"a sampled row has no response token (prompt_index {row.get('prompt_index', '?')}):"
+            " resample with max_new_tokens >= 1"
+        )
     shaped = [0.0] * length
     if alpha and "step_phi" in row:
         pairs = list(zip(row["step_boundaries"], row["step_phi"]))
@@ -96,10 +101,10 @@ def process_rewards(
         action-aligned layout of §7.
     """
     if length < 1:
-        raise ValueError(f"a response has at least one token, got length {length}")
+        raise DataError(f"a response has at least one token, got length {length}")
     steps = [h for h, _ in boundaries]
     if any(not 1 <= h < length for h in steps) or steps != sorted(set(steps)):
-        raise ValueError(f"boundaries must be strictly increasing within 1..{length - 1}: {steps}")
+        raise DataError(f"boundaries must be strictly increasing within 1..{length - 1}: {steps}")
     shaped = [0.0] * length
     previous = phi_start
     for h, phi in [*boundaries, (length, phi_end)]:

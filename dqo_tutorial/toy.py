@@ -375,7 +375,7 @@ def load_chains(split: str, n_ops: int, n: int | None = None) -> list[Problem]:
 
 
 def format_prompt(question: str, tokenizer: Any = None) -> str:
-    """``"Q: {question}\\nA:\\n"``; the solution starts right after it.
+    r"""``"Q: {question}\nA:\n"``; the solution starts right after it.
 
     ``tokenizer`` is accepted for signature compatibility with
     :func:`dqo_tutorial.gsm8k.format_prompt` and ignored: the toy prompt is always plain text
@@ -464,7 +464,7 @@ def first_error(question: str, response: str) -> int | None:
 
 
 def exact_potentials(question: str, response: str) -> list[float]:
-    """Φ after each *completed* line of ``response`` (one value per ``"\\n"``).
+    r"""Φ after each *completed* line of ``response`` (one value per ``"\n"``).
 
     Φ = 1.0 iff every completed line so far is correct (prefix semantics, answer line included),
     else 0.0: the outcome of the faithful, error-free continuation (module docstring). Φ of the
@@ -608,7 +608,7 @@ TOY_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'A:\\n' }}{% endif %}"
 )
-"""Renders user turns as ``Q: …`` and the generation prompt as ``A:\\n``; system messages are
+r"""Renders user turns as ``Q: …`` and the generation prompt as ``A:\n``; system messages are
 dropped. With it, ``gsm8k.format_prompt(q, toy_tokenizer()) == toy.format_prompt(q)``."""
 
 
@@ -628,13 +628,13 @@ def _toy_tokenizer_json() -> str:
 
 
 def toy_tokenizer(padding_side: str = "left") -> PreTrainedTokenizerFast:
-    """The character-level tokenizer of the toy task, built locally (no download): 23 tokens.
+    r"""The character-level tokenizer of the toy task, built locally (no download): 23 tokens.
 
     Ids: ``<pad>`` 0 (pad), ``<unk>`` 1 (any character outside :data:`ALPHABET`), ``<eos>`` 2
     (EOS), then the 20 characters of :data:`ALPHABET`. No BOS, nothing added by
     ``add_special_tokens``. ``decode(encode(s)) == s`` for every string over the alphabet;
     character offsets work, so :func:`dqo_tutorial.collate.tokenize_example` can build action
-    masks; ``"\\n"`` is a token of its own, so :func:`dqo_tutorial.sampling.step_boundaries` finds
+    masks; ``"\n"`` is a token of its own, so :func:`dqo_tutorial.sampling.step_boundaries` finds
     every line end. The chat template is :data:`TOY_CHAT_TEMPLATE`. Every call returns a new,
     independent object.
     """

@@ -89,6 +89,39 @@ def test_draw_frequencies_follow_the_law_and_never_take_a_zero():
     assert ((counts / n - probs).abs() <= 4.5 * se + 1e-12).all(), (counts / n, probs)
 
 
+def test_draw_on_a_boundary_takes_the_next_token_with_mass():
+    """u·F(V) exactly on a boundary of F belongs to the token *after* it (token a owns
+    [F(a−1), F(a))): u = 0 under μ = (0, 1) is token 1, never the zero-probability token 0.
+    Kills ``searchsorted(..., right=True)`` → ``right=False`` (which draws token 0 there)."""
+    assert draw(torch.tensor([[0.0, 1.0]]).log(), torch.zeros(1, dtype=torch.float64)).item() == 1
+    log_mu = torch.tensor([0.5, 0.0, 0.5]).log().expand(2, 3)
+    u = torch.tensor([0.0, 0.5], dtype=torch.float64)  # 0.5 = F(0) = F(1): token 2's start
+    assert draw(log_mu, u).tolist() == [0, 2]
+
+
+def test_draw_at_u_one_takes_the_last_token_with_mass():
+    """u = 1 (outside [0, 1), but u·F(V) can round up to F(V)) lands past the end of F: the
+    draw is clamped to the last token of positive probability, never a zero-probability tail
+    token nor an index out of range. Kills a dropped or shifted clamp."""
+    one = torch.ones(1, dtype=torch.float64)
+    assert draw(torch.tensor([[0.5, 0.5]]).log(), one).item() == 1
+    assert draw(torch.tensor([[0.25, 0.75, 0.0, 0.0]]).log(), one).item() == 1
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p"), [(-1.0, 0.9), (float("nan"), 1.0), (1.0, 0.0), (1.0, 2.0)]
+)
+def test_the_sampler_refuses_a_law_outside_its_domain(temperature, top_p):
+    """τ < 0 would sample the *least* likely tokens, top-p ∉ (0, 1] keeps no token or means
+    nothing: a one-line ConfigError naming both values. Kills the argument check's
+    ``or`` → ``and`` (τ = −1 with a valid top-p then passes) and a relaxed top-p bound."""
+    with pytest.raises(ConfigError, match=r"temperature.*top_p") as err:
+        DecodeSampler(model=None, tokenizer=None).sample(
+            [[1]], num_samples=1, temperature=temperature, top_p=top_p, max_new_tokens=1, seed=0
+        )
+    assert "\n" not in str(err.value)
+
+
 def _nucleus(logits: torch.Tensor, tau: float, top_p: float) -> torch.Tensor:
     """log μ by hand in float64: softmax(z/τ), the smallest top set reaching mass top_p,
     renormalised; −inf outside it."""
@@ -232,6 +265,35 @@ def test_a_dynamic_cache_draws_the_same_responses(toy, monkeypatch):
     monkeypatch.setattr(decoding, "_new_cache", lambda m, capacity: DynamicCache())
     dynamic = DecodeSampler(model, tok, batch_size=16).sample(prompts, **kw)
     assert [g.response_ids for g in dynamic] == [g.response_ids for g in buffered]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_full_attention_models_decode_into_the_preallocated_buffer(tok, arch):
+    """Every forward of the loop gets a cache made of buffer layers (one per model layer), not
+    transformers' DynamicCache: the speed path is the default. Kills a ``_new_cache`` that sends
+    every model to DynamicCache (which changes no drawn token, so no other test notices)."""
+    model = tiny_causal_lm(len(tok), seed=3, arch=arch)
+    caches = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: caches.append(kw.get("cache", kw.get("past_key_values"))),
+        with_kwargs=True,
+    )
+    try:
+        DecodeSampler(model, tok).sample(
+            _prompts(tok), num_samples=2, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=0
+        )
+    finally:
+        hook.remove()
+    assert len(caches) == 6  # the prefill and five decode steps
+    for cache in caches:
+        assert not isinstance(cache, DynamicCache)
+        assert [type(layer) for layer in cache.layers] == [decoding._BufferLayer] * 2
+
+
+def test_sliding_window_models_keep_a_dynamic_cache(tok):
+    model = tiny_causal_lm(len(tok), seed=3, layer_types=["sliding_attention", "full_attention"],
+                           sliding_window=4)  # fmt: skip
+    assert isinstance(decoding._new_cache(model, 16), DynamicCache)
 
 
 def test_the_engine_is_a_config_field():

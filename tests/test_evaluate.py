@@ -122,3 +122,26 @@ def test_evaluate_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model, tiny_tok
     res = ev.evaluate(cfg, tmp_path, model=tiny_model, tokenizer=tiny_tok, progress=False)
     assert res["accuracy"]["greedy"]["strict"]["n"] == 3
     assert res["accuracy"]["sampling"]["strict"]["n"] == 3
+
+
+def test_paired_difference_with_several_samples_per_problem():
+    """Problem means m^A = (3/4, 0, 1), m^B = (1, 3/4, 1/2) from 4, 2, 1 and 1, 4, 2 samples:
+    d = (−1/4, −3/4, 1/2), d̄ = −1/6, plug-in s.e. √(Σ(d − d̄)²/N / N). Kills
+    ``sum(a) / len(a)`` → ``sum(a) * len(a)`` (every other test has one sample per problem)."""
+    a = [[1, 0, 1, 1], [0, 0], [1]]
+    b = [[1], [1, 1, 0, 1], [0, 1]]
+    d = [-0.25, -0.75, 0.5]
+    mean = sum(d) / 3
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / 3 / 3)
+    got = ev.paired_difference(a, b)
+    assert got["n"] == 3
+    assert got["mean"] == pytest.approx(-1 / 6, abs=1e-12)
+    assert got["stderr"] == pytest.approx(se, abs=1e-12)
+    assert ev.paired_difference(b, a)["mean"] == pytest.approx(1 / 6, abs=1e-12)
+
+
+def test_clustered_rate_of_no_problem_is_nan_over_zero():
+    """No problem: n = 0 and NaN mean and s.e. (kills an ``"n": 0`` → ``"n": 1`` mutant)."""
+    got = ev.clustered_rate([])
+    assert got["n"] == 0 and math.isnan(got["mean"]) and math.isnan(got["stderr"])
+    assert ev.paired_difference([], [])["n"] == 0

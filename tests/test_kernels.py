@@ -552,6 +552,51 @@ def test_dqo_stats_report_clip_rate_and_kl():
     torch.testing.assert_close(s["log_ratio_mean"], torch.tensor(0.2))
 
 
+def test_dqo_stats_against_a_hand_computation():
+    """Two rows (3 and 1 actions), λ = 0, β = 0.5: δ_h = V_h + βρ_h − r_h − V_{h+1} (b = 0 at the
+    end) written out, then their mean, population std, |δ| mean, and the prefix IS weights
+    (1, e^0.3, e^0.5 | 1) with their mean and max, all by hand. Kills ``delta_std`` around a
+    wrong mean (e.g. ``delta + d_mean``) and ``is_weight_max`` taken as a ``.min()``."""
+    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 1]], dtype=torch.bool)
+    values = torch.tensor([[0.0, 0.5, 0.2, -0.1], [0.0, 0.0, 0.0, 0.4]])
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    rho = [[0.0, 0.2, -0.4, 0.6], [0.0, 0.0, 0.0, -0.2]]
+    ref = torch.full((2, 4), -1.0)
+    pol = ref + torch.tensor(rho)
+    beh = pol - torch.tensor([[0.0, 0.3, 0.2, 0.1], [0.0, 0.0, 0.0, 0.7]])  # Δ = log π − log μ
+    deltas = [
+        0.5 + 0.5 * 0.2 - 0.0 - 0.2,
+        0.2 + 0.5 * -0.4 - 0.0 - -0.1,
+        -0.1 + 0.5 * 0.6 - 1.0 - 0.0,
+        0.4 + 0.5 * -0.2 - 0.0 - 0.0,
+    ]
+    mean = sum(deltas) / 4
+    std = math.sqrt(sum((d - mean) ** 2 for d in deltas) / 4)
+    weights = [1.0, math.exp(0.3), math.exp(0.5), 1.0]
+    _, _, s = K.dqo_loss(pol, ref, values, rewards, mask, beta=0.5, lam=0.0, behavior_logps=beh)
+    expected = {
+        "delta_mean": mean,
+        "delta_abs_mean": sum(abs(d) for d in deltas) / 4,
+        "delta_std": std,
+        "log_ratio_mean": (0.2 - 0.4 + 0.6 - 0.2) / 4,
+        "is_weight_mean": sum(weights) / 4,
+        "is_weight_max": math.exp(0.5),
+        "is_clip_rate": 0.0,
+    }
+    for key, value in expected.items():
+        assert s[key].item() == pytest.approx(value, abs=1e-6), key
+    assert s["num_tokens"].item() == 4
+
+
+def test_importance_weights_default_clip_is_two():
+    """Prefix log-weights 0, 0.5, 1.0, 1.5 under the default clip c = 2: weights 1, e^0.5, 2, 2
+    (e^1 and e^1.5 truncated). Kills any change of the default clip."""
+    mask = torch.tensor([[1, 1, 1, 1]], dtype=torch.bool)
+    beh = torch.full((1, 4), -2.0)
+    w = K.importance_weights(beh + 0.5, beh, mask)
+    torch.testing.assert_close(w, torch.tensor([[1.0, math.exp(0.5), 2.0, 2.0]]))
+
+
 def test_token_mean_and_masked_sum():
     x = torch.tensor([[1.0, float("nan"), 3.0], [4.0, 5.0, float("inf")]])
     m = torch.tensor([[1, 0, 1], [1, 1, 0]])
