@@ -109,6 +109,8 @@ def test_the_gsm8k_cpu_try_out_is_the_one_the_configs_ship():
     assert cfg.sample["max_new_tokens"] == cfg.eval["max_new_tokens"] == int(tokens)
     assert cfg.eval["limit"] == int(tests)
     assert {cfg.train_config(m, "d").max_steps for m in cfg.methods} == {int(steps)}
+    sft = cfg.train_config("sft", "d")  # SFT has one gold solution per prompt: one step fits
+    assert sft.batch_size * sft.grad_accum <= cfg.sample["limit"]
     assert "--limit 8" not in (ROOT / "configs" / "gsm8k-smollm2.yaml").read_text()
 
 
