@@ -274,3 +274,18 @@ def test_a_raising_function_keeps_its_input():
     assert verdict.status == "error" and verdict.inputs is not None
     assert torch.equal(verdict.inputs[0][1], seen[-1])
     assert verdict.expected is not None and math.isfinite(float(verdict.expected.sum()))
+
+
+def test_a_notebook_cell_that_raises_is_shown_with_its_source():
+    """In a notebook the student's function lives in a cell: its line is read back from it."""
+    interactiveshell = pytest.importorskip("IPython.core.interactiveshell")
+    shell = interactiveshell.InteractiveShell.instance()
+    shell.run_cell("import torch\nfrom dqo_tutorial import exercises")
+    shell.run_cell(
+        "def sequence_logprob(token_logps, mask):\n"
+        "    picked = torch.where(mask, token_logps, 0.0)\n"
+        "    return picked.sum(1) @ mask  # the slip of this cell\n"
+    )
+    shell.run_cell("verdict = exercises.check_sequence_logprob(sequence_logprob, quiet=True)")
+    message = shell.user_ns["verdict"].message
+    assert "line 3: return picked.sum(1) @ mask  # the slip of this cell" in message, message

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import sys
 import sysconfig
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,9 +34,9 @@ class Verdict:
     name: str
     status: str
     message: str
-    inputs: tuple[tuple, dict] | None = None
-    expected: Any = None
-    got: Any = None
+    inputs: tuple[tuple, dict] | None = field(default=None, compare=False, repr=False)
+    expected: Any = field(default=None, compare=False, repr=False)
+    got: Any = field(default=None, compare=False, repr=False)
     slip: str | None = None
 
     @property
@@ -125,14 +126,18 @@ _LIBRARY = tuple(
 ) + (str(Path(__file__).resolve().parents[1]),)
 
 
+def _in_library(filename: str) -> bool:
+    path = str(Path(filename).resolve())
+    return any(path == lib or path.startswith(lib + os.sep) for lib in _LIBRARY)
+
+
 def _your_line(exc: BaseException) -> str | None:
     """Where ``exc`` left your code: the innermost frame outside the package, the standard
     library and the installed packages, as "file, line N: source" (None if there is none)."""
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith("<frozen")
-        and not str(Path(f.filename).resolve()).startswith(_LIBRARY)
+        if not f.filename.startswith("<frozen") and not _in_library(f.filename)
     ]
     if not frames:
         return None
