@@ -155,7 +155,9 @@ def check_policy_from_q(
             " (the result is compared as log_pi with v appended as its last column; log_pi "
             "has the shape of q, v that shape without its last axis)"
         )
-        verdict = dataclasses.replace(verdict, message=verdict.message + hint)
+        first, newline, rest = verdict.message.partition("\n")
+        message = first + hint + newline + rest  # the slip's line stays last
+        verdict = dataclasses.replace(verdict, message=message)
     if not quiet:
         print(verdict.message)
     return verdict
