@@ -190,7 +190,7 @@ SMOKE: dict[str, Any] = {
     "eval": {"limit": 16, "num_samples": 2, "batch_size": 64},
 }
 """``--smoke``: a few prompts, samples, steps and test problems — the whole toy pipeline in
-seconds on a CPU (README's figures), to check that everything runs (the accuracies mean
+seconds on a CPU (docs/measurements.md), to check that everything runs (the accuracies mean
 nothing)."""
 
 

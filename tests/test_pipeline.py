@@ -154,7 +154,7 @@ def test_every_shipped_pipeline_config_loads(path):
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_smoke_runs_train_every_method_that_has_data(path):
-    """`run --config X --smoke --limit 4` (the README's CPU try-out) must train, not skip: one
+    """`run --config X --smoke --limit 4` (a quick check of any config) must train, not skip: one
     optimiser step may take at most the 4 prompts' worth of examples (SFT: 4 gold solutions)."""
     cfg = load_config(path, overrides=SMOKE)
     for m in cfg.methods:

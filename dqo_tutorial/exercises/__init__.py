@@ -7,7 +7,13 @@ verdict and returns it as a :class:`Verdict`:
 - ``✓ lambda_return matches the reference on 20 random inputs``
 - ``✗ lambda_return differs on input 3 …: at index (1, 4) yours 0.5 vs reference 0.25, …``
 - ``… lambda_return: not implemented yet (raises NotImplementedError)``
-- ``✗ lambda_return raised TypeError on input 0: …``
+- ``✗ lambda_return raised TypeError on input 0: …`` and the line of your code that raised
+
+A wrong answer that equals one of the slips the exercise's text names (a :class:`Slip`,
+recognised by computing the slip's own answer on the same input) gets that slip's message, and
+the verdict keeps the failing case: ``fn(*args, **kwargs)`` with ``args, kwargs =
+verdict.inputs`` reproduces it, ``verdict.expected`` is the reference's answer, ``verdict.got``
+yours.
 
 A checker never raises because of the function it checks. The references are the package's
 kernels where one exists (``kernels.lambda_return``, ``kernels.dro_loss``, ``tabular.solve`` …),
@@ -22,11 +28,11 @@ what the exercise asks for (see :func:`check_function`).
 
 from importlib import import_module
 
-from ._core import N_INPUTS, Verdict, check_function, mismatch, random_mask
+from ._core import N_INPUTS, Slip, Verdict, check_function, mismatch, random_mask
 
 CHAPTERS = ("ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "ch09", "ch10")
 
-__all__ = ["N_INPUTS", "Verdict", "mismatch", "check_function", "random_mask"]
+__all__ = ["N_INPUTS", "Slip", "Verdict", "mismatch", "check_function", "random_mask"]
 for _name in CHAPTERS:
     _module = import_module(f".{_name}", __name__)
     globals().update({k: getattr(_module, k) for k in _module.__all__})

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
+import os
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -19,11 +24,20 @@ N_INPUTS = 20
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of a check: ``status`` is "pass", "fail", "not_implemented" or "error"."""
+    """The outcome of a check: ``status`` is "pass", "fail", "not_implemented" or "error".
+
+    A failing or raising check keeps the case that ended it: ``fn(*args, **kwargs)`` with
+    ``args, kwargs = verdict.inputs`` reproduces it; ``expected`` is the reference's answer
+    there and ``got`` yours, both as the checker compared them; ``slip`` names the known
+    wrong answer yours matches (None when it matches none)."""
 
     name: str
     status: str
     message: str
+    inputs: tuple[tuple, dict] | None = field(default=None, compare=False, repr=False)
+    expected: Any = field(default=None, compare=False, repr=False)
+    got: Any = field(default=None, compare=False, repr=False)
+    slip: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -55,6 +69,81 @@ def _describe(args: tuple, kwargs: dict) -> str:
 
     parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
     return ", ".join(parts)
+
+
+class Slip(NamedTuple):
+    """A wrong answer an exercise's text names: ``fn`` computes it (with the signature of the
+    function the exercise asks for) and ``message`` says what it is and what to do instead. A
+    checker names the slip when your answer equals ``fn``'s on the input where it fails (and
+    ``fn``'s differs from the reference there): it compares outputs, never reads your code."""
+
+    fn: Callable[..., Any]
+    message: str
+
+    def wrapped(self, wrap: Callable[[Callable], Callable]) -> Slip:
+        """The slip with ``fn`` wrapped as the checker wraps the function it checks."""
+        return Slip(wrap(self.fn), self.message)
+
+
+def _answer(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """``fn``'s answer on a fresh copy of the inputs, or ``_RAISED``."""
+    try:
+        return fn(*_copy(args), **_copy(kwargs))
+    except Exception:
+        return _RAISED
+
+
+_RAISED = object()
+
+
+def _matching_slip(got, expected, slips, args, kwargs, differ, fn, later) -> Slip | None:
+    """The slip your answer ``got`` is: among the slips whose answer on ``args``/``kwargs``
+    differs from ``expected`` and equals ``got`` (``differ(a, b)`` is None when a and b
+    agree), the one that also equals ``fn``'s answer on the most of the ``later`` cases
+    ``(args, kwargs)`` (several slips can give the same answer on one input); None if none."""
+
+    def same(a: Any, b: Any) -> bool:
+        return a is not _RAISED and b is not _RAISED and differ(a, b) is None
+
+    candidates = []
+    for slip in slips:
+        theirs = _answer(slip.fn, args, kwargs)
+        if theirs is not _RAISED and not same(theirs, expected) and same(got, theirs):
+            candidates.append(slip)
+    if len(candidates) < 2:
+        return candidates[0] if candidates else None
+    score = [0] * len(candidates)
+    for a, k in later:
+        yours = _answer(fn, a, k)
+        for j, slip in enumerate(candidates):
+            score[j] += same(yours, _answer(slip.fn, a, k))
+    return candidates[score.index(max(score))]
+
+
+_LIBRARY = tuple(
+    str(Path(p).resolve())
+    for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+) + (str(Path(__file__).resolve().parents[1]),)
+
+
+def _in_library(filename: str) -> bool:
+    path = str(Path(filename).resolve())
+    return any(path == lib or path.startswith(lib + os.sep) for lib in _LIBRARY)
+
+
+def _your_line(exc: BaseException) -> str | None:
+    """Where ``exc`` left your code: the innermost frame outside the package, the standard
+    library and the installed packages, as "file, line N: source" (None if there is none)."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith("<frozen") and not _in_library(f.filename)
+    ]
+    if not frames:
+        return None
+    f = frames[-1]
+    source = f": {f.line.strip()}" if f.line else ""
+    return f"{f.filename}, line {f.lineno}{source}"
 
 
 def mismatch(
@@ -119,7 +208,24 @@ def _run_one(name: str, fn: Callable[..., Any], args: tuple, kwargs: dict, i: in
         return None, Verdict(name, "not_implemented", message)
     except Exception as exc:
         where = f"on input {i} ({_describe(args, kwargs)})"
-        return None, Verdict(name, "error", f"✗ {name} raised {type(exc).__name__} {where}: {exc}")
+        message = f"✗ {name} raised {type(exc).__name__} {where}: {exc}"
+        line = _your_line(exc)
+        if line is not None:
+            message += f"\n  in {line}"
+        return None, Verdict(name, "error", message, inputs=(args, kwargs))
+
+
+def _failure(name, i, inputs, expected, got, problem, slips, differ, fn, later) -> Verdict:
+    """The verdict of input ``i``, where ``got`` differs from ``expected`` by ``problem``;
+    ``later`` yields the inputs after ``i`` (to tell apart slips that agree on input ``i``)."""
+    args, kwargs = inputs
+    message = f"✗ {name} differs on input {i} ({_describe(args, kwargs)}): {problem}"
+    slip = _matching_slip(got, expected, slips, args, kwargs, differ, fn, later)
+    if slip is not None:
+        message += f"\n  → {slip.message}"
+    return Verdict(
+        name, "fail", message, inputs, expected, got, None if slip is None else slip.message
+    )
 
 
 def check_function(
@@ -135,6 +241,7 @@ def check_function(
     quiet: bool = False,
     forbidden: Sequence[Callable[..., Any]] = (),
     compare: Callable[[Any, Any], str | None] | None = None,
+    slips: Sequence[Slip] = (),
 ) -> Verdict:
     """Run ``fn`` and ``reference`` on ``n`` random inputs; print and return the verdict.
 
@@ -145,9 +252,12 @@ def check_function(
     ``forbidden`` functions (the package's own version of what the exercise asks you to write)
     → "fail"; the first mismatching input → "fail"; otherwise "pass". ``compare(yours,
     reference)`` returns None or what differs; the default, :func:`mismatch`, compares numbers
-    (the reference's result made a tensor), another one compares e.g. strings exactly.
+    (the reference's result made a tensor), another one compares e.g. strings exactly. On a
+    failing input, an answer equal to one of the ``slips`` gets that slip's message. The
+    verdict of a failure or an error keeps its input, the reference's answer and yours.
     """
     gen = torch.Generator().manual_seed(seed)
+    differ = compare or (lambda a, b: mismatch(a, b, atol, rtol))
     verdict = None
     for i in range(n):
         args, kwargs = make_inputs(gen, i)
@@ -157,18 +267,21 @@ def check_function(
         watch = _CallWatch(forbidden)
         got, verdict = _run_one(name, fn, args, kwargs, i, watch)
         if verdict is not None:
+            verdict = dataclasses.replace(verdict, expected=expected)
             break
         if watch.seen is not None:
             message = (
                 f"✗ {name} calls {watch.seen}, the package's own version of what this exercise "
                 "asks you to write: write it yourself"
             )
-            verdict = Verdict(name, "fail", message)
+            verdict = Verdict(name, "fail", message, (args, kwargs), expected, got)
             break
-        problem = mismatch(got, expected, atol, rtol) if compare is None else compare(got, expected)
+        problem = differ(got, expected)
         if problem is not None:
-            where = f"on input {i} ({_describe(args, kwargs)})"
-            verdict = Verdict(name, "fail", f"✗ {name} differs {where}: {problem}")
+            later = (make_inputs(gen, j) for j in range(i + 1, n))
+            verdict = _failure(
+                name, i, (args, kwargs), expected, got, problem, slips, differ, fn, later
+            )
             break
     if verdict is None:
         verdict = Verdict(name, "pass", f"✓ {name} matches the reference on {n} random inputs")

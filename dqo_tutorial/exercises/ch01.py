@@ -13,9 +13,22 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ._core import N_INPUTS, Verdict, _garbage, _shape, check_function, edge_case_mask
+from ._core import N_INPUTS, Slip, Verdict, _garbage, _shape, check_function, edge_case_mask
 
 __all__ = ["check_sequence_logprob", "check_outcome_rewards"]
+
+
+SEQUENCE_LOGPROB_SLIPS = (
+    Slip(
+        lambda x, m: (x * m).sum(1),
+        "masking by multiplication: off-mask NaN survives (NaN · 0 = NaN); zero the junk with "
+        "torch.where(mask, token_logps, 0.0) before summing",
+    ),
+    Slip(
+        lambda x, m: x.sum(1),
+        "a sum over every column: the off-mask junk is added in; sum the action columns only",
+    ),
+)
 
 
 def check_sequence_logprob(
@@ -47,6 +60,7 @@ def check_sequence_logprob(
         seed=seed,
         quiet=quiet,
         forbidden=(kernels.masked_sum, kernels.token_mean),
+        slips=SEQUENCE_LOGPROB_SLIPS,
     )
 
 
@@ -57,6 +71,37 @@ def _outcome_rewards_reference(mask: Tensor, outcome: Tensor) -> Tensor:
         if len(cols):
             out[b, cols[-1]] = outcome[b]
     return out
+
+
+def _reward_at(mask: Tensor, outcome: Tensor, cols: Tensor) -> Tensor:
+    """R of every row written at column ``cols[b]`` (the slips of 1.2)."""
+    out = torch.zeros(mask.shape, dtype=outcome.dtype)
+    out[torch.arange(mask.shape[0]), cols] = outcome
+    return out
+
+
+def _last_action_everywhere(mask: Tensor, outcome: Tensor) -> Tensor:
+    last = torch.where(mask, torch.arange(mask.shape[1]), -1).max(1).values.clamp(min=0)
+    return _reward_at(mask, outcome, last)
+
+
+OUTCOME_REWARDS_SLIPS = (
+    Slip(
+        lambda m, r: _reward_at(m, r, torch.full((m.shape[0],), m.shape[1] - 1)),
+        "R in the tensor's last column: with right padding that column is a pad; R goes on the "
+        "row's last *action* column",
+    ),
+    Slip(
+        lambda m, r: _reward_at(m, r, m.sum(1) - 1),
+        "R at column mask.sum(1) − 1: right only for a response that starts at column 0; find "
+        "the row's last True column",
+    ),
+    Slip(
+        _last_action_everywhere,
+        "R written into an empty row (the last action of an all-False row came out as column "
+        "0): a row without actions gets no reward",
+    ),
+)
 
 
 def check_outcome_rewards(
@@ -76,5 +121,12 @@ def check_outcome_rewards(
         return (mask, outcome), {}
 
     return check_function(
-        "outcome_rewards", fn, _outcome_rewards_reference, inputs, n=n, seed=seed, quiet=quiet
+        "outcome_rewards",
+        fn,
+        _outcome_rewards_reference,
+        inputs,
+        n=n,
+        seed=seed,
+        quiet=quiet,
+        slips=OUTCOME_REWARDS_SLIPS,
     )

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import tabular
-from ._core import N_INPUTS, Verdict, check_function
+from ._core import N_INPUTS, Slip, Verdict, check_function
 
 __all__ = ["check_backward_induction", "check_policy_value"]
 
@@ -26,6 +26,31 @@ def _random_mdp(gen: torch.Generator, i: int) -> tabular.TreeMDP:
     h = 1 if i == 0 else int(torch.randint(1, 5, (), generator=gen))
     scale = 0.3 if i % 2 else 0.0
     return tabular.TreeMDP.random(k, h, seed=1000 + i, process_scale=scale)
+
+
+def _backward(mdp: tabular.TreeMDP, value: Callable[[int, Tensor], Tensor]) -> Tensor:
+    """V by a backward loop over the states (children after parents), ``value(s, q)`` giving
+    V(s) from the row q(s, ·) = r(s, ·) + V(s ∘ ·): the frame of the slips of 2.1 and 2.2."""
+    v = torch.zeros(mdp.n_states, dtype=torch.float64)
+    for s in reversed(range(mdp.n_states)):
+        nxt = mdp.next_state[s]
+        v[s] = value(s, mdp.reward[s] + torch.where(nxt >= 0, v[nxt.clamp(min=0)], 0.0))
+    return v
+
+
+def _exp_first(mdp: tabular.TreeMDP, beta: float) -> Tensor:
+    return _backward(
+        mdp, lambda s, q: beta * torch.log((mdp.ref_logp[s].exp() * torch.exp(q / beta)).sum())
+    )
+
+
+BACKWARD_INDUCTION_SLIPS = (
+    Slip(
+        _exp_first,
+        "β log Σ π_ref e^{Q/β} with the exponential taken first: at small β, e^{Q/β} overflows; "
+        "use torch.logsumexp(ref_logp + Q/β) and multiply by β",
+    ),
+)
 
 
 def check_backward_induction(
@@ -52,6 +77,7 @@ def check_backward_induction(
         seed=seed,
         quiet=quiet,
         forbidden=(tabular.solve,),
+        slips=BACKWARD_INDUCTION_SLIPS,
     )
 
 
@@ -71,6 +97,38 @@ def _policy_value_reference(mdp: tabular.TreeMDP, pi: Tensor, beta: float) -> Te
             )
             v[s] += math.exp(log_p) * ret
     return v
+
+
+def _soft_value(kl_sign: float, ref_weights: bool):
+    """V^π with the KL term times ``kl_sign`` (1 is right) and π_ref's weights where π's belong
+    when ``ref_weights``."""
+
+    def policy_value(mdp: tabular.TreeMDP, pi: Tensor, beta: float) -> Tensor:
+        w = mdp.ref_logp.exp() if ref_weights else pi
+
+        def value(s: int, q: Tensor) -> Tensor:
+            return (w[s] * (q - kl_sign * beta * (pi[s].log() - mdp.ref_logp[s]))).sum()
+
+        return _backward(mdp, value)
+
+    return policy_value
+
+
+POLICY_VALUE_SLIPS = (
+    Slip(
+        _soft_value(0.0, False),
+        "the KL term is left out: this is the plain expected return; subtract "
+        "β log(π/π_ref) inside the bracket",
+    ),
+    Slip(
+        _soft_value(-1.0, False),
+        "the KL term's sign is flipped: the soft value *subtracts* β log(π/π_ref)",
+    ),
+    Slip(
+        _soft_value(1.0, True),
+        "π_ref's probabilities weigh the bracket: the expectation is over the policy π itself",
+    ),
+)
 
 
 def check_policy_value(
@@ -103,5 +161,12 @@ def check_policy_value(
         return (mdp, pi, beta), {}
 
     return check_function(
-        "policy_value", fn, _policy_value_reference, inputs, n=n, seed=seed, quiet=quiet
+        "policy_value",
+        fn,
+        _policy_value_reference,
+        inputs,
+        n=n,
+        seed=seed,
+        quiet=quiet,
+        slips=POLICY_VALUE_SLIPS,
     )

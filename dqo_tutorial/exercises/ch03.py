@@ -8,6 +8,7 @@ r"""Checkers of notebook 03: Q from the language model; DRO.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from torch import Tensor
 from .. import kernels
 from ._core import (
     N_INPUTS,
+    Slip,
     Verdict,
     _beta,
     _garbage,
@@ -61,6 +63,51 @@ def _pack_pair(result: Any) -> Any:
     return result
 
 
+def _log_pi_and_v(z: Tensor, beta: float, dim: int = -1) -> tuple[Tensor, Tensor]:
+    """(log softmax of ``z``, β logsumexp of ``z``) over ``dim``: the shape of 3.1's slips."""
+    return torch.log_softmax(z, dim), beta * torch.logsumexp(z, dim)
+
+
+def _v_by_exp(q: Tensor, ref_logp: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    v = beta * torch.log((ref_logp.exp() * torch.exp(q / beta)).sum(-1))
+    return ref_logp + (q - v[..., None]) / beta, v
+
+
+POLICY_FROM_Q_SLIPS = (
+    Slip(
+        lambda q, ref_logp, beta: _log_pi_and_v(q / beta, beta),
+        "π_ref is forgotten (log_softmax(q / beta)): the policy is log_softmax(ref_logp + q/β)",
+    ),
+    Slip(
+        lambda q, ref_logp, beta: (
+            torch.softmax(ref_logp + q / beta, -1).log(),
+            _log_pi_and_v(ref_logp + q / beta, beta)[1],
+        ),
+        "log π as softmax(…).log(): a probability that underflows to 0 gives −inf; take "
+        "log_softmax, which stays in log space",
+    ),
+    Slip(
+        _v_by_exp,
+        "V by exp then log: e^{Q/β} overflows to inf at large Q/β; V = β · logsumexp(ref_logp "
+        "+ q/β)",
+    ),
+    Slip(
+        lambda q, ref_logp, beta: (
+            _log_pi_and_v(ref_logp + q / beta, beta)[0],
+            beta * (ref_logp + q / beta).max(-1).values,
+        ),
+        "V as a hard max: the soft value is β logsumexp, not β max",
+    ),
+    *(
+        Slip(
+            lambda q, ref_logp, beta, d=d: _log_pi_and_v(ref_logp + q / beta, beta, d),
+            f"the softmax over axis {d}: the actions are the *last* axis (dim=-1)",
+        )
+        for d in (0, 1)
+    ),
+)
+
+
 def check_policy_from_q(
     fn: Callable[..., Any], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
 ) -> Verdict:
@@ -101,13 +148,16 @@ def check_policy_from_q(
         n=n,
         seed=seed,
         quiet=True,
+        slips=[s.wrapped(lambda f: lambda *a: _pack_pair(f(*a))) for s in POLICY_FROM_Q_SLIPS],
     )
     if verdict.status == "fail":
         hint = (
             " (the result is compared as log_pi with v appended as its last column; log_pi "
             "has the shape of q, v that shape without its last axis)"
         )
-        verdict = Verdict(verdict.name, verdict.status, verdict.message + hint)
+        first, newline, rest = verdict.message.partition("\n")
+        message = first + hint + newline + rest  # the slip's line stays last
+        verdict = dataclasses.replace(verdict, message=message)
     if not quiet:
         print(verdict.message)
     return verdict
@@ -121,6 +171,47 @@ def check_policy_from_q(
 def _dro_from_tokens_reference(pol, ref, values, rewards, mask, beta):
     seq, seq_ref = kernels.masked_sum(pol, mask, 1), kernels.masked_sum(ref, mask, 1)
     return kernels.dro_loss(seq, seq_ref, values, rewards, beta)[1]
+
+
+def _dro_slip(masked, squares: str = "response", mean: str = "responses"):
+    """DRO from tokens with one slip: ``masked(x, mask)`` zeroes the pads (or does not);
+    ``squares`` "token" squares the residual at each token (V(x) at every state); ``mean``
+    "tokens" divides by the number of action tokens instead of B."""
+
+    def loss(policy_logps, ref_logps, values, rewards, mask, beta):
+        rho = masked(policy_logps - ref_logps, mask)
+        if squares == "token":
+            d = values[:, None] + beta * rho - rewards[:, None]
+            return torch.where(mask, 0.5 * d**2, 0.0).sum() / mask.sum().clamp(min=1)
+        total = (0.5 * (values + beta * rho.sum(1) - rewards) ** 2).sum()
+        return total / (mask.sum().clamp(min=1) if mean == "tokens" else len(values))
+
+    return loss
+
+
+def _zeroed(x: Tensor, mask: Tensor) -> Tensor:
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype))
+
+
+DRO_LOSS_FROM_TOKENS_SLIPS = (
+    Slip(
+        _dro_slip(_zeroed, squares="token"),
+        "the residual squared per token: that is DQO's loss with V(x) at every state, not DRO; "
+        "sum the log-ratio over each response first, then square",
+    ),
+    Slip(
+        _dro_slip(_zeroed, mean="tokens"),
+        "the mean over tokens: DRO averages over the B responses (divide by B)",
+    ),
+    Slip(
+        _dro_slip(lambda x, m: x * m),
+        "masking by multiplication: NaN off the mask survives (NaN · 0 = NaN); use torch.where",
+    ),
+    Slip(
+        _dro_slip(lambda x, m: x),
+        "a sum over every column: the off-mask junk is added in; sum the action tokens only",
+    ),
+)
 
 
 def check_dro_loss_from_tokens(
@@ -163,4 +254,5 @@ def check_dro_loss_from_tokens(
         seed=seed,
         quiet=quiet,
         forbidden=(kernels.dro_loss, kernels.dqo_loss, kernels.squared_residual_losses),
+        slips=DRO_LOSS_FROM_TOKENS_SLIPS,
     )

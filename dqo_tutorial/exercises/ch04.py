@@ -11,6 +11,7 @@ where their gradient goes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -20,13 +21,66 @@ import torch
 from torch import Tensor
 
 from .. import kernels, naive
-from ._core import N_INPUTS, Verdict, _batch_inputs, _beta, _garbage, check_function
+from ._core import N_INPUTS, Slip, Verdict, _batch_inputs, _beta, _garbage, check_function
 
 __all__ = ["check_one_step_residual", "check_policy_loss", "check_value_loss"]
 
 
 def _nan_off_mask(mask: Tensor, *xs: Tensor) -> tuple[Tensor, ...]:
     return tuple(torch.where(mask, x, math.nan) for x in xs)
+
+
+def _terminal(pol, ref, values, rewards, mask, beta, bootstrap=None) -> Tensor:
+    return kernels.soft_bellman_residual(pol, ref, values, rewards, mask, beta, None)
+
+
+def _bootstrap_everywhere(pol, ref, values, rewards, mask, beta, bootstrap=None) -> Tensor:
+    d = _terminal(pol, ref, values, rewards, mask, beta)
+    return d if bootstrap is None else torch.where(mask, d - bootstrap[:, None], 0.0)
+
+
+def _shifted_residual(pol, ref, values, rewards, mask, beta, bootstrap, *, masked, last_column):
+    """δ with V(s_{h+1}) read from the next column: ``masked(x, mask)`` zeroes the pads (or
+    multiplies by the mask); ``last_column`` puts b in the tensor's last column instead of
+    after the row's last action."""
+    nxt_action = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], 1) & mask
+    v = masked(values, mask)
+    v_next = masked(torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], 1), nxt_action)
+    b = torch.zeros(len(v), dtype=v.dtype) if bootstrap is None else bootstrap
+    if last_column:
+        v_next[:, -1] = b
+    else:
+        v_next = v_next + masked(b[:, None].expand_as(v), mask & ~nxt_action)
+    rho = masked(pol - ref, mask)
+    return masked(v + beta * rho - masked(rewards, mask) - v_next, mask)
+
+
+def _zeroed(x: Tensor, mask: Tensor) -> Tensor:
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype))
+
+
+ONE_STEP_RESIDUAL_SLIPS = (
+    Slip(
+        _terminal,
+        "b is ignored: every row is treated as terminal; after a cut row's last action "
+        "V(s_{H+1}) = bootstrap[b]",
+    ),
+    Slip(
+        _bootstrap_everywhere,
+        "b is subtracted at every column: it is V(s_{H+1}), the next value of the row's last "
+        "action only",
+    ),
+    Slip(
+        lambda *a: _shifted_residual(*a, masked=_zeroed, last_column=True),
+        "b in the tensor's last column: with right padding the row's last action is earlier; "
+        "put b after the row's last action",
+    ),
+    Slip(
+        lambda *a: _shifted_residual(*a, masked=lambda x, m: x * m, last_column=False),
+        "masking by multiplication: NaN off the mask survives (NaN · 0 = NaN); zero the inputs "
+        "with torch.where before any arithmetic",
+    ),
+)
 
 
 def check_one_step_residual(
@@ -67,6 +121,7 @@ def check_one_step_residual(
             naive.lambda_return,
             kernels.dqo_loss,
         ),
+        slips=ONE_STEP_RESIDUAL_SLIPS,
     )
 
 
@@ -129,6 +184,69 @@ def _gradients_of(fn: Callable[..., Any], order: Sequence[str]) -> Callable[...,
     return grads
 
 
+def _loss_slip(order: Sequence[str], detached: set[str], *, zero_first=True, count="clamped"):
+    """A token-mean loss ½ δ² with one slip, its inputs positional in ``order``: the inputs in
+    ``detached`` detached; ``zero_first`` False zeroes the pads only after squaring; ``count``
+    "clamped" divides by max(1, N), "unclamped" by N, "mean" takes the mean over the mask
+    (NaN when it is empty), "all" the mean over every column."""
+
+    def loss(*args):
+        x = dict(zip(order, args))
+        mask, beta = x["mask"], x["beta"]
+        t = {k: x[k].detach() if k in detached else x[k] for k in _GRAD_ARGS + ("rewards",)}
+        if zero_first:
+            t = {k: torch.where(mask, v, torch.zeros((), dtype=v.dtype)) for k, v in t.items()}
+        sq = 0.5 * (t["values"] + beta * t["log_ratio"] - t["rewards"] - t["target"]) ** 2
+        if not zero_first:
+            sq = torch.where(mask, sq, torch.zeros((), dtype=sq.dtype))
+        if count == "mean":
+            return sq[mask].mean()
+        if count == "all":
+            return sq.mean()
+        return sq.sum() / (mask.sum() if count == "unclamped" else mask.sum().clamp(min=1))
+
+    return loss
+
+
+_NOT_ZEROED_FIRST = (
+    "torch.where only after squaring: the loss is right, but NaN off the mask reaches the "
+    "gradient (autograd multiplies the 0 it routes there by NaN); zero the inputs first"
+)
+_EVERY_COLUMN = "a mean over every column (÷ B·T): divide by the number N of action tokens"
+
+
+def _loss_slips(order: Sequence[str], keep: str) -> tuple[Slip, ...]:
+    """The slips of 4.2 (``keep`` = "log_ratio") or 4.3 (``keep`` = "values"): the argument
+    the gradient must reach is ``keep``; the other of ρ and V, and T, are detached."""
+    other = ({"values", "log_ratio"} - {keep}).pop()
+    right = {other, "target"}
+    name = {"values": "V", "log_ratio": "ρ"}[other]
+    count_slip = (
+        Slip(
+            _loss_slip(order, right, count="unclamped"),
+            "the token count is not clamped: an all-masked batch gives 0/0 = NaN; divide by "
+            "max(1, N)",
+        )
+        if keep == "values"
+        else Slip(
+            _loss_slip(order, right, count="mean"),
+            "a plain mean over the action tokens: an all-masked batch gives NaN; divide the sum "
+            "by max(1, N)",
+        )
+    )
+    return (
+        Slip(
+            _loss_slip(order, set()),
+            f"neither {name} nor T is detached: their gradients must be 0 here",
+        ),
+        Slip(_loss_slip(order, {"target"}), f"{name} is not detached: its gradient must be 0"),
+        Slip(_loss_slip(order, {other}), "the target T is not detached: its gradient must be 0"),
+        Slip(_loss_slip(order, right, zero_first=False), _NOT_ZEROED_FIRST),
+        count_slip,
+        Slip(_loss_slip(order, right, count="all"), _EVERY_COLUMN),
+    )
+
+
 def _name_the_gradient(verdict: Verdict) -> Verdict:
     """Say which input's gradient a failure of the (3, B, T) gradient stack is about."""
     found = re.search(r"at index \((\d+), ", verdict.message)
@@ -137,8 +255,8 @@ def _name_the_gradient(verdict: Verdict) -> Verdict:
     arg = _GRAD_ARGS[int(found.group(1))]
     message = verdict.message.replace(found.group(0), "at index (", 1)
     head, tail = message.split(" differs ", 1)
-    return Verdict(
-        verdict.name, "fail", f"{head}: its gradient with respect to `{arg}` differs {tail}"
+    return dataclasses.replace(
+        verdict, message=f"{head}: its gradient with respect to `{arg}` differs {tail}"
     )
 
 
@@ -152,13 +270,14 @@ def _check_loss_and_gradients(
     seed: int,
     quiet: bool,
     forbidden: Sequence[Callable[..., Any]],
+    slips: Sequence[Slip] = (),
 ) -> Verdict:
     """The loss on ``n`` inputs first, then, on the same inputs (the same seed), its gradients
     with respect to ``log_ratio``, ``values`` and ``target``; the first failure is the
     verdict."""
     inputs = _loss_inputs(order)
     verdict = check_function(
-        name, fn, reference, inputs, n=n, seed=seed, quiet=True, forbidden=forbidden
+        name, fn, reference, inputs, n=n, seed=seed, quiet=True, forbidden=forbidden, slips=slips
     )
     if verdict.passed:
         verdict = check_function(
@@ -170,6 +289,7 @@ def _check_loss_and_gradients(
             seed=seed,
             quiet=True,
             forbidden=forbidden,
+            slips=[s.wrapped(lambda f: _gradients_of(f, order)) for s in slips],
         )
         if verdict.passed:
             verdict = Verdict(
@@ -206,15 +326,17 @@ def check_policy_loss(
     def reference(log_ratio, values, rewards, target, mask, beta):
         return kernels.squared_residual_losses(values, log_ratio, rewards, target, mask, beta)[0]
 
+    order = ("log_ratio", "values", "rewards", "target", "mask", "beta")
     return _check_loss_and_gradients(
         "policy_loss",
         fn,
         reference,
-        ("log_ratio", "values", "rewards", "target", "mask", "beta"),
+        order,
         n=n,
         seed=seed,
         quiet=quiet,
         forbidden=(kernels.squared_residual_losses, kernels.dqo_loss, kernels.token_mean),
+        slips=_loss_slips(order, "log_ratio"),
     )
 
 
@@ -249,4 +371,5 @@ def check_value_loss(
         seed=seed,
         quiet=quiet,
         forbidden=(kernels.squared_residual_losses, kernels.dqo_loss, kernels.token_mean),
+        slips=_loss_slips(_LOSS_ARGS, "values"),
     )

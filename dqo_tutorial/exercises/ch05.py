@@ -12,6 +12,7 @@ of the batch (they count its tensor operations on a small and on a large batch).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from .. import kernels, naive
-from ._core import N_INPUTS, Verdict, _batch_inputs, _garbage, check_function
+from ._core import N_INPUTS, Slip, Verdict, _batch_inputs, _garbage, check_function
 
 __all__ = ["check_n_step_return", "check_lambda_return_traces"]
 
@@ -106,12 +107,12 @@ def _loops_over_rows(fn: Callable[..., Tensor], make_args: Callable[[int], tuple
 
 def _finish(verdict: Verdict, fn, make_args, name: str, quiet: bool) -> Verdict:
     if verdict.passed and _loops_over_rows(fn, make_args):
-        verdict = Verdict(
-            name,
-            "fail",
-            f"✗ {name} gives the right numbers but loops over the rows of the batch (its tensor "
-            "operations grow with the batch size): vectorise over rows; a loop over the columns "
-            "(time) is fine",
+        verdict = dataclasses.replace(
+            verdict,
+            status="fail",
+            message=f"✗ {name} gives the right numbers but loops over the rows of the batch "
+            "(its tensor operations grow with the batch size): vectorise over rows; a loop over "
+            "the columns (time) is fine",
         )
     if not quiet:
         print(verdict.message)
@@ -134,6 +135,27 @@ def _fixed_batch(rows: int, width: int = 8) -> tuple[Tensor, Tensor, Tensor, Ten
 # --------------------------------------------------------------------------------------------
 # the checkers
 # --------------------------------------------------------------------------------------------
+
+
+N_STEP_RETURN_SLIPS = (
+    Slip(
+        lambda rewards, values, mask, n, bootstrap=None: n_step_return_loop(
+            rewards, values, mask, n, None
+        ),
+        "b is forgotten: when the response ends first, a cut row's return ends in its bootstrap "
+        "b = V(s_{H+1}), not 0",
+    ),
+)
+
+LAMBDA_RETURN_TRACES_SLIPS = (
+    Slip(
+        lambda rewards, values, mask, lams, bootstrap=None: lambda_return_traces_loop(
+            rewards, values, mask, torch.cat([lams[:, :1], lams[:, :-1]], 1), bootstrap
+        ),
+        "the trace of action h used where λ_{h+1} belongs: the trace in the column of action "
+        "h + 1 weighs G_{h+1}",
+    ),
+)
 
 
 def check_n_step_return(
@@ -160,6 +182,7 @@ def check_n_step_return(
         seed=seed,
         quiet=True,
         forbidden=(kernels.lambda_return, naive.lambda_return),
+        slips=N_STEP_RETURN_SLIPS,
     )
 
     def make_args(rows: int) -> tuple:
@@ -198,6 +221,7 @@ def check_lambda_return_traces(
         seed=seed,
         quiet=True,
         forbidden=(kernels.lambda_return, naive.lambda_return),
+        slips=LAMBDA_RETURN_TRACES_SLIPS,
     )
 
     def make_args(rows: int) -> tuple:

@@ -21,6 +21,7 @@ from torch import Tensor
 from .. import kernels, naive
 from ._core import (
     N_INPUTS,
+    Slip,
     Verdict,
     _batch_inputs,
     _garbage,
@@ -41,11 +42,15 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def nucleus_logprobs_loop(logits: Tensor, actions: Tensor, tau: float, top_p: float) -> Tensor:
+def nucleus_logprobs_loop(
+    logits: Tensor, actions: Tensor, tau: float, top_p: float, crossing: bool = True
+) -> Tensor:
     """Row by row: p = softmax(z/τ); walk the tokens from the most probable down and keep a
     token while the mass of the tokens kept before it is < top_p (the nucleus: the smallest
     set whose mass reaches top_p, as the sampler's ``TopPLogitsWarper`` keeps it; top_p = 1
-    keeps all); log μ(a) = z_a/τ − logsumexp over the nucleus, −inf outside it."""
+    keeps all); log μ(a) = z_a/τ − logsumexp over the nucleus, −inf outside it. ``crossing``
+    False is the slip of keeping a token only while the mass *with* it is ≤ top_p (the most
+    probable token always kept)."""
     out = torch.empty(logits.shape[0], dtype=torch.float64)
     for i in range(logits.shape[0]):
         z = logits[i].double() / tau
@@ -53,7 +58,7 @@ def nucleus_logprobs_loop(logits: Tensor, actions: Tensor, tau: float, top_p: fl
         order = sorted(range(len(p)), key=lambda k: -p[k])
         keep, above = [], 0.0
         for k in order:
-            if top_p >= 1.0 or above < top_p:
+            if top_p >= 1.0 or not keep or (above < top_p if crossing else above + p[k] <= top_p):
                 keep.append(k)
             above += p[k]
         a = int(actions[i])
@@ -70,6 +75,21 @@ def _sampler_warpers() -> tuple:
     except Exception:  # pragma: no cover - transformers is a dependency of the package
         return ()
     return (TopPLogitsWarper.__call__,)
+
+
+NUCLEUS_LOGPROBS_SLIPS = (
+    Slip(
+        lambda logits, actions, tau, top_p: nucleus_logprobs_loop(logits, actions, tau, 1.0),
+        "top_p is ignored: this is the tempered π_ref; cut it to the nucleus and renormalise",
+    ),
+    Slip(
+        lambda logits, actions, tau, top_p: nucleus_logprobs_loop(
+            logits, actions, tau, top_p, crossing=False
+        ),
+        "the token that crosses top_p is dropped: a token is in when the tokens more probable "
+        "than it hold < top_p (the nucleus is the smallest set whose mass *reaches* top_p)",
+    ),
+)
 
 
 def check_nucleus_logprobs(
@@ -111,6 +131,7 @@ def check_nucleus_logprobs(
         seed=seed,
         quiet=quiet,
         forbidden=(kernels.gather_logprobs, *_sampler_warpers()),
+        slips=NUCLEUS_LOGPROBS_SLIPS,
     )
 
 
@@ -177,6 +198,29 @@ def ess_loop(log_w: Tensor, mask: Tensor) -> Tensor:
     return out
 
 
+def _ess_by_exp(log_w: Tensor, mask: Tensor) -> Tensor:
+    w = torch.where(mask, log_w.exp(), torch.zeros((), dtype=log_w.dtype))
+    return w.sum(1) ** 2 / (w**2).sum(1)
+
+
+def _ess_in_logs(log_w: Tensor, mask: Tensor) -> Tensor:
+    x = torch.where(mask, log_w, -math.inf)
+    return torch.exp(2 * torch.logsumexp(x, 1) - torch.logsumexp(2 * x, 1))
+
+
+EFFECTIVE_SAMPLE_SIZE_SLIPS = (
+    Slip(
+        _ess_by_exp,
+        "the weights exponentiated: e^{log w} overflows (inf²/inf = NaN); compute "
+        "2·logsumexp(log w) − logsumexp(2 log w) and exponentiate that",
+    ),
+    Slip(
+        _ess_in_logs,
+        "an empty row, or one whose weights are all 0, gives NaN: its ESS is 0",
+    ),
+)
+
+
 def check_effective_sample_size(
     fn: Callable[[Tensor, Tensor], Tensor],
     n: int = N_INPUTS,
@@ -207,4 +251,5 @@ def check_effective_sample_size(
         n=n,
         seed=seed,
         quiet=quiet,
+        slips=EFFECTIVE_SAMPLE_SIZE_SLIPS,
     )

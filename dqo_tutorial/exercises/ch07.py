@@ -15,7 +15,15 @@ import torch
 from torch import Tensor
 
 from .. import rewards
-from ._core import N_INPUTS, Verdict, _garbage, _shape, check_function, edge_case_mask
+from ._core import (
+    N_INPUTS,
+    Slip,
+    Verdict,
+    _garbage,
+    _shape,
+    check_function,
+    edge_case_mask,
+)
 
 __all__ = ["check_shaped_rewards", "check_mc_step_values"]
 
@@ -27,20 +35,80 @@ def _shaped_rewards_reference(
     (:func:`dqo_tutorial.rewards.process_rewards`, every action column a "boundary") with
     Φ_end = 0 for a terminal row, Φ_end = Φ(s_H) for a cut one, and the outcome on the last
     action of a terminal row only."""
-    out = torch.zeros(mask.shape, dtype=torch.float64)
-    for b in range(mask.shape[0]):
-        cols = mask[b].nonzero().flatten().tolist()
-        if not cols:
-            continue
-        p = [float(phi[b, c]) for c in cols]
+
+    def row(b: int, cols: list[int], p: list[float]) -> list[float]:
         end = 0.0 if bool(terminal[b]) else p[-1]
         shaped = rewards.process_rewards(
             len(cols), list(enumerate(p[1:], start=1)), alpha, p[0], end
         )
         if bool(terminal[b]):
             shaped[-1] += float(outcome[b])
-        out[b, cols] = torch.tensor(shaped, dtype=torch.float64)
+        return shaped
+
+    return _row_by_row(phi, mask, row)
+
+
+def _row_by_row(phi: Tensor, mask: Tensor, row: Callable[..., list[float]]) -> Tensor:
+    """(B, T) float64, 0 off the mask; on row b's action columns ``cols``,
+    ``row(b, cols, [Φ of each])`` (rows without an action are left 0)."""
+    out = torch.zeros(mask.shape, dtype=torch.float64)
+    for b in range(mask.shape[0]):
+        cols = mask[b].nonzero().flatten().tolist()
+        if cols:
+            values = row(b, cols, [float(phi[b, c]) for c in cols])
+            out[b, cols] = torch.tensor(values, dtype=torch.float64)
     return out
+
+
+def _shaped_slip(end: str = "spec", leak: bool = False, junk: bool = False):
+    """Shaped rewards with one slip, row by row: ``end`` "R" sets Φ(terminal) = R, "zero"
+    Φ(s_{H+1}) = 0 on every row (a cut row too); ``leak`` adds the outcome times 0 to every
+    action of the row (a NaN outcome then leaks); ``junk`` reads Φ(s_{H+1}) from the next
+    column whatever it holds."""
+
+    def shaped_rewards(phi, outcome, mask, alpha, terminal):
+        def row(b: int, cols: list[int], p: list[float]) -> list[float]:
+            done, r_out = bool(terminal[b]), float(outcome[b])
+            if junk:
+                p_end = float(phi[b, cols[-1] + 1]) if cols[-1] + 1 < mask.shape[1] else 0.0
+            elif done or end == "zero":
+                p_end = r_out if (done and end == "R") else 0.0
+            else:
+                p_end = p[-1]
+            r = [
+                alpha * (nxt - now) + (0.0 * r_out if leak else 0.0)
+                for nxt, now in zip(p[1:] + [p_end], p)
+            ]
+            r[-1] += r_out if done else 0.0
+            return r
+
+        return _row_by_row(phi, mask, row)
+
+    return shaped_rewards
+
+
+SHAPED_REWARDS_SLIPS = (
+    Slip(
+        _shaped_slip(end="R"),
+        "Φ(terminal) = R: the terminal potential must be 0 (any other value changes the problem "
+        "solved); the outcome goes on the last action as a reward",
+    ),
+    Slip(
+        _shaped_slip(end="zero"),
+        "a cut row shaped down to Φ(s_{H+1}) = 0: a response cut by the length limit keeps its "
+        "Φ (no shaping at the cut)",
+    ),
+    Slip(
+        _shaped_slip(leak=True),
+        "the NaN outcome of a cut row leaks (outcome × indicator is NaN · 0 = NaN): select it "
+        "with torch.where",
+    ),
+    Slip(
+        _shaped_slip(junk=True),
+        "Φ(s_{H+1}) read from the column after the row's last action: that column is junk; "
+        "after the last action Φ is 0 (terminal) or Φ(s_H) (cut)",
+    ),
+)
 
 
 def check_shaped_rewards(
@@ -77,6 +145,7 @@ def check_shaped_rewards(
         seed=seed,
         quiet=quiet,
         forbidden=(rewards.process_rewards, rewards.token_rewards),
+        slips=SHAPED_REWARDS_SLIPS,
     )
 
 
@@ -91,6 +160,30 @@ def _mc_reference(hits: Tensor, mask: Tensor) -> Tensor:
                 out[i, s, 0] = p
                 out[i, s, 1] = math.sqrt(p * (1 - p) / k)
     return out
+
+
+def _mc_slip(stderr: Callable[[Tensor, int], Tensor]):
+    """Φ̂ and a wrong standard error ``stderr(Φ̂, k)``, 0 off the mask."""
+
+    def mc_step_values(hits: Tensor, mask: Tensor) -> Tensor:
+        k = hits.shape[-1]
+        p = hits.to(torch.float64).sum(-1) / k
+        out = torch.stack([p, stderr(p, k)], -1)
+        return torch.where(mask[..., None], out, torch.zeros((), dtype=torch.float64))
+
+    return mc_step_values
+
+
+MC_STEP_VALUES_SLIPS = (
+    Slip(
+        _mc_slip(lambda p, k: (p * (1 - p) / torch.tensor(k - 1.0)).sqrt()),
+        "the (k − 1) sample variance: NaN at k = 1; the plug-in variance Φ̂(1 − Φ̂) divides by k",
+    ),
+    Slip(
+        _mc_slip(lambda p, k: (p * (1 - p)).sqrt()),
+        "a standard deviation, not a standard error: divide by √k",
+    ),
+)
 
 
 def check_mc_step_values(
@@ -122,4 +215,5 @@ def check_mc_step_values(
         n=n,
         seed=seed,
         quiet=quiet,
+        slips=MC_STEP_VALUES_SLIPS,
     )

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._core import N_INPUTS, Verdict, check_function
+from ._core import N_INPUTS, Slip, Verdict, check_function
 
 __all__ = ["check_clustered_accuracy", "check_paired_difference"]
 
@@ -45,6 +45,33 @@ def _problem_probs(gen: torch.Generator, i: int, n_problems: int) -> Tensor:
 
 def _n_problems(gen: torch.Generator, i: int) -> int:
     return 1 if i in (0, 1) else int(torch.randint(2, 80, (), generator=gen))
+
+
+def _plug_in_se(x: Tensor, ddof: int = 0) -> Tensor:
+    """√(Σ (x_i − x̄)² / (N − ddof) / N): ``ddof`` 1 is the slip (NaN for N = 1)."""
+    n = x.numel()
+    return (((x - x.mean()) ** 2).sum() / torch.tensor(n - ddof, dtype=x.dtype) / n).sqrt()
+
+
+def _binomial_se(p: Tensor, n: int) -> Tensor:
+    return (p * (1 - p) / n).sqrt()
+
+
+def _row_means(correct: Tensor) -> Tensor:
+    return correct.to(torch.float64).mean(1)
+
+
+CLUSTERED_ACCURACY_SLIPS = (
+    Slip(
+        lambda c: (_row_means(c).mean(), _binomial_se(_row_means(c).mean(), c.numel())),
+        "the binomial √(p(1 − p)/(N·k)) treats the N·k samples as independent: a problem's k "
+        "samples are correlated, cluster by problem (the variance of the m_i)",
+    ),
+    Slip(
+        lambda c: (_row_means(c).mean(), _plug_in_se(_row_means(c), ddof=1)),
+        "the (N − 1) sample variance: use the plug-in variance (divide by N; one problem gives 0)",
+    ),
+)
 
 
 def check_clustered_accuracy(
@@ -78,7 +105,40 @@ def check_clustered_accuracy(
         seed=seed,
         quiet=quiet,
         forbidden=(evaluate.clustered_rate, evaluate.paired_difference, evaluate.accuracy_table),
+        slips=[s.wrapped(_as_pair) for s in CLUSTERED_ACCURACY_SLIPS],
     )
+
+
+def _differences(a: Tensor, b: Tensor) -> Tensor:
+    return a.to(torch.float64) - b.to(torch.float64)
+
+
+def _unpaired(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    pa, pb = a.to(torch.float64).mean(), b.to(torch.float64).mean()
+    return pa - pb, torch.hypot(_binomial_se(pa, a.numel()), _binomial_se(pb, b.numel()))
+
+
+_SIGN = "the difference lost its sign: it is A's accuracy minus B's, which can be negative"
+
+PAIRED_DIFFERENCE_SLIPS = (
+    Slip(
+        _unpaired,
+        "hypot(se_A, se_B) is right only for two independent test sets: the same problems make "
+        "the outcomes correlated; take the s.e. of the per-problem differences d_i",
+    ),
+    Slip(
+        lambda a, b: (_differences(a, b).mean(), _plug_in_se(_differences(a, b), ddof=1)),
+        "the (N − 1) sample variance: use the plug-in variance (divide by N)",
+    ),
+    Slip(
+        lambda a, b: (_differences(a, b).mean().abs(), _plug_in_se(_differences(a, b))),
+        _SIGN,
+    ),
+    Slip(
+        lambda a, b: (_differences(a, b).abs().mean(), _plug_in_se(_differences(a, b))),
+        _SIGN,
+    ),
+)
 
 
 def check_paired_difference(
@@ -121,4 +181,5 @@ def check_paired_difference(
         seed=seed,
         quiet=quiet,
         forbidden=(evaluate.clustered_rate, evaluate.paired_difference, evaluate.accuracy_table),
+        slips=[s.wrapped(_as_pair) for s in PAIRED_DIFFERENCE_SLIPS],
     )

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .. import gsm8k
-from ._core import N_INPUTS, Verdict, check_function
+from ._core import N_INPUTS, Slip, Verdict, check_function
 
 __all__ = ["check_flexible_answer", "check_maj_at_k", "check_pass_at_k"]
 
@@ -114,6 +114,29 @@ def _check_answers(name, fn, reference, make_inputs, **kwargs) -> Verdict:
     return check_function(name, fn, reference, make_inputs, compare=_same_answer, **kwargs)
 
 
+def _first_marker(text: str) -> str | None:
+    """The flexible answer read at the *first* ``####`` followed by a number (the slip)."""
+    marker = -1
+    while (marker := text.find("####", marker + 1)) >= 0:
+        if match := gsm8k._AFTER_MARKER.match(text, marker + 4):
+            return gsm8k._normalise(match)
+    return gsm8k.extract_answer(text, "flexible")
+
+
+FLEXIBLE_ANSWER_SLIPS = (
+    Slip(
+        _first_marker,
+        "the *first* #### is read: a response that corrects itself ends with the answer it "
+        "means, so take the number after the last #### followed by a number",
+    ),
+    Slip(
+        lambda text: gsm8k.extract_answer(text, "strict"),
+        "no fall-back: without a #### followed by a number, the flexible answer is the text's "
+        "last number",
+    ),
+)
+
+
 def check_flexible_answer(
     fn: Callable[[str], str | None], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
 ) -> Verdict:
@@ -138,6 +161,7 @@ def check_flexible_answer(
         seed=seed,
         quiet=quiet,
         forbidden=(gsm8k.extract_answer, gsm8k.is_correct),
+        slips=FLEXIBLE_ANSWER_SLIPS,
     )
 
 
@@ -207,6 +231,47 @@ def _maj_reference(responses: list[list[str]], golds: list[str]) -> Tensor:
     return torch.tensor(out, dtype=torch.float64)
 
 
+def _maj_slip(how: str):
+    """maj@k with one slip: ``how`` "first of the ties" (``Counter.most_common(1)``), "no
+    answer votes" (None counted as an answer), "raw gold" (the gold string as it is)."""
+
+    def maj_at_k(responses: list[list[str]], golds: list[str]) -> Tensor:
+        scores = []
+        for row, gold in zip(responses, golds):
+            answers = [gsm8k.extract_answer(r, "strict") for r in row]
+            if how != "no answer votes":
+                answers = [a for a in answers if a is not None]
+            target = gold if how == "raw gold" else gsm8k.extract_answer(gold, "flexible")
+            votes = Counter(answers)
+            if how == "first of the ties":
+                scores.append(float(bool(votes) and votes.most_common(1)[0][0] == target))
+                continue
+            top = max(votes.values(), default=0)
+            tied = [a for a, c in votes.items() if c == top]
+            scores.append(1.0 / len(tied) if target in tied else 0.0)
+        return torch.tensor(scores, dtype=torch.float64)
+
+    return maj_at_k
+
+
+MAJ_AT_K_SLIPS = (
+    Slip(
+        _maj_slip("first of the ties"),
+        "Counter.most_common(1) breaks a tie by order: a gold tied with m − 1 other answers "
+        "scores 1/m",
+    ),
+    Slip(
+        _maj_slip("no answer votes"),
+        "a response without an answer voted (for None): it must not vote at all",
+    ),
+    Slip(
+        _maj_slip("raw gold"),
+        "the gold compared as a raw string: extract and normalise it first "
+        "(gsm8k.extract_answer(gold, 'flexible')), '1,200' and '… #### 1200' are 1200",
+    ),
+)
+
+
 def check_maj_at_k(
     fn: Callable[[list, list], Any], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
 ) -> Verdict:
@@ -220,7 +285,14 @@ def check_maj_at_k(
         return torch.as_tensor(fn(responses, golds), dtype=torch.float64)
 
     return check_function(
-        "maj_at_k", as_tensor, _maj_reference, _maj_inputs, n=n, seed=seed, quiet=quiet
+        "maj_at_k",
+        as_tensor,
+        _maj_reference,
+        _maj_inputs,
+        n=n,
+        seed=seed,
+        quiet=quiet,
+        slips=MAJ_AT_K_SLIPS,
     )
 
 
@@ -252,6 +324,15 @@ def _pass_reference(correct: Tensor, k: int) -> Tensor:
     return torch.tensor(out, dtype=torch.float64)
 
 
+PASS_AT_K_SLIPS = (
+    Slip(
+        lambda correct, k: 1 - (1 - correct.to(torch.float64).mean(1)) ** k,
+        "the plug-in 1 − (1 − c/n)^k is biased (it draws with replacement): use "
+        "1 − C(n − c, k)/C(n, k) = 1 − Π_{i=n−c+1}^{n} (1 − k/i)",
+    ),
+)
+
+
 def check_pass_at_k(
     fn: Callable[[Tensor, int], Tensor], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
 ) -> Verdict:
@@ -263,5 +344,12 @@ def check_pass_at_k(
         return torch.as_tensor(fn(correct, k), dtype=torch.float64)
 
     return check_function(
-        "pass_at_k", as_tensor, _pass_reference, _pass_inputs, n=n, seed=seed, quiet=quiet
+        "pass_at_k",
+        as_tensor,
+        _pass_reference,
+        _pass_inputs,
+        n=n,
+        seed=seed,
+        quiet=quiet,
+        slips=PASS_AT_K_SLIPS,
     )

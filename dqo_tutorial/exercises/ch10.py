@@ -9,6 +9,7 @@ r"""Checkers of notebook 10: the Q-value explorer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor
 from .. import kernels, naive
 from ._core import (
     N_INPUTS,
+    Slip,
     Verdict,
     _batch_inputs,
     _beta,
@@ -49,6 +51,33 @@ def _blamed_reference(advantage: Tensor, mask: Tensor) -> Tensor:
     return torch.tensor(out, dtype=torch.float64)
 
 
+def _blamed_slip(fill: float = math.inf, position: bool = True, empty: int = -1):
+    """The blamed token with one slip: off-mask entries filled with ``fill`` (0 is the slip),
+    the column index returned when ``position`` is False, ``empty`` for an empty row."""
+
+    def blamed_token(advantage: Tensor, mask: Tensor) -> Tensor:
+        column = torch.where(mask, advantage, torch.tensor(fill, dtype=advantage.dtype)).argmin(1)
+        first = mask.long().argmax(1) if position else 0
+        return torch.where(mask.any(1), column - first, torch.tensor(empty))
+
+    return blamed_token
+
+
+BLAMED_TOKEN_SLIPS = (
+    Slip(
+        _blamed_slip(position=False),
+        "the column index, not the response position: subtract the row's first action column "
+        "(left padding shifts it)",
+    ),
+    Slip(
+        _blamed_slip(fill=0.0),
+        "off-mask entries filled with 0: in a row of positive advantages a pad then wins; fill "
+        "them with +inf",
+    ),
+    Slip(_blamed_slip(empty=0), "0 for an empty row: a row without response tokens gives −1"),
+)
+
+
 def check_blamed_token(
     fn: Callable[[Tensor, Tensor], Tensor], n: int = N_INPUTS, *, seed: int = 0, quiet: bool = False
 ) -> Verdict:
@@ -61,7 +90,14 @@ def check_blamed_token(
         return torch.as_tensor(fn(advantage, mask)).to(torch.float64)
 
     return check_function(
-        "blamed_token", as_tensor, _blamed_reference, _blamed_inputs, n=n, seed=seed, quiet=quiet
+        "blamed_token",
+        as_tensor,
+        _blamed_reference,
+        _blamed_inputs,
+        n=n,
+        seed=seed,
+        quiet=quiet,
+        slips=[s.wrapped(lambda f: lambda *a: f(*a).to(torch.float64)) for s in BLAMED_TOKEN_SLIPS],
     )
 
 
@@ -80,6 +116,52 @@ def _extremes_reference(pol, ref, values, rewards, mask, beta, lam, bootstrap):
         torch.where(mask, rewards, zero) - beta * rho, v, mask, lam, bootstrap
     )
     return torch.where(mask, beta * rho - (v - g), zero)
+
+
+def _from_h(pol, ref, values, rewards, mask, beta, lam, bootstrap, *, own_reward: bool):
+    """At λ = 1, the sum of r̃ started at l = h: Σ_{l≥h} r̃_l + b − V(s_h), plus r_h when
+    ``own_reward`` (the slip of 10.2; at λ = 0 the reference)."""
+    if lam != 1:
+        return _extremes_reference(pol, ref, values, rewards, mask, beta, lam, bootstrap)
+    zero = torch.zeros((), dtype=torch.float64)
+    r = torch.where(mask, rewards, zero)
+    v = torch.where(mask, values, zero)
+    shaped = r - beta * torch.where(mask, pol - ref, zero)
+    g = kernels.lambda_return(shaped, v, mask, 1.0, bootstrap)  # Σ_{l≥h} r̃_l + b
+    return torch.where(mask, g - v + (r if own_reward else zero), zero)
+
+
+def _b_in_last_column(pol, ref, values, rewards, mask, beta, lam, bootstrap):
+    """At λ = 0, V(s_{H+1}) = b put in the tensor's last column (the slip; λ = 1: the
+    reference)."""
+    if lam != 0:
+        return _extremes_reference(pol, ref, values, rewards, mask, beta, lam, bootstrap)
+    zero = torch.zeros((), dtype=torch.float64)
+    v = torch.where(mask, values, zero)
+    v_next = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], 1)
+    if bootstrap is not None:
+        v_next[:, -1] = bootstrap
+    return torch.where(mask, torch.where(mask, rewards, zero) + v_next - v, zero)
+
+
+_FROM_H = (
+    "at λ = 1 the sum of r̃ starts at l = h: the token's own KL term is counted; "
+    "Â_h = r_h + Σ_{l>h} r̃_l + b − V(s_h)"
+)
+
+ADVANTAGE_EXTREMES_SLIPS = (
+    Slip(lambda *a: _from_h(*a, own_reward=False), _FROM_H),
+    Slip(lambda *a: _from_h(*a, own_reward=True), _FROM_H),
+    Slip(
+        lambda *a: _extremes_reference(*a[:-1], None),
+        "b is forgotten: a cut row's T_{H+1} is its bootstrap b (at λ = 0 and λ = 1)",
+    ),
+    Slip(
+        _b_in_last_column,
+        "the row's last *column* taken as its last action: with right padding the last action "
+        "is earlier; V(s_{H+1}) = b belongs after the row's last action",
+    ),
+)
 
 
 def check_advantage_extremes(
@@ -107,4 +189,5 @@ def check_advantage_extremes(
         seed=seed,
         quiet=quiet,
         forbidden=forbidden,
+        slips=ADVANTAGE_EXTREMES_SLIPS,
     )
