@@ -43,9 +43,34 @@ from pathlib import Path
 from typing import Any
 
 # Only light modules at import time: `dqo-tutorial --help` must not wait for torch.
+from dqo_tutorial.artifacts import check_output_folder, output_error
 from dqo_tutorial.configs import EvalConfig, SamplingConfig, TrainConfig
 from dqo_tutorial.errors import ConfigError, DQOError
+from dqo_tutorial.quiet import quiet_libraries
 from dqo_tutorial.threads import fit_threads
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage dump) that points to ``--help``, exact
+    flag names only (``--lr`` is not ``--lr-scheduler``), and a hint for a misspelt flag."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        hint = self._hint(message) if message.startswith("unrecognized arguments") else ""
+        self.exit(2, f"{self.prog}: error: {message}{hint}; see `{self.prog} --help`\n")
+
+    def _hint(self, message: str) -> str:
+        import difflib
+
+        flags = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        unknown = [w for w in message.split(": ", 1)[1].split() if w.startswith("--")]
+        rates = [f for f in flags if f.endswith("-lr")]
+        if rates and any("lr" in w or "learning" in w or "rate" in w for w in unknown):
+            return f" (the learning rates are {' and '.join(rates)})"
+        close = [m for w in unknown for m in difflib.get_close_matches(w, flags, n=1)]
+        return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def _tabular_demo(args: argparse.Namespace) -> int:
@@ -182,6 +207,11 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     if args.config is not None:
         values = _read_yaml(args.config, cls.__name__)
         unknown = sorted(set(values) - names)
+        if {"sample", "train", "eval", "methods"} & set(unknown):
+            raise ConfigError(
+                f"{args.config} is a pipeline file (sections {unknown}): use "
+                f"`dqo-tutorial run --config {args.config}`, or a file of {cls.__name__} fields"
+            )
         if unknown:
             raise ConfigError(
                 f"{args.config}: unknown field(s) {unknown} for {cls.__name__}; "
@@ -395,7 +425,7 @@ def _add_toy_ref(sub: argparse._SubParsersAction) -> None:
 def _student_copies(args: argparse.Namespace) -> int:
     from dqo_tutorial.course import make_student_copies
 
-    written = make_student_copies(args.src, args.dst)
+    written = make_student_copies(args.src, args.dst, force=args.force)
     for path in written:
         print(f"wrote {path}")
     print(f"{len(written)} student copies in {args.dst}")
@@ -408,10 +438,13 @@ def _add_student_copies(sub: argparse._SubParsersAction) -> None:
         help="copy the course notebooks with every solution region blanked out",
         description="Write a copy of every notebook in SRC into DST with each "
         "### BEGIN SOLUTION / ### END SOLUTION region replaced by `raise NotImplementedError` "
-        "and all outputs cleared (for instructors without nbgrader).",
+        "and all outputs cleared (for instructors without nbgrader). A copy that differs "
+        "from the blank copy written before (a student's work) is never overwritten "
+        "without --force.",
     )
     p.add_argument("src", help="folder with the notebooks (e.g. notebooks)")
     p.add_argument("dst", help="folder for the student copies (created if missing)")
+    p.add_argument("--force", action="store_true", help="overwrite edited copies too")
     p.set_defaults(func=_student_copies)
 
 
@@ -467,7 +500,7 @@ def _add_course(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dqo-tutorial", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="dqo-tutorial", description=__doc__.splitlines()[0])
     verbose_help = "keep the libraries' progress bars and warnings (Hugging Face, datasets)"
     parser.add_argument("--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -481,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_student_copies(sub)
     _add_course(sub)
     _add_nbgrader_course(sub)
+    parser.commands = sub.choices  # main() lets a command's own parser name unknown flags
     for command in sub.choices.values():  # `dqo-tutorial run --verbose` works too
         command.add_argument(
             "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
@@ -488,33 +522,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
-    """Silence Hugging Face's progress bars and warnings (read when those libraries load, so
-    set before any import; a value the user exported wins)."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars follow it
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DATASETS_VERBOSITY", "error")
-    if "transformers" in sys.modules:  # already imported (e.g. main() called from Python)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    if "datasets" in sys.modules:
-        import datasets
-
-        datasets.disable_progress_bars()
+_OUT_ARGUMENTS = (("out", "--out"), ("dst", "DST"), ("root", "ROOT"))
+"""Where each command writes: its argument and the name the error messages give it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; returns its exit status (2 for the package's own errors)."""
-    args = build_parser().parse_args(argv)
+    """Run one subcommand; returns its exit status (2 for the package's own errors, and for an
+    output folder that cannot be made or written)."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's parser names them, with a hint and its own --help
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if not args.verbose:
-        _quiet_libraries()
+        quiet_libraries()
+    out, flag = next(
+        ((getattr(args, k), f) for k, f in _OUT_ARGUMENTS if getattr(args, k, None) is not None),
+        (None, "--out"),
+    )
     try:
+        if out is not None:
+            check_output_folder(out, flag)
         return args.func(args)
     except DQOError as err:
         print(f"dqo-tutorial {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as err:  # a full disk, a folder not writable: else a bug
+        translated = output_error(err, out or ".", flag)
+        if translated is None:
+            raise
+        print(f"dqo-tutorial {args.command}: error: {translated}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dqo-tutorial {args.command}: interrupted; rerun the same command to resume",

@@ -54,12 +54,14 @@ for them anywhere in a line).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError, MissingDataError
+from .quiet import quiet_libraries
 
 __all__ = [
     "SMOKE_ENV",
@@ -126,8 +128,12 @@ def require(minimum: str) -> None:
     """Print the versions in use and fail clearly when ``dqo_tutorial`` is older than ``minimum``.
 
     Returns None (so a notebook cell shows only the printed table; :func:`versions` gives the
-    dict). Raises ``RuntimeError`` naming both versions and the fix.
+    dict). Raises ``RuntimeError`` naming both versions and the fix. Every notebook calls it
+    first, so it also turns the libraries' progress bars and warnings off (frozen "Loading
+    weights 0%" widgets on a rendered page) unless the environment sets ``DQO_VERBOSE=1``.
     """
+    if os.environ.get("DQO_VERBOSE", "").lower() not in ("1", "true", "yes"):
+        quiet_libraries()
     found = versions()
     width = max(len(k) for k in found)
     for name, version in found.items():
@@ -252,10 +258,16 @@ def student_copy(nb: Any) -> Any:
     return nb
 
 
-def make_student_copies(src_dir: str | os.PathLike[str], dst_dir: str | os.PathLike[str]):
+def make_student_copies(
+    src_dir: str | os.PathLike[str], dst_dir: str | os.PathLike[str], *, force: bool = False
+) -> list[Path]:
     """Write a student copy (:func:`student_copy`) of every ``*.ipynb`` in ``src_dir`` into
     ``dst_dir`` (same names). The source notebooks are not modified. Returns the list of written
-    paths, sorted."""
+    paths, sorted.
+
+    A copy already in ``dst_dir`` that differs from both the fresh blank copy and the blank copy
+    written there before (``.student-copies.json`` keeps its hash) holds a student's work: it is
+    never overwritten — the call refuses, naming them — unless ``force``."""
     import nbformat
 
     src, dst = Path(src_dir), Path(dst_dir)
@@ -264,13 +276,34 @@ def make_student_copies(src_dir: str | os.PathLike[str], dst_dir: str | os.PathL
     notebooks = sorted(src.glob("*.ipynb"))
     if not notebooks:
         raise MissingDataError(f"no notebooks (*.ipynb) in {src}")
-    dst.mkdir(parents=True, exist_ok=True)
-    written = []
+    fresh = {}
     for path in notebooks:
-        out = dst / path.name
-        nbformat.write(student_copy(nbformat.read(path, as_version=4)), out)
-        written.append(out)
-    return written
+        text = nbformat.writes(student_copy(nbformat.read(path, as_version=4)))
+        fresh[path.name] = text if text.endswith("\n") else text + "\n"
+    record = dst / ".student-copies.json"
+    written_before = json.loads(record.read_text()) if record.is_file() else {}
+    edited = [
+        name
+        for name, text in fresh.items()
+        if (dst / name).is_file()
+        and _sha((dst / name).read_text()) not in (_sha(text), written_before.get(name))
+    ]
+    if edited and not force:
+        raise ConfigError(
+            f"{dst} holds edited notebooks (a student's work?): {', '.join(edited)}; copy them "
+            "away, write the copies into another folder, or rerun with --force to overwrite them"
+        )
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, text in fresh.items():
+        (dst / name).write_text(text)
+    record.write_text(json.dumps({**written_before, **{n: _sha(t) for n, t in fresh.items()}}))
+    return [dst / name for name in fresh]
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "ModelNotFoundError",
     "MismatchError",
     "RunLockedError",
+    "OutputError",
 ]
 
 
@@ -50,3 +51,8 @@ class MismatchError(DQOError, ValueError):
 
 class RunLockedError(DQOError, RuntimeError):
     """Another process is writing into the same output folder."""
+
+
+class OutputError(DQOError, OSError):
+    """An output folder cannot be made or written: a file in the way, no permission, a read-only
+    or full disk. The path is named, with the way out."""

@@ -56,7 +56,7 @@ from .artifacts import atomic_write_json, check_run_identity, run_lock
 from .configs import EvalConfig, run_manifest
 from .errors import DataError, MismatchError
 from .gsm8k import MODES, dataset_hash
-from .models import load_model_and_tokenizer, load_tokenizer
+from .models import check_reads_task, load_model_and_tokenizer, load_tokenizer
 from .problems import Problem
 from .processes import Processes
 from .sampling import Sampler, generate, make_sampler
@@ -198,7 +198,9 @@ def evaluate(
 
 def check_trained_for_task(model: str, task: str) -> None:
     """Refuse to evaluate a policy trained by :func:`~dqo_tutorial.train.train` (``…/policy``
-    beside its ``train_config.json``) on another task than it was trained for."""
+    beside its ``train_config.json``) on another task than it was trained for, and the toy
+    π_ref on any task but the toy one (:func:`~dqo_tutorial.models.check_reads_task`)."""
+    check_reads_task(model, task)
     stored = Path(model).expanduser().parent / "train_config.json"
     if Path(model).name != "policy" or not stored.is_file():
         return

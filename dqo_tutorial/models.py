@@ -25,6 +25,7 @@ Tokenizer conventions every loader here applies (see :func:`prepare_tokenizer`):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -47,7 +48,8 @@ from transformers import (
 )
 
 from .configs import DTYPES
-from .errors import ConfigError, ModelNotFoundError
+from .errors import ConfigError, MismatchError, ModelNotFoundError
+from .quiet import gguf_bar_follows_transformers
 from .tokenization import (  # re-exported: where round 1 documented them
     CHATML_TEMPLATE,
     fast_tokenizer_from_json,
@@ -244,7 +246,9 @@ def _load(spec: str, load: Callable[..., T]) -> T:
     located = _locate(spec)
     if located is not None:
         source, kwargs = located
-        return load(source, **kwargs)
+        gguf = "gguf_file" in kwargs  # its de-quantisation bar obeys transformers' switch
+        with gguf_bar_follows_transformers() if gguf else contextlib.nullcontext():
+            return load(source, **kwargs)
     try:
         return load(spec, local_files_only=True)
     except OSError:
@@ -276,6 +280,16 @@ def model_identity(spec: str) -> str:
     source, kwargs = located
     path = Path(source).resolve()
     return str(path / kwargs["gguf_file"]) if "gguf_file" in kwargs else str(path)
+
+
+def check_reads_task(spec: str, task: str) -> None:
+    """Refuse the toy π_ref (a character model of the toy task's 23 symbols) on another task:
+    it cannot read a GSM8K or MATH problem, and would score 0 % without a word."""
+    if task != "toy" and model_identity(spec) == model_identity("toy"):
+        raise MismatchError(
+            f"model {spec!r} is the toy task's character model: it cannot read {task} "
+            f"problems; use --task toy, or a language model for {task} (e.g. --model smollm2)"
+        )
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

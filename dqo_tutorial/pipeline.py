@@ -34,7 +34,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_write_json, check_run_identity, run_lock, save_figure_atomically
+from .artifacts import (
+    atomic_write_json,
+    check_run_identity,
+    run_lock,
+    save_figure_atomically,
+    source_commit,
+)
 from .errors import ConfigError
 from .evaluate import EvalConfig, evaluate
 from .methods import REGISTRY
@@ -59,6 +65,9 @@ __all__ = [
     "run",
     "results_table",
     "plot_results",
+    "about_run",
+    "about_line",
+    "is_smoke",
 ]
 
 _SECTIONS = {"sample": SamplingConfig, "train": TrainConfig, "eval": EvalConfig}
@@ -288,7 +297,7 @@ def plot_results(
     ax.set_ylabel("accuracy (strict)")
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=8 if "\n" in title else None)
     save_figure_atomically(fig, path)
 
 
@@ -357,7 +366,8 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool, fit: bool = False) -> d
     )
     _upgrade_identity(out / "pipeline_config.json", cfg)
     check_run_identity(out / "pipeline_config.json", {"config": cfg.effective()})
-    stage(f"sampling {scfg.num_samples} responses per prompt from {cfg.reference_model}")
+    stage(f"sampling {scfg.num_samples} responses per prompt from {cfg.reference_model}"
+          + _reusing(out / "data", "manifest.json", "the dataset in "))  # fmt: skip
     t = time.perf_counter()
     build_dataset(scfg, out / "data", model=ref_model, tokenizer=ref_tok, progress=progress)
     stage_s["sample"] = time.perf_counter() - t
@@ -365,7 +375,7 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool, fit: bool = False) -> d
     say(f"data: {json.dumps(manifest['summary'])}")
 
     results: dict[str, dict[str, Any]] = {}
-    stage("evaluating the reference model")
+    stage("evaluating the reference model" + _reusing(out / "eval" / "reference"))
     t = time.perf_counter()
     results["reference"] = evaluate(
         cfg.eval_config(cfg.reference_model),
@@ -396,7 +406,7 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool, fit: bool = False) -> d
                 results[method] = {"skipped": str(err)}
                 continue
         stage_s[f"train {method}"] = time.perf_counter() - t
-        stage(f"evaluating {method}")
+        stage(f"evaluating {method}" + _reusing(out / "eval" / method))
         t = time.perf_counter()
         res = evaluate(
             cfg.eval_config(str(run_dir / "policy")), out / "eval" / method, progress=progress
@@ -406,18 +416,105 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool, fit: bool = False) -> d
         res["train_s"] = summary["wall_s_this_run"]
         results[method] = res
 
+    return _write_results(cfg, out, results, manifest["summary"], stage_s, start, progress)
+
+
+def _reusing(folder: Path, done: str = "results.json", what: str = "") -> str:
+    """``": reusing <what><folder>"`` when a stage's outputs are already there, else ``""``."""
+    return f": reusing {what}{folder}" if (folder / done).is_file() else ""
+
+
+def _write_results(
+    cfg: PipelineConfig,
+    out: Path,
+    results: dict[str, dict[str, Any]],
+    data: Mapping[str, Any],
+    stage_s: Mapping[str, float],
+    start: float,
+    progress: bool,
+) -> dict:
+    """``results.{md,png,json}``, each saying what it is (:func:`about_run`)."""
+    import textwrap
+
+    about = about_run(cfg, data, results["reference"]["data"]["num_problems"])
+    line = about_line(about)
     table = results_table(results)
-    (out / "results.md").write_text(table + "\n")
-    plot_results(results, out / "results.png", title=f"{cfg.task}: π_ref vs methods")
+    (out / "results.md").write_text(f"{line}\n\n{table}\n")
+    title = f"{cfg.task}: π_ref vs methods\n" + textwrap.fill(line, 90)
+    plot_results(results, out / "results.png", title=title)
     payload = {
+        "about": about,
         "config": asdict(cfg),
-        "data": manifest["summary"],
+        "data": data,
         "results": results,
         "stage_s_this_run": stage_s,
         "wall_s_this_run": time.perf_counter() - start,
     }
     atomic_write_json(out / "results.json", payload)
     if progress:
+        print(line)
         print(table)
         print(f"wrote {out / 'results.md'}, {out / 'results.png'}, {out / 'results.json'}")
     return payload
+
+
+_SMOKE_SIZES = (("sample", "limit"), ("sample", "num_samples"), ("train", "max_steps"),
+                ("eval", "limit"))  # fmt: skip
+"""The sizes that make a run a smoke check when none exceeds :data:`SMOKE`'s."""
+
+
+def is_smoke(cfg: PipelineConfig) -> bool:
+    """Whether every size of :data:`_SMOKE_SIZES` is at most :data:`SMOKE`'s (``None``, no
+    limit, is not): a run whose accuracies mean nothing."""
+    sections = {"sample": cfg.sampling_config(), "eval": cfg.eval_config("reference")}
+    sections["train"] = cfg.train_config(cfg.methods[0], "data") if cfg.methods else None
+    sizes = [getattr(sections[s], k, None) for s, k in _SMOKE_SIZES]
+    return all(v is not None and v <= SMOKE[s][k] for v, (s, k) in zip(sizes, _SMOKE_SIZES))
+
+
+def about_run(cfg: PipelineConfig, data: Mapping[str, Any], test_problems: int) -> dict:
+    """What a results file is: task, π_ref, data sizes, seeds, smoke mode, package version and
+    git commit (None outside a git checkout). ``data``: the dataset's manifest summary."""
+    from . import __version__
+
+    scfg, ecfg = cfg.sampling_config(), cfg.eval_config("reference")
+    train_seeds = sorted({cfg.train_config(m, "data").seed for m in cfg.methods})
+    return {
+        "task": cfg.task,
+        "model": cfg.reference_model,
+        "sizes": {
+            "problems": data["num_prompts"],
+            "samples_per_problem": scfg.num_samples,
+            "rows": data["num_samples"],
+            "test_problems": test_problems,
+        },
+        "seeds": {
+            "sample": scfg.seed,
+            "train": train_seeds[0] if len(train_seeds) == 1 else train_seeds,
+            "eval": ecfg.seed,
+        },
+        "smoke": is_smoke(cfg),
+        "dqo_tutorial": __version__,
+        "commit": source_commit(),
+    }
+
+
+def about_line(about: Mapping[str, Any]) -> str:
+    """:func:`about_run` as the one line heading ``results.md`` and the plot."""
+    sizes, seeds = about["sizes"], about["seeds"]
+    same = len({json.dumps(v) for v in seeds.values()}) == 1
+    seed = f"seed {seeds['sample']}" if same else "seeds " + ", ".join(
+        f"{k} {v}" for k, v in seeds.items()
+    )
+    mode = (
+        "SMOKE RUN (tiny sizes that check that everything runs: the accuracies mean nothing)"
+        if about["smoke"]
+        else "full sizes"
+    )
+    commit = f" (commit {about['commit']})" if about["commit"] else ""
+    return (
+        f"{about['task']} task, π_ref {about['model']}: {sizes['problems']} problems × "
+        f"{sizes['samples_per_problem']} samples = {sizes['rows']} training rows, "
+        f"{sizes['test_problems']} test problems; {seed}; {mode}; "
+        f"dqo_tutorial {about['dqo_tutorial']}{commit}"
+    )

@@ -60,7 +60,12 @@ from .decoding import DecodeSampler, Generation, Sampler, derive_seed
 from .errors import DataError
 from .gsm8k import dataset_hash, is_correct
 from .modeling import per_token_logprobs
-from .models import load_model_and_tokenizer, load_tokenizer, tokenizer_fingerprint
+from .models import (
+    check_reads_task,
+    load_model_and_tokenizer,
+    load_tokenizer,
+    tokenizer_fingerprint,
+)
 from .processes import Processes
 from .rewards import process_rewards  # noqa: F401  (documented here since round 1)
 from .tasks import get_task
@@ -709,6 +714,8 @@ def build_dataset(
             f"SamplingConfig: the {cfg.task} {cfg.split} split (data_source "
             f"{cfg.data_source!r}) holds no problems: nothing to sample"
         )
+    if model is None:
+        check_reads_task(cfg.model, cfg.task)
     procs = Processes.current()
     with run_lock(out) if procs.main else contextlib.nullcontext():
         return _build_dataset(cfg, out, problems, model, tokenizer, progress, start, sampler)

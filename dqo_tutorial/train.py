@@ -735,6 +735,8 @@ def _train(
             behavior = behavior_law_of(cfg.data or "")
         reference = _reference_pass(cfg, accelerator, models.policy, examples, behavior)
     step = _resume(accelerator, out)
+    if step and main and progress:
+        print(f"resuming from step {step} of {plan.total_steps} ({out / 'checkpoints'})")
     if cfg.report_to != "none":  # TensorBoard / W&B beside log.jsonl (out/trackers/<method>)
         scalars = {k: v for k, v in asdict(cfg).items() if isinstance(v, int | float | str)}
         accelerator.init_trackers(cfg.method, config=scalars)

@@ -6,6 +6,7 @@ Executing the notebooks is nbmake's job (``DQO_SMOKE=1 pytest --nbmake notebooks
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -217,3 +218,34 @@ def test_a_student_copy_runs_top_to_bottom_in_smoke_mode(tmp_path, monkeypatch):
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
     assert printed.count("not implemented yet") == 2, printed[-2000:]
+
+
+_QUIET_VARS = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS",
+               "TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_an_executed_notebook_shows_no_library_bar_and_leaves_no_temp_folder(
+    tmp_path, monkeypatch
+):
+    """The rendered course showed frozen "Loading weights 0%" and "Saving the dataset (0/1
+    shards)" widgets (notebook 10: five), and notebook 10 left a dqo-10-* folder each run."""
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv(course.SMOKE_ENV, "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # the kernel's tempfile folder
+    for name in _QUIET_VARS:  # the notebook must quiet the libraries itself
+        monkeypatch.delenv(name, raising=False)
+    nb = _read(NOTEBOOK_DIR / "10_q_value_explorer.ipynb")
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    widgets = [o["data"]["text/plain"] for o in outputs
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # fmt: skip
+    assert [w for w in widgets if not w.startswith("VBox(")] == []  # the explorer only
+    shown = json.dumps(outputs)
+    for words in ("Loading weights", "Saving the dataset", "Map:", "%|"):
+        assert words not in shown, words
+    assert not list((tmp_path / "tmp").glob("dqo-10-*"))

@@ -211,3 +211,38 @@ def test_the_pipeline_loads_pi_ref_once_for_all_training_stages(tmp_path, monkey
     payload = run(cfg, tmp_path / "run", progress=False)
     assert set(payload["results"]) == {"reference", "sft", "dqo", "dpo"}
     assert calls.count("toy") == 2, calls  # sampling + the training stages' one copy
+
+
+def test_results_say_what_they_are_and_a_rerun_says_what_it_reuses(tmp_path, capsys, monkeypatch):
+    """A smoke table pasted into a report looked like a result: no task, model, sizes or mark."""
+    from dqo_tutorial import __version__, pipeline
+
+    titles = []
+    real_plot = pipeline.plot_results
+    monkeypatch.setattr(pipeline, "plot_results", lambda r, p, title="": titles.append(title)
+                        or real_plot(r, p, title=title))  # fmt: skip
+    tiny = {"sample": {**SMOKE["sample"], "limit": 4}, "eval": {**SMOKE["eval"], "limit": 4}}
+    cfg = load_config(overrides={**SMOKE, **tiny, "methods": ["sft"]})
+    out = tmp_path / "run"
+    pipeline.run(cfg, out)
+    capsys.readouterr()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                         capture_output=True, text=True)  # fmt: skip
+    about = json.loads((out / "results.json").read_text())["about"]
+    assert about["task"] == "toy" and about["model"] == "toy" and about["smoke"] is True
+    assert about["sizes"] == {"problems": 4, "samples_per_problem": 4, "rows": 16,
+                              "test_problems": 4}  # fmt: skip
+    assert about["seeds"] == {"sample": 0, "train": 0, "eval": 0}
+    assert about["dqo_tutorial"] == __version__ and about["commit"] == git.stdout.strip()
+    head = (out / "results.md").read_text().splitlines()[0]
+    for words in ("toy task", "π_ref toy", "4 problems × 4 samples", "4 test problems",
+                  "seed 0", "SMOKE", f"dqo_tutorial {__version__}",
+                  git.stdout.strip()):  # fmt: skip
+        assert words in head, head
+        assert words in titles[0].replace("\n", " "), titles[0]
+
+    pipeline.run(cfg, out)  # a rerun reuses the samples and the evaluations, and says so
+    printed = capsys.readouterr().out
+    assert f"from toy: reusing the dataset in {out / 'data'}" in printed
+    assert f"evaluating the reference model: reusing {out / 'eval' / 'reference'}" in printed
+    assert f"evaluating sft: reusing {out / 'eval' / 'sft'}" in printed

@@ -7,6 +7,7 @@ its output folder as it found it; two runs never write into one folder.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -460,3 +461,244 @@ def test_pure_bf16_adamw_loses_small_updates_so_training_keeps_fp32_master_weigh
         with pytest.raises(ConfigError, match="mixed_precision: bf16"):
             TrainConfig(dtype=bad)
     assert TrainConfig(dtype="fp32").dtype == "fp32"
+
+
+# ------------------------------------------------------------------------ a newcomer's first hour
+# (output folders that cannot be made, a full disk, a student's edits, argparse's pitfalls)
+
+_NOTEBOOKS = REPO / "notebooks"
+_COMMANDS = {  # each command with the least that would start its job, and where its --out goes
+    "sample": ["sample", "--task", "toy", "--model", "toy", "--limit", "1", "--out"],
+    "train": ["train", "--method", "sft", "--task", "toy", "--model", "toy", "--out"],
+    "eval": ["eval", "--task", "toy", "--model", "toy", "--limit", "1", "--out"],
+    "run": ["run", "--smoke", "--out"],
+    "experiment": ["experiment", "toy-claims", "--smoke", "--out"],
+    "course": ["course", "--no-execute", "--notebooks", str(_NOTEBOOKS), "--out"],
+    "student-copies": ["student-copies", str(_NOTEBOOKS)],
+    "nbgrader-course": ["nbgrader-course", str(_NOTEBOOKS)],
+    "tabular-demo": ["tabular-demo", "--steps", "1", "--out"],
+    "toy-ref": ["toy-ref", "--passes", "1", "--out"],
+}
+_JOBS = [  # what the commands start: none of it may run when --out is unusable
+    ("dqo_tutorial.sampling", "build_dataset"),
+    ("dqo_tutorial.train", "train"),
+    ("dqo_tutorial.evaluate", "evaluate"),
+    ("dqo_tutorial.pipeline", "run"),
+    ("dqo_tutorial.claims", "run_toy_claims"),
+    ("dqo_tutorial.course_site", "build"),
+    ("dqo_tutorial.course", "make_student_copies"),
+    ("dqo_tutorial.course", "make_nbgrader_course"),
+    ("dqo_tutorial.tabular", "demo"),
+    ("dqo_tutorial.recipes", "train_toy_reference"),
+]
+
+
+def _no_job_may_start(monkeypatch) -> None:
+    import importlib
+
+    def started(*args, **kwargs):
+        raise AssertionError("the job started although --out is unusable")
+
+    for module, name in _JOBS:
+        monkeypatch.setattr(importlib.import_module(module), name, started)
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file", "empty"])
+@pytest.mark.parametrize("command", sorted(_COMMANDS))
+def test_an_out_that_cannot_be_a_folder_is_one_line(capsys, tmp_path, monkeypatch, command, kind):
+    """`--out results.json`, `--out notes.txt/run`, `--out "$UNSET"`: FileExistsError,
+    NotADirectoryError tracebacks, or results.json and .lock written into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("a file\n")
+    out = {"a file": "notes.txt", "under a file": "notes.txt/run", "empty": ""}[kind]
+    _no_job_may_start(monkeypatch)
+    code, err = _cli(capsys, *_COMMANDS[command], out)
+    line = _one_line(err)
+    assert code == 2 and line.startswith(f"dqo-tutorial {command}: error: "), line
+    why = {"a file": "is a file", "under a file": "notes.txt is a file", "empty": "is empty"}
+    assert why[kind] in line and ("another" in line or "give" in line), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("errno_", "words"),
+    [(13, "permission denied"), (30, "read-only file system")],
+    ids=["EACCES", "EROFS"],
+)
+@pytest.mark.parametrize("command", ["eval", "student-copies"])
+def test_an_unwritable_out_is_one_line(capsys, tmp_path, monkeypatch, command, errno_, words):
+    """A read-only mount or a folder of another user (the tests run as root, so the refusal is
+    simulated where the package makes the folder)."""
+    out = tmp_path / "ro" / "out"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "ro")):
+            raise OSError(errno_, os.strerror(errno_), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    code, err = _cli(capsys, *_COMMANDS[command], str(out))
+    line = _one_line(err)
+    assert code == 2 and str(tmp_path / "ro") in line and words in line.lower(), line
+    assert "another" in line, line  # the way out: another --out
+
+
+def _error_line(err: str) -> str:
+    """The one error line among the package's own progress bars (which stay on stderr)."""
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0][lines[0].index("dqo-tutorial") :]
+
+
+def _disk_full(*args, **kwargs):
+    """What torch.save raised on a full disk: the writer's failure, then the chained one."""
+    try:
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")  # fmt: skip
+    except RuntimeError:
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] unexpected pos 2368 vs 2256"
+        ) from None
+
+
+def test_a_full_disk_while_checkpointing_loses_nothing(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "train"
+    argv = ["train", "--method", "sft", "--task", "toy", "--model", "toy", "--limit", "8",
+            "--batch-size", "4", "--max-steps", "2", "--checkpoint-every", "1",
+            "--out", str(out)]  # fmt: skip
+    real_save = torch.save
+
+    def save(*args, **kwargs):
+        if any(p.name.endswith("step-000002") for p in (out / "checkpoints").iterdir()):
+            return _disk_full()
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    code, err = _cli(capsys, *argv)
+    line = _error_line(err)
+    assert code == 2 and "no space left" in line and str(out) in line, line
+    assert "MB" in line and "rerun" in line, line
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert kept == ["step-000001"]  # the checkpoint written before the disk filled is whole
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the rerun resumes
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert "resuming from step 1" in capsys.readouterr().out
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 2
+
+
+def test_a_full_disk_while_writing_results_is_one_line(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "eval"
+    real = artifacts.atomic_write_json
+
+    def write(path, payload):
+        if Path(path).name == "results.json":
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, payload)
+
+    monkeypatch.setattr(artifacts, "atomic_write_json", write)
+    import dqo_tutorial.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "atomic_write_json", write)
+    argv = ["eval", "--task", "toy", "--model", "toy", "--limit", "2", "--batch-size", "2"]
+    code, err = _cli(capsys, *argv, "--out", str(out))
+    line = _error_line(err)
+    assert code == 2 and "no space left" in line and str(out / "results.json") in line, line
+    assert (out / "outputs.jsonl").read_text().count("\n") == 2  # the answers are kept
+
+
+def test_student_copies_never_overwrite_a_students_work(capsys, tmp_path):
+    dst = tmp_path / "student"
+    src = ["student-copies", str(_NOTEBOOKS), str(dst)]
+    assert cli.main(src) == 0
+    assert cli.main(src) == 0  # fresh copies again: nothing of the student's to lose
+    edited = dst / "02_soft_optimal_q.ipynb"
+    nb = json.loads(edited.read_text())
+    nb["cells"][-1]["source"] = "my answer"
+    edited.write_text(json.dumps(nb))
+    before = edited.read_text()
+    capsys.readouterr()
+    code, err = _cli(capsys, *src)
+    line = _one_line(err)
+    assert code == 2 and "02_soft_optimal_q.ipynb" in line and "--force" in line, line
+    assert edited.read_text() == before
+    assert cli.main([*src, "--force"]) == 0
+    assert "my answer" not in edited.read_text()
+
+
+def test_student_and_course_folders_are_ignored_by_git():
+    res = subprocess.run(
+        ["git", "check-ignore", "student/01.ipynb", "dqo-course/source/x.ipynb"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.stdout.split() == ["student/01.ipynb", "dqo-course/source/x.ipynb"]
+
+
+def test_no_parser_takes_abbreviations():
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for p in [parser, *subs.choices.values()]:
+        assert p.allow_abbrev is False, p.prog
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--learning-rate", "--lr-rate"])
+def test_a_learning_rate_flag_is_answered_with_the_real_names(capsys, flag):
+    """`--lr 1e-4` was read as --lr-scheduler: "must be one of [...]" for a field never set."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--out", "x", flag, "1e-4"])
+    line = _one_line(capsys.readouterr().err)
+    assert info.value.code == 2 and "--policy-lr" in line and "--value-lr" in line, line
+    assert "scheduler" not in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--out", "x", "--batch-size", "four"], "--batch-size"),
+        (["train", "--out", "x", "--bogus", "1"], "--bogus"),
+        (["eval", "--task"], "--task"),
+        (["sample"], "--out"),
+    ],
+)
+def test_argparse_errors_are_one_line_pointing_to_help(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    line = _one_line(capsys.readouterr().err)
+    assert info.value.code == 2 and message in line, line
+    assert line.endswith(f"see `dqo-tutorial {argv[0]} --help`"), line
+
+
+def test_no_command_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    line = _one_line(capsys.readouterr().err)
+    assert info.value.code == 2 and line.endswith("see `dqo-tutorial --help`"), line
+
+
+@pytest.mark.parametrize("command", ["sample", "train", "eval"])
+def test_a_pipeline_file_given_to_a_stage_is_named(capsys, tmp_path, command):
+    toy = REPO / "configs" / "toy.yaml"
+    code, err = _cli(capsys, command, "--config", str(toy), "--out", str(tmp_path / "o"))
+    line = _one_line(err)
+    assert code == 2 and f"use `dqo-tutorial run --config {toy}`" in line, line
+    assert "pipeline file" in line
+
+
+def test_eval_refuses_a_task_the_toy_model_cannot_read(capsys, tmp_path):
+    """`eval --task gsm8k --model toy` reported 0 % without a word."""
+    code, err = _cli(capsys, "eval", "--task", "gsm8k", "--model", "toy", "--limit", "1",
+                     "--out", str(tmp_path / "e"))  # fmt: skip
+    line = _one_line(err)
+    assert code == 2 and "toy" in line and "gsm8k" in line and "--task toy" in line, line
+    assert not (tmp_path / "e").exists()
+
+
+def test_an_out_holding_another_jobs_results_is_refused(capsys, toy_data, tmp_path):
+    """`eval --out` into a finished `sample` folder mixed its files into the dataset's."""
+    before = sorted(p.name for p in toy_data.iterdir())
+    code, err = _cli(capsys, "eval", "--task", "toy", "--model", "toy", "--limit", "1",
+                     "--out", str(toy_data))  # fmt: skip
+    line = _one_line(err)
+    assert code == 2 and str(toy_data) in line and "sample" in line, line
+    assert sorted(p.name for p in toy_data.iterdir()) == before
