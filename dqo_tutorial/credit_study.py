@@ -1,0 +1,235 @@
+r"""Which tokens does a method blame? Blame accuracy of runs on held-out wrong responses.
+
+The population: π_ref's own responses to *held-out* problems (the test split), drawn with a seed
+of their own (never the training data's), kept when they are wrong and the task's step checker
+finds their first wrong line w (the toy family: one line per operation,
+:func:`dqo_tutorial.toy.line_correctness`). For each run and each response the per-token
+signals (lower = more blamed) are
+
+===================  ======================================================================
+signal               s_h
+===================  ======================================================================
+``implied reward``   β·log π_θ(a_h|s_h)/π_ref(a_h|s_h): the token reward a DPO / DRO / DQO
+                     policy implies
+``critic``           r_h + V(s_{h+1}) − V(s_h): the critic's one-step advantage (runs with a
+                     value model; the λ = 0 advantage of :func:`~dqo_tutorial.viz.compute_quantities`)
+``surprisal``        log π_ref(a_h|s_h): π_ref's least likely token is blamed (no training)
+``random``           uniform noise: the chance level, measured
+===================  ======================================================================
+
+scored by :mod:`dqo_tutorial.credit` (token and step blame with their chance levels, partial
+credit). A run's critic also gets the AUC of −V for "the state comes after the wrong line
+started" against "the state is in the correct prefix" (within wrong responses; later states are
+also deeper into the response, a confound the AUC does not remove).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import credit, toy
+from .decoding import derive_seed
+from .sampling import generate
+from .tasks import get_task
+from .viz import Checkpoint, Example, example_quantities, forward_example, make_example
+
+__all__ = ["WrongResponse", "held_out_wrong_responses", "line_of_tokens", "score_runs"]
+
+
+@dataclass
+class WrongResponse:
+    """A wrong response with a located error: its :class:`~dqo_tutorial.viz.Example`, the line
+    of each response token and the first wrong line w."""
+
+    example: Example
+    line: list[int]
+    wrong: int
+
+
+def line_of_tokens(example: Example) -> list[int]:
+    """The line index of each response token: the number of line starts at or before it, less
+    one (``example.step_starts`` lists where each line starts, 0 first)."""
+    starts, n = example.step_starts, len(example.tokens)
+    return [sum(s <= h for s in starts) - 1 for h in range(n)]
+
+
+def held_out_wrong_responses(
+    reference: Checkpoint, *, task: str = "toy", n_problems: int = 200, k: int = 4, seed: int = 0
+) -> list[WrongResponse]:
+    """π_ref's sampled responses (τ = 1) to the first ``n_problems`` test problems, ``k`` each,
+    drawn from the stream of ``derive_seed(seed, "credit")``; kept where the response is wrong
+    and its first wrong line is known (toy family only)."""
+    spec = get_task(task)
+    problems = spec.load("test", None, n_problems)
+    prompts = [spec.format_prompt(p.question, reference.tokenizer) for p in problems]
+    gens = generate(reference.policy, reference.tokenizer, prompts, num_samples=k,
+                    temperature=1.0, max_new_tokens=spec.max_new_tokens,
+                    seed=derive_seed(seed, "credit"), record_logps=False)  # fmt: skip
+    found = []
+    for g in gens:
+        p = problems[g.prompt_index]
+        flags = toy.line_correctness(p.question, g.text)
+        if all(flags) or not flags:
+            continue
+        ex = make_example(reference.tokenizer, spec, p.question, p.gold, g.text,
+                          terminal=g.finished)  # fmt: skip
+        found.append(WrongResponse(ex, line_of_tokens(ex), flags.index(False)))
+    return found
+
+
+def _signals(run: Checkpoint, reference: Any, item: WrongResponse, beta: float) -> dict:
+    q = example_quantities(item.example, forward_example(run, reference, item.example),
+                           beta=beta, lam=0.0, alpha=0.0)  # fmt: skip
+    out = {"implied reward": q["log_ratio"]}
+    if run.value_model is not None:
+        out["critic"] = q["advantage"]
+        out["value"] = q["value"]
+    return out
+
+
+def _padded(rows: Sequence[np.ndarray], lines: Sequence[Sequence[int]]) -> tuple:
+    t = max((len(r) for r in rows), default=0)
+    score = torch.zeros(len(rows), t, dtype=torch.float64)
+    mask = torch.zeros(len(rows), t, dtype=torch.long)
+    line = torch.zeros(len(rows), t, dtype=torch.long)
+    for b, (r, k) in enumerate(zip(rows, lines, strict=True)):
+        score[b, : len(r)], mask[b, : len(r)] = torch.as_tensor(r), 1
+        line[b, : len(r)] = torch.as_tensor(k)
+    return score, mask, line
+
+
+def _metrics(rows: Sequence[np.ndarray], items: Sequence[WrongResponse]) -> dict[str, float]:
+    """Blame accuracy of one signal over the population, with its chance levels."""
+    score, mask, line = _padded(rows, [i.line for i in items])
+    wrong = torch.tensor([i.wrong for i in items])
+    out = {
+        "token_blame": float(credit.token_blame_hits(score, mask, line, wrong).double().mean()),
+        "token_chance": float(credit.token_blame_chance(mask, line, wrong).mean()),
+        "step_blame": float(credit.step_blame_hits(score, mask, line, wrong).double().mean()),
+        "step_chance": float(credit.step_blame_chance(mask, line).mean()),
+    }
+    return out | {f"credit_{k}": v for k, v in credit.partial_credit(score, mask, line, wrong).items()}
+
+
+def _critic_auc(values: Sequence[np.ndarray], items: Sequence[WrongResponse]) -> float:
+    before, after = [], []
+    for v, item in zip(values, items, strict=True):
+        for h, k in enumerate(item.line):
+            (before if k < item.wrong else after).append(-float(v[h]))
+    return credit.auc(after, before)
+
+
+def score_runs(
+    runs: Mapping[str, Checkpoint], reference: Checkpoint, items: Sequence[WrongResponse],
+    *, seed: int = 0,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """``{signal label: metrics}`` for π_ref's surprisal, noise and every run's signals (β from
+    the run's config, 0.1 if it has none) on the same wrong responses."""
+    if not items:
+        return {}
+    rng = random.Random(seed)
+    table = {
+        "π_ref surprisal": _metrics([_ref_logps(reference, i) for i in items], items),
+        "random": _metrics([np.array([rng.random() for _ in i.line]) for i in items], items),
+    }
+    for name, run in runs.items():
+        beta = float(run.config.get("beta", 0.1))
+        signals = [_signals(run, reference.policy, i, beta) for i in items]
+        for key in ("implied reward", "critic"):
+            if key in signals[0]:
+                table[f"{name} {key}"] = _metrics([s[key] for s in signals], items)
+        if "value" in signals[0]:
+            table[f"{name} critic"]["critic_auc"] = _critic_auc([s["value"] for s in signals], items)
+    return table
+
+
+def _ref_logps(reference: Checkpoint, item: WrongResponse) -> np.ndarray:
+    fwd = forward_example(reference, reference.policy, item.example)
+    return fwd["logp_ref"][0, item.example.n_prompt :].double().numpy()
+
+
+_COLUMNS = (("token_blame", "token blame"), ("token_chance", "chance"),
+            ("step_blame", "step blame"), ("step_chance", "chance"),
+            ("credit_prefix", "mean s: prefix"), ("credit_wrong", "wrong line"),
+            ("critic_auc", "critic AUC"))  # fmt: skip
+
+
+def report_markdown(table: Mapping[str, Mapping[str, float]], meta: Mapping[str, Any]) -> str:
+    """The table as Markdown, headed by what was scored (task, sizes, seed, responses)."""
+    head = (f"Blame on {meta['responses']} wrong π_ref responses to {meta['n_problems']} "
+            f"held-out {meta['task']} problems ({meta['k']} samples each, seed {meta['seed']}); "
+            "accuracies in %, lower s = more blamed.")  # fmt: skip
+    lines = [head, "", "| signal | " + " | ".join(c for _, c in _COLUMNS) + " |",
+             "|---|" + "---|" * len(_COLUMNS)]  # fmt: skip
+    for name, row in table.items():
+        cells = []
+        for key, _ in _COLUMNS:
+            value = row.get(key)
+            pct = key.endswith(("blame", "chance"))
+            cells.append("–" if value is None else f"{100 * value:.1f}" if pct else f"{value:.3g}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_blame(table: Mapping[str, Mapping[str, float]], title: str) -> Any:
+    """Token and step blame accuracy per signal, bars, with each one's chance level as a tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 3.6))
+    x = np.arange(len(names))
+    for shift, (key, label) in ((-0.2, ("token_blame", "token")), (0.2, ("step_blame", "step"))):
+        chance = "token_chance" if key == "token_blame" else "step_chance"
+        ax.bar(x + shift, [100 * table[n][key] for n in names], 0.38, label=f"{label} blame")
+        ax.scatter(x + shift, [100 * table[n][chance] for n in names], marker="_", s=300,
+                   color="black", zorder=3, label=f"{label} chance" if shift < 0 else None)  # fmt: skip
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("blame lands on the first wrong line (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def credit_report(
+    runs: Mapping[str, str], out: str, *, task: str = "toy", n_problems: int = 200, k: int = 4,
+    seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """Score ``runs`` (label → run folder or model spec) against the π_ref of the first one's
+    config (the toy π_ref by default) and write ``credit.json``, ``credit.md`` and
+    ``credit.png`` into ``out``; returns the JSON payload."""
+    from pathlib import Path
+
+    from . import __version__
+    from .artifacts import atomic_write_json, save_figure_atomically, source_commit
+    from .errors import ConfigError
+    from .viz import load_checkpoint
+
+    if not task.startswith("toy"):
+        raise ConfigError(f"credit: task {task!r} has no step checker; use toy or toy-<n>ops")
+    loaded = {name: load_checkpoint(spec, name) for name, spec in runs.items()}
+    ref_spec = next((c.reference for c in loaded.values() if c.reference), None) or "toy"
+    reference = load_checkpoint(ref_spec, "π_ref")
+    items = held_out_wrong_responses(reference, task=task, n_problems=n_problems, k=k, seed=seed)
+    table = score_runs(loaded, reference, items, seed=seed)
+    meta = {"task": task, "n_problems": n_problems, "k": k, "seed": seed,
+            "responses": len(items), "reference": ref_spec, "runs": dict(runs),
+            "package_version": __version__, "commit": source_commit()}  # fmt: skip
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "signals": table}
+    atomic_write_json(folder / "credit.json", payload)
+    (folder / "credit.md").write_text(report_markdown(table, meta))
+    if table:
+        title = f"{task}: {len(items)} wrong responses, seed {seed}"
+        save_figure_atomically(plot_blame(table, title), folder / "credit.png")
+    return payload

@@ -1,0 +1,89 @@
+"""Blame accuracy of runs on held-out wrong toy responses (dqo_tutorial.credit_study)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dqo_tutorial import credit_study, toy
+from dqo_tutorial.tasks import get_task
+from dqo_tutorial.viz import Checkpoint, load_checkpoint, make_example
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_checkpoint("toy", "π_ref")
+
+
+def test_line_of_tokens_follows_the_newlines(reference):
+    ex = make_example(reference.tokenizer, get_task("toy"), "8 +6 -3", "11",
+                      "8+6=14\n14-3=12\n#### 12")  # fmt: skip
+    lines = credit_study.line_of_tokens(ex)
+    text = "8+6=14\n14-3=12\n#### 12"
+    by_hand = [text[:h].count("\n") for h in range(len(text))] + [2]  # + EOS, on the last line
+    assert lines == by_hand
+
+
+def test_held_out_wrong_responses_are_wrong_at_their_line(reference):
+    items = credit_study.held_out_wrong_responses(reference, n_problems=12, k=2, seed=1)
+    assert items, "π_ref gets some of 24 samples wrong"
+    for item in items:
+        flags = toy.line_correctness(item.example.question, item.example.response)
+        assert flags.index(False) == item.wrong and not all(flags)
+        assert len(item.line) == len(item.example.tokens)
+
+
+def test_planted_signals_score_as_localising_or_not(reference):
+    """A signal that drops exactly on the first wrong line scores token and step blame 1; one
+    that drops only on the last token scores what the last line's share gives; noise sits near
+    its chance level."""
+    items = credit_study.held_out_wrong_responses(reference, n_problems=40, k=2, seed=1)
+    at_slip = [np.array([-1.0 if k == i.wrong else 0.0 for k in i.line]) for i in items]
+    planted = credit_study._metrics(at_slip, items)
+    assert planted["step_blame"] == 1.0 and planted["token_blame"] == 1.0
+    assert planted["credit_prefix"] == 0.0 and planted["credit_wrong"] == -1.0
+    at_end = [np.array([0.0] * (len(i.line) - 1) + [-1.0]) for i in items]
+    last = np.mean([i.line[-1] == i.wrong for i in items])
+    assert credit_study._metrics(at_end, items)["token_blame"] == pytest.approx(last)
+    table = credit_study.score_runs({}, reference, items, seed=0)
+    assert set(table) == {"π_ref surprisal", "random"}
+    assert abs(table["random"]["step_blame"] - table["random"]["step_chance"]) < 0.25
+
+
+def test_every_signal_of_a_run_with_a_critic(reference):
+    """A perturbed policy with a random critic: its implied reward and critic are scored, the
+    critic with an AUC in [0, 1]; β comes from the run's config."""
+    from dqo_tutorial.modeling import ValueModel
+
+    policy, tok = reference.policy, reference.tokenizer
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        moved = type(policy)(policy.config)
+        moved.load_state_dict(policy.state_dict())
+        for p in moved.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        vm = ValueModel.from_causal_lm(moved)
+        vm.head.proj.weight.normal_(0, 0.1)
+    run = Checkpoint("DQO", moved.eval(), tok, vm.eval(), False, "toy", {"beta": 0.2})
+    items = credit_study.held_out_wrong_responses(reference, n_problems=12, k=2, seed=1)
+    table = credit_study.score_runs({"DQO": run}, reference, items)
+    assert {"DQO implied reward", "DQO critic"} <= set(table)
+    assert 0 <= table["DQO critic"]["critic_auc"] <= 1
+    assert 0 <= table["DQO implied reward"]["token_blame"] <= 1
+
+
+def test_credit_report_writes_its_three_files(tmp_path):
+    payload = credit_study.credit_report({}, str(tmp_path), n_problems=10, k=2, seed=3)
+    assert payload["meta"]["responses"] > 0 and set(payload["signals"]) == {"π_ref surprisal", "random"}
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"credit.json", "credit.md", "credit.png"} <= files
+    md = (tmp_path / "credit.md").read_text()
+    assert "π_ref surprisal" in md and "held-out toy problems" in md and "seed 3" in md
+
+
+def test_a_task_without_a_step_checker_is_refused(tmp_path):
+    from dqo_tutorial.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no step checker"):
+        credit_study.credit_report({}, str(tmp_path), task="gsm8k")
