@@ -2,6 +2,7 @@ r"""DQO's claims, tested on the toy task: equal tuning budgets, seeds, intervals
 
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
         [--variants ablations | horizon | data-size sweep | critic | diagnostics | knobs tuned]
+    dqo-tutorial experiment toy-claims --out DIR --resummarize   # the summary again, from its runs
 
 The paper (arXiv 2410.09302) reports gains without seeds or error bars. This module reruns its
 comparisons on the toy reasoning task (:mod:`dqo_tutorial.toy`, shipped π_ref, CPU) so that
