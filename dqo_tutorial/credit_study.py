@@ -12,7 +12,8 @@ signal               s_h
 ``implied reward``   β·log π_θ(a_h|s_h)/π_ref(a_h|s_h): the token reward a DPO / DRO / DQO
                      policy implies
 ``critic``           r_h + V(s_{h+1}) − V(s_h): the critic's one-step advantage (runs with a
-                     value model; the λ = 0 advantage of :func:`~dqo_tutorial.viz.compute_quantities`)
+                     value model; the λ = 0 advantage of
+                     :func:`~dqo_tutorial.viz.compute_quantities`)
 ``surprisal``        log π_ref(a_h|s_h): π_ref's least likely token is blamed (no training)
 ``random``           uniform noise: the chance level, measured
 ===================  ======================================================================
@@ -114,7 +115,8 @@ def _metrics(rows: Sequence[np.ndarray], items: Sequence[WrongResponse]) -> dict
         "step_blame": float(credit.step_blame_hits(score, mask, line, wrong).double().mean()),
         "step_chance": float(credit.step_blame_chance(mask, line).mean()),
     }
-    return out | {f"credit_{k}": v for k, v in credit.partial_credit(score, mask, line, wrong).items()}
+    partial = credit.partial_credit(score, mask, line, wrong)
+    return out | {f"credit_{k}": v for k, v in partial.items()}
 
 
 def _critic_auc(values: Sequence[np.ndarray], items: Sequence[WrongResponse]) -> float:
@@ -145,7 +147,8 @@ def score_runs(
             if key in signals[0]:
                 table[f"{name} {key}"] = _metrics([s[key] for s in signals], items)
         if "value" in signals[0]:
-            table[f"{name} critic"]["critic_auc"] = _critic_auc([s["value"] for s in signals], items)
+            values = [s["value"] for s in signals]
+            table[f"{name} critic"]["critic_auc"] = _critic_auc(values, items)
     return table
 
 
@@ -190,8 +193,9 @@ def plot_blame(table: Mapping[str, Mapping[str, float]], title: str) -> Any:
     for shift, (key, label) in ((-0.2, ("token_blame", "token")), (0.2, ("step_blame", "step"))):
         chance = "token_chance" if key == "token_blame" else "step_chance"
         ax.bar(x + shift, [100 * table[n][key] for n in names], 0.38, label=f"{label} blame")
+        tick = "chance" if shift < 0 else None
         ax.scatter(x + shift, [100 * table[n][chance] for n in names], marker="_", s=300,
-                   color="black", zorder=3, label=f"{label} chance" if shift < 0 else None)  # fmt: skip
+                   color="black", zorder=3, label=tick)  # fmt: skip
     ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylabel("blame lands on the first wrong line (%)")
     ax.set_ylim(0, 100)
