@@ -38,6 +38,8 @@ __all__ = [
     "step_blame_chance",
     "partial_credit",
     "auc",
+    "value_error",
+    "leave_one_out_means",
 ]
 
 
@@ -152,3 +154,36 @@ def auc(positive: Sequence[float] | Tensor, negative: Sequence[float] | Tensor) 
     rank_sum = mid_rank[inverse[: len(x)]].sum()
     u = rank_sum - len(x) * (len(x) + 1) / 2
     return float(u / (len(x) * len(y)))
+
+
+def value_error(values: Tensor, targets: Tensor, mask: Tensor) -> float:
+    r"""Token mean |G − V| of a critic against its targets (e.g. the λ = 1 returns, the
+    outcome), over the response tokens of the batch; 0.0 without any.
+
+    .. math::  \mathrm{err}(V) = \frac{\sum_{b,h} m_{b,h}\,|G_{b,h} - V_{b,h}|}{\sum_{b,h} m_{b,h}}
+
+    Its floors, from the same data: a constant V (the token mean of G: what a critic with no
+    features learns), the prompt-level value (:func:`leave_one_out_means` of the prompt's other
+    samples, broadcast over the response: what a critic that reads only the prompt can learn),
+    and the oracle's (the state's true value). A critic that localises errors beats the
+    prompt-level floor."""
+    m = mask.bool()
+    n = int(m.sum())
+    err = torch.where(m, (targets.double() - values.double()).abs(), 0.0)
+    return float(err.sum()) / n if n else 0.0
+
+
+def leave_one_out_means(outcomes: Sequence[float], groups: Sequence[int]) -> Tensor:
+    """(N,) float64: for each response, the mean outcome of the *other* responses to the same
+    prompt (``groups``: its prompt id); a prompt's only response gets the overall mean of the
+    other prompts' responses (there is nothing else to predict it from)."""
+    y = torch.as_tensor(outcomes, dtype=torch.float64)
+    g = torch.as_tensor(groups)
+    _, index = torch.unique(g, return_inverse=True)
+    sums = torch.zeros(int(index.max()) + 1 if len(g) else 0, dtype=torch.float64)
+    counts = torch.zeros_like(sums)
+    sums.index_add_(0, index, y)
+    counts.index_add_(0, index, torch.ones_like(y))
+    others = counts[index] - 1
+    alone = (y.sum() - y) / max(len(y) - 1, 1)
+    return torch.where(others > 0, (sums[index] - y) / others.clamp(min=1), alone)

@@ -130,3 +130,23 @@ def test_auc_by_hand():
     assert credit.auc([1, 1], [1]) == 0.5
     assert credit.auc([2, 1], [1, 0]) == pytest.approx((1 + 1 + 0.5 + 1) / 4)
     assert credit.auc([], [1.0]) == 0.5
+
+
+def test_value_error_by_hand():
+    values = torch.tensor([[0.5, 0.5, 9.0], [0.0, 1.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0, 9.0], [1.0, 1.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert credit.value_error(values, targets, mask) == pytest.approx((0.5 + 0.5 + 1) / 5)
+    assert credit.value_error(values, targets, torch.zeros_like(mask)) == 0.0
+
+
+def test_leave_one_out_means_against_a_loop():
+    rng = random.Random(0)
+    groups = [rng.randrange(5) for _ in range(30)] + [99]  # prompt 99 has one response
+    outcomes = [float(rng.random() < 0.4) for _ in groups]
+    got = credit.leave_one_out_means(outcomes, groups).tolist()
+    for i, g in enumerate(groups):
+        mates = [o for j, (o, h) in enumerate(zip(outcomes, groups)) if h == g and j != i]
+        others = outcomes[:i] + outcomes[i + 1 :]
+        want = sum(mates) / len(mates) if mates else sum(others) / len(others)
+        assert got[i] == pytest.approx(want, abs=1e-12)
