@@ -191,9 +191,9 @@ def check_output_folder(folder: str | os.PathLike[str], flag: str = "--out") -> 
     """Refuse, before any work and creating nothing, an output folder that cannot be made: an
     empty path (an unset shell variable), a file, a path under a file, a place not writable."""
     if not str(folder).strip():
+        example = f", e.g. {flag} runs/NAME" if flag.startswith("--") else ""
         raise OutputError(
-            f"{flag} is empty (an unset shell variable?): give the output folder, "
-            f"e.g. {flag} runs/NAME"
+            f"{flag} is empty (an unset shell variable?): give the output folder{example}"
         )
     path = Path(folder)
     if path.exists() and not path.is_dir():

