@@ -6,6 +6,7 @@
     dqo-tutorial eval   --out runs/eval --model smollm2 --limit 100 [--num-samples 4]
     dqo-tutorial run    --out runs/toy [--config configs/toy.yaml] [--smoke] [--limit N]
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
+    dqo-tutorial credit --out runs/credit --run DQO=runs/toy/train/dqo [--run ...] [--limit 200]
     dqo-tutorial toy-ref --out runs/toy-ref
     dqo-tutorial student-copies notebooks student-notebooks
     dqo-tutorial nbgrader-course notebooks dqo-course [--only 04_soft_bellman_and_dqo.ipynb]
@@ -403,6 +404,43 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_experiment)
 
 
+def _credit(args: argparse.Namespace) -> int:
+    from dqo_tutorial.credit_study import credit_report
+
+    runs = {}
+    for item in args.run:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise ConfigError(f"--run {item!r}: give NAME=FOLDER, e.g. --run DQO=outputs/toy/dqo")
+        runs[name] = spec
+    payload = credit_report(runs, args.out, task=args.task, n_problems=args.limit,
+                            k=args.num_samples, seed=args.seed)  # fmt: skip
+    print((Path(args.out) / "credit.md").read_text(), end="")
+    print(f"{payload['meta']['responses']} wrong responses scored; credit.json, credit.md and "
+          f"credit.png in {args.out}")  # fmt: skip
+    return 0
+
+
+def _add_credit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "credit",
+        help="which tokens runs blame: blame accuracy on held-out wrong responses (toy tasks)",
+        description="Sample π_ref's responses to held-out test problems (a seed of their own), "
+        "keep the wrong ones whose first wrong line the task's checker finds, and score where "
+        "each run's per-token signals put the blame: the implied reward β·log π_θ/π_ref, the "
+        "critic's one-step advantage, π_ref's surprisal and noise (chance). Writes credit.json, "
+        "credit.md and credit.png.",
+    )
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--run", action="append", default=[], metavar="NAME=FOLDER",
+                   help="a run's label and folder (or a model spec); repeatable")  # fmt: skip
+    p.add_argument("--task", default="toy", help="a task with a step checker: toy, toy-<n>ops")
+    p.add_argument("--limit", type=_at_least_one, default=200, help="held-out test problems")
+    p.add_argument("--num-samples", type=_at_least_one, default=4, help="π_ref samples each")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out samples and noise")
+    p.set_defaults(func=_credit)
+
+
 def _toy_ref(args: argparse.Namespace) -> int:
     from dqo_tutorial.recipes import train_toy_reference
 
@@ -514,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_run(sub)
     _add_experiment(sub)
+    _add_credit(sub)
     _add_toy_ref(sub)
     _add_student_copies(sub)
     _add_course(sub)

@@ -88,3 +88,14 @@ def test_a_task_without_a_step_checker_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="no step checker"):
         credit_study.credit_report({}, str(tmp_path), task="gsm8k")
+
+
+def test_the_credit_command(tmp_path, capsys):
+    from dqo_tutorial.cli import main
+
+    assert main(["credit", "--out", str(tmp_path / "c"), "--limit", "6", "--num-samples", "2",
+                 "--run", "ref=toy"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| ref implied reward |" in printed and "wrong responses scored" in printed
+    assert main(["credit", "--out", str(tmp_path / "d"), "--run", "toy"]) == 2
+    assert "give NAME=FOLDER" in capsys.readouterr().err
