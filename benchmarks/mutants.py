@@ -387,7 +387,7 @@ def _diff(m: Mutant) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("targets", nargs="*", default=list(TARGETS), help=f"of {list(TARGETS)}")
-    p.add_argument("--per-target", type=int, default=25, help="mutants sampled per target")
+    p.add_argument("--per-target", type=int, default=20, help="mutants sampled per target")
     p.add_argument("--seed", type=int, default=0, help="the sample's seed")
     p.add_argument("--jobs", type=int, default=2, help="mutants run at once")
     p.add_argument(
@@ -417,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {len(every)} mutants, {len(sampled[name])} sampled", flush=True)
     if args.rerun:
         last = json.loads((ROOT / args.logs / "last.json").read_text())
-        keep = {(s["target"], s["path"], s["label"]) for s in last["survivors"]}
-        sampled = {n: [m for m in ms if (n, m.path, m.label()) in keep]
+        keep = {(s["target"], s["path"], s["function"], s["label"]) for s in last["survivors"]}
+        sampled = {n: [m for m in ms if (n, m.path, m.function, m.label()) in keep]
                    for n, ms in sampled.items()}  # fmt: skip
         sampled = {n: ms for n, ms in sampled.items() if ms}
         print(f"rerun: {sum(map(len, sampled.values()))} survivors of the last run", flush=True)
