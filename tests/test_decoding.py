@@ -108,16 +108,15 @@ def test_draw_at_u_one_takes_the_last_token_with_mass():
     assert draw(torch.tensor([[0.25, 0.75, 0.0, 0.0]]).log(), one).item() == 1
 
 
-@pytest.mark.parametrize("sampler", [DecodeSampler, HFSampler])
 @pytest.mark.parametrize(
     ("temperature", "top_p"), [(-1.0, 0.9), (float("nan"), 1.0), (1.0, 0.0), (1.0, 2.0)]
 )
-def test_the_sampler_refuses_a_law_outside_its_domain(temperature, top_p, sampler):
+def test_the_sampler_refuses_a_law_outside_its_domain(temperature, top_p):
     """τ < 0 would sample the *least* likely tokens, top-p ∉ (0, 1] keeps no token or means
-    nothing: a one-line ConfigError naming both values, from either engine. Kills the argument
-    check's ``or`` → ``and`` (τ = −1 with a valid top-p then passes) and a relaxed top-p bound."""
+    nothing: a one-line ConfigError naming both values. Kills the argument check's
+    ``or`` → ``and`` (τ = −1 with a valid top-p then passes) and a relaxed top-p bound."""
     with pytest.raises(ConfigError, match=r"temperature.*top_p") as err:
-        sampler(model=None, tokenizer=None).sample(
+        DecodeSampler(model=None, tokenizer=None).sample(
             [[1]], num_samples=1, temperature=temperature, top_p=top_p, max_new_tokens=1, seed=0
         )
     assert "\n" not in str(err.value)
