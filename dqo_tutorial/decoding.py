@@ -69,6 +69,7 @@ __all__ = [
     "row_uniforms",
     "sampling_law",
     "draw",
+    "check_sampling_law",
 ]
 
 
@@ -175,7 +176,7 @@ def draw(log_mu: Tensor, u: Tensor) -> Tensor:
     return torch.minimum(taken, (cdf < total).sum(dim=-1))
 
 
-def _check_law(temperature: float, top_p: float) -> None:
+def check_sampling_law(temperature: float, top_p: float) -> None:
     """τ ≥ 0 (0: greedy; τ < 0 would favour the least likely tokens) and top-p in (0, 1]."""
     if not (temperature >= 0 and 0 < top_p <= 1):  # `not >=`: NaN is refused too
         raise ConfigError(
@@ -387,7 +388,7 @@ class DecodeSampler:
         record_logps: bool = True,
         stream_ids: Sequence[int] | None = None,
     ) -> list[Generation]:
-        _check_law(temperature, top_p)
+        check_sampling_law(temperature, top_p)
         n, k = len(prompt_ids), num_samples
         names = list(range(n)) if stream_ids is None else list(stream_ids)
         budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)

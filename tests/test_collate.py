@@ -335,3 +335,76 @@ def test_an_empty_prompt_is_refused_with_the_reason(make, tiny_tok):
             tokenize_example(tiny_tok, "", "12 + 3 = 15", add_eos=True)
         else:
             example_from_ids([], [5, 6, 2])
+
+
+class _Offsets:
+    """A stand-in fast tokenizer whose encoding is given: ids and character offsets."""
+
+    is_fast, eos_token_id = True, 9
+
+    def __init__(self, offsets):
+        self.offsets = offsets
+
+    def __call__(self, text, **_):
+        return {"input_ids": list(range(len(self.offsets))), "offset_mapping": self.offsets}
+
+
+def test_a_tokenizer_without_is_fast_is_refused():
+    """No ``is_fast`` attribute is not a fast tokenizer (the offsets are needed). Kills the
+    ``getattr(tokenizer, "is_fast", False)`` default turned True."""
+
+    class Bare:
+        eos_token_id = 9
+
+    with pytest.raises(TypeError, match="fast tokenizer"):
+        tokenize_example(Bare(), "ab", "cd")
+
+
+def test_a_zero_width_token_at_the_boundary_is_an_action():
+    """Offsets (0, 2), (2, 2), (2, 4) for "ab" + "cd": the zero-width token starts at the
+    response, so it is its first action. Kills ``start >= boundary`` → ``start > boundary``."""
+    ex = tokenize_example(_Offsets([(0, 2), (2, 2), (2, 4)]), "ab", "cd")
+    assert ex["action_mask"] == [0, 1, 1] and not ex["straddles_boundary"]
+
+
+def test_a_one_character_prompt_whose_text_no_token_covers_straddles():
+    """``"a" + "bc"`` with offsets (0, 0), (1, 3): the prompt's last token ends before the
+    prompt's end, so the boundary falls inside the tokenisation. Kills ``boundary > 0`` →
+    ``boundary > 1`` (a one-character prompt was then never checked)."""
+    ex = tokenize_example(_Offsets([(0, 0), (1, 3)]), "a", "bc")
+    assert ex["action_mask"] == [0, 1] and ex["straddles_boundary"]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pre_tensorised_fields_pad_like_lists_by_hand(side):
+    """Tensors take the one ``pad_sequence`` path: lengths 3 and 1, rounded up to T = 4, pad on
+    each side, checked against tensors written out. Kills ``batch_first`` flipped and a wrong
+    ``pad_to_multiple_of`` width or side in ``_pad_tensors``."""
+    examples = [
+        {"input_ids": torch.tensor([5, 6, 7]), "action_mask": torch.tensor([0, 1, 1]),
+         "rewards": torch.tensor([0.0, 0.5, 1.0])},
+        {"input_ids": torch.tensor([8]), "action_mask": torch.tensor([0]),
+         "rewards": torch.tensor([2.0])},
+    ]  # fmt: skip
+    batch = DQOCollator(pad_token_id=0, padding_side=side, pad_to_multiple_of=4)(examples)
+    if side == "right":
+        ids, rewards = [[5, 6, 7, 0], [8, 0, 0, 0]], [[0.0, 0.5, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0]]
+    else:
+        ids, rewards = [[0, 5, 6, 7], [0, 0, 0, 8]], [[0.0, 0.0, 0.5, 1.0], [0.0, 0.0, 0.0, 2.0]]
+    assert batch["input_ids"].tolist() == ids
+    assert batch["rewards"].tolist() == rewards
+    assert batch["attention_mask"].tolist() == [[int(t != 0) for t in row] for row in ids]
+    listed = DQOCollator(pad_token_id=0, padding_side=side, pad_to_multiple_of=4)(
+        [{k: v.tolist() for k, v in ex.items()} for ex in examples]
+    )
+    assert all(torch.equal(listed[k], batch[k]) for k in batch)
+
+
+def test_pad_to_multiple_of_one_is_no_rounding():
+    """1 is a positive integer (no rounding); 0 is refused. Kills ``< 1`` → ``< 2``."""
+    batch = DQOCollator(pad_token_id=0, pad_to_multiple_of=1)(
+        [{"input_ids": [4, 5, 6], "action_mask": [0, 1, 1]}]
+    )
+    assert batch["input_ids"].shape == (1, 3)
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        DQOCollator(pad_token_id=0, pad_to_multiple_of=0)

@@ -559,7 +559,7 @@ def test_dqo_stats_against_a_hand_computation():
     wrong mean (e.g. ``delta + d_mean``) and ``is_weight_max`` taken as a ``.min()``."""
     mask = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 1]], dtype=torch.bool)
     values = torch.tensor([[0.0, 0.5, 0.2, -0.1], [0.0, 0.0, 0.0, 0.4]])
-    rewards = torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5]])
     rho = [[0.0, 0.2, -0.4, 0.6], [0.0, 0.0, 0.0, -0.2]]
     ref = torch.full((2, 4), -1.0)
     pol = ref + torch.tensor(rho)
@@ -567,10 +567,11 @@ def test_dqo_stats_against_a_hand_computation():
     deltas = [
         0.5 + 0.5 * 0.2 - 0.0 - 0.2,
         0.2 + 0.5 * -0.4 - 0.0 - -0.1,
-        -0.1 + 0.5 * 0.6 - 1.0 - 0.0,
-        0.4 + 0.5 * -0.2 - 0.0 - 0.0,
+        -0.1 + 0.5 * 0.6 - 0.0 - 0.0,
+        0.4 + 0.5 * -0.2 - 0.5 - 0.0,
     ]
     mean = sum(deltas) / 4
+    assert abs(mean) > 0.1  # a std around −mean must differ
     std = math.sqrt(sum((d - mean) ** 2 for d in deltas) / 4)
     weights = [1.0, math.exp(0.3), math.exp(0.5), 1.0]
     _, _, s = K.dqo_loss(pol, ref, values, rewards, mask, beta=0.5, lam=0.0, behavior_logps=beh)

@@ -88,8 +88,9 @@ def test_dro_regresses_the_reward_on_the_value_of_the_prompt():
 
     seq_rho = [sum(LOGPS[b][t] - REF[b][t] for t in range(4) if MASK[b][t]) for b in range(2)]
     residual = [reward[b] - v_x[b] - beta * seq_rho[b] for b in range(2)]
-    pl, vl, stats = get_method("dro").loss(_batch(reward=_t(reward)), Forward(_t(LOGPS), values),
-                                           SimpleNamespace(beta=beta), torch.tensor(3.0))  # fmt: skip
+    batch, fwd = _batch(reward=_t(reward)), Forward(_t(LOGPS), values)
+    cfg, n = SimpleNamespace(beta=beta), torch.tensor(3.0)
+    pl, vl, stats = get_method("dro").loss(batch, fwd, cfg, n)
     assert seen == [[[1, 0, 0, 0], [1, 1, 0, 0]]]
     _close(pl, sum(0.5 * x * x for x in residual) / 3)
     _close(vl, sum(0.5 * x * x for x in residual) / 3)
@@ -144,3 +145,27 @@ def test_dqo_with_self_normalised_weights_logs_their_sum():
     _close(stats["is_weight_mean"], sum(weights) / 5)
     _, _, plain = _dqo_run(_dqo_cfg(is_mode="prefix"))
     assert "is_weight_sum" not in plain
+
+
+def test_nll_of_a_single_action_token():
+    """One action token: the logged nll is its −log π itself (÷ 1). Kills the count's clamp
+    ``min=1`` → ``min=2``."""
+    batch = _batch(action_mask=torch.tensor([[0, 0, 0, 1], [0, 0, 0, 0]]))
+    _, _, stats = get_method("rft").loss(batch, Forward(_t(LOGPS), None), None, torch.tensor(1.0))
+    _close(stats["nll"], 0.25)
+
+
+def test_dpo_accuracy_is_the_share_of_strictly_positive_margins():
+    """Two pairs (rows 0, 1 chosen; 2, 3 rejected): margins 1.0 and exactly 0 (a pair of twins),
+    so accuracy 1/2 and the margin mean 1/2. Kills ``margin > 0`` → ``>= 0`` (a tie counted a
+    win) and the accuracy's ``.mean()`` → ``.sum()``."""
+    mask = torch.tensor([[0, 1], [0, 1], [0, 1], [0, 1]])
+    logps = _t([[0.0, -1.0], [0.0, -2.0], [0.0, -3.0], [0.0, -2.0]])
+    ref = _t([[0.0, -1.5], [0.0, -1.0], [0.0, -2.5], [0.0, -1.0]])
+    batch = {"input_ids": torch.ones(4, 2, dtype=torch.long), "action_mask": mask,
+             "ref_logps": ref}  # fmt: skip
+    # margins: (−1 + 1.5) − (−3 + 2.5) = 1.0 and (−2 + 1) − (−2 + 1) = 0
+    _, _, stats = get_method("dpo").loss(batch, Forward(logps, None), SimpleNamespace(beta=0.1),
+                                         torch.tensor(2.0))  # fmt: skip
+    _close(stats["dpo_margin"], 0.5)
+    _close(stats["dpo_accuracy"], 0.5)

@@ -64,3 +64,10 @@ def test_a_response_of_no_token_is_the_packages_error(alpha, terminal):
     assert "\n" not in str(err.value)
     with pytest.raises(DataError, match="at least one token"):
         process_rewards(0, [], 0.5, 0.5, 0.0)
+
+
+def test_a_one_token_response_is_rewarded():
+    """The shortest response, EOS alone: the outcome on its one action, and α-shaping
+    α(0 − Φ(s_1)) there. Kills ``length < 1`` → ``length <= 1`` (one token is a response)."""
+    assert token_rewards(_row(1, [], [], terminal=True), 0.0) == [0.0, 0.0, 1.0]
+    assert token_rewards(_row(1, [], [], terminal=True), 0.5) == [0.0, 0.0, -0.25 + 1.0]
