@@ -201,8 +201,7 @@ def check_output_folder(folder: str | os.PathLike[str], flag: str = "--out") -> 
     base = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
     if not base.is_dir():
         raise OutputError(
-            f"{flag} {path}: {base} is a file, so no folder can be made under it: "
-            "give another path"
+            f"{flag} {path}: {base} is a file, so no folder can be made under it: give another path"
         )
     read_only = os.statvfs(base).f_flag & os.ST_RDONLY
     if read_only or not os.access(base, os.W_OK):

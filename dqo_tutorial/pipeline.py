@@ -503,8 +503,10 @@ def about_line(about: Mapping[str, Any]) -> str:
     """:func:`about_run` as the one line heading ``results.md`` and the plot."""
     sizes, seeds = about["sizes"], about["seeds"]
     same = len({json.dumps(v) for v in seeds.values()}) == 1
-    seed = f"seed {seeds['sample']}" if same else "seeds " + ", ".join(
-        f"{k} {v}" for k, v in seeds.items()
+    seed = (
+        f"seed {seeds['sample']}"
+        if same
+        else "seeds " + ", ".join(f"{k} {v}" for k, v in seeds.items())
     )
     mode = (
         "SMOKE RUN (tiny sizes that check that everything runs: the accuracies mean nothing)"

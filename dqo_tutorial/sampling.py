@@ -56,7 +56,7 @@ from transformers import (
 from .artifacts import atomic_write_json, check_run_identity, run_lock, save_dataset_atomically
 from .collate import DQOCollator, example_from_ids
 from .configs import ENGINES, SamplingConfig, run_manifest
-from .decoding import DecodeSampler, Generation, Sampler, derive_seed
+from .decoding import DecodeSampler, Generation, Sampler, check_sampling_law, derive_seed
 from .errors import DataError
 from .gsm8k import dataset_hash, is_correct
 from .modeling import per_token_logprobs
@@ -175,8 +175,7 @@ def _sample(
     still depends on the batch it lands in: only the decode loop gives the same responses at
     any batch size.
     """
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    check_sampling_law(temperature, top_p)
     budgets = (
         [max_new_tokens] * len(prompt_ids)
         if isinstance(max_new_tokens, int)

@@ -225,9 +225,7 @@ _QUIET_VARS = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BAR
 
 
 @pytest.mark.slow
-def test_an_executed_notebook_shows_no_library_bar_and_leaves_no_temp_folder(
-    tmp_path, monkeypatch
-):
+def test_an_executed_notebook_shows_no_library_bar_and_leaves_no_temp_folder(tmp_path, monkeypatch):
     """The rendered course showed frozen "Loading weights 0%" and "Saving the dataset (0/1
     shards)" widgets (notebook 10: five), and notebook 10 left a dqo-10-* folder each run."""
     nbclient = pytest.importorskip("nbclient")
