@@ -11,8 +11,8 @@ signal               s_h
 ===================  ======================================================================
 ``implied reward``   β·log π_θ(a_h|s_h)/π_ref(a_h|s_h): the token reward a DPO / DRO / DQO
                      policy implies
-``critic``           r_h + V(s_{h+1}) − V(s_h): the critic's one-step advantage (runs with a
-                     value model; the λ = 0 advantage of
+``critic``           r_h + V(s_{h+1}) − V(s_h): the critic's one-step advantage (DQO runs:
+                     DRO's value model reads the prompt only; the λ = 0 advantage of
                      :func:`~dqo_tutorial.viz.compute_quantities`)
 ``surprisal``        log π_ref(a_h|s_h): π_ref's least likely token is blamed (no training)
 ``random``           uniform noise: the chance level, measured
@@ -88,7 +88,7 @@ def _signals(run: Checkpoint, reference: Any, item: WrongResponse, beta: float) 
     q = example_quantities(item.example, forward_example(run, reference, item.example),
                            beta=beta, lam=0.0, alpha=0.0)  # fmt: skip
     out = {"implied reward": q["log_ratio"]}
-    if run.value_model is not None:
+    if run.value_model is not None and run.config.get("method", "dqo") == "dqo":  # DRO's: V(x)
         out["critic"] = q["advantage"]
         out["value"] = q["value"]
     return out
