@@ -16,20 +16,14 @@ from dqo_tutorial.modeling import (
 )
 
 VOCAB = 61
+TINY = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+"""The tiny decoder's sizes, shared by the Llama and the other families below."""
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return LlamaForCausalLM(LlamaConfig(**TINY)).eval()
 
 
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
@@ -302,15 +296,6 @@ def _scaled_families():
     by ``logits_scaling``, HyperCLOVAX multiplies by it, Falcon-H1 by ``lm_head_multiplier``."""
     import transformers as T
 
-    base = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
     moe = dict(num_local_experts=2, num_experts_per_tok=1)
     mamba = dict(mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=8)
     families = {
@@ -328,7 +313,7 @@ def _scaled_families():
                       dict(lm_head_multiplier=0.3, mamba_d_ssm=32, mamba_n_heads=4,
                            mamba_d_head=8, mamba_d_state=8, mamba_chunk_size=8)),
     }  # fmt: skip
-    return {k: (c, m, {**base, **extra}) for k, (c, m, extra) in families.items()}
+    return {k: (c, m, {**TINY, **extra}) for k, (c, m, extra) in families.items()}
 
 
 @pytest.mark.parametrize("family", list(_scaled_families()))
