@@ -19,6 +19,7 @@ interruption from losing or corrupting anything:
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import shutil
@@ -261,8 +262,11 @@ def _no_room(path: str | os.PathLike[str], folder: Path) -> OutputError:
     )
 
 
+@functools.cache
 def source_commit() -> str | None:
-    """The short git commit of the package's source, or None (no git, not a checkout)."""
+    """The short git commit of the package's source, or None (no git, not a checkout); read once
+    per process, so a job started before a later commit names the commit it started on (a job
+    calls it when it starts)."""
     import subprocess
 
     try:

@@ -220,6 +220,7 @@ def credit_report(
 
     if not task.startswith("toy"):
         raise ConfigError(f"credit: task {task!r} has no step checker; use toy or toy-<n>ops")
+    commit = source_commit()  # the code this job starts on
     loaded = {name: load_checkpoint(spec, name) for name, spec in runs.items()}
     ref_spec = next((c.reference for c in loaded.values() if c.reference), None) or "toy"
     reference = load_checkpoint(ref_spec, "π_ref")
@@ -227,7 +228,7 @@ def credit_report(
     table = score_runs(loaded, reference, items, seed=seed)
     meta = {"task": task, "n_problems": n_problems, "k": k, "seed": seed,
             "responses": len(items), "reference": ref_spec, "runs": dict(runs),
-            "package_version": __version__, "commit": source_commit()}  # fmt: skip
+            "package_version": __version__, "commit": commit}  # fmt: skip
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "signals": table}

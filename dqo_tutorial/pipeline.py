@@ -314,6 +314,7 @@ def run(
     folder is refused while this one runs (:func:`~dqo_tutorial.artifacts.run_lock`).
     ``adapt_threads`` (the command line's choice): on a CPU, every stage takes the cores other
     processes leave free (:func:`~dqo_tutorial.threads.fit_threads`)."""
+    source_commit()  # the commit this run starts on, for its results' label
     with run_lock(out_dir):
         return _run(cfg, Path(out_dir), progress, adapt_threads)
 
