@@ -40,17 +40,26 @@ from .sampling import generate
 from .tasks import get_task
 from .viz import Checkpoint, Example, example_quantities, forward_example, make_example
 
-__all__ = ["WrongResponse", "held_out_wrong_responses", "line_of_tokens", "score_runs"]
+__all__ = [
+    "WrongResponse",
+    "held_out_responses",
+    "held_out_wrong_responses",
+    "line_of_tokens",
+    "score_runs",
+    "value_errors",
+    "credit_report",
+]
 
 
 @dataclass
 class WrongResponse:
-    """A wrong response with a located error: its :class:`~dqo_tutorial.viz.Example`, the line
-    of each response token and the first wrong line w."""
+    """A held-out response: its :class:`~dqo_tutorial.viz.Example`, the line of each response
+    token, the first wrong line w (None for a correct one) and the prompt it answers."""
 
     example: Example
     line: list[int]
-    wrong: int
+    wrong: int | None
+    prompt: int = 0
 
 
 def line_of_tokens(example: Example) -> list[int]:
@@ -63,9 +72,17 @@ def line_of_tokens(example: Example) -> list[int]:
 def held_out_wrong_responses(
     reference: Checkpoint, *, task: str = "toy", n_problems: int = 200, k: int = 4, seed: int = 0
 ) -> list[WrongResponse]:
+    """:func:`held_out_responses` that are wrong with a located first wrong line."""
+    found = held_out_responses(reference, task=task, n_problems=n_problems, k=k, seed=seed)
+    return [r for r in found if r.wrong is not None]
+
+
+def held_out_responses(
+    reference: Checkpoint, *, task: str = "toy", n_problems: int = 200, k: int = 4, seed: int = 0
+) -> list[WrongResponse]:
     """π_ref's sampled responses (τ = 1) to the first ``n_problems`` test problems, ``k`` each,
-    drawn from the stream of ``derive_seed(seed, "credit")``; kept where the response is wrong
-    and its first wrong line is known (toy family only)."""
+    drawn from the stream of ``derive_seed(seed, "credit")``, with the first wrong line of each
+    wrong one (the toy family's line checker) and None for a correct one."""
     spec = get_task(task)
     problems = spec.load("test", None, n_problems)
     prompts = [spec.format_prompt(p.question, reference.tokenizer) for p in problems]
@@ -76,19 +93,45 @@ def held_out_wrong_responses(
     for g in gens:
         p = problems[g.prompt_index]
         flags = toy.line_correctness(p.question, g.text)
-        if all(flags) or not flags:
-            continue
         ex = make_example(reference.tokenizer, spec, p.question, p.gold, g.text,
                           terminal=g.finished)  # fmt: skip
-        found.append(WrongResponse(ex, line_of_tokens(ex), flags.index(False)))
+        wrong = flags.index(False) if False in flags else None
+        found.append(WrongResponse(ex, line_of_tokens(ex), wrong, g.prompt_index))
     return found
+
+
+def value_errors(run: Checkpoint, reference: Checkpoint, items: Sequence[WrongResponse]) -> dict:
+    r"""Token mean |R − V(s_h)| of ``run``'s critic on the finished responses of ``items``
+    (R: the outcome, the λ = 1 target of a policy still at π_ref) beside its floors from the
+    same responses (:func:`~dqo_tutorial.credit.value_error`): a constant (the token mean of R)
+    and the prompt-level value (the mean outcome of the prompt's other samples)."""
+    done = [i for i in items if i.example.terminal]
+    outcome = [i.example.reward for i in done]
+    loo = credit.leave_one_out_means(outcome, [i.prompt for i in done]).tolist()
+    values = [_signals(run, reference.policy, i, 0.1)["value"] for i in done]
+    lines = [i.line for i in done]
+    target, mask, _ = _padded([np.full(len(i.line), r) for i, r in zip(done, outcome)], lines)
+    mean = float(target[mask.bool()].mean()) if mask.any() else 0.0
+    predictions = {
+        "critic": _padded(values, lines)[0],
+        "constant": torch.full(target.shape, mean, dtype=torch.float64),
+        "prompt (leave-one-out)": _padded(
+            [np.full(len(i.line), v) for i, v in zip(done, loo)], lines
+        )[0],  # fmt: skip
+    }
+    return {k: credit.value_error(v, target, mask) for k, v in predictions.items()}
+
+
+def _has_critic(run: Checkpoint) -> bool:
+    """A token-level critic: a DQO run's V_φ (DRO's value model reads the prompt only)."""
+    return run.value_model is not None and run.config.get("method", "dqo") == "dqo"
 
 
 def _signals(run: Checkpoint, reference: Any, item: WrongResponse, beta: float) -> dict:
     q = example_quantities(item.example, forward_example(run, reference, item.example),
                            beta=beta, lam=0.0, alpha=0.0)  # fmt: skip
     out = {"implied reward": q["log_ratio"]}
-    if run.value_model is not None and run.config.get("method", "dqo") == "dqo":  # DRO's: V(x)
+    if _has_critic(run):
         out["critic"] = q["advantage"]
         out["value"] = q["value"]
     return out
@@ -180,6 +223,18 @@ def report_markdown(table: Mapping[str, Mapping[str, float]], meta: Mapping[str,
     return "\n".join(lines) + "\n"
 
 
+def _errors_markdown(errors: Mapping[str, Mapping[str, float]]) -> str:
+    """Each critic's value error beside its floors, as Markdown (empty without critics)."""
+    if not errors:
+        return ""
+    keys = list(next(iter(errors.values())))
+    lines = ["", "Value error, token mean |R − V| on the finished responses:", "",
+             "| run | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
+    for name, e in errors.items():
+        lines.append(f"| {name} | " + " | ".join(f"{e[k]:.3f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_blame(table: Mapping[str, Mapping[str, float]], title: str) -> Any:
     """Token and step blame accuracy per signal, bars, with each one's chance level as a tick."""
     import matplotlib
@@ -224,16 +279,19 @@ def credit_report(
     loaded = {name: load_checkpoint(spec, name) for name, spec in runs.items()}
     ref_spec = next((c.reference for c in loaded.values() if c.reference), None) or "toy"
     reference = load_checkpoint(ref_spec, "π_ref")
-    items = held_out_wrong_responses(reference, task=task, n_problems=n_problems, k=k, seed=seed)
+    found = held_out_responses(reference, task=task, n_problems=n_problems, k=k, seed=seed)
+    items = [r for r in found if r.wrong is not None]
     table = score_runs(loaded, reference, items, seed=seed)
+    errors = {name: value_errors(run, reference, found) for name, run in loaded.items()
+              if _has_critic(run)}  # fmt: skip
     meta = {"task": task, "n_problems": n_problems, "k": k, "seed": seed,
             "responses": len(items), "reference": ref_spec, "runs": dict(runs),
             "package_version": __version__, "commit": commit}  # fmt: skip
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {"meta": meta, "signals": table}
+    payload = {"meta": meta, "signals": table, "value_error": errors}
     atomic_write_json(folder / "credit.json", payload)
-    (folder / "credit.md").write_text(report_markdown(table, meta))
+    (folder / "credit.md").write_text(report_markdown(table, meta) + _errors_markdown(errors))
     if table:
         title = f"{task}: {len(items)} wrong responses, seed {seed}"
         save_figure_atomically(plot_blame(table, title), folder / "credit.png")

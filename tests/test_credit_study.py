@@ -51,9 +51,8 @@ def test_planted_signals_score_as_localising_or_not(reference):
     assert abs(table["random"]["step_blame"] - table["random"]["step_chance"]) < 0.25
 
 
-def test_every_signal_of_a_run_with_a_critic(reference):
-    """A perturbed policy with a random critic: its implied reward and critic are scored, the
-    critic with an AUC in [0, 1]; β comes from the run's config."""
+def random_critic_run(reference):
+    """A perturbed π_ref with a random critic, as a DQO run."""
     from dqo_tutorial.modeling import ValueModel
 
     policy, tok = reference.policy, reference.tokenizer
@@ -65,7 +64,13 @@ def test_every_signal_of_a_run_with_a_critic(reference):
             p.add_(0.05 * torch.randn_like(p))
         vm = ValueModel.from_causal_lm(moved)
         vm.head.proj.weight.normal_(0, 0.1)
-    run = Checkpoint("DQO", moved.eval(), tok, vm.eval(), False, "toy", {"beta": 0.2})
+    return Checkpoint("DQO", moved.eval(), tok, vm.eval(), False, "toy", {"beta": 0.2})
+
+
+def test_every_signal_of_a_run_with_a_critic(reference):
+    """A perturbed policy with a random critic: its implied reward and critic are scored, the
+    critic with an AUC in [0, 1]; β comes from the run's config."""
+    run = random_critic_run(reference)
     items = credit_study.held_out_wrong_responses(reference, n_problems=12, k=2, seed=1)
     table = credit_study.score_runs({"DQO": run}, reference, items)
     assert {"DQO implied reward", "DQO critic"} <= set(table)
@@ -99,3 +104,28 @@ def test_the_credit_command(tmp_path, capsys):
     assert "| ref implied reward |" in printed and "wrong responses scored" in printed
     assert main(["credit", "--out", str(tmp_path / "d"), "--run", "toy"]) == 2
     assert "give NAME=FOLDER" in capsys.readouterr().err
+
+
+def test_value_errors_against_a_loop(reference):
+    """The critic's error and both floors by a Python loop over the finished responses."""
+    from dqo_tutorial.viz import forward_example
+
+    run = random_critic_run(reference)
+    items = credit_study.held_out_responses(reference, n_problems=8, k=3, seed=2)
+    got = credit_study.value_errors(run, reference, items)
+    done = [i for i in items if i.example.terminal]
+    rs = [i.example.reward for i in done]
+    tokens = sum(len(i.line) for i in done)
+    mean = sum(r * len(i.line) for i, r in zip(done, rs)) / tokens
+    critic = constant = prompt = 0.0
+    for n, (i, r) in enumerate(zip(done, rs)):
+        v = forward_example(run, reference.policy, i.example)["values"][0, i.example.n_prompt :]
+        critic += float((v.double() - r).abs().sum())
+        constant += abs(r - mean) * len(i.line)
+        mates = [rs[m] for m, j in enumerate(done) if j.prompt == i.prompt and m != n]
+        others = rs[:n] + rs[n + 1 :]
+        loo = sum(mates) / len(mates) if mates else sum(others) / len(others)
+        prompt += abs(r - loo) * len(i.line)
+    assert got["critic"] == pytest.approx(critic / tokens, abs=1e-6)
+    assert got["constant"] == pytest.approx(constant / tokens, abs=1e-12)
+    assert got["prompt (leave-one-out)"] == pytest.approx(prompt / tokens, abs=1e-12)
