@@ -499,8 +499,11 @@ def _no_job_may_start(monkeypatch) -> None:
     def started(*args, **kwargs):
         raise AssertionError("the job started although --out is unusable")
 
-    for module, name in _JOBS:
-        monkeypatch.setattr(importlib.import_module(module), name, started)
+    # every module imported before any is patched: a module imported for the first time while
+    # another's job is patched (recipes does `from .train import train`) would keep the stub
+    modules = [importlib.import_module(module) for module, _ in _JOBS]
+    for mod, (_, name) in zip(modules, _JOBS, strict=True):
+        monkeypatch.setattr(mod, name, started)
 
 
 @pytest.mark.parametrize("kind", ["a file", "under a file", "empty"])
