@@ -119,6 +119,13 @@ def test_paired_variance_components_by_hand():
     assert float(got["ms_seed"]) == pytest.approx(0.0, abs=1e-15)
     assert (float(got["ms_problem"]), float(got["ms_resid"])) == pytest.approx((25 / 6, 0.5))
     assert (float(got["var"]), float(got["df"])) == pytest.approx((11 / 18, 625 / 326))
+    # S = N = 2 (one residual degree of freedom): seed means 1.5, 0.5 → MS_seed = 1; problem
+    # means 2, 0 → MS_problem = 4; residuals ±½ → MS_resid = 1. Var = (1 + 4 − 1)/4 = 1;
+    # df = 4²/(1²/1 + 4²/1 + 1²/1) = 8/9 (a mutant `f_E ≥ 2` gave 16/17.5)
+    got = paired_variance(np.array([[3.0, 0.0], [1.0, 0.0]]))
+    assert (float(got["ms_seed"]), float(got["ms_problem"]), float(got["ms_resid"])) == (
+        pytest.approx((1.0, 4.0, 1.0)))  # fmt: skip
+    assert (float(got["var"]), float(got["df"])) == pytest.approx((1.0, 8 / 9))
     # a constant difference has no spread
     assert paired_interval([[0.5] * 7] * 3, [[0.25] * 7] * 3) == pytest.approx([0.25, 0.25])
     # one seed: a paired t over problems. d = (1, 0, 0, 1): s² = 1/3, Var = 1/12 on 3 df
@@ -135,6 +142,11 @@ def test_paired_variance_components_by_hand():
             paired_interval(bad, bad)
     with pytest.raises(ValueError, match="same shape"):
         paired_interval([[1.0, 0.0]], [[1.0, 0.0, 1.0]])
+    # the level is a probability strictly inside (0, 1): 1 would be an infinite interval
+    # (mutants `level <= 1` and `level < 2` survived without these)
+    for level in (0.0, 1.0, 1.5, -0.5):
+        with pytest.raises(ValueError, match="level"):
+            paired_interval([[1.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [1.0, 1.0]], level=level)
 
 
 def test_t_quantile_against_closed_forms():
