@@ -51,24 +51,22 @@ def blamed_token(score: Tensor, mask: Tensor) -> Tensor:
     .. math::  \hat h_b = \min\,\operatorname{arg\,min}_{h:\,m_{b,h} = 1} s_{b,h}
     """
     m = mask.bool()
-    masked = torch.where(m, score.double(), torch.inf)
-    column = masked.argmin(dim=1)  # the first minimum (torch documents first-index ties)
     before = torch.cumsum(m.long(), dim=1) - m.long()  # response tokens before each column
-    h = before.gather(1, column[:, None])[:, 0]
-    return torch.where(m.any(dim=1), h, -1)
+    return _at_blamed(score, mask, before)
 
 
-def _line_of_blamed(score: Tensor, mask: Tensor, line: Tensor) -> Tensor:
-    """(B,) the line index of :func:`blamed_token`'s column (−1 for an empty row)."""
+def _at_blamed(score: Tensor, mask: Tensor, x: Tensor) -> Tensor:
+    """(B,) ``x`` at each row's column of smallest score (the first on a tie: torch documents
+    first-index ties for argmin); −1 for a row without response tokens."""
     m = mask.bool()
     column = torch.where(m, score.double(), torch.inf).argmin(dim=1)
-    return torch.where(m.any(dim=1), line.gather(1, column[:, None])[:, 0], -1)
+    return torch.where(m.any(dim=1), x.gather(1, column[:, None])[:, 0], -1)
 
 
 def token_blame_hits(score: Tensor, mask: Tensor, line: Tensor, wrong: Tensor) -> Tensor:
     r"""(B,) bool: the blamed token (:func:`blamed_token`) lies in the first wrong line,
     :math:`\text{line}_{b,\hat h_b} = w_b`. Chance level: :func:`token_blame_chance`."""
-    return _line_of_blamed(score, mask, line) == wrong
+    return _at_blamed(score, mask, line) == wrong
 
 
 def token_blame_chance(mask: Tensor, line: Tensor, wrong: Tensor) -> Tensor:
