@@ -41,7 +41,7 @@ from .tasks import get_task
 from .viz import Checkpoint, Example, example_quantities, forward_example, make_example
 
 __all__ = [
-    "WrongResponse",
+    "HeldOutResponse",
     "held_out_responses",
     "held_out_wrong_responses",
     "line_of_tokens",
@@ -52,7 +52,7 @@ __all__ = [
 
 
 @dataclass
-class WrongResponse:
+class HeldOutResponse:
     """A held-out response: its :class:`~dqo_tutorial.viz.Example`, the line of each response
     token, the first wrong line w (None for a correct one) and the prompt it answers."""
 
@@ -71,7 +71,7 @@ def line_of_tokens(example: Example) -> list[int]:
 
 def held_out_wrong_responses(
     reference: Checkpoint, *, task: str = "toy", n_problems: int = 200, k: int = 4, seed: int = 0
-) -> list[WrongResponse]:
+) -> list[HeldOutResponse]:
     """:func:`held_out_responses` that are wrong with a located first wrong line."""
     found = held_out_responses(reference, task=task, n_problems=n_problems, k=k, seed=seed)
     return [r for r in found if r.wrong is not None]
@@ -79,7 +79,7 @@ def held_out_wrong_responses(
 
 def held_out_responses(
     reference: Checkpoint, *, task: str = "toy", n_problems: int = 200, k: int = 4, seed: int = 0
-) -> list[WrongResponse]:
+) -> list[HeldOutResponse]:
     """π_ref's sampled responses (τ = 1) to the first ``n_problems`` test problems, ``k`` each,
     drawn from the stream of ``derive_seed(seed, "credit")``, with the first wrong line of each
     wrong one (the toy family's line checker) and None for a correct one."""
@@ -96,11 +96,11 @@ def held_out_responses(
         ex = make_example(reference.tokenizer, spec, p.question, p.gold, g.text,
                           terminal=g.finished)  # fmt: skip
         wrong = flags.index(False) if False in flags else None
-        found.append(WrongResponse(ex, line_of_tokens(ex), wrong, g.prompt_index))
+        found.append(HeldOutResponse(ex, line_of_tokens(ex), wrong, g.prompt_index))
     return found
 
 
-def value_errors(run: Checkpoint, reference: Checkpoint, items: Sequence[WrongResponse]) -> dict:
+def value_errors(run: Checkpoint, reference: Checkpoint, items: Sequence[HeldOutResponse]) -> dict:
     r"""Token mean |R − V(s_h)| of ``run``'s critic on the finished responses of ``items``
     (R: the outcome, the λ = 1 target of a policy still at π_ref) beside its floors from the
     same responses (:func:`~dqo_tutorial.credit.value_error`): a constant (the token mean of R)
@@ -127,7 +127,7 @@ def _has_critic(run: Checkpoint) -> bool:
     return run.value_model is not None and run.config.get("method", "dqo") == "dqo"
 
 
-def _signals(run: Checkpoint, reference: Any, item: WrongResponse, beta: float) -> dict:
+def _signals(run: Checkpoint, reference: Any, item: HeldOutResponse, beta: float) -> dict:
     q = example_quantities(item.example, forward_example(run, reference, item.example),
                            beta=beta, lam=0.0, alpha=0.0)  # fmt: skip
     out = {"implied reward": q["log_ratio"]}
@@ -148,7 +148,7 @@ def _padded(rows: Sequence[np.ndarray], lines: Sequence[Sequence[int]]) -> tuple
     return score, mask, line
 
 
-def _metrics(rows: Sequence[np.ndarray], items: Sequence[WrongResponse]) -> dict[str, float]:
+def _metrics(rows: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> dict[str, float]:
     """Blame accuracy of one signal over the population, with its chance levels."""
     score, mask, line = _padded(rows, [i.line for i in items])
     wrong = torch.tensor([i.wrong for i in items])
@@ -162,7 +162,7 @@ def _metrics(rows: Sequence[np.ndarray], items: Sequence[WrongResponse]) -> dict
     return out | {f"credit_{k}": v for k, v in partial.items()}
 
 
-def _critic_auc(values: Sequence[np.ndarray], items: Sequence[WrongResponse]) -> float:
+def _critic_auc(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> float:
     before, after = [], []
     for v, item in zip(values, items, strict=True):
         for h, k in enumerate(item.line):
@@ -171,7 +171,7 @@ def _critic_auc(values: Sequence[np.ndarray], items: Sequence[WrongResponse]) ->
 
 
 def score_runs(
-    runs: Mapping[str, Checkpoint], reference: Checkpoint, items: Sequence[WrongResponse],
+    runs: Mapping[str, Checkpoint], reference: Checkpoint, items: Sequence[HeldOutResponse],
     *, seed: int = 0,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """``{signal label: metrics}`` for π_ref's surprisal, noise and every run's signals (β from
@@ -195,7 +195,7 @@ def score_runs(
     return table
 
 
-def _ref_logps(reference: Checkpoint, item: WrongResponse) -> np.ndarray:
+def _ref_logps(reference: Checkpoint, item: HeldOutResponse) -> np.ndarray:
     fwd = forward_example(reference, reference.policy, item.example)
     return fwd["logp_ref"][0, item.example.n_prompt :].double().numpy()
 
