@@ -32,6 +32,7 @@ __all__ = [
     "METHODS",
     "LR_SCHEDULERS",
     "REPORT_TO",
+    "CRITICS",
     "DTYPES",
     "SamplingConfig",
     "TrainConfig",
@@ -69,6 +70,12 @@ LR_SCHEDULERS = (
 )
 """The ``transformers.get_scheduler`` schedules that need nothing but warm-up and total steps
 (the trainer passes exactly those; tests/test_configs.py builds each one)."""
+
+CRITICS = ("learned", "oracle", "flat")
+"""DQO's V(s_h): the learned V_φ (the method), or a fixed one read from the dataset's
+``oracle_values`` column (:mod:`dqo_tutorial.oracle`): the oracle at every state, or *flat*,
+its prompt value V(s_1) at every state — the critic ablation that bounds what token-level
+credit buys."""
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 """Where training metrics go besides ``log.jsonl`` (Accelerate's trackers; ``tensorboard`` needs
@@ -340,12 +347,14 @@ class TrainConfig:
     (dqo-method.md §8 practical notes); DRO and DQO only — the other methods have no V_φ and
     train the policy from the first step.
 
-    DQO knobs (§8): ``beta``, ``lam``, ``is_mode``, ``is_clip`` (finite: an untruncated weight
-    e^{Σ Δ} overflows), ``is_normalize``, ``detach_target``, ``value_model`` (``"separate"``: a
-    copy of the trunk + scalar head; ``"shared"``: a head on the policy's trunk, fed detached
-    hidden states; ``value_extra_layers`` / ``value_head_width`` make a separate one deeper /
-    its head wider), ``process_reward_coef`` α ≥ 0 (needs a dataset sampled with process
-    rewards). DPO: ``dpo_pairs_per_prompt``. DPO and DRO use ``beta`` too.
+    DQO knobs (§8): ``critic`` (:data:`CRITICS`: the learned V_φ, or a fixed oracle / flat
+    V read from the dataset, :mod:`dqo_tutorial.oracle`), ``beta``, ``lam``, ``is_mode``,
+    ``is_clip`` (finite: an untruncated weight e^{Σ Δ} overflows), ``is_normalize``,
+    ``detach_target``, ``value_model`` (``"separate"``: a copy of the trunk + scalar head;
+    ``"shared"``: a head on the policy's trunk, fed detached hidden states;
+    ``value_extra_layers`` / ``value_head_width`` make a separate one deeper / its head wider),
+    ``process_reward_coef`` α ≥ 0 (needs a dataset sampled with process rewards). DPO:
+    ``dpo_pairs_per_prompt``. DPO and DRO use ``beta`` too.
 
     Engine: ``mixed_precision`` (``"auto"``: bf16 on a GPU that has it, else off; or ``"no"``,
     ``"bf16"``, ``"fp16"``), ``dtype`` of the master weights, ``padding_side`` of training
@@ -403,6 +412,12 @@ class TrainConfig:
         0, "separate V_φ: decoder layers added on its trunk copy, starting as no-ops"
     )
     value_head_width: int = _field(0, "V_φ's head: hidden units before the scalar (0: linear)")
+    critic: str = _field(
+        "learned",
+        "DQO's V(s_h): learned (V_φ, trained beside π_θ), oracle (the dataset's oracle_values "
+        "column: π_ref's exact success probability, dqo_tutorial.oracle) or flat (that column's "
+        "prompt value V(s_1) at every state); oracle and flat train no V_φ",
+    )
     process_reward_coef: float = _field(
         0.0, "α of the process rewards (needs a dataset with potentials)"
     )
@@ -438,7 +453,7 @@ class TrainConfig:
     def identity_of(fields: dict[str, Any]) -> dict[str, Any]:
         """:meth:`identity` of a stored config dict (e.g. a ``train_summary.json``'s)."""
         off = {"micro_batch_tokens": 0, "value_extra_layers": 0, "value_head_width": 0}
-        off["disable_dropout"] = True
+        off |= {"disable_dropout": True, "critic": "learned"}
         # (fields added later, at the value that trains as runs stored before them did:
         # disable_dropout changes nothing for models without dropout, as the toy and SmolLM2)
         return {k: v for k, v in fields.items() if k != "report_to" and off.get(k, ...) != v}
@@ -467,6 +482,12 @@ class TrainConfig:
         check.one_of("lr_scheduler", LR_SCHEDULERS)
         check.one_of("is_mode", ("none", "sequence", "prefix"))
         check.one_of("value_model", ("separate", "shared"))
+        check.one_of("critic", CRITICS)
+        check(
+            "critic",
+            self.critic == "learned" or self.method == "dqo",
+            "oracle and flat critics are DQO's (DRO's V(x) is learned; the others have none)",
+        )
         check.one_of("mixed_precision", ("auto", "no", "bf16", "fp16"))
         check.one_of("padding_side", ("left", "right"))
         check.one_of("report_to", REPORT_TO)

@@ -47,6 +47,8 @@ __all__ = [
     "unregister",
     "get_method",
     "dpo_pairs",
+    "fixed_critic",
+    "trains_value_model",
 ]
 
 
@@ -103,6 +105,11 @@ def unregister(name: str) -> None:
         unregister_method_name(name)
 
 
+def trains_value_model(cfg: Any) -> bool:
+    """Whether a run of ``cfg`` trains a V_φ: its method has one and its critic is learned."""
+    return get_method(cfg.method).value_model and getattr(cfg, "critic", "learned") == "learned"
+
+
 def get_method(name: str) -> Method:
     try:
         return REGISTRY[name]
@@ -127,6 +134,9 @@ def _sampled(r: Mapping[str, Any], full: bool, alpha: float) -> dict[str, Any]:
             "reward": float(r["reward"]),
             "terminal": bool(r["terminal"]),
         }
+        if "oracle_values" in r:  # the fixed critics' column (dqo_tutorial.oracle)
+            ex |= {"oracle_values": list(r["oracle_values"]),
+                   "oracle_bootstrap": float(r["oracle_bootstrap"])}  # fmt: skip
     return ex
 
 
@@ -249,17 +259,48 @@ def _dro(batch: Mapping[str, Tensor], fwd: Forward, cfg: Any, n: Tensor) -> tupl
     return pl, vl, stats
 
 
+def fixed_critic(batch: Mapping[str, Tensor], critic: str) -> tuple[Tensor, Tensor]:
+    r"""``(values (B, T), bootstrap (B,))`` of a critic read from the batch, not learned
+    (:data:`~dqo_tutorial.configs.CRITICS`): ``"oracle"`` is the ``oracle_values`` column
+    V*(s_h) and ``oracle_bootstrap``; ``"flat"`` is V*(s_1), the value at each row's first
+    action, at every action and as the bootstrap of a cut row,
+
+    .. math::  V_{\rm flat}(s_h) = V^*(s_1) \quad \forall h
+
+    (padding-side free: the first action is found from the mask). Terminal rows bootstrap 0."""
+    if "oracle_values" not in batch:
+        raise ValueError(
+            f"critic={critic!r} reads the dataset's oracle_values column, which these rows lack: "
+            "add it with dqo_tutorial.oracle.with_oracle_values"
+        )
+    mask, v = batch["action_mask"].bool(), batch["oracle_values"].float()
+    if critic == "oracle":
+        boot = batch["oracle_bootstrap"].float()
+    else:
+        first = mask.long().argmax(dim=1, keepdim=True)  # the first action's column
+        boot = v.gather(1, first)[:, 0]
+        v = torch.where(mask, boot[:, None], 0.0)
+    return v, torch.where(batch["terminal"], torch.zeros_like(boot), boot)
+
+
 def _dqo(batch: Mapping[str, Tensor], fwd: Forward, cfg: Any, n: Tensor) -> tuple:
-    """DQO: :func:`~dqo_tutorial.kernels.dqo_loss`, bootstrapping V_φ(s_{H+1}) for cut rows.
-    With ``is_normalize`` the weights here are unnormalised and ``stats["is_weight_sum"]``
-    carries Σ w: the trainer normalises over the whole window."""
+    """DQO: :func:`~dqo_tutorial.kernels.dqo_loss`, bootstrapping V_φ(s_{H+1}) for cut rows;
+    with a fixed critic (``cfg.critic`` oracle / flat: :func:`fixed_critic`) V is read from the
+    batch and no value loss is returned. With ``is_normalize`` the weights here are
+    unnormalised and ``stats["is_weight_sum"]`` carries Σ w: the trainer normalises over the
+    whole window."""
     stats = _ratio_stats(batch, fwd.logps)
-    v = fwd.values()
-    bootstrap = torch.where(batch["terminal"], torch.zeros_like(v.final), v.final)
+    if getattr(cfg, "critic", "learned") == "learned":
+        v = fwd.values()
+        values = v.values
+        bootstrap = torch.where(batch["terminal"], torch.zeros_like(v.final), v.final)
+    else:
+        values, bootstrap = fixed_critic(batch, cfg.critic)
+        values, bootstrap = values.to(fwd.logps.dtype), bootstrap.to(fwd.logps.dtype)
     pl, vl, dqo_stats = dqo_loss(
         fwd.logps,
         batch["ref_logps"],
-        v.values,
+        values,
         batch["rewards"],
         batch["action_mask"],
         beta=cfg.beta,
@@ -275,7 +316,7 @@ def _dqo(batch: Mapping[str, Tensor], fwd: Forward, cfg: Any, n: Tensor) -> tupl
     stats |= {k: t for k, t in dqo_stats.items() if k not in ("log_ratio_mean", "num_tokens")}
     if cfg.is_normalize and "is_weight_mean" in dqo_stats:
         stats["is_weight_sum"] = dqo_stats["is_weight_mean"] * dqo_stats["num_tokens"]
-    return pl, vl, stats
+    return pl, (vl if getattr(cfg, "critic", "learned") == "learned" else None), stats
 
 
 def _rows_with(keep: Callable[[Mapping[str, Any]], bool], full: bool) -> Callable:

@@ -383,8 +383,10 @@ def monte_carlo_potentials(
     mode: str = "strict",
     grader: Callable[[str, str, str], bool] | None = None,
     sampler: Sampler | None = None,
+    positions: Sequence[Sequence[int]] | None = None,
 ) -> list[list[tuple[int, float]]]:
-    r"""Φ at every step boundary of every response, by Monte-Carlo rollouts of μ (Math-Shepherd),
+    r"""Φ at every step boundary of every response (or at the response positions h of
+    ``positions``, one list per generation), by Monte-Carlo rollouts of μ (Math-Shepherd),
     drawn by ``sampler`` (default: :class:`~dqo_tutorial.decoding.DecodeSampler` of ``model``:
     each distinct state is prefilled once for its k rollouts).
 
@@ -402,14 +404,16 @@ def monte_carlo_potentials(
     its estimate: on the toy task this cuts the rollouts 2.5-fold.
 
     Returns:
-        per generation, the list of ``(h, Φ̂)`` pairs in the order of :func:`step_boundaries`.
+        per generation, the list of ``(h, Φ̂)`` pairs in the order of :func:`step_boundaries`
+        (of ``positions``).
     """
     # one estimate per distinct state: responses of one prompt often share their first lines,
     # and a state's rollouts do not depend on which response reached it
     unique: dict[tuple[Any, ...], int] = {}
     located: list[list[tuple[int, int]]] = [[] for _ in generations]  # (h, unique state)
     for g, gen in enumerate(generations):
-        for h in step_boundaries(tokenizer, gen.response_ids):
+        at = step_boundaries(tokenizer, gen.response_ids) if positions is None else positions[g]
+        for h in at:
             key = (tuple(gen.prompt_ids), tuple(gen.response_ids[:h]), golds[g])
             located[g].append((h, unique.setdefault(key, len(unique))))
     states = list(unique)

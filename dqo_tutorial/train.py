@@ -83,7 +83,7 @@ from .collate import DQOCollator
 from .configs import METHODS, TrainConfig
 from .decoding import sampling_law
 from .errors import ConfigError, DataError, MismatchError, MissingDataError
-from .methods import ExampleContext, Forward, dpo_pairs, get_method
+from .methods import ExampleContext, Forward, dpo_pairs, get_method, trains_value_model
 from .modeling import disable_dropout, pack_rows, per_token_logprobs, value_model_for
 from .models import load_model_and_tokenizer, model_identity, tokenizer_fingerprint
 from .rewards import token_rewards
@@ -829,7 +829,7 @@ def _plan(cfg: TrainConfig, n_examples: int, world: int) -> _Plan:
         raise NotEnoughDataError(cfg.method, n_examples, window)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     # value warm-up exists only where there is a value model (SFT/RFT/DPO train from step 0)
-    value_warmup = cfg.value_warmup_steps if get_method(cfg.method).value_model else 0
+    value_warmup = cfg.value_warmup_steps if trains_value_model(cfg) else 0
     if value_warmup >= total_steps:
         raise ConfigError(
             f"TrainConfig.value_warmup_steps: {value_warmup} warm-up steps of {total_steps} in "
@@ -848,7 +848,7 @@ def _prepare_models(cfg: TrainConfig, accelerator: Any, policy: nn.Module, plan:
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
     value_model: nn.Module | None = None
-    if get_method(cfg.method).value_model:
+    if trains_value_model(cfg):
         value_model = value_model_for(
             policy,
             cfg.value_model,
