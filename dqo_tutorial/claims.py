@@ -125,6 +125,7 @@ GROUPS = (
     "horizon",
     "data-size sweep",
     "critic",
+    "credit",
 )
 
 VARIANT_SETS: dict[str, tuple[str, ...]] = {
@@ -134,6 +135,7 @@ VARIANT_SETS: dict[str, tuple[str, ...]] = {
     "horizon": ("horizon",),
     "data-size sweep": ("data-size sweep",),
     "critic": ("critic",),
+    "credit": ("credit",),
 }
 """Named sets of ``--variants``: the baselines plus these groups (each a run of its own)."""
 
@@ -189,8 +191,8 @@ class Variant:
             raise ValueError(f"Variant {self.name}: unknown group {self.group!r}")
         if self.rows not in ROW_SELECTIONS:
             raise ValueError(f"Variant {self.name}: rows must be one of {ROW_SELECTIONS}")
-        if self.potentials not in ("exact", "monte_carlo"):
-            raise ValueError(f"Variant {self.name}: potentials must be exact or monte_carlo")
+        if self.potentials not in ("exact", "monte_carlo", "oracle"):
+            raise ValueError(f"Variant {self.name}: potentials must be exact, monte_carlo, oracle")
         if self.ops is not None and not 2 <= self.ops <= 8:
             raise ValueError(f"Variant {self.name}: ops must lie in 2..8 (toy-<n>ops tasks)")
         if self.data_scale <= 0 or self.warmup_scale <= 0:
@@ -299,6 +301,25 @@ VARIANTS: tuple[Variant, ...] = (
         sweep=True,
     ),
     Variant("DQO, value warm-up ×2", "dqo", "critic", default=False, sweep=True, warmup_scale=2.0),
+    # the critic ablation at fixed data (dqo_tutorial.oracle): the same rows as DQO's
+    Variant(
+        "DQO, oracle critic",
+        "dqo",
+        "credit",
+        {"critic": "oracle"},
+        potentials="oracle",
+        default=False,
+        sweep=True,
+    ),
+    Variant(
+        "DQO, flat critic",
+        "dqo",
+        "credit",
+        {"critic": "flat"},
+        potentials="oracle",
+        default=False,
+        sweep=True,
+    ),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
@@ -377,10 +398,15 @@ class ClaimsConfig:
     knob_grid: Mapping[str, tuple[Mapping[str, Any], ...]] = field(
         default_factory=lambda: {m: _SHARED_KNOBS for m in ("dro", "dqo")}
     )
+    budgets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    oracle_k: int = 16
 
     def __post_init__(self) -> None:
         from .train import TrainConfig
 
+        for m, b in self.budgets.items():
+            if set(b) != {"policy_lr", "epochs"} or b["policy_lr"] <= 0 or b["epochs"] < 1:
+                raise ValueError(f"ClaimsConfig.budgets[{m!r}]: {{policy_lr > 0, epochs >= 1}}")
         for name in ("seeds", "policy_lrs", "variants", "epoch_grid", "sweep_seeds"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -433,6 +459,7 @@ SMOKE: dict[str, Any] = {
     "curve_points": 2,
     "policy_lrs": (1e-4, 3e-4),
     "process_k": 2,
+    "oracle_k": 2,
     "train": {**_toy_train_defaults(), "max_steps": 3, "batch_size": 4, "value_warmup_steps": 1},
 }
 """``--smoke``: every variant and every stage at toy sizes (two seeds, two rates), to check that
@@ -973,6 +1000,32 @@ def _job_monte_carlo(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
     return {"seed": seed, "wall_s": time.perf_counter() - t}
 
 
+def _job_oracle(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
+    """The same rows with the oracle critic's columns (:mod:`dqo_tutorial.oracle`, ``oracle_k``
+    rollouts per anchor) into ``out/oracle`` (skipped when present)."""
+    from datasets import Dataset
+
+    from .oracle import with_oracle_values
+    from .tasks import get_task
+    from .train import load_rows
+
+    target = Path(out) / "oracle"
+    t = time.perf_counter()
+    if not target.is_dir():
+        model, tok = _reference()
+        rows = [dict(r) for r in load_rows(Path(out) / "exact")]
+        labelled = with_oracle_values(rows, model, tok, task=get_task("toy"), k=cfg.oracle_k,
+                                      seed=seed, batch_size=256)  # fmt: skip
+        save_dataset_atomically(Dataset.from_list(labelled), target)
+    bounds = list(load_rows(target)["oracle_bound"])
+    return {
+        "seed": seed,
+        "wall_s": time.perf_counter() - t,
+        "oracle_bound_mean": statistics.fmean(bounds),
+        "oracle_bound_max": max(bounds),
+    }
+
+
 def _job_mixed_reference(cfg: ClaimsConfig, out: str) -> dict[str, Any]:
     """The horizon sweep's π_ref (:data:`HORIZON_REFERENCE`) into ``out`` (resumes; a finished
     one is reused; its accuracy per length is the sweep's ``π_ref, n ops`` rows)."""
@@ -1264,7 +1317,8 @@ def _run_toy_claims(
     # what the shared artifacts depend on. Seeds, rates and variants may change on a rerun (each
     # run directory is keyed by its own training configuration, each dataset and evaluation
     # checks its own), and so may the number of workers.
-    free = ("seeds", "policy_lrs", "epoch_grid", "variants", "workers", "knob_grid", "sweep_seeds")
+    free = ("seeds", "policy_lrs", "epoch_grid", "variants", "workers", "knob_grid", "sweep_seeds",
+            "budgets")  # fmt: skip
     free += ("horizon_prompts", "horizon_test_problems", "horizon_eval_samples")
     free += ("horizon_reference",)  # (the mixed π_ref's folder is keyed by it)
     shared = {k: v for k, v in asdict(cfg).items() if k not in free}
@@ -1340,7 +1394,7 @@ class _Plan:
     def __init__(self, cfg: ClaimsConfig, out: Path) -> None:
         self.cfg, self.out = cfg, out
         self.variants = cfg.selected
-        self.tuned = sorted({v.method for v in self.variants} - {"reference"})
+        self.tuned = sorted({v.method for v in self.variants} - {"reference"} - set(cfg.budgets))
         self.knob_methods = sorted({v.method for v in self.variants if v.tune_knobs})
         self.tune_seed = cfg.seeds[0]
         self.base_variant = {v.method: v for v in VARIANTS if v.group == "baselines"}
@@ -1443,6 +1497,7 @@ class _Plan:
         are done (the chosen budget of a test run comes from the finished tuning jobs)."""
         cfg, jobs = self.cfg, []
         needs_mc = any(v.potentials == "monte_carlo" for v in self.variants)
+        needs_oracle = any(v.potentials == "oracle" for v in self.variants)
         data = self._data_jobs()
         horizon = any(v.ops is not None for v in self.variants)
         if horizon:
@@ -1470,6 +1525,15 @@ class _Plan:
                         100,
                         (name,),
                         lambda d, f=folder, s=s: (_job_monte_carlo, (cfg, s, f)),
+                    )
+                )
+            if needs_oracle and setting == self.default:
+                jobs.append(
+                    _Job(
+                        f"oracle s{s}",
+                        100,
+                        (name,),
+                        lambda d, f=folder, s=s: (_job_oracle, (cfg, s, f)),
                     )
                 )
         for m, lr, e in self.trials():
@@ -1531,6 +1595,7 @@ class _Plan:
             for s in self.seeds_of(v):
                 deps = [self.data_job(s, self.setting(v))]
                 deps += [f"mc s{s}"] if v.potentials == "monte_carlo" else []
+                deps += [f"oracle s{s}"] if v.potentials == "oracle" else []
                 deps += ["π_ref mixed"] if v.ops is not None else []
                 if v.tune_knobs:
                     deps += [f"knobs {v.method} {i}" for i in range(len(cfg.knob_grid[v.method]))]
@@ -1580,8 +1645,9 @@ class _Plan:
         return rows
 
     def chosen(self, d: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """The (policy lr, epochs) each method chose on dev (:func:`choose_budgets`)."""
-        return choose_budgets(self.tuning(d))
+        """The (policy lr, epochs) each method chose on dev (:func:`choose_budgets`), or was
+        given (:attr:`ClaimsConfig.budgets`)."""
+        return choose_budgets(self.tuning(d)) | {m: dict(b) for m, b in self.cfg.budgets.items()}
 
     def knobs_of(self, d: Mapping[str, Any], m: str) -> tuple[int, Mapping[str, Any]]:
         """The winning knob set of ``m`` on dev (ties: the earlier set)."""

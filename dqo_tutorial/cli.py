@@ -363,6 +363,8 @@ def _experiment(args: argparse.Namespace) -> int:
         values["workers"] = args.workers
     if args.variants:
         values["variants"] = expand_variants([n.strip() for n in args.variants.split(";")])
+    if args.budgets_from:
+        values["budgets"] = _chosen_budgets(args.budgets_from)
     try:
         cfg = ClaimsConfig(**values)
     except ValueError as err:
@@ -370,6 +372,16 @@ def _experiment(args: argparse.Namespace) -> int:
     out = args.out or ("outputs/toy-claims-smoke" if args.smoke else "outputs/toy-claims")
     resummarize(out) if args.resummarize else run_toy_claims(cfg, out)
     return 0
+
+
+def _chosen_budgets(path: str) -> dict[str, Any]:
+    """The ``chosen`` budgets of an earlier study's results JSON, or one clear line."""
+    try:
+        chosen = json.loads(Path(path).read_text())["chosen"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        msg = f"--budgets-from {path}: no study results with 'chosen' ({err})"
+        raise ConfigError(msg) from None
+    return {m: {"policy_lr": b["policy_lr"], "epochs": b["epochs"]} for m, b in chosen.items()}
 
 
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
@@ -393,8 +405,13 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
         "--variants",
         help="semicolon-separated variant names, 'all', or one set: 'ablations' (IS, λ, "
         "process rewards, imbalance, data), 'horizon' (2–8 operations), 'data-size sweep', "
-        "'critic', 'diagnostics' or 'knobs tuned' — each with the baselines; default: the "
-        "baselines (5 seeds, lr × epochs tuned on dev)",
+        "'critic', 'credit' (oracle and flat critics), 'diagnostics' or 'knobs tuned' — each "
+        "with the baselines; default: the baselines (5 seeds, lr × epochs tuned on dev)",
+    )
+    p.add_argument(
+        "--budgets-from",
+        help="an earlier study's results JSON (e.g. docs/toy-claims/study.json): every method "
+        "takes the (policy lr, epochs) that study chose on dev instead of being tuned again",
     )
     p.add_argument(
         "--resummarize",
