@@ -15,6 +15,8 @@ signal               s_h
                      DRO's value model reads the prompt only; the λ = 0 advantage of
                      :func:`~dqo_tutorial.viz.compute_quantities`)
 ``surprisal``        log π_ref(a_h|s_h): π_ref's least likely token is blamed (no training)
+``oracle critic``    r_h + V*(s_{h+1}) − V*(s_h) with V* π_ref's success probability
+                     (:mod:`dqo_tutorial.oracle`; ``oracle_k`` > 0): the positive control
 ``random``           uniform noise: the chance level, measured
 ===================  ======================================================================
 
@@ -42,6 +44,7 @@ from .viz import Checkpoint, Example, example_quantities, forward_example, make_
 
 __all__ = [
     "HeldOutResponse",
+    "oracle_signals",
     "held_out_responses",
     "held_out_wrong_responses",
     "line_of_tokens",
@@ -61,6 +64,14 @@ class HeldOutResponse:
     wrong: int | None
     prompt: int = 0
 
+    @property
+    def blameable(self) -> bool:
+        """Wrong *and* with a located first wrong line: finished, outcome 0, a line checked
+        wrong. A response whose lines are wrong but whose answer is right (two slips that
+        cancel: the toy π_ref drops carries and borrows alike, ``42-17=35`` then ``35+5=30``)
+        has no error for an outcome-trained signal to find, and is left out."""
+        return self.wrong is not None and self.example.terminal and self.example.reward == 0
+
 
 def line_of_tokens(example: Example) -> list[int]:
     """The line index of each response token: the number of line starts at or before it, less
@@ -72,9 +83,10 @@ def line_of_tokens(example: Example) -> list[int]:
 def held_out_wrong_responses(
     reference: Checkpoint, *, task: str = "toy", n_problems: int = 200, k: int = 4, seed: int = 0
 ) -> list[HeldOutResponse]:
-    """:func:`held_out_responses` that are wrong with a located first wrong line."""
+    """:func:`held_out_responses` that are wrong with a located first wrong line
+    (:attr:`HeldOutResponse.blameable`)."""
     found = held_out_responses(reference, task=task, n_problems=n_problems, k=k, seed=seed)
-    return [r for r in found if r.wrong is not None]
+    return [r for r in found if r.blameable]
 
 
 def held_out_responses(
@@ -100,12 +112,19 @@ def held_out_responses(
     return found
 
 
-def value_errors(run: Checkpoint, reference: Checkpoint, items: Sequence[HeldOutResponse]) -> dict:
+def value_errors(
+    run: Checkpoint,
+    reference: Checkpoint,
+    items: Sequence[HeldOutResponse],
+    extra: Mapping[str, Sequence[np.ndarray]] | None = None,
+) -> dict:
     r"""Token mean |R − V(s_h)| of ``run``'s critic on the finished responses of ``items``
     (R: the outcome, the λ = 1 target of a policy still at π_ref) beside its floors from the
-    same responses (:func:`~dqo_tutorial.credit.value_error`): a constant (the token mean of R)
-    and the prompt-level value (the mean outcome of the prompt's other samples)."""
-    done = [i for i in items if i.example.terminal]
+    same responses (:func:`~dqo_tutorial.credit.value_error`): a constant (the token mean of R),
+    the prompt-level value (the mean outcome of the prompt's other samples) and each ``extra``
+    predictor (name → one value array per item of ``items``, e.g. the oracle's V*)."""
+    keep = [n for n, i in enumerate(items) if i.example.terminal]
+    done = [items[n] for n in keep]
     outcome = [i.example.reward for i in done]
     loo = credit.leave_one_out_means(outcome, [i.prompt for i in done]).tolist()
     values = [_signals(run, reference.policy, i, 0.1)["value"] for i in done]
@@ -119,7 +138,37 @@ def value_errors(run: Checkpoint, reference: Checkpoint, items: Sequence[HeldOut
             [np.full(len(i.line), v) for i, v in zip(done, loo)], lines
         )[0],  # fmt: skip
     }
+    for name, rows in (extra or {}).items():
+        predictions[name] = _padded([rows[n] for n in keep], lines)[0]
     return {k: credit.value_error(v, target, mask) for k, v in predictions.items()}
+
+
+def oracle_signals(
+    reference: Checkpoint, items: Sequence[HeldOutResponse], *, task: str, k: int, seed: int
+) -> list[dict[str, np.ndarray]]:
+    r"""Per item, the oracle critic (:mod:`dqo_tutorial.oracle`, ``k`` rollouts of π_ref per
+    anchor): ``value`` V*(s_h) and ``critic`` its one-step advantage
+    r_h + V*(s_{h+1}) − V*(s_h) (R at the last action of a finished response)."""
+    from .decoding import Generation
+    from .oracle import oracle_values
+
+    spec = get_task(task)
+    gens, refs = [], []
+    for i in items:
+        ex = i.example
+        prompt, response = ex.input_ids[: ex.n_prompt], ex.input_ids[ex.n_prompt :]
+        gens.append(Generation(i.prompt, 0, prompt, response, ex.terminal, ex.response, None))
+        refs.append(_ref_logps(reference, i).tolist())
+    found = oracle_values(reference.policy, reference.tokenizer, gens,
+                          [i.example.gold for i in items], refs,
+                          [i.example.reward for i in items], grader=spec.is_correct,
+                          max_new_tokens=spec.max_new_tokens, k=k, seed=seed)  # fmt: skip
+    out = []
+    for i, (values, boot, _) in zip(items, found):
+        v = np.asarray(values, dtype=np.float64)
+        after = np.append(v[1:], (i.example.reward if i.example.terminal else 0.0) + boot)
+        out.append({"value": v, "critic": after - v})
+    return out
 
 
 def _has_critic(run: Checkpoint) -> bool:
@@ -159,7 +208,9 @@ def _metrics(rows: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> di
         "step_chance": float(credit.step_blame_chance(mask, line).mean()),
     }
     partial = credit.partial_credit(score, mask, line, wrong)
-    return out | {f"credit_{k}": v for k, v in partial.items()}
+    hits = {"token": credit.token_blame_hits(score, mask, line, wrong).long().tolist(),
+            "step": credit.step_blame_hits(score, mask, line, wrong).long().tolist()}  # fmt: skip
+    return out | {f"credit_{k}": v for k, v in partial.items()} | {"hits": hits}
 
 
 def _critic_auc(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> float:
@@ -172,10 +223,12 @@ def _critic_auc(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) 
 
 def score_runs(
     runs: Mapping[str, Checkpoint], reference: Checkpoint, items: Sequence[HeldOutResponse],
-    *, seed: int = 0,
+    *, seed: int = 0, oracle: Sequence[Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
-    """``{signal label: metrics}`` for π_ref's surprisal, noise and every run's signals (β from
-    the run's config, 0.1 if it has none) on the same wrong responses."""
+    """``{signal label: metrics}`` for π_ref's surprisal, noise, the oracle critic (``oracle``:
+    :func:`oracle_signals` of ``items``) and every run's signals (β from the run's config, 0.1
+    if it has none) on the same wrong responses; each metrics dict also holds ``hits``, the
+    per-response 0/1 of token and step blame (for paired intervals across runs)."""
     if not items:
         return {}
     rng = random.Random(seed)
@@ -183,6 +236,9 @@ def score_runs(
         "π_ref surprisal": _metrics([_ref_logps(reference, i) for i in items], items),
         "random": _metrics([np.array([rng.random() for _ in i.line]) for i in items], items),
     }
+    if oracle is not None:
+        table["oracle critic"] = _metrics([o["critic"] for o in oracle], items)
+        table["oracle critic"]["critic_auc"] = _critic_auc([o["value"] for o in oracle], items)
     for name, run in runs.items():
         beta = float(run.config.get("beta", 0.1))
         signals = [_signals(run, reference.policy, i, beta) for i in items]
@@ -261,11 +317,13 @@ def plot_blame(table: Mapping[str, Mapping[str, float]], title: str) -> Any:
 
 def credit_report(
     runs: Mapping[str, str], out: str, *, task: str = "toy", n_problems: int = 200, k: int = 4,
-    seed: int = 0,
+    seed: int = 0, reference: str | None = None, oracle_k: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
-    """Score ``runs`` (label → run folder or model spec) against the π_ref of the first one's
-    config (the toy π_ref by default) and write ``credit.json``, ``credit.md`` and
-    ``credit.png`` into ``out``; returns the JSON payload."""
+    """Score ``runs`` (label → run folder or model spec) against ``reference`` (default: the
+    π_ref of the first run's config, else the toy π_ref) and write ``credit.json``,
+    ``credit.md`` and ``credit.png`` into ``out``; returns the JSON payload. ``oracle_k`` > 0
+    adds the oracle critic (:func:`oracle_signals`, that many rollouts per anchor) as a signal
+    and as a floor of every critic's value error."""
     from pathlib import Path
 
     from . import __version__
@@ -277,15 +335,24 @@ def credit_report(
         raise ConfigError(f"credit: task {task!r} has no step checker; use toy or toy-<n>ops")
     commit = source_commit()  # the code this job starts on
     loaded = {name: load_checkpoint(spec, name) for name, spec in runs.items()}
-    ref_spec = next((c.reference for c in loaded.values() if c.reference), None) or "toy"
-    reference = load_checkpoint(ref_spec, "π_ref")
-    found = held_out_responses(reference, task=task, n_problems=n_problems, k=k, seed=seed)
-    items = [r for r in found if r.wrong is not None]
-    table = score_runs(loaded, reference, items, seed=seed)
-    errors = {name: value_errors(run, reference, found) for name, run in loaded.items()
+    ref_spec = reference or next((c.reference for c in loaded.values() if c.reference), None)
+    ref_spec = ref_spec or "toy"
+    ref = load_checkpoint(ref_spec, "π_ref")
+    found = held_out_responses(ref, task=task, n_problems=n_problems, k=k, seed=seed)
+    wrong = [n for n, r in enumerate(found) if r.blameable]
+    items = [found[n] for n in wrong]
+    oracle = (oracle_signals(ref, found, task=task, k=oracle_k, seed=seed) if oracle_k
+              else None)  # fmt: skip
+    table = score_runs(loaded, ref, items, seed=seed,
+                       oracle=None if oracle is None else [oracle[n] for n in wrong])  # fmt: skip
+    extra = None if oracle is None else {"oracle": [o["value"] for o in oracle]}
+    errors = {name: value_errors(run, ref, found, extra) for name, run in loaded.items()
               if _has_critic(run)}  # fmt: skip
     meta = {"task": task, "n_problems": n_problems, "k": k, "seed": seed,
             "responses": len(items), "reference": ref_spec, "runs": dict(runs),
+            "oracle_k": oracle_k, "held_out": len(found),
+            "lines_wrong_answer_right": sum(r.wrong is not None and r.example.reward == 1
+                                            for r in found),
             "package_version": __version__, "commit": commit}  # fmt: skip
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ of the output directory::
     out/data/                   sampling.build_dataset (resumable shards, manifest.json)
     out/train/<method>/         train.train (checkpoints, log.jsonl, policy/)
     out/eval/<name>/            evaluate.evaluate for "reference" and every method
+    out/credit/                 credit_study.credit_report: the blame of each trained method on
+                                held-out wrong π_ref responses (tasks with a step checker)
     out/results.json            the table below as data, with every run's settings
     out/results.md              the table as Markdown
     out/results.png             greedy and sampling accuracy with ±1 standard error
@@ -246,11 +248,14 @@ def load_config(
 
 
 def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """Markdown table: strict greedy and sampling accuracy (± standard error) and invalid rate."""
-    lines = [
-        "| model | greedy | sampling (τ=1) | invalid (greedy) | train steps | train time |",
-        "|---|---|---|---|---|---|",
-    ]
+    """Markdown table: strict greedy and sampling accuracy (± standard error) and invalid rate;
+    with a credit stage (:func:`_credit_stage`) also the token blame accuracy of each model's
+    signal (π_ref: its surprisal; a method: its implied reward β·ρ) and DQO's critic's blame
+    and AUC."""
+    credit = any("credit" in r for r in results.values())
+    head = "| model | greedy | sampling (τ=1) | invalid (greedy) | train steps | train time |"
+    lines = [head + (" blame | critic blame | critic AUC |" if credit else ""),
+             "|---|---|---|---|---|---|" + ("---|---|---|" if credit else "")]  # fmt: skip
 
     def cell(acc: Mapping[str, Any], decoding: str, key: str = "strict") -> str:
         if decoding not in acc:
@@ -260,7 +265,8 @@ def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 
     for name, res in results.items():
         if "skipped" in res:
-            lines.append(f"| {name} | skipped: not enough data | – | – | – | – |")
+            lines.append(f"| {name} | skipped: not enough data | – | – | – | – |"
+                         + (" – | – | – |" if credit else ""))  # fmt: skip
             continue
         acc = res["accuracy"]
         steps = res.get("train_steps", "–")
@@ -268,9 +274,17 @@ def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         invalid = f"{acc['greedy']['invalid']['mean']:.1%}" if "greedy" in acc else "–"
         lines.append(
             f"| {name} | {cell(acc, 'greedy')} | {cell(acc, 'sampling')} | {invalid} "
-            f"| {steps} | {wall} |"
+            f"| {steps} | {wall} |" + (_credit_cells(res.get("credit", {})) if credit else "")
         )
     return "\n".join(lines)
+
+
+def _credit_cells(c: Mapping[str, Any]) -> str:
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{x:.1%}"
+
+    auc = "–" if c.get("critic_auc") is None else f"{c['critic_auc']:.2f}"
+    return f" {pct(c.get('token_blame'))} | {pct(c.get('critic_blame'))} | {auc} |"
 
 
 def plot_results(
@@ -354,10 +368,11 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool, fit: bool = False) -> d
         if progress:
             print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)
 
-    stages = iter(range(1, 3 + 2 * len(cfg.methods)))
+    n_stages = 2 + 2 * len(cfg.methods) + int(has_step_checker(cfg.task))
+    stages = iter(range(1, n_stages + 1))
 
     def stage(msg: str) -> None:  # one line per stage, then (at most) its one progress bar
-        say(f"stage {next(stages)}/{2 + 2 * len(cfg.methods)}: {msg}")
+        say(f"stage {next(stages)}/{n_stages}: {msg}")
         if fit:
             fit_threads(cfg.sampling_config().device)  # the cores other processes leave free
 
@@ -417,7 +432,43 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool, fit: bool = False) -> d
         res["train_s"] = summary["wall_s_this_run"]
         results[method] = res
 
+    if has_step_checker(cfg.task):
+        stage("credit: where each method's token signal blames held-out wrong π_ref responses")
+        t = time.perf_counter()
+        _credit_stage(cfg, out, results)
+        stage_s["credit"] = time.perf_counter() - t
     return _write_results(cfg, out, results, manifest["summary"], stage_s, start, progress)
+
+
+def has_step_checker(task: str) -> bool:
+    """Whether ``task`` locates the first wrong line of a response (the toy family)."""
+    return task == "toy" or task.startswith("toy-")
+
+
+def _credit_stage(cfg: PipelineConfig, out: Path, results: dict[str, dict[str, Any]]) -> None:
+    """Blame of every trained method (:func:`~dqo_tutorial.credit_study.credit_report`) on
+    π_ref's responses to the first test problems (at most 200, 4 each, the sampling seed's
+    own stream); each result gains ``credit``: its implied reward's token blame and, for DQO,
+    its critic's blame and AUC; the reference gains π_ref surprisal's blame and the chance."""
+    from .credit_study import credit_report
+
+    trained = {m: str(out / "train" / m) for m in cfg.methods if "skipped" not in results[m]}
+    n = min(200, cfg.eval_config("reference").limit or 200)
+    seed = cfg.sampling_config().seed
+    report = credit_report(trained, str(out / "credit"), task=cfg.task, n_problems=n, k=4,
+                           seed=seed, reference=cfg.reference_model)  # fmt: skip
+    signals = report["signals"]
+    for m in trained:
+        results[m]["credit"] = {
+            "token_blame": signals.get(f"{m} implied reward", {}).get("token_blame"),
+            "critic_blame": signals.get(f"{m} critic", {}).get("token_blame"),
+            "critic_auc": signals.get(f"{m} critic", {}).get("critic_auc"),
+        }
+    if "π_ref surprisal" in signals:
+        results["reference"]["credit"] = {
+            "token_blame": signals["π_ref surprisal"]["token_blame"],
+            "chance": signals["random"]["token_chance"],
+        }
 
 
 def _reusing(folder: Path, done: str = "results.json", what: str = "") -> str:

@@ -31,6 +31,7 @@ def test_held_out_wrong_responses_are_wrong_at_their_line(reference):
     for item in items:
         flags = toy.line_correctness(item.example.question, item.example.response)
         assert flags.index(False) == item.wrong and not all(flags)
+        assert item.example.reward == 0 and item.example.terminal  # the answer is wrong too
         assert len(item.line) == len(item.example.tokens)
 
 
@@ -129,3 +130,31 @@ def test_value_errors_against_a_loop(reference):
     assert got["critic"] == pytest.approx(critic / tokens, abs=1e-6)
     assert got["constant"] == pytest.approx(constant / tokens, abs=1e-12)
     assert got["prompt (leave-one-out)"] == pytest.approx(prompt / tokens, abs=1e-12)
+
+
+def test_the_oracle_critic_is_the_positive_control(reference):
+    """π_ref's own success probability blames the first wrong line far above chance and above
+    π_ref's surprisal, and its AUC separates the states after the slip from those before (a
+    critic that localises does both; the learned critic of round 2 did neither). Not 1: where
+    π_ref drops carries, a *correct* digit can lower its success probability (the slipped
+    alternative would have cancelled a later slip), and hard prompts start near V = 0."""
+    items = credit_study.held_out_wrong_responses(reference, n_problems=16, k=2, seed=5)
+    oracle = credit_study.oracle_signals(reference, items, task="toy", k=16, seed=0)
+    table = credit_study.score_runs({}, reference, items, seed=0, oracle=oracle)
+    row = table["oracle critic"]
+    assert len(items) >= 20
+    # measured 2026-12-07: oracle 0.91, surprisal 0.74, noise 0.35 of 23; AUC 0.78 (k = 16)
+    assert row["token_blame"] >= 0.8 > table["π_ref surprisal"]["token_blame"]
+    assert row["critic_auc"] >= 0.7
+    assert row["hits"]["token"] == [int(h) for h in row["hits"]["token"]]  # per response 0/1
+    assert len(row["hits"]["token"]) == len(items)
+
+
+def test_an_extra_predictor_joins_the_value_error_floors(reference):
+    """A predictor equal to the outcome has error 0; one of 0.5 everywhere has error 0.5."""
+    run = random_critic_run(reference)
+    items = credit_study.held_out_responses(reference, n_problems=6, k=2, seed=2)
+    exact = [np.full(len(i.line), i.example.reward) for i in items]
+    half = [np.full(len(i.line), 0.5) for i in items]
+    got = credit_study.value_errors(run, reference, items, {"outcome": exact, "half": half})
+    assert got["outcome"] == 0.0 and got["half"] == pytest.approx(0.5)
