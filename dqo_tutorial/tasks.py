@@ -16,6 +16,8 @@ field                 GSM8K (``"gsm8k"``)       MATH (``"math"``)            toy
                                                 math-verify, time-limited
 ``variants``          none                      none                         the gold solution
                                                                              slipped at step k
+``line_correctness``  None                      None                         the step checker,
+                                                                             ``toy.line_correctness``
 ====================  ========================  ===========================  ===================
 
 ``is_correct(response, gold, mode)`` is the reward of sampling and the accuracy of evaluation;
@@ -49,7 +51,10 @@ class Task:
     default. ``pipeline_defaults``: values of the ``sample`` / ``train`` / ``eval`` sections of
     :class:`~dqo_tutorial.pipeline.PipelineConfig` under what a configuration gives (none: the
     dataclass defaults, dqo-method.md §8). ``variants``: named responses to a problem beside its
-    gold solution (the explorer's presets; the toy task's slip at each step), None: none."""
+    gold solution (the explorer's presets; the toy task's slip at each step), None: none.
+    ``line_correctness``: the task's step checker, ``(question, response) -> one bool per
+    response line`` (True: that line and every line before it are right); the explorer marks
+    each line ✓/✗ with it and names the first wrong line. None: no step checker (no marks)."""
 
     name: str
     load: Callable[[str, str | None, int | None], list[Problem]]
@@ -63,6 +68,7 @@ class Task:
     splits: tuple[str, ...]
     exact_potentials: Callable[[Any, str, Sequence[int]], list[tuple[int, float]]] | None = None
     variants: Callable[[Problem], Mapping[str, str]] | None = None
+    line_correctness: Callable[[str, str], list[bool]] | None = None
     pipeline_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _NO_DEFAULTS)
 
 
@@ -136,6 +142,7 @@ TASKS: dict[str, Task] = {
         is_correct=gsm8k.is_correct,
         pipeline_defaults=_TOY_PIPELINE,
         variants=lambda p: toy.slipped_solutions(p.question),
+        line_correctness=toy.line_correctness,
         exact_potentials=lambda tok, question, ids: toy.exact_boundary_potentials(
             tok, question, ids
         ),

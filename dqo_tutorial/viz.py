@@ -25,18 +25,28 @@ value model (:class:`~dqo_tutorial.modeling.ValueModel`) and its kernel
 
 Three views share **one data model**, :class:`TokenGrid` (display tokens, a (rows × tokens) value
 array, a mask, a title, one colour scale shared by all rows, the reasoning-step boundaries and,
-optionally, the state values for the per-step summary):
+optionally, the state values for the per-step summary, the task's ✓/✗ per line and a blame
+signal):
 
 - :func:`to_html` — HTML spans with inline styles and ``title`` tooltips carrying the exact value;
   no JavaScript, no external resources. Whitespace, newlines and byte-level pieces are made
   visible (``␣``, ``↵``, ``⇥``, ``<0xE2>``), every reasoning line is its own row, and a per-step
   table beside the tokens lists V before and after each line, the largest drop highlighted.
+  :func:`export_html` writes such a page for a typed response to a file in one call.
 - :func:`plot_heatmap` / :func:`plot_token_strips` — static matplotlib figures (rows =
   checkpoints or methods, columns = tokens).
 - :func:`explore` — an ipywidgets explorer: problem, response (preset or typed), checkpoints
   (π_ref, a trained run directory, …), quantity, β, λ and the process-reward coefficient α; it
   recomputes and re-renders an ``ipywidgets.HTML`` of the spans on every change. It works with the
   toy π_ref (``"toy"``) and with ``"smollm2"`` on a CPU.
+
+**Credit assignment, shown honestly.** Each line carries the task's step checker's mark (✓ right,
+✗ wrong: ``Task.line_correctness``, the toy task's :func:`~dqo_tutorial.toy.line_correctness`;
+no marks for a task without one), so where the first wrong line is never has to be guessed. The
+"largest drop" of the step table is marked only for a fall of at least :data:`MIN_DROP`, and
+every row states its verdict in words (:func:`blame_verdict`): the line of the token of lowest
+blame signal (:func:`~dqo_tutorial.credit.blamed_token`), against the first wrong line. The
+explorer opens at the λ the run was trained with.
 
 Diverging quantities use a colormap centred at 0 (symmetric limits, so 0 is the map's centre
 colour); V, Q, G^λ and log-probs use a sequential map. Rows share the limits, so colours compare
@@ -61,20 +71,27 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .configs import TrainConfig, field_default
+from .credit import blamed_token
 from .kernels import lambda_return
 from .modeling import per_token_logprobs, value_model_for
 
 __all__ = [
+    "MIN_DROP",
     "Quantity",
     "QUANTITIES",
     "DIVERGING_CMAP",
     "SEQUENTIAL_CMAP",
     "TokenGrid",
+    "blamed_line",
+    "blame_verdict",
     "visible",
     "display_tokens",
     "token_spans_html",
     "step_summary_html",
     "to_html",
+    "html_document",
+    "write_html",
+    "export_html",
     "plot_heatmap",
     "plot_token_strips",
     "compute_quantities",
@@ -98,26 +115,46 @@ SEQUENTIAL_CMAP = "viridis"
 """V, Q, G^λ and log-probabilities."""
 
 
+MIN_DROP = 0.05
+"""The smallest drop the explorer reads as a localisation, in the quantity's own units.
+
+Values are expected success probabilities (outcome rewards 1/0), and a critic that has learned
+nothing about *where* a response goes wrong still moves by a few hundredths from token to token
+(the noise of its fit); the lowest of such wiggles is no blame, just the least of many small
+numbers. So a line's ΔV is marked "largest drop" only when it falls by at least ``MIN_DROP``, and
+the blame verdict (:func:`blame_verdict`) blames a token only when its signal is ≤ −``MIN_DROP``;
+otherwise it says "blames nothing". Both the legend and the verdict print the threshold."""
+
+
 @dataclass(frozen=True)
 class Quantity:
+    """One quantity of the module table. ``blame`` is the key of the per-token signal its blame
+    verdict reads (lower = more blamed; :func:`example_quantities` provides every key) and
+    ``blame_label`` its name in the verdict: the quantity itself where low means bad (Â, β·ρ,
+    r, log-probs), the token's value change ΔV_h = V(s_{h+1}) − V(s_h) for the state values (V, Q,
+    G^λ: a low V is no blame, a falling one is), and −δ^λ for the residual (at λ = 0,
+    −δ_h = r̃_h + ΔV_h)."""
+
     key: str
     label: str
     signed: bool
     needs_value: bool = False
+    blame: str = ""
+    blame_label: str = ""
 
 
 QUANTITIES: dict[str, Quantity] = {
     q.key: q
     for q in (
-        Quantity("logp", "log π_θ(a|s)", False),
-        Quantity("logp_ref", "log π_ref(a|s)", False),
-        Quantity("log_ratio", "β·log(π_θ/π_ref)", True),
-        Quantity("value", "V(s)", False, True),
-        Quantity("q", "Q(s,a)", False, True),
-        Quantity("advantage", "advantage Â^λ", True, True),
-        Quantity("lambda_return", "λ-return G^λ", False, True),
-        Quantity("delta", "δ^λ", True, True),
-        Quantity("reward", "reward r (outcome + process)", True),
+        Quantity("logp", "log π_θ(a|s)", False, False, "logp", "log π_θ"),
+        Quantity("logp_ref", "log π_ref(a|s)", False, False, "logp_ref", "log π_ref"),
+        Quantity("log_ratio", "β·log(π_θ/π_ref)", True, False, "log_ratio", "β·log-ratio"),
+        Quantity("value", "V(s)", False, True, "value_change", "ΔV"),
+        Quantity("q", "Q(s,a)", False, True, "value_change", "ΔV"),
+        Quantity("advantage", "advantage Â^λ", True, True, "advantage", "Â"),
+        Quantity("lambda_return", "λ-return G^λ", False, True, "value_change", "ΔV"),
+        Quantity("delta", "δ^λ", True, True, "neg_delta", "−δ^λ"),
+        Quantity("reward", "reward r (outcome + process)", True, False, "reward", "r"),
     )
 }
 
@@ -146,6 +183,12 @@ class TokenGrid:
                                 added); lines are rendered as separate rows of spans
     state_values   (R, T + 1)   optional V(s_h) before each token plus the value reached after
                                 the last one; feeds the per-step summary
+    line_marks     L            optional verdict of the task's step checker on each line of
+                                :meth:`steps`: True ✓, False ✗, None unmarked (None: no
+                                checker, no marks)
+    blame          (R, T)       optional per-token blame signal, lower = more blamed (NaN: not
+                                a candidate); feeds :func:`blame_verdict`
+    blame_label    str          the signal's name in the verdict (``Â``, ``ΔV``, …)
     ============== ============ =============================================================
     """
 
@@ -161,6 +204,9 @@ class TokenGrid:
     cmap: str | None = None
     step_starts: list[int] = field(default_factory=list)
     state_values: Any = None
+    line_marks: list[bool | None] | None = None
+    blame: Any = None
+    blame_label: str = ""
 
     def __post_init__(self) -> None:
         self.tokens = [str(t) for t in self.tokens]
@@ -196,6 +242,14 @@ class TokenGrid:
                     f"state_values must be {(rows, len(self.tokens) + 1)}, got {sv.shape}"
                 )
             self.state_values = sv
+        if self.blame is not None:
+            blame = np.asarray(self.blame, dtype=np.float64)
+            blame = blame[None] if blame.ndim == 1 else blame
+            if blame.shape != values.shape:
+                raise ValueError(f"blame must be {values.shape}, got {blame.shape}")
+            self.blame = blame
+        if self.line_marks is not None:
+            self.line_marks = [None if m is None else bool(m) for m in self.line_marks]
         if self.cmap is None:
             self.cmap = DIVERGING_CMAP if self.signed else SEQUENTIAL_CMAP
         shown = values[mask]
@@ -231,6 +285,93 @@ class TokenGrid:
         """``(start, end)`` token ranges of the reasoning lines."""
         ends = [*self.step_starts[1:], len(self.tokens)]
         return [(s, e) for s, e in zip(self.step_starts, ends) if e > s]
+
+    def mark(self, line: int) -> bool | None:
+        """The step checker's verdict on line ``line`` (0-based): True, False or None."""
+        marks = self.line_marks or []
+        return marks[line] if line < len(marks) else None
+
+    def first_wrong_line(self) -> int | None:
+        """The first line (0-based) the step checker marks wrong; None if none is."""
+        return next((k for k in range(len(self.steps())) if self.mark(k) is False), None)
+
+
+# ============================================================================ the blame verdict
+
+
+def blamed_line(grid: TokenGrid, row: int) -> int | None:
+    """The line (0-based, of :meth:`TokenGrid.steps`) holding ``row``'s blamed token — the
+    smallest finite ``grid.blame`` value, the first on a tie
+    (:func:`~dqo_tutorial.credit.blamed_token`) — or None: no signal, or its minimum is above
+    −:data:`MIN_DROP` (nothing falls far enough to blame)."""
+    if grid.blame is None:
+        return None
+    signal = grid.blame[row]
+    shown = np.isfinite(signal)
+    position = int(blamed_token(torch.from_numpy(signal[None]), torch.from_numpy(shown[None]))[0])
+    if position < 0:
+        return None
+    column = int(np.flatnonzero(shown)[position])
+    if signal[column] > -MIN_DROP:
+        return None
+    return next(k for k, (s, e) in enumerate(grid.steps()) if s <= column < e)
+
+
+def _close_second(grid: TokenGrid, row: int, blamed: int) -> int | None:
+    """The line other than ``blamed`` whose lowest signal is the next lowest, if it comes within
+    :data:`MIN_DROP` of the blamed token's (then the argmin is no clear localisation)."""
+    signal = grid.blame[row]
+    lowest = np.min(signal[np.isfinite(signal)])
+    best = None
+    for k, (s, e) in enumerate(grid.steps()):
+        seg = signal[s:e][np.isfinite(signal[s:e])]
+        if k != blamed and seg.size and seg.min() - lowest < MIN_DROP:
+            if best is None or seg.min() < best[1]:
+                best = (k, seg.min())
+    return None if best is None else best[0]
+
+
+def blame_verdict(grid: TokenGrid, row: int) -> str:
+    """``row``'s credit assignment in words: which line its blame signal points at
+    (:func:`blamed_line`; lines numbered from 1 as displayed) against the first line the task's
+    step checker marks wrong (``grid.line_marks``), e.g.
+
+    - ``Â blames line 2 (the first wrong line) ✓``
+    - ``Â blames line 4, but the first wrong line is 2 ✗``
+    - ``Â blames line 3, but no line is wrong ✗`` (a correct response)
+    - ``Â: no drop above the threshold (0.05): blames nothing, but the first wrong line is 2 ✗``
+    - ``… blames line 3 (no step checker to judge it)`` (a task without a checker)
+
+    When another line's lowest signal comes within :data:`MIN_DROP` of the blamed token's, the
+    verdict adds ``(line 1 comes within 0.05: no clear localisation)``: the argmin then picks
+    between near-equal lines (e.g. a whole prefix pushed down together) and says little.
+
+    Empty string when the grid has no blame signal or the row has no finite value of it (no
+    value model)."""
+    if grid.blame is None or not np.isfinite(grid.blame[row]).any():
+        return ""
+    label, blamed, wrong = grid.blame_label, blamed_line(grid, row), grid.first_wrong_line()
+    checked = grid.line_marks is not None
+    if blamed is None:
+        text = f"{label}: no drop above the threshold ({MIN_DROP:g}): blames nothing"
+        if not checked:
+            return text
+        if wrong is None:
+            return text + "; no line is wrong ✓"
+        return text + f", but the first wrong line is {wrong + 1} ✗"
+    text = f"{label} blames line {blamed + 1}"
+    if not checked:
+        text += " (no step checker to judge it)"
+    elif wrong is None:
+        text += ", but no line is wrong ✗"
+    elif blamed == wrong:
+        text += " (the first wrong line) ✓"
+    else:
+        text += f", but the first wrong line is {wrong + 1} ✗"
+    second = _close_second(grid, row, blamed)
+    if second is not None:
+        text += f" (line {second + 1} comes within {MIN_DROP:g}: no clear localisation)"
+    return text
 
 
 def _text_color(rgba: Sequence[float]) -> str:
@@ -365,7 +506,8 @@ def _colorbar_html(grid: TokenGrid, stops: int = 11) -> str:
 
 def step_summary_html(grid: TokenGrid, row: int) -> str:
     """The per-step table of ``row``: V before and after every reasoning line and their
-    difference; the line with the largest drop is marked (the likely wrong step).
+    difference; the line with the largest drop is marked (the likely wrong step) when it falls
+    by at least :data:`MIN_DROP` — a smaller fall is no localisation, and no line is marked.
 
     Needs ``grid.state_values``; empty string without it."""
     if grid.state_values is None:
@@ -374,7 +516,7 @@ def step_summary_html(grid: TokenGrid, row: int) -> str:
     steps = grid.steps()
     drops = [sv[e] - sv[s] for s, e in steps]
     finite = [(d, k) for k, d in enumerate(drops) if math.isfinite(d)]
-    worst = min(finite)[1] if finite and min(finite)[0] < 0 else None
+    worst = min(finite)[1] if finite and min(finite)[0] <= -MIN_DROP else None
     head = (
         '<tr style="color:#555"><th style="text-align:left">step</th>'
         '<th style="text-align:left">line</th><th>V before</th><th>V after</th><th>ΔV</th></tr>'
@@ -396,34 +538,95 @@ def step_summary_html(grid: TokenGrid, row: int) -> str:
     )
 
 
+MARK_COLORS = {True: "#1a7f37", False: "#c62828"}
+"""✓ green, ✗ red: the step checker's marks (HTML and figures)."""
+
+
+def _mark_html(grid: TokenGrid, line: int) -> str:
+    """The ✓/✗ of ``line`` (0-based), a blank of the same width for an unmarked line, nothing
+    at all when the grid has no step checker."""
+    if grid.line_marks is None:
+        return ""
+    box = "display:inline-block;width:1.3em;font-weight:bold"
+    mark = grid.mark(line)
+    if mark is None:
+        return f'<span style="{box}"></span>'
+    cls, word = ("dqo-ok", "right") if mark else ("dqo-bad", "wrong")
+    title = f"line {line + 1} is {word} (the task's step checker)"
+    return (
+        f'<span class="dqo-mark {cls}" style="color:{MARK_COLORS[mark]};{box}" '
+        f'title="{html.escape(title)}">{"✓" if mark else "✗"}</span>'
+    )
+
+
+def _legend_html(grid: TokenGrid, summary: bool) -> str:
+    """What the marks mean, with the :data:`MIN_DROP` threshold; empty if nothing is marked."""
+    parts = []
+    if grid.line_marks is not None:
+        parts.append("✓ / ✗ the line is right / wrong (the task's step checker)")
+    if summary and grid.state_values is not None:
+        parts.append(
+            f"◀ largest drop: the line whose V falls most, marked only for a fall of at least "
+            f"{MIN_DROP:g} (a smaller one is no localisation)"
+        )
+    if grid.blame is not None:
+        parts.append(
+            f"verdict: the line of the token of lowest {grid.blame_label} (the first on a tie), "
+            f"blamed only at {grid.blame_label} ≤ −{MIN_DROP:g}"
+        )
+    if not parts:
+        return ""
+    text = html.escape(" · ".join(parts))
+    return f'<div class="dqo-legend" style="color:#666;font-size:12px;margin:2px 0">{text}</div>'
+
+
+def _row_html(grid: TokenGrid, r: int, summary: bool) -> str:
+    """One row of :func:`to_html`: label, verdict, the lines of spans and the step table."""
+    lines = []
+    for k, (s, e) in enumerate(grid.steps()):
+        lines.append(
+            f'<div class="dqo-line" data-step="{k + 1}" style="margin:2px 0;padding-left:4px;'
+            f'border-left:3px solid #bbbbbb"><span class="dqo-stepno" style="color:#888;'
+            f'display:inline-block;width:2.2em">{k + 1}</span>{_mark_html(grid, k)}'
+            f"{token_spans_html(grid, r, s, e)}</div>"
+        )
+    table = step_summary_html(grid, r) if summary else ""
+    verdict = blame_verdict(grid, r)
+    if verdict:
+        verdict = f'<div class="dqo-verdict" style="color:#333">{html.escape(verdict)}</div>'
+    label = html.escape((grid.row_labels or [])[r])
+    return (
+        f'<div class="dqo-row" data-row="{r}" style="margin:8px 0">'
+        f'<div class="dqo-label" style="font-weight:bold">{label}</div>{verdict}'
+        f'<div style="display:flex;gap:24px;align-items:flex-start">'
+        f'<div class="dqo-tokens" style="flex:1 1 auto;line-height:1.9">{"".join(lines)}</div>'
+        f"{table}</div></div>"
+    )
+
+
 def to_html(grid: TokenGrid, *, summary: bool = True, header: str = "") -> str:
     """The whole view as one self-contained HTML fragment (inline styles, no scripts).
 
-    Title, colour bar, then per row: its label, one line of spans per reasoning step (numbered
-    at the left: the step boundaries) and, with ``summary``, the per-step table beside them.
-    ``header`` is inserted verbatim under the title (already HTML)."""
-    rows = []
-    for r, row_label in enumerate(grid.row_labels or []):
-        lines = []
-        for k, (s, e) in enumerate(grid.steps()):
-            lines.append(
-                f'<div class="dqo-line" data-step="{k + 1}" style="margin:2px 0;padding-left:4px;'
-                f'border-left:3px solid #bbbbbb"><span class="dqo-stepno" style="color:#888;'
-                f'display:inline-block;width:2.2em">{k + 1}</span>'
-                f"{token_spans_html(grid, r, s, e)}</div>"
-            )
-        table = step_summary_html(grid, r) if summary else ""
-        rows.append(
-            f'<div class="dqo-row" data-row="{r}" style="margin:8px 0">'
-            f'<div class="dqo-label" style="font-weight:bold">{html.escape(row_label)}</div>'
-            f'<div style="display:flex;gap:24px;align-items:flex-start">'
-            f'<div class="dqo-tokens" style="flex:1 1 auto;line-height:1.9">{"".join(lines)}</div>'
-            f"{table}</div></div>"
-        )
+    Title, colour bar, a legend of the marks (with the :data:`MIN_DROP` threshold), then per
+    row: its label, its blame verdict (:func:`blame_verdict`), one line of spans per reasoning
+    step (numbered at the left: the step boundaries; then ✓/✗ from the task's step checker) and,
+    with ``summary``, the per-step table beside them. ``header`` is inserted verbatim under the
+    title (already HTML). :func:`html_document` makes it a file of its own."""
+    rows = "".join(_row_html(grid, r, summary) for r in range(len(grid.row_labels or [])))
     title = f'<div class="dqo-title" style="font-weight:bold">{html.escape(grid.title)}</div>'
     return (
         f'<div class="dqo-viz" style="{_FONT}">{title}{header}{_colorbar_html(grid)}'
-        f"{''.join(rows)}</div>"
+        f"{_legend_html(grid, summary)}{rows}</div>"
+    )
+
+
+def html_document(fragment: str, title: str = "DQO Q-value explorer") -> str:
+    """A complete, self-contained HTML page around a fragment of :func:`to_html`: UTF-8, no
+    scripts, no stylesheets, no external resources (it opens offline, in any browser)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head>"
+        f'<body style="margin:16px">{fragment}</body></html>\n'
     )
 
 
@@ -434,9 +637,20 @@ def _masked(grid: TokenGrid) -> np.ma.MaskedArray:
     return np.ma.masked_array(grid.values, mask=~grid.mask)
 
 
+def _draw_marks(ax: Any, grid: TokenGrid) -> None:
+    """✓/✗ of the step checker above each marked line's columns (in ``ax``'s data x)."""
+    for k, (s, e) in enumerate(grid.steps()):
+        mark = grid.mark(k)
+        if mark is not None:
+            ax.text((s + e - 1) / 2, 1.02, "✓" if mark else "✗", transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=10, fontweight="bold",
+                    color=MARK_COLORS[mark])  # fmt: skip
+
+
 def plot_heatmap(grid: TokenGrid, *, width: float | None = None) -> Figure:
     """A heatmap: rows = checkpoints/methods, columns = tokens (the display strings as tick
-    labels), one shared colour scale, dashed lines at the reasoning-step boundaries."""
+    labels), one shared colour scale, dashed lines at the reasoning-step boundaries, ✓/✗ of the
+    task's step checker above each line (``grid.line_marks``)."""
     n_rows, n_tok = grid.values.shape
     fig = Figure(figsize=(width or max(6.0, 0.22 * n_tok + 2), 1.0 + 0.45 * n_rows + 0.6))
     ax = fig.add_subplot()
@@ -452,7 +666,8 @@ def plot_heatmap(grid: TokenGrid, *, width: float | None = None) -> Figure:
     ax.set_yticks(range(n_rows), grid.row_labels)
     for s in grid.step_starts[1:]:
         ax.axvline(s - 0.5, color="black", lw=0.8, ls="--")
-    ax.set_title(grid.title, fontsize=10)
+    _draw_marks(ax, grid)
+    ax.set_title(grid.title, fontsize=10, pad=18 if grid.line_marks is not None else 6)
     fig.colorbar(im, ax=ax, label=grid.label, pad=0.01)
     fig.tight_layout()
     return fig
@@ -460,9 +675,15 @@ def plot_heatmap(grid: TokenGrid, *, width: float | None = None) -> Figure:
 
 def plot_token_strips(grid: TokenGrid, *, width: float | None = None) -> Figure:
     """Token strips: one strip per row, every token a coloured cell with its text written in
-    it (black or white for contrast), step boundaries as thick vertical lines."""
+    it (black or white for contrast), step boundaries as thick vertical lines, ✓/✗ of the task's
+    step checker above the first strip and each row's blame verdict (:func:`blame_verdict`)
+    under its strip."""
     n_rows, n_tok = grid.values.shape
-    fig = Figure(figsize=(width or max(6.0, 0.32 * n_tok + 1.5), 0.6 + 0.55 * n_rows))
+    verdicts = grid.blame is not None  # a line of text under every strip
+    fig = Figure(
+        figsize=(width or max(6.0, 0.32 * n_tok + 1.5), 0.9 + (0.8 if verdicts else 0.55) * n_rows),
+        layout="constrained",  # room for the marks above and the verdicts under the strips
+    )
     axes = fig.subplots(n_rows, 1, squeeze=False)[:, 0]
     cmap = matplotlib.colormaps[grid.cmap].with_extremes(bad="#eeeeee")
     for r, ax in enumerate(axes):
@@ -476,7 +697,11 @@ def plot_token_strips(grid: TokenGrid, *, width: float | None = None) -> Figure:
             ax.axvline(s - 0.5, color="black", lw=2)
         ax.set_xticks([])
         ax.set_yticks([0], [grid.row_labels[r]])
-    axes[0].set_title(f"{grid.title} — {grid.label}", fontsize=10)
+        ax.set_xlabel(blame_verdict(grid, r), fontsize=8, loc="left")
+    _draw_marks(axes[0], grid)
+    axes[0].set_title(
+        f"{grid.title} — {grid.label}", fontsize=10, pad=18 if grid.line_marks is not None else 6
+    )
     fig.colorbar(
         matplotlib.cm.ScalarMappable(norm=grid.norm, cmap=cmap), ax=list(axes), label=grid.label
     )
@@ -614,7 +839,10 @@ class Example:
 
     ``input_ids``/``action_mask`` cover prompt + response (+ EOS when ``terminal``);
     ``n_prompt`` prompt tokens come first; ``step_starts`` are response-token indices where a
-    reasoning line starts; ``boundary_phi`` the exact ``(h, Φ)`` potentials (toy task) or None."""
+    reasoning line starts; ``boundary_phi`` the exact ``(h, Φ)`` potentials (toy task) or None;
+    ``line_marks`` the task's step checker on each of those lines (True ✓, False ✗, None for a
+    line the checker does not grade, e.g. an EOS alone after a final newline), None when the
+    task has no step checker (``Task.line_correctness``)."""
 
     question: str
     gold: str
@@ -628,13 +856,32 @@ class Example:
     step_starts: list[int]
     reward: float
     boundary_phi: list[tuple[int, float]] | None
+    line_marks: list[bool | None] | None = None
+
+
+def _line_marks(
+    tokenizer: Any, task: Any, question: str, response: str, ids: Sequence[int], starts: list[int]
+) -> list[bool | None] | None:
+    """The step checker's verdict on each displayed line (one per ``starts``): the response
+    line it shows is the number of newlines decoded before its first token."""
+    if task.line_correctness is None:
+        return None
+    flags = task.line_correctness(question, response)
+    marks: list[bool | None] = []
+    for start in starts:
+        line = tokenizer.decode(
+            list(ids[:start]), skip_special_tokens=False, clean_up_tokenization_spaces=False
+        ).count("\n")
+        marks.append(flags[line] if line < len(flags) else None)
+    return marks
 
 
 def make_example(
     tokenizer: Any, task: Any, question: str, gold: str, response: str, *, terminal: bool = True
 ) -> Example:
     """Tokenise ``task``'s prompt for ``question`` with ``response``; grade it against ``gold``
-    (outcome reward 1/0, only for a terminal response) and find its step boundaries."""
+    (outcome reward 1/0, only for a terminal response), find its step boundaries and mark each
+    line with the task's step checker (if it has one)."""
     from .collate import tokenize_example
     from .sampling import step_boundaries
 
@@ -645,6 +892,7 @@ def make_example(
     phi = None
     if task.exact_potentials is not None and resp_ids:
         phi = list(task.exact_potentials(tokenizer, question, resp_ids))
+    starts = [0, *step_boundaries(tokenizer, resp_ids)] if resp_ids else []
     return Example(
         question=question,
         gold=gold,
@@ -655,9 +903,10 @@ def make_example(
         terminal=bool(ex["terminal"]),
         n_prompt=n_prompt,
         tokens=display_tokens(tokenizer, resp_ids),
-        step_starts=[0, *step_boundaries(tokenizer, resp_ids)] if resp_ids else [],
+        step_starts=starts,
         reward=float(task.is_correct(response, gold, "strict")) if ex["terminal"] else 0.0,
         boundary_phi=phi,
+        line_marks=_line_marks(tokenizer, task, question, response, resp_ids, starts),
     )
 
 
@@ -707,7 +956,9 @@ def example_quantities(
     example: Example, fwd: Mapping[str, Tensor | None], *, beta: float, lam: float, alpha: float
 ) -> dict[str, np.ndarray]:
     """:func:`compute_quantities` of one example, cut to its response tokens (numpy, length H;
-    ``"state_values"`` has length H + 1: V before each token, then the value reached)."""
+    ``"state_values"`` has length H + 1: V before each token, then the value reached), with the
+    blame signals of :data:`QUANTITIES` beside them: ``"value_change"`` V(s_{h+1}) − V(s_h) and
+    ``"neg_delta"`` −δ^λ_h."""
     mask = torch.tensor([example.action_mask])
     rewards = torch.tensor([token_rewards(example, alpha)], dtype=torch.float32)
     q = compute_quantities(
@@ -724,6 +975,8 @@ def example_quantities(
     n = example.n_prompt
     out = {k: v[0, n:].double().numpy() for k, v in q.items() if k != "final"}
     out["state_values"] = np.append(out["value"], float(q["final"][0]))
+    out["value_change"] = np.diff(out["state_values"])
+    out["neg_delta"] = -out["delta"]
     return out
 
 
@@ -734,7 +987,8 @@ def build_grid(
     *,
     title: str = "",
 ) -> TokenGrid:
-    """The :class:`TokenGrid` of one quantity for several checkpoints (rows) of one example."""
+    """The :class:`TokenGrid` of one quantity for several checkpoints (rows) of one example,
+    with the example's line marks and the quantity's blame signal (:class:`Quantity`)."""
     spec = QUANTITIES[quantity]
     labels = list(per_row)
     return TokenGrid(
@@ -746,6 +1000,9 @@ def build_grid(
         signed=spec.signed,
         step_starts=example.step_starts,
         state_values=np.stack([per_row[k]["state_values"] for k in labels]),
+        line_marks=example.line_marks,
+        blame=np.stack([per_row[k][spec.blame] for k in labels]),
+        blame_label=spec.blame_label,
     )
 
 
@@ -762,7 +1019,8 @@ class ExplorerSession:
 
     ``specs`` maps a row name to a model spec or run directory; checkpoints load on first use
     and stay cached, as do tokenised examples, model forwards and greedy samples, so moving β, λ
-    or α only reruns the kernels. ``beta`` is the first run's own β, else TrainConfig's default."""
+    or α only reruns the kernels. ``beta`` and ``lam`` are the first run's own β and λ (its
+    train config), else TrainConfig's defaults (π_ref alone: λ = 1)."""
 
     def __init__(
         self,
@@ -771,7 +1029,7 @@ class ExplorerSession:
         *,
         reference: str | None = None,
         split: str = "test",
-        problems: int = 20,
+        problems: int | None = 20,
         source: str | None = None,
         device: str = "cpu",
     ):
@@ -788,14 +1046,41 @@ class ExplorerSession:
         self._forwards: dict[tuple, dict] = {}
         self._greedy: dict[tuple, str] = {}
 
+    def _run_setting(self, key: str) -> float:
+        """``key`` of the first training run among the rows (its train config, as
+        :func:`load_checkpoint` reads it), else TrainConfig's default."""
+        for spec in self.specs.values():
+            cfg = _run_config(Path(spec).expanduser())
+            if key in cfg:
+                return float(cfg[key])
+        return float(field_default(TrainConfig, key))
+
     @property
     def beta(self) -> float:
         """The β of the first training run among the rows, else TrainConfig's default."""
-        for spec in self.specs.values():
-            cfg = _run_config(Path(spec).expanduser())
-            if "beta" in cfg:
-                return float(cfg["beta"])
-        return float(field_default(TrainConfig, "beta"))
+        return self._run_setting("beta")
+
+    @property
+    def lam(self) -> float:
+        """The λ of the first training run among the rows — the λ its critic was trained for,
+        so its advantages are read as trained — else TrainConfig's default, 1.0."""
+        return self._run_setting("lam")
+
+    def problem_index(self, question: int | str) -> int:
+        """``question`` as an index of :attr:`problems`: an index is checked, a question text
+        is looked up (spaces at the ends ignored)."""
+        if isinstance(question, int):
+            if not 0 <= question < len(self.problems):
+                raise IndexError(f"problem {question}: the session has {len(self.problems)}")
+            return question
+        text = question.strip()
+        for i, p in enumerate(self.problems):
+            if p.question.strip() == text:
+                return i
+        raise ValueError(
+            f"question {question!r} is not among the {len(self.problems)} loaded problems of "
+            f"task {self.task.name!r} (pass split= to look in another split)"
+        )
 
     def checkpoint(self, name: str) -> Checkpoint:
         if name not in self._models:
@@ -888,6 +1173,80 @@ class ExplorerSession:
             )
         return example, out
 
+    def page(
+        self,
+        names: Sequence[str],
+        question: int | str,
+        text: str,
+        *,
+        quantity: str,
+        terminal: bool = True,
+        beta: float | None = None,
+        lam: float | None = None,
+        alpha: float = 0.0,
+    ) -> tuple[TokenGrid, str]:
+        """The grid and HTML page of ``quantity`` for ``text`` as the response to ``question``
+        (an index or a question text, :meth:`problem_index`); β and λ default to the run's."""
+        beta = self.beta if beta is None else beta
+        lam = self.lam if lam is None else lam
+        example, rows = self.rows(
+            names, self.problem_index(question), text,
+            terminal=terminal, beta=beta, lam=lam, alpha=alpha,
+        )  # fmt: skip
+        return explorer_page(example, rows, quantity, beta=beta, lam=lam, alpha=alpha)
+
+
+def write_html(path: str | Path, fragment: str, title: str = "DQO Q-value explorer") -> Path:
+    """Write :func:`html_document` of ``fragment`` to ``path`` (UTF-8; parents created)."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html_document(fragment, title), encoding="utf-8")
+    return path
+
+
+def export_html(
+    run: str | Path | Mapping[str, str],
+    question: int | str,
+    response: str,
+    path: str | Path,
+    *,
+    task: str = "toy",
+    quantity: str | None = None,
+    beta: float | None = None,
+    lam: float | None = None,
+    alpha: float = 0.0,
+    terminal: bool = True,
+    split: str = "test",
+    **session: Any,
+) -> Path:
+    """One call: the explorer's view of a typed ``response`` written to ``path`` as one
+    self-contained HTML file (inline styles; no scripts, stylesheets, fonts or links: it opens
+    offline and can be mailed or attached); returns the path.
+
+    ``run``: a training run directory or model spec (one row), or ``{name: spec}`` for several
+    rows. ``question``: a question of ``task``'s ``split`` (its text, or its index there).
+    ``quantity`` defaults to the critic's advantage when the first row has a value model, else
+    log π. β and λ default to the run's own (:class:`ExplorerSession`), α (process rewards) to
+    0; ``terminal``: the response ended with EOS. Other keywords go to the session
+    (``reference``, ``source``, ``device``). The page holds what :func:`to_html` shows: the
+    tokens, ✓/✗ per line, the step table and the blame verdict::
+
+        q = toy.load_toy("test", 1)[0].question
+        viz.export_html("outputs/toy/train/dqo", q, toy.slipped_solution(q, 1), "slip.html")
+
+    From the explorer widget, ``Explorer.export_html(path)`` saves the view on screen.
+    """
+    specs = dict(run) if isinstance(run, Mapping) else {Path(run).name or str(run): str(run)}
+    s = ExplorerSession(task, specs, split=split, problems=None, **session)
+    names = list(specs)
+    if quantity is None:
+        quantity = "advantage" if s.checkpoint(names[0]).value_model is not None else "logp"
+    _, page = s.page(
+        names, question, response,
+        quantity=quantity, terminal=terminal, beta=beta, lam=lam, alpha=alpha,
+    )  # fmt: skip
+    return write_html(path, page)
+
 
 def explorer_page(
     example: Example,
@@ -929,7 +1288,8 @@ class Explorer:
     ``response`` (preset), ``text`` (the response actually scored; typing switches to
     ``custom``), ``eos`` (the response ended), ``checkpoints`` (rows), ``add_path`` +
     ``add_button`` (load a run directory or model), ``quantity``, ``beta``, ``lam``, ``alpha``;
-    outputs ``view`` (an ``ipywidgets.HTML`` of :func:`to_html`) and ``status``."""
+    outputs ``view`` (an ``ipywidgets.HTML`` of :func:`to_html`) and ``status``. β and λ start
+    at the first run's own (``None``); :meth:`export_html` saves the view as a file."""
 
     CUSTOM = "custom (edit the text)"
     GREEDY = "greedy sample of the first checkpoint"
@@ -941,13 +1301,14 @@ class Explorer:
         *,
         quantity: str = "logp",
         beta: float | None = None,
-        lam: float = 1.0,
+        lam: float | None = None,
         alpha: float = 0.0,
         **session: Any,
     ):
         self.session = ExplorerSession(task, checkpoints, **session)
         self._busy = False
-        self._build_controls(quantity, self.session.beta if beta is None else beta, lam, alpha)
+        beta = self.session.beta if beta is None else beta
+        self._build_controls(quantity, beta, self.session.lam if lam is None else lam, alpha)
         self._set_response_options()
         self.problem.observe(self._on_problem, "value")
         self.response.observe(self._on_preset, "value")
@@ -1114,6 +1475,10 @@ class Explorer:
         )
         self.status.value = ""
 
+    def export_html(self, path: str | Path) -> Path:
+        """Save the view on screen as one self-contained HTML file (:func:`write_html`)."""
+        return write_html(path, self.view.value)
+
 
 def explore(
     task: str = "toy",
@@ -1124,7 +1489,8 @@ def explore(
 
     ``checkpoints`` maps a row name to a model spec or a training run directory, e.g.
     ``{"π_ref": "toy", "DQO": "outputs/toy/train/dqo"}`` (default: the task's π_ref only).
-    Other keywords go to :class:`Explorer`: ``quantity``, ``beta``, ``lam``, ``alpha``, and to
+    Other keywords go to :class:`Explorer`: ``quantity``, ``beta``, ``lam`` (both default to the
+    first run's own), ``alpha``, and to
     its :class:`ExplorerSession`: ``reference``, ``split``, ``problems``, ``source`` (the
     task's data source, None = its default), ``device``."""
     return Explorer(task, checkpoints, **kwargs).widget

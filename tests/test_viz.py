@@ -6,6 +6,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
+import warnings
+from dataclasses import replace
+from html.parser import HTMLParser
 
 import matplotlib
 import numpy as np
@@ -15,19 +19,24 @@ from conftest import SMOLLM2_MISSING
 from matplotlib.colors import to_hex
 from safetensors.torch import save_file
 
+from dqo_tutorial import toy
 from dqo_tutorial.modeling import ValueModel
 from dqo_tutorial.models import load_model_and_tokenizer, smollm2_gguf_path, tiny_causal_lm
 from dqo_tutorial.tasks import get_task
 from dqo_tutorial.viz import (
+    MIN_DROP,
     QUANTITIES,
     Checkpoint,
     ExplorerSession,
     TokenGrid,
+    blame_verdict,
+    build_grid,
     compute_quantities,
     display_tokens,
     example_quantities,
     explore,
     explorer_page,
+    export_html,
     forward_example,
     load_checkpoint,
     make_example,
@@ -262,7 +271,7 @@ def run_dir(tmp_path_factory):
     tok.save_pretrained(str(out / "policy"))
     save_file({k: v.contiguous() for k, v in vm.state_dict().items()},
               str(out / "value_model.safetensors"))  # fmt: skip
-    cfg = {"method": "dqo", "model": "toy", "beta": 0.2, "lam": 1.0, "value_model": "separate"}
+    cfg = {"method": "dqo", "model": "toy", "beta": 0.2, "lam": 0.6, "value_model": "separate"}
     (out / "train_config.json").write_text(json.dumps({"config": cfg}))
     return out
 
@@ -387,3 +396,181 @@ def test_explorer_session_add_failure_leaves_rows_unchanged():
     assert list(s.specs) == ["π_ref"]
     assert s.presets(0).keys() >= {"gold solution"}
     assert get_task("gsm8k").variants is None  # no presets beyond the gold solution
+
+
+# ----------------------------------------------------------------------- credit shown honestly
+
+LINE_TOKENS = list("1+1=2↵2+2=5↵#5")  # three lines: columns 0-5, 6-11, 12-13
+
+
+def _lines_of(page: str) -> dict[int, str]:
+    """The HTML of every reasoning line of a page (the line divs hold spans only)."""
+    found = re.findall(r'<div class="dqo-line" data-step="(\d+)"(.*?)</div>', page)
+    return {int(k): body for k, body in found}
+
+
+class _Spans(HTMLParser):
+    """Texts of the spans of a class, and every src/href attribute of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.open: list[str] = []
+        self.texts: dict[str, list[str]] = {"dqo-tok": [], "dqo-mark": [], "dqo-verdict": []}
+        self.links: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.links += [(tag, k, v) for k, v in attrs if k in ("src", "href")]
+        cls = (a.get("class") or "").split()
+        self.open.append(next((c for c in cls if c in self.texts), ""))
+        if self.open[-1]:
+            self.texts[self.open[-1]].append("")
+
+    def handle_endtag(self, tag):
+        self.open.pop()
+
+    def handle_data(self, data):
+        inside = [c for c in self.open if c]
+        if inside:
+            self.texts[inside[-1]][-1] += data
+
+
+def test_each_line_gets_the_step_checkers_mark_in_html_and_figures():
+    """Before: no mark at all (the old grid had no line_marks field)."""
+    grid = TokenGrid(LINE_TOKENS, np.arange(14.0)[None], step_starts=[6, 12],
+                     line_marks=[True, False, None])  # fmt: skip
+    lines = _lines_of(to_html(grid))
+    assert sorted(lines) == [1, 2, 3]
+    assert "✓" in lines[1] and "✗" not in lines[1] and "dqo-ok" in lines[1]
+    assert "✗" in lines[2] and "✓" not in lines[2] and "dqo-bad" in lines[2]
+    assert "dqo-mark" not in lines[3]  # the checker says nothing about this line
+    assert "dqo-mark" not in to_html(TokenGrid(LINE_TOKENS, np.arange(14.0), step_starts=[6, 12]))
+    heat = plot_heatmap(grid)
+    assert [t.get_text() for t in heat.axes[0].texts] == ["✓", "✗"]
+    strips = plot_token_strips(grid)
+    assert [t.get_text() for t in strips.axes[0].texts] == [*LINE_TOKENS, "✓", "✗"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph warns: ✓ and ✗ must be drawable
+        for fig in (heat, strips):
+            fig.savefig(io.BytesIO(), format="png")
+
+
+def test_make_example_marks_each_line_by_the_task_step_checker():
+    tok = load_model_and_tokenizer("toy")[1]
+    task = get_task("toy")
+    # 7 +5 *2: 7+5=12, 12*2=24; the slip writes 25 on line 2, so lines 2 and 3 are wrong
+    slip = make_example(tok, task, "7 +5 *2", "24", "7+5=12\n12*2=25\n#### 25")
+    assert slip.line_marks == [True, False, False]
+    gold = make_example(tok, task, "7 +5 *2", "24", "7+5=12\n12*2=24\n#### 24")
+    assert gold.line_marks == [True, True, True]
+    trailing = make_example(tok, task, "7 +5 *2", "24", "7+5=12\n12*2=24\n#### 24\n")
+    assert trailing.tokens[-1] == "<eos>" and trailing.line_marks == [True, True, True, None]
+    bare = make_example(tok, replace(task, line_correctness=None), "7 +5 *2", "24", slip.response)
+    assert bare.line_marks is None
+    fwd = {"logp": torch.zeros(1, len(slip.input_ids))}
+    fwd |= {"logp_ref": fwd["logp"], "values": None, "final": None}
+    page = to_html(build_grid(bare, {"π_ref": example_quantities(
+        bare, fwd, beta=0.1, lam=1.0, alpha=0.0)}, "logp"))  # fmt: skip
+    assert "dqo-mark" not in page  # no step checker: no ✓/✗
+    # α = 1: the only non-zero reward is α·(Φ = 0 − Φ = 1) = −1 on the newline closing line 2
+    # (the outcome 0 adds nothing); on the gold solution r_H = α·(0 − 1) + 1 = 0: no drop at all
+    grids = {}
+    for name, ex in (("slip", slip), ("gold", gold)):
+        qv = example_quantities(ex, fwd, beta=0.1, lam=0.0, alpha=1.0)
+        grids[name] = build_grid(ex, {"π_ref": qv}, "reward")
+    assert blame_verdict(grids["slip"], 0) == "r blames line 2 (the first wrong line) ✓"
+    assert blame_verdict(grids["gold"], 0) == (
+        "r: no drop above the threshold (0.05): blames nothing; no line is wrong ✓"
+    )
+    assert "r blames line 2 (the first wrong line) ✓" in to_html(grids["slip"])
+
+
+def _verdict(blame, marks=(True, False, False), label="Â") -> str:
+    grid = TokenGrid(LINE_TOKENS, np.zeros((1, 14)), step_starts=[6, 12],
+                     line_marks=None if marks is None else list(marks),
+                     blame=blame, blame_label=label)  # fmt: skip
+    return blame_verdict(grid, 0)
+
+
+def test_the_blame_verdict_in_words():
+    """argmin of the per-token signal (credit.blamed_token), its line against the first line the
+    checker marks wrong (line 2 here); a minimum above −MIN_DROP blames nothing."""
+    assert MIN_DROP == 0.05
+    s = np.zeros(14)
+    s[10] = -0.9  # the '5' of line 2
+    assert _verdict(s) == "Â blames line 2 (the first wrong line) ✓"
+    s[13] = -1.0  # the '5' of line 3 is lower still
+    assert _verdict(s) == "Â blames line 3, but the first wrong line is 2 ✗"
+    tie = np.zeros(14)
+    tie[[3, 10]] = -0.5  # a tie: the first token is blamed, as credit.blamed_token does
+    assert _verdict(tie) == (
+        "Â blames line 1, but the first wrong line is 2 ✗ "
+        "(line 2 comes within 0.05: no clear localisation)"
+    )
+    flat = np.zeros(14)
+    flat[:6], flat[6:12] = -0.50, -0.52  # the whole prefix is red, line 2 only barely lowest
+    assert _verdict(flat) == (
+        "Â blames line 2 (the first wrong line) ✓ (line 1 comes within 0.05: no clear localisation)"
+    )
+    tie[3] = math.nan  # no value there: never blamed
+    assert _verdict(tie) == "Â blames line 2 (the first wrong line) ✓"
+    small = np.full(14, 0.3)
+    small[4] = -0.04  # the lowest, but not a drop of 0.05
+    assert _verdict(small) == (
+        "Â: no drop above the threshold (0.05): blames nothing, but the first wrong line is 2 ✗"
+    )
+    assert _verdict(small, marks=(True, True, True)) == (
+        "Â: no drop above the threshold (0.05): blames nothing; no line is wrong ✓"
+    )
+    assert _verdict(s, marks=(True, True, True)) == "Â blames line 3, but no line is wrong ✗"
+    assert _verdict(s, marks=None) == "Â blames line 3 (no step checker to judge it)"
+    assert _verdict(small, marks=None) == ("Â: no drop above the threshold (0.05): blames nothing")
+    assert _verdict(np.full(14, math.nan)) == ""  # no signal (no value model): no verdict
+    assert blame_verdict(TokenGrid(LINE_TOKENS, np.zeros(14)), 0) == ""
+
+
+def test_the_largest_drop_is_marked_only_above_min_drop():
+    """Before: any drop below 0 was 'the largest drop', −0.03 included."""
+    tokens = ["1", "+", "1", "=", "3", "↵", "#", "3", "<eos>"]
+    small = np.array([[0.5] * 6 + [0.47] * 3 + [0.5]])  # line 1: −0.03, line 2: +0.03
+    grid = TokenGrid(tokens, np.arange(9.0), step_starts=[6], state_values=small)
+    assert "largest drop" not in step_summary_html(grid, 0) and "dqo-worst" not in to_html(grid)
+    large = np.array([[0.5] * 6 + [0.42] * 3 + [0.5]])  # line 1: −0.08
+    table = step_summary_html(TokenGrid(tokens, np.arange(9.0), step_starts=[6],
+                                        state_values=large), 0)  # fmt: skip
+    assert "<td>1</td><td>1+1=3↵</td><td>+0.500</td><td>+0.420</td><td>-0.080 ◀ largest drop" in (
+        table
+    )
+    legend = re.search(r'<div class="dqo-legend".*?</div>', to_html(grid)).group(0)
+    assert "0.05" in legend and "largest drop" in legend
+
+
+def test_explorer_opens_at_the_runs_lambda(run_dir, tmp_path):
+    """Before: λ = 1.0 whatever the run was trained with."""
+    e = explore("toy", {"π_ref": "toy", "DQO": str(run_dir)}, problems=1).explorer
+    assert e.session.lam == 0.6 and e.lam.value == pytest.approx(0.6)
+    assert "λ = 0.6" in e.view.value
+    assert ExplorerSession("toy", problems=1).lam == 1.0  # π_ref alone: no run, λ = 1
+    assert explore("toy", {"DQO": str(run_dir)}, problems=1, lam=0.25).explorer.lam.value == 0.25
+    saved = e.export_html(tmp_path / "view.html")
+    assert e.view.value in saved.read_text(encoding="utf-8")
+
+
+def test_export_html_writes_one_self_contained_file(run_dir, tmp_path):
+    question = toy.load_toy("test", 1)[0].question
+    response = toy.slipped_solution(question, 1)  # line 2 is the first wrong line
+    n_lines = len(toy.parse_question(question)[1]) + 1
+    path = export_html(str(run_dir), question, response, tmp_path / "slip.html", alpha=1.0)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in text
+    parsed = _Spans()
+    parsed.feed(text)
+    # the toy tokenizer has one token per character, then EOS
+    assert parsed.texts["dqo-tok"] == [visible(c) for c in response] + ["<eos>"]
+    assert parsed.texts["dqo-mark"] == ["✓"] + ["✗"] * (n_lines - 1)
+    assert len(parsed.texts["dqo-verdict"]) == 1 and "first wrong line is" in text
+    assert "λ = 0.6" in text and "α = 1" in text  # the run's λ, the given α
+    assert parsed.links == []  # no src / href at all
+    lowered = text.lower()
+    for external in ("http://", "https://", "<script", "<link", "@import", "url("):
+        assert external not in lowered, external
