@@ -7,6 +7,7 @@
     dqo-tutorial run    --out runs/toy [--config configs/toy.yaml] [--smoke] [--limit N]
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
     dqo-tutorial credit --out runs/credit --run DQO=runs/toy/train/dqo [--run ...] [--limit 200]
+    dqo-tutorial credit --out docs/credit-assignment --study outputs/credit-claims [--oracle-k 16]
     dqo-tutorial toy-ref --out runs/toy-ref
     dqo-tutorial student-copies notebooks student-notebooks
     dqo-tutorial nbgrader-course notebooks dqo-course [--only 04_soft_bellman_and_dqo.ipynb]
@@ -424,6 +425,8 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
 def _credit(args: argparse.Namespace) -> int:
     from dqo_tutorial.credit_study import credit_report
 
+    if args.study:
+        return _credit_study(args)
     runs = {}
     for item in args.run:
         name, sep, spec = item.partition("=")
@@ -431,10 +434,29 @@ def _credit(args: argparse.Namespace) -> int:
             raise ConfigError(f"--run {item!r}: give NAME=FOLDER, e.g. --run DQO=outputs/toy/dqo")
         runs[name] = spec
     payload = credit_report(runs, args.out, task=args.task, n_problems=args.limit,
-                            k=args.num_samples, seed=args.seed)  # fmt: skip
+                            k=args.num_samples, seed=args.seed,
+                            oracle_k=args.oracle_k or 0)  # fmt: skip
     print((Path(args.out) / "credit.md").read_text(), end="")
     print(f"{payload['meta']['responses']} wrong responses scored; credit.json, credit.md and "
           f"credit.png in {args.out}")  # fmt: skip
+    return 0
+
+
+def _credit_study(args: argparse.Namespace) -> int:
+    from dqo_tutorial.credit_claims import credit_of_study
+
+    if args.run:
+        raise ConfigError("credit: give --study DIR or --run NAME=FOLDER, not both")
+    if not (Path(args.study) / "results.json").is_file():
+        raise ConfigError(f"--study {args.study}: no results.json (a toy-claims output folder)")
+    oracle_k = 16 if args.oracle_k is None else args.oracle_k
+    if oracle_k < 1:
+        raise ConfigError("--oracle-k: the study needs the oracle critic, give at least 1")
+    payload = credit_of_study(args.study, args.out, n_problems=args.limit, k=args.num_samples,
+                              seed=args.seed, oracle_k=oracle_k)  # fmt: skip
+    print((Path(args.out) / "credit-study.md").read_text(), end="")
+    print(f"{payload['meta']['responses']} wrong responses scored for seeds "
+          f"{payload['meta']['seeds']}; credit-study.{{json,md,png}} in {args.out}")  # fmt: skip
     return 0
 
 
@@ -455,6 +477,14 @@ def _add_credit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=_at_least_one, default=200, help="held-out test problems")
     p.add_argument("--num-samples", type=_at_least_one, default=4, help="π_ref samples each")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out samples and noise")
+    p.add_argument("--study", help="a toy-claims output folder: score all its trained runs, "
+                   "every seed, with paired intervals (credit-study.{json,md,png})")  # fmt: skip
+    p.add_argument(
+        "--oracle-k",
+        type=int,
+        default=None,
+        help="rollouts per anchor of the oracle critic (--study: 16; --run: 0: off)",
+    )
     p.set_defaults(func=_credit)
 
 

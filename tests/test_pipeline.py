@@ -246,3 +246,20 @@ def test_results_say_what_they_are_and_a_rerun_says_what_it_reuses(tmp_path, cap
     assert f"from toy: reusing the dataset in {out / 'data'}" in printed
     assert f"evaluating the reference model: reusing {out / 'eval' / 'reference'}" in printed
     assert f"evaluating sft: reusing {out / 'eval' / 'sft'}" in printed
+
+
+def test_the_results_table_gains_blame_columns_with_a_credit_stage():
+    """With a credit stage each row shows its signal's token blame; DQO also its critic's
+    blame and AUC; a row without them shows dashes (by hand)."""
+    acc = {"greedy": {"strict": _acc(0.5, 100), "invalid": _acc(0.0, 100)}}
+    results = {
+        "reference": {"accuracy": acc, "credit": {"token_blame": 0.7, "chance": 0.25}},
+        "dqo": {"accuracy": acc, "train_steps": 10, "train_s": 3.0,
+                "credit": {"token_blame": 0.66, "critic_blame": 0.02, "critic_auc": 0.41}},
+        "dpo": {"skipped": "no pairs"},
+    }  # fmt: skip
+    table = results_table(results).splitlines()
+    assert table[0].endswith("| blame | critic blame | critic AUC |")
+    assert table[2].endswith("| – | – | 70.0% | – | – |")
+    assert table[3].endswith("| 10 | 3 s | 66.0% | 2.0% | 0.41 |")
+    assert table[4].endswith("| – | – | – | – | – |")
