@@ -320,6 +320,20 @@ VARIANTS: tuple[Variant, ...] = (
         default=False,
         sweep=True,
     ),
+    # at λ = 0 the policy's target is r_h + V(s_{h+1}): the critic *is* the credit (at λ = 1 it
+    # is a baseline, which leaves the expected gradient unchanged)
+    *(
+        Variant(
+            f"DQO, λ=0, {c} critic",
+            "dqo",
+            "credit",
+            {"critic": c, "lam": 0.0},
+            potentials="oracle",
+            default=False,
+            sweep=True,
+        )  # fmt: skip
+        for c in ("oracle", "flat")
+    ),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 

@@ -49,9 +49,12 @@ ACCURACY_CONTRASTS = (
     ("DQO, oracle critic", "DQO, flat critic"),
     ("DQO", "DQO, flat critic"),
     ("DQO, oracle critic", "DQO"),
+    ("DQO, λ=0, oracle critic", "DQO, λ=0, flat critic"),
+    ("DQO, λ=0", "DQO, λ=0, flat critic"),
 )
 """Accuracy differences read (a, b), greedy and sampling: the headroom of token-level credit,
-the share of it the learned critic captures, and what it leaves."""
+the share of it the learned critic captures, and what it leaves — at λ = 1 (the
+specification's: V is a baseline) and at λ = 0 (V is the whole credit)."""
 
 
 def study_runs(study: Path) -> dict[int, dict[str, Path]]:
