@@ -147,10 +147,11 @@ def _score_seed(runs: Mapping[str, Path], ref: Any, found: Sequence[Any], oracle
     wrong = [n for n, r in enumerate(found) if r.blameable]
     items = [found[n] for n in wrong]
     table = score_runs(loaded, ref, items, seed=0, oracle=[oracle[n] for n in wrong])
-    extra = {"oracle": [o["value"] for o in oracle]}
-    errors = {v: value_errors(run, ref, found, extra) for v, run in loaded.items()
-              if _has_critic(run)}  # fmt: skip
-    return {"signals": table, "value_error": errors}
+    v_star = [o["value"] for o in oracle]
+    critics = {v: run for v, run in loaded.items() if _has_critic(run)}
+    errors = {v: value_errors(run, ref, found, {"oracle": v_star}) for v, run in critics.items()}
+    to_oracle = {v: value_errors(run, ref, found, targets=v_star) for v, run in critics.items()}
+    return {"signals": table, "value_error": errors, "value_error_to_oracle": to_oracle}
 
 
 def credit_of_study(
@@ -182,6 +183,7 @@ def credit_of_study(
         "blame_contrasts": _blame_contrasts(per_seed),
         "accuracy_contrasts": _accuracy_contrasts(results),
         "value_error": {s: p["value_error"] for s, p in per_seed.items()},
+        "value_error_to_oracle": {s: p["value_error_to_oracle"] for s, p in per_seed.items()},
         "per_seed": {s: {n: {k: v for k, v in m.items() if k != "hits"}
                          for n, m in p["signals"].items()} for s, p in per_seed.items()},
     }  # fmt: skip
@@ -245,18 +247,19 @@ def study_markdown(payload: Mapping[str, Any]) -> str:
     lines += ["", "| test accuracy, paired | greedy | sampling τ=1 |", "|---|---|---|"]
     for n, c in payload["accuracy_contrasts"].items():
         lines.append(f"| {n} | {_contrast_cell(c['greedy'])} | {_contrast_cell(c['sampling'])} |")
-    lines += _errors_lines(payload["value_error"])
+    lines += _errors_lines(payload["value_error"], "|R − V|, R the outcome")
+    lines += _errors_lines(payload["value_error_to_oracle"], "|V* − V|, V* the oracle's value")
     return "\n".join(lines) + "\n"
 
 
-def _errors_lines(errors: Mapping[Any, Mapping[str, Mapping[str, float]]]) -> list[str]:
-    """Value error |R − V| of every learned critic and its floors, per seed."""
+def _errors_lines(errors: Mapping[Any, Mapping[str, Mapping[str, float]]], what: str) -> list[str]:
+    """Value error (``what``) of every learned critic and its floors, per seed."""
     rows = [(s, run, e) for s, by_run in errors.items() for run, e in by_run.items()]
     if not rows:
         return []
     keys = list(rows[0][2])
     head = "| seed | run | " + " | ".join(keys) + " |"
-    out = ["", "Value error, token mean |R − V| on the finished held-out responses:", "",
+    out = ["", f"Value error, token mean {what}, on the finished held-out responses:", "",
            head, "|---|---|" + "---|" * len(keys)]  # fmt: skip
     out += [f"| {s} | {run} | " + " | ".join(f"{e[k]:.3f}" for k in keys) + " |"
             for s, run, e in rows]  # fmt: skip

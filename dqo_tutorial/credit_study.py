@@ -117,19 +117,25 @@ def value_errors(
     reference: Checkpoint,
     items: Sequence[HeldOutResponse],
     extra: Mapping[str, Sequence[np.ndarray]] | None = None,
+    targets: Sequence[np.ndarray] | None = None,
 ) -> dict:
-    r"""Token mean |R − V(s_h)| of ``run``'s critic on the finished responses of ``items``
-    (R: the outcome, the λ = 1 target of a policy still at π_ref) beside its floors from the
-    same responses (:func:`~dqo_tutorial.credit.value_error`): a constant (the token mean of R),
-    the prompt-level value (the mean outcome of the prompt's other samples) and each ``extra``
-    predictor (name → one value array per item of ``items``, e.g. the oracle's V*)."""
+    r"""Token mean |G − V(s_h)| of ``run``'s critic on the finished responses of ``items``
+    beside its floors from the same responses (:func:`~dqo_tutorial.credit.value_error`): a
+    constant (the token mean of G), the prompt-level value (the mean outcome of the prompt's
+    other samples) and each ``extra`` predictor (name → one value array per item of ``items``,
+    e.g. the oracle's V*). G is the outcome R (the λ = 1 target of a policy still at π_ref),
+    or ``targets`` (one array per item, e.g. V*: then the error is the distance to the true
+    value, which a binary R hides — |R − V| is smallest at the median, V ≡ 0 or 1)."""
     keep = [n for n, i in enumerate(items) if i.example.terminal]
     done = [items[n] for n in keep]
     outcome = [i.example.reward for i in done]
     loo = credit.leave_one_out_means(outcome, [i.prompt for i in done]).tolist()
     values = [_signals(run, reference.policy, i, 0.1)["value"] for i in done]
     lines = [i.line for i in done]
-    target, mask, _ = _padded([np.full(len(i.line), r) for i, r in zip(done, outcome)], lines)
+    goals = [np.full(len(i.line), r) for i, r in zip(done, outcome)]
+    if targets is not None:
+        goals = [np.asarray(targets[n], dtype=np.float64) for n in keep]
+    target, mask, _ = _padded(goals, lines)
     mean = float(target[mask.bool()].mean()) if mask.any() else 0.0
     predictions = {
         "critic": _padded(values, lines)[0],

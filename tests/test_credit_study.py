@@ -158,3 +158,17 @@ def test_an_extra_predictor_joins_the_value_error_floors(reference):
     half = [np.full(len(i.line), 0.5) for i in items]
     got = credit_study.value_errors(run, reference, items, {"outcome": exact, "half": half})
     assert got["outcome"] == 0.0 and got["half"] == pytest.approx(0.5)
+
+
+def test_value_errors_against_given_targets(reference):
+    """With targets V* the error is |V* − V|: a predictor equal to V* has error 0, the
+    constant floor is the mean absolute deviation of V* from its token mean (by a loop)."""
+    run = random_critic_run(reference)
+    items = credit_study.held_out_responses(reference, n_problems=6, k=2, seed=2)
+    rng = np.random.default_rng(0)
+    v_star = [rng.random(len(i.line)) for i in items]
+    got = credit_study.value_errors(run, reference, items, {"v*": v_star}, targets=v_star)
+    done = [v for v, i in zip(v_star, items) if i.example.terminal]
+    flat = np.concatenate(done)
+    assert got["v*"] == 0.0
+    assert got["constant"] == pytest.approx(float(np.abs(flat - flat.mean()).mean()))

@@ -210,7 +210,9 @@ def test_the_pipeline_loads_pi_ref_once_for_all_training_stages(tmp_path, monkey
     cfg = load_config(overrides={**SMOKE, "methods": ["sft", "dqo", "dpo"]})
     payload = run(cfg, tmp_path / "run", progress=False)
     assert set(payload["results"]) == {"reference", "sft", "dqo", "dpo"}
-    assert calls.count("toy") == 2, calls  # sampling + the training stages' one copy
+    # sampling + the training stages' one copy + the credit stage's scorer (toy tasks only: a
+    # GGUF π_ref has no credit stage)
+    assert calls.count("toy") == 3, calls
 
 
 def test_results_say_what_they_are_and_a_rerun_says_what_it_reuses(tmp_path, capsys, monkeypatch):
