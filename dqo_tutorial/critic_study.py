@@ -297,8 +297,11 @@ def floor_errors(
 ) -> dict[str, float]:
     """The value error of the floors on the finished responses of ``items``: ``constant`` (the
     token mean of R), ``prompt (leave-one-out)`` (the mean outcome of the prompt's other
-    samples) and each of ``extra_floors`` (name → callable of the finished responses returning
-    (B, T) values in the layout of :func:`value_targets`)."""
+    samples), the zero-initialised critic's V ≡ 0 (a baseline, not a floor: |R − V| is
+    minimised by the median, so with fewer than half the responses correct V ≡ 0 beats the
+    mean; a critic that learns the mean, as the squared loss teaches, is compared with the
+    two mean predictors) and each of ``extra_floors`` (name → callable of the finished
+    responses returning (B, T) values in the layout of :func:`value_targets`)."""
     done = [i for i in items if i.example.terminal]
     target, mask = value_targets(items)
     outcome = [i.example.reward for i in done]
@@ -308,6 +311,7 @@ def floor_errors(
     predictions = {
         "constant": torch.full(target.shape, mean, dtype=torch.float64),
         "prompt (leave-one-out)": _padded(loo_rows, [i.line for i in done])[0],
+        "V ≡ 0 (the untrained head)": torch.zeros(target.shape, dtype=torch.float64),
     }
     for name, predict in (extra_floors or {}).items():
         values = torch.as_tensor(predict(done), dtype=torch.float64)
