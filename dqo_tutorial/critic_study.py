@@ -238,9 +238,20 @@ def _checkpoint(folder: Path, step: int) -> Path:
     return folder / "checkpoints" / f"step-{step:06d}"
 
 
+def train_seconds(folder: Path) -> float:
+    """The wall seconds :func:`train_run` has spent on the run in ``folder`` over all its
+    invocations (``wall_s.json``; 0.0 before the first)."""
+    import json
+
+    path = folder / "wall_s.json"
+    return float(json.loads(path.read_text())["seconds"]) if path.is_file() else 0.0
+
+
 def train_run(cfg: CriticConfig, run: CriticRun, folder: Path, data: str) -> float:
-    """Train ``run`` into ``folder`` up to its stop (resuming from its newest checkpoint);
-    returns the wall seconds spent, 0.0 when its stop's checkpoint is already there."""
+    """Train ``run`` into ``folder`` up to its stop (resuming from its newest checkpoint), adding
+    the wall seconds spent to ``wall_s.json``; returns them (0.0 when its stop's checkpoint is
+    already there)."""
+    from .artifacts import atomic_write_json
     from .train import train
 
     if _checkpoint(folder, run.stop).is_dir():
@@ -256,7 +267,9 @@ def train_run(cfg: CriticConfig, run: CriticRun, folder: Path, data: str) -> flo
             train(train_config(cfg, run, data), folder, progress=False, callback=stop_at_budget)
         except _Stop:
             pass
-    return time.perf_counter() - start
+    spent = time.perf_counter() - start
+    atomic_write_json(folder / "wall_s.json", {"seconds": train_seconds(folder) + spent})
+    return spent
 
 
 def load_critic(folder: Path, step: int, reference: Any) -> Any:
@@ -503,8 +516,9 @@ def run_critic_study(
 ) -> dict[str, Any]:  # fmt: skip
     """Run the study into ``out``: the dataset (``data/``), every run (``runs/<name>/``, skipped
     when its stop's checkpoint exists), every unscored checkpoint, then ``critic.json``,
-    ``critic.md`` and ``critic.png``. Rerun to resume; a run whose definition changed is
-    rescored. ``extra_floors``: see :func:`floor_errors`. Returns the payload."""
+    ``critic.md`` and ``critic.png``. Rerun to resume; a run whose definition changed (other
+    than its budget) is rescored. ``extra_floors``: see :func:`floor_errors`. Returns the
+    payload."""
     import json
 
     from .viz import load_checkpoint
@@ -520,11 +534,11 @@ def run_critic_study(
     payload = {"meta": _meta(cfg, items), "floors": floor_errors(items, extra_floors), "runs": {}}
     for run in cfg.runs:
         entry = stored.get("runs", {}).get(run.name, {})
-        if entry.get("run") != _jsonable(asdict(run)):
-            entry = {}
+        if _definition(entry.get("run", {})) != _definition(_jsonable(asdict(run))):
+            entry = {}  # another run under this name: score it anew
         run_dir = folder / "runs" / run_folder(run)
         log(f"critic-alone: {run.name} (steps {run.stop} of {run.steps})")
-        spent = train_run(cfg, run, run_dir, data)
+        train_run(cfg, run, run_dir, data)
         scores = dict(entry.get("scores", {}))
         for step in eval_steps(cfg, run):
             if str(step) not in scores:
@@ -532,12 +546,18 @@ def run_critic_study(
         payload["runs"][run.name] = {
             "run": _jsonable(asdict(run)),
             "train": train_config_of(run_dir),
-            "train_s": entry.get("train_s", 0.0) + spent,
+            "train_s": train_seconds(run_dir),
             "steps_trained": run.stop,
             "scores": scores,
         }
         _write(folder, payload)
     return payload
+
+
+def _definition(run: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run's checkpoints depend on: its fields without the budget (a larger budget
+    continues the same schedule, so the checkpoints scored so far stay valid)."""
+    return {k: v for k, v in run.items() if k != "budget"}
 
 
 def _jsonable(x: Any) -> Any:

@@ -168,6 +168,9 @@ def test_a_rerun_trains_nothing_and_a_larger_budget_resumes(smoke, capsys):
     assert main(["experiment", "critic-alone", "--smoke", "--out", str(smoke)]) == 0
     again = json.loads((smoke / "critic.json").read_text())
     assert again["runs"] == before["runs"]
+    assert all(r["train_s"] > 0 for r in again["runs"].values())
+    before["runs"]["frozen"]["scores"]["2"]["value_error"] = -1.0  # a score kept is this one
+    (smoke / "critic.json").write_text(json.dumps(before))
     base = critic_study.CriticConfig(**critic_study.SMOKE)
     longer = dataclasses.replace(base.runs[0], budget=None)
     payload = critic_study.run_critic_study(
@@ -177,6 +180,8 @@ def test_a_rerun_trains_nothing_and_a_larger_budget_resumes(smoke, capsys):
     assert [json.loads(line)["step"] for line in log] == [1, 2, 3, 4]
     got = payload["runs"]["frozen"]
     assert sorted(got["scores"], key=int) == ["2", "4"] and got["steps_trained"] == 4
+    assert got["scores"]["2"]["value_error"] == -1.0  # kept, not redone
+    assert got["train_s"] > before["runs"]["frozen"]["train_s"]  # both invocations counted
 
 
 def test_critic_alone_refuses_the_claims_flags(tmp_path, capsys):
