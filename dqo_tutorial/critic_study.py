@@ -307,16 +307,37 @@ def value_targets(items: Sequence[HeldOutResponse]) -> tuple[torch.Tensor, torch
     return target, mask
 
 
+def squared_error(values: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
+    r"""Token mean (G − V)² over the response tokens (0.0 without any): the score of the squared
+    loss V_φ is trained on, minimised by the conditional *mean* (|G − V| by the median).
+
+    .. math::  \mathrm{mse}(V) = \frac{\sum_{b,h} m_{b,h}\,(G_{b,h} - V_{b,h})^2}
+               {\sum_{b,h} m_{b,h}}
+    """
+    m = mask.bool()
+    n = int(m.sum())
+    err = torch.where(m, (targets.double() - values.double()) ** 2, 0.0)
+    return float(err.sum()) / n if n else 0.0
+
+
 def floor_errors(
-    items: Sequence[HeldOutResponse], extra_floors: Mapping[str, ExtraFloor] | None = None
+    items: Sequence[HeldOutResponse],
+    extra_floors: Mapping[str, ExtraFloor] | None = None,
+    *,
+    squared: bool = False,
 ) -> dict[str, float]:
-    """The value error of the floors on the finished responses of ``items``: ``constant`` (the
-    token mean of R), ``prompt (leave-one-out)`` (the mean outcome of the prompt's other
-    samples), the zero-initialised critic's V ≡ 0 (a baseline, not a floor: |R − V| is
-    minimised by the median, so with fewer than half the responses correct V ≡ 0 beats the
-    mean; a critic that learns the mean, as the squared loss teaches, is compared with the
-    two mean predictors) and each of ``extra_floors`` (name → callable of the finished
-    responses returning (B, T) values in the layout of :func:`value_targets`)."""
+    """The value error (``squared``: :func:`squared_error`) of the floors on the finished
+    responses of ``items``: ``constant`` (the token mean of R), ``prompt (leave-one-out)``
+    (the mean outcome of the prompt's other samples), the zero-initialised critic's V ≡ 0 (a
+    baseline, not a floor: |R − V| is minimised by the median, so with fewer than half the
+    responses correct V ≡ 0 beats the mean; a critic that learns the mean, as the squared loss
+    teaches, is compared with the two mean predictors) and each of ``extra_floors`` (name →
+    callable of the finished responses returning (B, T) values in the layout of
+    :func:`value_targets`). Under the squared error the leave-one-out floor is pessimistic (its
+    k − 1 samples add p(1 − p)/(k − 1) to the true prompt value's p(1 − p)), so ``squared``
+    adds ``prompt value (unbiased)``: each response's squared error to its leave-one-out mean
+    times (k − 1)/k, k the prompt's finished responses (an unbiased estimate of the error of a
+    critic that knows each prompt's value)."""
     done = [i for i in items if i.example.terminal]
     target, mask = value_targets(items)
     outcome = [i.example.reward for i in done]
@@ -333,7 +354,15 @@ def floor_errors(
         if values.shape != target.shape:
             raise ValueError(f"floor {name!r}: shape {tuple(values.shape)}, want {target.shape}")
         predictions[name] = values
-    return {k: credit.value_error(v, target, mask) for k, v in predictions.items()}
+    score = squared_error if squared else credit.value_error
+    out = {k: score(v, target, mask) for k, v in predictions.items()}
+    if squared and done:
+        prompts = [i.prompt for i in done]
+        k = torch.tensor([prompts.count(p) for p in prompts], dtype=torch.float64)
+        shrink = torch.where(k > 1, (k - 1) / k, 1.0)[:, None]
+        loo_err = (target - predictions["prompt (leave-one-out)"]) ** 2 * shrink
+        out["prompt value (unbiased)"] = squared_error(loo_err.sqrt(), 0 * target, mask)
+    return out
 
 
 @torch.no_grad()
@@ -375,7 +404,8 @@ def _advantages(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) 
 
 
 def score_critic(critic: Any, items: Sequence[HeldOutResponse]) -> dict[str, float]:
-    """A critic on the held-out responses: ``value_error`` (finished responses), and on the
+    """A critic on the held-out responses: ``value_error`` and ``value_mse``
+    (:func:`squared_error`) on the finished responses, and on the
     wrong ones with a located first wrong line the blame of its advantage
     (``token_blame``, ``step_blame`` with their chance levels, ``credit_*``) and ``critic_auc``."""
     values = critic_values(critic, items)
@@ -383,7 +413,8 @@ def score_critic(critic: Any, items: Sequence[HeldOutResponse]) -> dict[str, flo
     target, mask = value_targets(items)
     lines = [items[k].line for k in done]
     predicted = _padded([values[k][:-1] for k in done], lines)[0]
-    out = {"value_error": credit.value_error(predicted, target, mask)}
+    out = {"value_error": credit.value_error(predicted, target, mask),
+           "value_mse": squared_error(predicted, target, mask)}  # fmt: skip
     wrong = [k for k, i in enumerate(items) if i.wrong is not None]
     if wrong:
         w_items = [items[k] for k in wrong]
@@ -402,6 +433,22 @@ def _run_label(run: Mapping[str, Any], train: Mapping[str, Any]) -> list[str]:
     return [f"{train['value_lr']:g}", sched, run["head"], policy]
 
 
+def _steps_table(
+    runs: Mapping[str, Any], steps: Sequence[int], key: str, bold_below: float
+) -> list[str]:
+    """Markdown rows: each run's description and its ``key`` score at every step (bold below
+    ``bold_below``)."""
+    cols = ["run", "value lr", "schedule", "head", "policy", *[f"step {s}" for s in steps]]
+    lines = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+    for name, r in runs.items():
+        cells = [name, *_run_label(r["run"], r["train"])]
+        for s in steps:
+            e = r["scores"].get(str(s), {}).get(key)
+            cells.append("" if e is None else f"**{e:.3f}**" if e < bold_below else f"{e:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def table_markdown(payload: Mapping[str, Any]) -> str:
     """``critic.json``'s payload as Markdown: the value error of every run at every scored step
     beside the floors (bold: below the prompt-level floor), then each run's blame and AUC at its
@@ -416,14 +463,13 @@ def table_markdown(payload: Mapping[str, Any]) -> str:
             f"blame on the {meta['wrong']} wrong ones. {meta['machine']}, torch "
             f"{meta['torch']}, commit {meta['commit']}, {meta['date']}.")  # fmt: skip
     lines = [head, "", "Floors: " + ", ".join(f"{k} **{v:.3f}**" for k, v in floors.items()), ""]
-    cols = ["run", "value lr", "schedule", "head", "policy", *[f"step {s}" for s in steps]]
-    lines += ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
-    for name, r in runs.items():
-        cells = [name, *_run_label(r["run"], r["train"])]
-        for s in steps:
-            e = r["scores"].get(str(s), {}).get("value_error")
-            cells.append("" if e is None else f"**{e:.3f}**" if e < prompt else f"{e:.3f}")
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += _steps_table(runs, steps, "value_error", prompt)
+    if "floors_mse" in payload:
+        mse = payload["floors_mse"]
+        lines += ["", "Squared error, token mean (R − V)² (the loss V_φ is trained on; bold: "
+                  "below the unbiased prompt value). Floors: " + ", ".join(
+                      f"{k} **{v:.3f}**" for k, v in mse.items()), ""]  # fmt: skip
+        lines += _steps_table(runs, steps, "value_mse", mse.get("prompt value (unbiased)", 0))
     lines += ["", "At each run's last scored step (blame and chance in %; AUC: −V ranks the "
               "states after the first wrong line below those before it):", "",
               "| run | step | value error | token blame | chance | step blame | chance | "
@@ -442,29 +488,40 @@ def table_markdown(payload: Mapping[str, Any]) -> str:
 
 
 def plot_curves(payload: Mapping[str, Any]) -> Any:
-    """Value error against training steps (log scale), one line per run, with every floor as a
-    horizontal line; the footer names the date, commit, machine and torch version."""
+    """Value error |R − V| (left) and, where scored, squared error (R − V)² (right) against
+    training steps (log scale), one line per run, every floor a horizontal line; the footer
+    names the date, commit, machine and torch version."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for name, r in payload["runs"].items():
-        pts = sorted((int(s), v["value_error"]) for s, v in r["scores"].items())
-        if pts:
-            style = "-o" if r["run"]["steps"] > 100 else "--s"
-            ax.plot(*zip(*pts), style, ms=4, label=name)
-    colours = ("black", "tab:gray", "tab:brown", "tab:olive")
-    for (name, value), colour in zip(payload["floors"].items(), colours * 3):
-        ax.axhline(value, color=colour, ls=":", lw=1.5, label=f"floor: {name} {value:.3f}")
-    ax.set_xscale("log")
-    ax.set_xlabel("critic training steps (batch 64)")
-    ax.set_ylabel("value error: token mean |R − V|, held out")
+    panels = [("value_error", "floors", "value error: token mean |R − V|, held out")]
+    if "floors_mse" in payload:
+        panels.append(("value_mse", "floors_mse", "squared error: token mean (R − V)², held out"))
+    widths = [1.0] * len(panels) + [0.5]  # the last column holds the runs' legend
+    fig, axes = plt.subplots(1, len(widths), figsize=(5.2 * len(panels) + 2.6, 4.8),
+                             gridspec_kw={"width_ratios": widths})  # fmt: skip
+    runs: list = []
+    for ax, (key, floors, label) in zip(axes, panels):
+        for k, (name, r) in enumerate(payload["runs"].items()):
+            pts = sorted((int(s), v[key]) for s, v in r["scores"].items() if key in v)
+            if pts:
+                style = "-o" if r["run"]["steps"] > 100 else "--s"
+                (line,) = ax.plot(*zip(*pts), style, ms=4, color=f"C{k % 10}", label=name)
+                runs += [line] if ax is axes[0] else []
+        colours = ("black", "tab:gray", "tab:brown", "tab:olive", "tab:cyan")
+        lines = [ax.axhline(v, color=c, ls=":", lw=1.5, label=f"floor: {name} {v:.3f}")
+                 for (name, v), c in zip(payload[floors].items(), colours * 3)]  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("critic training steps (batch 64)")
+        ax.set_ylabel(label)
+        ax.legend(handles=lines, fontsize=6, loc="upper right")
+    axes[-1].axis("off")
+    axes[-1].legend(handles=runs, fontsize=7, loc="center left")
     meta = payload["meta"]
-    ax.set_title(f"Critic alone on the toy data ({meta['prompts']} prompts × "
+    fig.suptitle(f"Critic alone on the toy data ({meta['prompts']} prompts × "
                  f"{meta['num_samples']}), policy frozen at π_ref", fontsize=9)  # fmt: skip
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.text(0.01, 0.01, f"{meta['date']} · commit {meta['commit']} · {meta['machine']} · torch "
              f"{meta['torch']}", fontsize=7, color="gray")  # fmt: skip
     return fig
@@ -531,7 +588,9 @@ def run_critic_study(
     reference = load_checkpoint("toy", "π_ref")
     items = held_out_responses(reference, task="toy", n_problems=cfg.test_problems,
                                k=cfg.test_samples, seed=cfg.seed)  # fmt: skip
-    payload = {"meta": _meta(cfg, items), "floors": floor_errors(items, extra_floors), "runs": {}}
+    payload = {"meta": _meta(cfg, items), "floors": floor_errors(items, extra_floors),
+               "floors_mse": floor_errors(items, extra_floors, squared=True),
+               "runs": {}}  # fmt: skip
     for run in cfg.runs:
         entry = stored.get("runs", {}).get(run.name, {})
         if _definition(entry.get("run", {})) != _definition(_jsonable(asdict(run))):
@@ -541,7 +600,7 @@ def run_critic_study(
         train_run(cfg, run, run_dir, data)
         scores = dict(entry.get("scores", {}))
         for step in eval_steps(cfg, run):
-            if str(step) not in scores:
+            if "value_mse" not in scores.get(str(step), {}):
                 scores[str(step)] = score_critic(load_critic(run_dir, step, reference), items)
         payload["runs"][run.name] = {
             "run": _jsonable(asdict(run)),

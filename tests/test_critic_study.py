@@ -52,6 +52,11 @@ def test_batched_scores_equal_the_credit_study(reference, items):
     assert set(want) <= set(got)
     for key, value in want.items():
         assert got[key] == pytest.approx(value, abs=1e-6), key
+    done = [i for i in items if i.example.terminal]
+    by_loop = [((i.example.reward - v[:-1]) ** 2).sum() for i, v in
+               zip(done, critic_study.critic_values(vm, done))]  # fmt: skip
+    tokens = sum(len(i.line) for i in done)
+    assert got["value_mse"] == pytest.approx(sum(by_loop) / tokens, abs=1e-9)
     small = critic_study.critic_values(vm, items, batch_size=3)  # other chunks, same values
     for a, b in zip(small, critic_study.critic_values(vm, items)):
         assert a == pytest.approx(b, abs=1e-5)
@@ -77,6 +82,22 @@ def test_floors_with_an_extra_one(reference, items):
     assert int(mask.sum()) == sum(len(i.line) for i in items if i.example.terminal)
     with pytest.raises(ValueError, match="shape"):
         critic_study.floor_errors(items, {"bad": lambda done: torch.zeros(1, 1)})
+    sq = critic_study.floor_errors(items, {"oracle": lambda done: target.clone()}, squared=True)
+    assert sq["oracle"] == 0.0 and sq["V ≡ 0 (the untrained head)"] == pytest.approx(outcome)
+    done = [i for i in items if i.example.terminal]
+    rs = torch.tensor([i.example.reward for i in done], dtype=torch.float64)
+    lengths = torch.tensor([len(i.line) for i in done], dtype=torch.float64)
+    prompts = [i.prompt for i in done]
+    loo = credit_study.credit.leave_one_out_means(rs.tolist(), prompts)
+    k = torch.tensor([prompts.count(p) for p in prompts], dtype=torch.float64)
+    tokens = lengths.sum()
+    assert sq["prompt (leave-one-out)"] == pytest.approx(
+        float(((rs - loo) ** 2 * lengths).sum() / tokens)
+    )
+    shrink = torch.where(k > 1, (k - 1) / k, 1.0)
+    assert sq["prompt value (unbiased)"] == pytest.approx(
+        float(((rs - loo) ** 2 * shrink * lengths).sum() / tokens)
+    )
 
 
 def test_the_grid_freezes_the_policy_and_keeps_every_checkpoint():
@@ -112,9 +133,9 @@ def test_the_head_starts_at_zero_unless_asked_and_is_restored():
 
 
 def _payload():
-    last = {"value_error": 0.30, "token_blame": 0.5, "token_chance": 0.2, "step_blame": 0.4,
+    last = {"value_error": 0.30, "value_mse": 0.25, "token_blame": 0.5, "token_chance": 0.2, "step_blame": 0.4,
             "step_chance": 0.25, "critic_auc": 0.8}  # fmt: skip
-    scores = {"25": {"value_error": 0.45}, "50": last}
+    scores = {"25": {"value_error": 0.45, "value_mse": 0.19}, "50": last}
     train = {"value_lr": 1e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.05,
              "value_warmup_steps": 49}  # fmt: skip
     run = {"steps": 50, "frozen": True, "head": "zero"}
@@ -124,7 +145,7 @@ def _payload():
     runs = {"a": {"run": run, "train": train, "scores": scores, "train_s": 12.0,
                   "steps_trained": 50}}  # fmt: skip
     return {"meta": meta, "floors": {"constant": 0.49, "prompt (leave-one-out)": 0.36},
-            "runs": runs}  # fmt: skip
+            "floors_mse": {"constant": 0.24, "prompt value (unbiased)": 0.2}, "runs": runs}  # fmt: skip
 
 
 def test_the_table_bolds_what_beats_the_prompt_floor_and_the_plot_draws_the_floors():
@@ -138,6 +159,11 @@ def test_the_table_bolds_what_beats_the_prompt_floor_and_the_plot_draws_the_floo
     floors = [ln for ln in ax.get_lines() if ln.get_label().startswith("floor")]
     assert sorted(ln.get_ydata()[0] for ln in floors) == [0.36, 0.49]
     assert any("abc1234" in t.get_text() for t in fig.texts)
+    assert (
+        "| a | 0.001 | cosine, warm-up 0.05, 50 steps | zero | frozen | **0.190** | 0.250 |" in md
+    )
+    right = [ln.get_ydata()[0] for ln in fig.axes[1].get_lines() if "floor" in ln.get_label()]
+    assert sorted(right) == [0.2, 0.24]
     curve = next(ln for ln in ax.get_lines() if ln.get_label() == "a")
     assert list(curve.get_xdata()) == [25, 50]
 
