@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from dqo_tutorial import credit_study, critic_study
+from dqo_tutorial import credit, credit_study, critic_study
 from dqo_tutorial.cli import main
 from dqo_tutorial.modeling import ValueHead, ValueModel
 from dqo_tutorial.viz import Checkpoint, load_checkpoint
@@ -88,7 +88,7 @@ def test_floors_with_an_extra_one(reference, items):
     rs = torch.tensor([i.example.reward for i in done], dtype=torch.float64)
     lengths = torch.tensor([len(i.line) for i in done], dtype=torch.float64)
     prompts = [i.prompt for i in done]
-    loo = credit_study.credit.leave_one_out_means(rs.tolist(), prompts)
+    loo = credit.leave_one_out_means(rs.tolist(), prompts)
     k = torch.tensor([prompts.count(p) for p in prompts], dtype=torch.float64)
     tokens = lengths.sum()
     assert sq["prompt (leave-one-out)"] == pytest.approx(
@@ -133,8 +133,8 @@ def test_the_head_starts_at_zero_unless_asked_and_is_restored():
 
 
 def _payload():
-    last = {"value_error": 0.30, "value_mse": 0.25, "token_blame": 0.5, "token_chance": 0.2, "step_blame": 0.4,
-            "step_chance": 0.25, "critic_auc": 0.8}  # fmt: skip
+    last = {"value_error": 0.30, "value_mse": 0.25, "token_blame": 0.5, "token_chance": 0.2,
+            "step_blame": 0.4, "step_chance": 0.25, "critic_auc": 0.8}  # fmt: skip
     scores = {"25": {"value_error": 0.45, "value_mse": 0.19}, "50": last}
     train = {"value_lr": 1e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.05,
              "value_warmup_steps": 49}  # fmt: skip
@@ -145,7 +145,8 @@ def _payload():
     runs = {"a": {"run": run, "train": train, "scores": scores, "train_s": 12.0,
                   "steps_trained": 50}}  # fmt: skip
     return {"meta": meta, "floors": {"constant": 0.49, "prompt (leave-one-out)": 0.36},
-            "floors_mse": {"constant": 0.24, "prompt value (unbiased)": 0.2}, "runs": runs}  # fmt: skip
+            "floors_mse": {"constant": 0.24, "prompt value (unbiased)": 0.2},
+            "runs": runs}  # fmt: skip
 
 
 def test_the_table_bolds_what_beats_the_prompt_floor_and_the_plot_draws_the_floors():
