@@ -6,6 +6,7 @@
     dqo-tutorial eval   --out runs/eval --model smollm2 --limit 100 [--num-samples 4]
     dqo-tutorial run    --out runs/toy [--config configs/toy.yaml] [--smoke] [--limit N]
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
+    dqo-tutorial experiment critic-alone --out outputs/critic-alone [--smoke]
     dqo-tutorial credit --out runs/credit --run DQO=runs/toy/train/dqo [--run ...] [--limit 200]
     dqo-tutorial credit --out docs/credit-assignment --study outputs/credit-claims [--oracle-k 16]
     dqo-tutorial toy-ref --out runs/toy-ref
@@ -342,7 +343,28 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _critic_alone(args: argparse.Namespace) -> int:
+    """``experiment critic-alone``: :func:`~dqo_tutorial.critic_study.run_critic_study`."""
+    from dqo_tutorial.critic_study import SMOKE, CriticConfig, run_critic_study
+
+    given = [f for f, n in _CLAIMS_ONLY if getattr(args, n)]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: toy-claims only, not for critic-alone")
+    fit_threads()
+    out = args.out or ("outputs/critic-alone-smoke" if args.smoke else "outputs/critic-alone")
+    run_critic_study(CriticConfig(**(SMOKE if args.smoke else {})), out)
+    print((Path(out) / "critic.md").read_text(), end="")
+    print(f"critic.json, critic.md and critic.png in {out}")
+    return 0
+
+
+_CLAIMS_ONLY = (("--seeds", "seeds"), ("--sweep-seeds", "sweep_seeds"), ("--workers", "workers"),
+                ("--variants", "variants"), ("--resummarize", "resummarize"))  # fmt: skip
+
+
 def _experiment(args: argparse.Namespace) -> int:
+    if args.name == "critic-alone":
+        return _critic_alone(args)
     from dqo_tutorial.claims import (
         SMOKE,
         ClaimsConfig,
@@ -388,14 +410,18 @@ def _chosen_budgets(path: str) -> dict[str, Any]:
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "experiment",
-        help="the toy-claims experiment: seeds, error bars and ablations of DQO's claims",
-        description="Test DQO's claims on the toy task: every baseline and ablation on one "
-        "offline dataset per seed, learning rates tuned on the dev split with the same budget "
-        "for every method; writes results.{json,md} and plots (docs/toy-claims.md). "
-        "Rerun to resume.",
+        help="the toy-claims experiment (seeds, error bars and ablations of DQO's claims) or "
+        "critic-alone (can V_φ learn the state value on the toy data?)",
+        description="toy-claims: test DQO's claims on the toy task: every baseline and ablation "
+        "on one offline dataset per seed, learning rates tuned on the dev split with the same "
+        "budget for every method; writes results.{json,md} and plots (docs/toy-claims.md). "
+        "critic-alone: train DQO's critic with the policy frozen at π_ref over a grid of value "
+        "learning rates, schedules and step counts and score its value error on held-out "
+        "responses against its floors; writes critic.{json,md,png} "
+        "(docs/credit-assignment/critic-alone/). Rerun to resume.",
     )
-    p.add_argument("name", choices=["toy-claims"], help="the experiment to run")
-    p.add_argument("--out", help="output directory (default outputs/toy-claims[-smoke])")
+    p.add_argument("name", choices=["toy-claims", "critic-alone"], help="the experiment to run")
+    p.add_argument("--out", help="output directory (default outputs/<name>[-smoke])")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that all runs")
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2,3,4)")
     p.add_argument(
