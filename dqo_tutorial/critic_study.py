@@ -415,7 +415,7 @@ def score_critic(critic: Any, items: Sequence[HeldOutResponse]) -> dict[str, flo
     predicted = _padded([values[k][:-1] for k in done], lines)[0]
     out = {"value_error": credit.value_error(predicted, target, mask),
            "value_mse": squared_error(predicted, target, mask)}  # fmt: skip
-    wrong = [k for k, i in enumerate(items) if i.wrong is not None]
+    wrong = [k for k, i in enumerate(items) if i.blameable]
     if wrong:
         w_items = [items[k] for k in wrong]
         out |= _metrics(_advantages([values[k] for k in wrong], w_items), w_items)
@@ -554,7 +554,7 @@ def _meta(cfg: CriticConfig, items: Sequence[HeldOutResponse]) -> dict[str, Any]
     return {"prompts": cfg.prompts, "num_samples": cfg.num_samples, "seed": cfg.seed,
             "test_problems": cfg.test_problems, "test_samples": cfg.test_samples,
             "finished": sum(i.example.terminal for i in items),
-            "wrong": sum(i.wrong is not None for i in items), "machine": MACHINE,
+            "wrong": sum(i.blameable for i in items), "machine": MACHINE,
             "torch": torch.__version__, "commit": source_commit(),
             "date": date.today().isoformat(), "package_version": __version__}  # fmt: skip
 
