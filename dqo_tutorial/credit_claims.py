@@ -41,9 +41,11 @@ BLAME_CONTRASTS = (
     ("DQO critic", "π_ref surprisal"),
     ("DQO implied reward", "DRO implied reward"),
     ("oracle critic", "DQO critic"),
+    ("DQO, λ=0, oracle critic implied reward", "DQO implied reward"),
 )
 """Token-blame differences read (a, b): does DQO's critic beat the untrained signal, does DQO's
-policy localise better than DRO's, how far is the learned critic from the oracle."""
+policy localise better than DRO's, how far is the learned critic from the oracle, and does a
+policy trained on the oracle's token-level credit (λ = 0) localise better than DQO's."""
 
 ACCURACY_CONTRASTS = (
     ("DQO, oracle critic", "DQO, flat critic"),
