@@ -182,9 +182,17 @@ def _has_critic(run: Checkpoint) -> bool:
     return run.value_model is not None and run.config.get("method", "dqo") == "dqo"
 
 
+def _alpha(run: Checkpoint) -> float:
+    """The process-reward coefficient α the run's critic was trained with (0 without)."""
+    return float(run.config.get("process_reward_coef", 0.0) or 0.0)
+
+
 def _signals(run: Checkpoint, reference: Any, item: HeldOutResponse, beta: float) -> dict:
+    """The run's per-token signals on one response. The critic's advantage uses the reward it
+    was trained on: with process rewards r_h carries α(Φ(s_{h+1}) − Φ(s_h)) and V_φ learned
+    V* − αΦ (Φ(terminal) = 0), so r_h + V_φ(s_{h+1}) − V_φ(s_h) is again V*'s advantage."""
     q = example_quantities(item.example, forward_example(run, reference, item.example),
-                           beta=beta, lam=0.0, alpha=0.0)  # fmt: skip
+                           beta=beta, lam=0.0, alpha=_alpha(run))  # fmt: skip
     out = {"implied reward": q["log_ratio"]}
     if _has_critic(run):
         out["critic"] = q["advantage"]

@@ -172,3 +172,22 @@ def test_value_errors_against_given_targets(reference):
     flat = np.concatenate(done)
     assert got["v*"] == 0.0
     assert got["constant"] == pytest.approx(float(np.abs(flat - flat.mean()).mean()))
+
+
+def test_a_process_reward_critic_is_read_with_its_own_shaped_reward(reference):
+    """A critic trained with α > 0 learned V* − αΦ; its advantage must add the shaped reward
+    α(Φ(s') − Φ(s)) it was trained with: the signal differs from the α = 0 reading by exactly
+    that reward (rewards.token_rewards, by hand per token), and is 0-shifted nowhere else."""
+    import dataclasses
+
+    from dqo_tutorial.viz import token_rewards  # the trainer's rewards.token_rewards, of an Example
+
+    run = random_critic_run(reference)
+    shaped = dataclasses.replace(run, config={**run.config, "process_reward_coef": 0.5})
+    item = credit_study.held_out_wrong_responses(reference, n_problems=12, k=2, seed=1)[0]
+    plain = credit_study._signals(run, reference.policy, item, 0.2)["critic"]
+    read = credit_study._signals(shaped, reference.policy, item, 0.2)["critic"]
+    n = item.example.n_prompt
+    extra = np.array(token_rewards(item.example, 0.5)) - np.array(token_rewards(item.example, 0.0))
+    assert np.abs(extra[n:]).max() > 0  # the slip's line boundary carries −α
+    np.testing.assert_allclose(read - plain, extra[n:], atol=1e-6)

@@ -39,6 +39,8 @@ def summarize(run_dir: Path) -> dict:
             "sampling": "".join(str(sum(o)) for o in sampling),
             "num_samples": res["decoding"]["num_samples"],
         }
+        if "credit" in res:  # the credit stage: blame of the model's signal (and critic)
+            models[name]["credit"] = res["credit"]
     return {
         "made_by": "dqo-tutorial run --config configs/toy.yaml; docs/toy-run/summarize.py",
         "config": payload["config"],
