@@ -322,9 +322,15 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     # the critic-alone study's closest setting (docs/credit-assignment/critic-alone): 150
     # value-only steps at value lr 3 × policy lr, then the policy's 50 steps
-    Variant("DQO, critic warmed 150 steps", "dqo", "credit",
-            {"max_steps": 200, "value_warmup_steps": 150}, value_lr_scale=0.3, default=False,
-            sweep=True),  # fmt: skip
+    Variant(
+        "DQO, critic warmed 150 steps",
+        "dqo",
+        "credit",
+        {"max_steps": 200, "value_warmup_steps": 150},
+        value_lr_scale=0.3,
+        default=False,
+        sweep=True,
+    ),
     # at λ = 0 the policy's target is r_h + V(s_{h+1}): the critic *is* the credit (at λ = 1 it
     # is a baseline, which leaves the expected gradient unchanged)
     *(
@@ -336,7 +342,7 @@ VARIANTS: tuple[Variant, ...] = (
             potentials="oracle",
             default=False,
             sweep=True,
-        )  # fmt: skip
+        )
         for c in ("oracle", "flat")
     ),
 )
