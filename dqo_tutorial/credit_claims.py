@@ -142,7 +142,7 @@ def _blame_contrasts(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any
 
 def _score_seed(runs: Mapping[str, Path], ref: Any, found: Sequence[Any], oracle: Any) -> dict:
     """One seed's signals and value errors (:func:`~dqo_tutorial.credit_study.score_runs`)."""
-    from .credit_study import _alpha, _has_critic, score_runs, value_errors
+    from .credit_study import _alpha, _has_critic, critic_values, score_runs, value_errors
     from .viz import load_checkpoint
 
     loaded = {v: load_checkpoint(str(d), v) for v, d in runs.items()}
@@ -152,8 +152,11 @@ def _score_seed(runs: Mapping[str, Path], ref: Any, found: Sequence[Any], oracle
     v_star = [o["value"] for o in oracle]
     # a critic trained with process rewards estimates V* − αΦ, not V: no value error for it
     critics = {v: run for v, run in loaded.items() if _has_critic(run) and not _alpha(run)}
-    errors = {v: value_errors(run, ref, found, {"oracle": v_star}) for v, run in critics.items()}
-    to_oracle = {v: value_errors(run, ref, found, targets=v_star) for v, run in critics.items()}
+    errors, to_oracle = {}, {}
+    for v, run in critics.items():
+        values = critic_values(run, ref, found)  # one forward pass per response, for both
+        errors[v] = value_errors(run, ref, found, {"oracle": v_star}, values=values)
+        to_oracle[v] = value_errors(run, ref, found, targets=v_star, values=values)
     return {"signals": table, "value_error": errors, "value_error_to_oracle": to_oracle}
 
 

@@ -118,6 +118,7 @@ def value_errors(
     items: Sequence[HeldOutResponse],
     extra: Mapping[str, Sequence[np.ndarray]] | None = None,
     targets: Sequence[np.ndarray] | None = None,
+    values: Sequence[np.ndarray] | None = None,
 ) -> dict:
     r"""Token mean |G − V(s_h)| of ``run``'s critic on the finished responses of ``items``
     beside its floors from the same responses (:func:`~dqo_tutorial.credit.value_error`): a
@@ -125,12 +126,16 @@ def value_errors(
     other samples) and each ``extra`` predictor (name → one value array per item of ``items``,
     e.g. the oracle's V*). G is the outcome R (the λ = 1 target of a policy still at π_ref),
     or ``targets`` (one array per item, e.g. V*: then the error is the distance to the true
-    value, which a binary R hides — |R − V| is smallest at the median, V ≡ 0 or 1)."""
+    value, which a binary R hides — |R − V| is smallest at the median, V ≡ 0 or 1).
+    ``values``: the critic's V(s_h) per item of ``items`` if already computed
+    (:func:`critic_values`), else one forward pass each."""
     keep = [n for n, i in enumerate(items) if i.example.terminal]
     done = [items[n] for n in keep]
     outcome = [i.example.reward for i in done]
     loo = credit.leave_one_out_means(outcome, [i.prompt for i in done]).tolist()
-    values = [_signals(run, reference.policy, i, 0.1)["value"] for i in done]
+    if values is None:
+        values = critic_values(run, reference, items)
+    values = [values[n] for n in keep]
     lines = [i.line for i in done]
     goals = [np.full(len(i.line), r) for i, r in zip(done, outcome)]
     if targets is not None:
@@ -147,6 +152,13 @@ def value_errors(
     for name, rows in (extra or {}).items():
         predictions[name] = _padded([rows[n] for n in keep], lines)[0]
     return {k: credit.value_error(v, target, mask) for k, v in predictions.items()}
+
+
+def critic_values(
+    run: Checkpoint, reference: Checkpoint, items: Sequence[HeldOutResponse]
+) -> list[np.ndarray]:
+    """``run``'s critic V_φ(s_h) on each item's response tokens (one forward pass each)."""
+    return [_signals(run, reference.policy, i, 0.1)["value"] for i in items]
 
 
 def oracle_signals(
@@ -345,7 +357,7 @@ def credit_report(
     from .errors import ConfigError
     from .viz import load_checkpoint
 
-    if not task.startswith("toy"):
+    if get_task(task).line_correctness is None:
         raise ConfigError(f"credit: task {task!r} has no step checker; use toy or toy-<n>ops")
     commit = source_commit()  # the code this job starts on
     loaded = {name: load_checkpoint(spec, name) for name, spec in runs.items()}

@@ -441,8 +441,9 @@ def _run(cfg: PipelineConfig, out: Path, progress: bool, fit: bool = False) -> d
 
 
 def has_step_checker(task: str) -> bool:
-    """Whether ``task`` locates the first wrong line of a response (the toy family)."""
-    return task == "toy" or task.startswith("toy-")
+    """Whether ``task`` locates the first wrong line of a response (its ``line_correctness``:
+    the toy family)."""
+    return get_task(task).line_correctness is not None
 
 
 def _credit_stage(cfg: PipelineConfig, out: Path, results: dict[str, dict[str, Any]]) -> None:
