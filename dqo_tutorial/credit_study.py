@@ -389,3 +389,50 @@ def credit_report(
         title = f"{task}: {len(items)} wrong responses, seed {seed}"
         save_figure_atomically(plot_blame(table, title), folder / "credit.png")
     return payload
+
+
+# ----------------------------------------------------------------------------- task structure
+
+UNCERTAIN = 0.9
+"""A token is *uncertain* for π_ref when π_ref(a_h|s_h) < this (the structure statistics)."""
+
+
+def first_error_token(item: HeldOutResponse) -> int:
+    """The response position of a wrong response's first error: the first character of its
+    first wrong line w that differs from the gold solution's line w (its newline when line w
+    stops short). Character-level tasks (the toy family: one token per character)."""
+    gold = toy.gold_solution(item.example.question).split("\n")
+    line = item.example.response.split("\n")[item.wrong]
+    target = gold[item.wrong] if item.wrong < len(gold) else ""
+    c = next((n for n, (a, b) in enumerate(zip(line, target)) if a != b), min(len(line), len(target)))
+    return item.example.step_starts[item.wrong] + c
+
+
+def error_structure(logp_ref: np.ndarray, error: int, wrong_line: int) -> dict[str, float]:
+    r"""One wrong response's structure: ``uncertain_prefix`` — tokens before the first error
+    ``error`` where π_ref(a_h|s_h) < :data:`UNCERTAIN`; ``surprisal_rank`` — the error's rank
+    by π_ref's log-probability among the response's tokens (1: it is π_ref's least likely
+    token; ties count against it); ``correct_prefix`` — 1 if a correct line precedes the first
+    wrong one (w > 0)."""
+    uncertain = logp_ref < np.log(UNCERTAIN)
+    rank = 1 + int(np.sum(np.delete(logp_ref, error) <= logp_ref[error]))
+    return {"uncertain_prefix": float(uncertain[:error].sum()), "surprisal_rank": float(rank),
+            "correct_prefix": float(wrong_line > 0)}  # fmt: skip
+
+
+def structure_statistics(reference: Checkpoint, items: Sequence[HeldOutResponse]) -> dict:
+    """The task's structure seen by π_ref on its wrong responses ``items`` (blameable ones):
+    the means of :func:`error_structure`, the share whose first error is π_ref's least likely
+    token (rank 1), the mean number of uncertain tokens per response and the counts."""
+    rows = []
+    for i in items:
+        logp = _ref_logps(reference, i)
+        rows.append(error_structure(logp, first_error_token(i), i.wrong)
+                    | {"uncertain": float((logp < np.log(UNCERTAIN)).sum())})  # fmt: skip
+    if not rows:
+        return {"responses": 0}
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    least = float(np.mean([r["surprisal_rank"] == 1 for r in rows]))
+    return {"responses": len(rows), "uncertain_prefix": mean["uncertain_prefix"],
+            "error_is_least_likely": least, "surprisal_rank": mean["surprisal_rank"],
+            "correct_prefix": mean["correct_prefix"], "uncertain_tokens": mean["uncertain"]}  # fmt: skip

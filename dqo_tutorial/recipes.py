@@ -2,6 +2,8 @@
 
 - :func:`train_toy_reference`: the toy task's π_ref (``dqo-tutorial toy-ref``; model spec
   ``"toy"`` is its output with the defaults, :data:`dqo_tutorial.toy.REFERENCE_DIR`).
+- :func:`train_forks_reference`: the fork chains' π_ref (:mod:`dqo_tutorial.forks`), the toy
+  π_ref taught the fork habits at every length.
 
 An experiments-layer module: it may use everything below (the toy task, the trainer); nothing
 but the command line imports it.
@@ -15,11 +17,11 @@ from typing import Any
 import torch
 from transformers import LlamaForCausalLM
 
-from . import toy
+from . import forks, toy
 from .models import load_model_and_tokenizer
 from .train import TrainConfig, train
 
-__all__ = ["train_toy_reference"]
+__all__ = ["train_toy_reference", "train_forks_reference", "FORKS_REFERENCE"]
 
 
 def train_toy_reference(
@@ -69,6 +71,15 @@ def train_toy_reference(
     pairs = toy.sft_corpus(
         problems, error_rate, seed, copies=passes, carry_error_rate=carry_error_rate
     )
+    return _sft(model, tokenizer, pairs, out_dir, batch_size=batch_size, lr=lr, seed=seed,
+                max_steps=max_steps, progress=progress)  # fmt: skip
+
+
+def _sft(model: Any, tokenizer: Any, pairs: list[tuple[str, str]], out_dir: str | Path,
+         *, batch_size: int, lr: float, seed: int, max_steps: int | None,
+         progress: bool) -> dict[str, Any]:  # fmt: skip
+    """SFT of ``model`` on ``(prompt, response)`` pairs through the project's trainer: AdamW at
+    ``lr``, 5 % warm-up, cosine decay."""
     cfg = TrainConfig(
         method="sft",
         model="toy-scratch",
@@ -84,3 +95,31 @@ def train_toy_reference(
     )
     rows = [{"prompt": p, "response": r} for p, r in pairs]
     return train(cfg, out_dir, policy=model, tokenizer=tokenizer, rows=rows, progress=progress)
+
+
+FORKS_REFERENCE: dict[str, Any] = {"per_length": 400, "passes": 8, "lr": 1e-3}
+"""The fork chains' π_ref recipe (:func:`train_forks_reference`'s defaults)."""
+
+
+def train_forks_reference(
+    out_dir: str | Path,
+    *,
+    per_length: int = FORKS_REFERENCE["per_length"],
+    passes: int = FORKS_REFERENCE["passes"],
+    lr: float = FORKS_REFERENCE["lr"],
+    batch_size: int = 64,
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The fork chains' π_ref: the shipped toy π_ref (model ``"toy"``, RoPE stretched to 256
+    positions) taught :func:`dqo_tutorial.forks.demonstration` on ``per_length`` train problems
+    of every length 2 … 12, ``passes`` fresh demonstrations each (AdamW at ``lr``, 5 % warm-up,
+    cosine decay). The model lands in ``out_dir/policy``; returns the training summary."""
+    torch.manual_seed(seed)
+    model, tokenizer = load_model_and_tokenizer("toy", device="cpu", dtype="float32")
+    model.config.max_position_embeddings = max(256, model.config.max_position_embeddings)
+    problems = forks.mixed_train_problems(forks.LENGTHS, per_length)
+    pairs = forks.sft_corpus(problems, seed, copies=passes)
+    return _sft(model, tokenizer, pairs, out_dir, batch_size=batch_size, lr=lr, seed=seed,
+                max_steps=max_steps, progress=progress)  # fmt: skip

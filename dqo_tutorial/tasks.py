@@ -33,11 +33,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import gsm8k, math_problems, toy
+from . import forks, gsm8k, math_problems, toy
 from .errors import ConfigError
 from .problems import Problem
 
-__all__ = ["Task", "TASKS", "TOY_CHAIN_TASKS", "get_task"]
+__all__ = ["Task", "TASKS", "TOY_CHAIN_TASKS", "FORK_TASKS", "get_task"]
 
 
 _NO_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"sample": {}, "train": {}, "eval": {}}
@@ -169,6 +169,28 @@ def _toy_chain_task(n_ops: int) -> Task:
 TOY_CHAIN_TASKS = tuple(f"toy-{n}ops" for n in toy.CHAIN_LENGTHS)
 """The toy task at one chain length each (the claims experiment's horizon sweep)."""
 TASKS |= {name: _toy_chain_task(n) for name, n in zip(TOY_CHAIN_TASKS, toy.CHAIN_LENGTHS)}
+
+
+def _fork_task(n_ops: int) -> Task:
+    """``forks-<n>ops``: fork chains of ``n_ops`` operations (:mod:`dqo_tutorial.forks`),
+    written and graded as the toy task (the same checker, exact Φ and tokenizer); their π_ref is
+    :func:`dqo_tutorial.recipes.train_forks_reference`'s (no default model ships)."""
+
+    def load(split: str, source: str | None, limit: int | None) -> list[Problem]:
+        _check_toy_source(source)
+        return forks.load_forks(split, n_ops, limit)
+
+    return replace(
+        TASKS["toy"],
+        name=f"forks-{n_ops}ops",
+        load=load,
+        max_new_tokens=forks.max_new_tokens_for(n_ops),
+    )
+
+
+FORK_TASKS = tuple(f"forks-{n}ops" for n in forks.LENGTHS)
+"""The fork chains at one length each (docs/forks.md)."""
+TASKS |= {name: _fork_task(n) for name, n in zip(FORK_TASKS, forks.LENGTHS)}
 
 
 def get_task(name: str) -> Task:

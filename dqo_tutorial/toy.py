@@ -147,6 +147,7 @@ __all__ = [
     "exact_potentials",
     "exact_boundary_potentials",
     "has_carry",
+    "slip",
     "demonstration",
     "sft_corpus",
     "toy_tokenizer",
@@ -493,7 +494,7 @@ def exact_boundary_potentials(
 # ----------------------------------------------------------------------------- demonstrations
 
 
-def _slip(result: int, truth: int, rest: Sequence[Op], rng: random.Random) -> int:
+def slip(result: int, truth: int, rest: Sequence[Op], rng: random.Random) -> int:
     """A wrong result: ``result`` plus one of :data:`SLIPS`, never the true value ``truth`` (so
     the chain stays wrong); preferably one that keeps the rest of the chain in 0 … MAX_VALUE,
     else a non-negative one (else any: only after a systematic slip went negative)."""
@@ -558,9 +559,9 @@ def demonstration(
         result, truth = apply_op(value, op), values[k + 1]
         if carry_error_rate and has_carry(value, op) and rng.random() < carry_error_rate:
             dropped = result - 10 if op[0] == "+" else result + 10
-            result = dropped if dropped != truth else _slip(result, truth, ops[k + 1 :], rng)
+            result = dropped if dropped != truth else slip(result, truth, ops[k + 1 :], rng)
         elif rng.random() < error_rate:
-            result = _slip(result, truth, ops[k + 1 :], rng)
+            result = slip(result, truth, ops[k + 1 :], rng)
         lines.append(_step_line(value, op, result))
         value = result
     lines.append(_answer_line(value))

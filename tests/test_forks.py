@@ -1,0 +1,137 @@
+"""Fork chains (dqo_tutorial.forks): the task where token-level credit has work to do."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from dqo_tutorial import credit_study, forks, toy
+from dqo_tutorial.gsm8k import is_correct
+from dqo_tutorial.tasks import FORK_TASKS, get_task
+from dqo_tutorial.viz import make_example
+
+
+def kinds_by_hand(question: str) -> list[str]:
+    """Each step's kind from the digits, without forks.step_kind or toy.has_carry."""
+    start, ops = toy.parse_question(question)
+    value, kinds = start, []
+    for symbol, b in ops:
+        if symbol == "+":
+            kinds.append("carry" if value % 10 + b % 10 > 9 else "plain")
+            value += b
+        else:
+            kinds.append("borrow" if value % 10 < b % 10 else "plain")
+            value -= b
+    return kinds
+
+
+@pytest.mark.parametrize("n_ops, expected", [(2, 2), (3, 2), (4, 3), (7, 3), (8, 4), (11, 4),
+                                             (12, 5)])  # fmt: skip
+def test_forks_per_length_by_hand(n_ops, expected):
+    assert forks.forks_of(n_ops) == expected
+
+
+@pytest.mark.parametrize("n_ops", [2, 5, 12])
+def test_every_question_has_its_forks_and_a_gold_solution_in_range(n_ops):
+    problems = forks.load_forks("train", n_ops, 400)
+    for p in problems:
+        kinds = kinds_by_hand(p.question)
+        assert len(kinds) == n_ops
+        assert sum(k != "plain" for k in kinds) == forks.forks_of(n_ops)
+        assert kinds.count("borrow") <= 1
+        assert all(0 <= v <= toy.MAX_VALUE for v in toy.running_values(p.question))
+        assert all(toy.line_correctness(p.question, p.answer)) and is_correct(p.answer, p.gold)
+        assert 1 <= toy.running_values(p.question)[0] <= forks.START_RANGE[1]
+
+
+@pytest.mark.parametrize("n_ops", [4, 8, 12])
+def test_one_question_in_two_has_a_borrow_fork(n_ops):
+    """Plans are not reweighted by how easy they are to walk (binomial: 2,000 draws, ±4.5 s.d.)."""
+    problems = forks.load_forks("train", n_ops)
+    share = np.mean(["borrow" in kinds_by_hand(p.question) for p in problems])
+    assert abs(share - 0.5) < 4.5 * 0.5 / np.sqrt(len(problems))
+
+
+@pytest.mark.parametrize("task", [FORK_TASKS[0], "forks-7ops", FORK_TASKS[-1]])
+def test_fork_tasks_keep_the_split_rules(task):
+    spec = get_task(task)
+    train, dev, test = (spec.load(split, None, None) for split in ("train", "dev", "test"))
+    assert (len(train), len(dev), len(test)) == (2000, 500, 500)
+    qs = [{p.question for p in ps} for ps in (train, dev, test)]
+    assert len(qs[0]) == 2000 and not qs[0] & qs[1] and not qs[2] & (qs[0] | qs[1])
+    assert all(toy.split_of(q) == "test" for q in qs[2])
+    assert spec.load("dev", None, 9) == dev[:9]  # prefix-stable
+    tok = toy.toy_tokenizer()
+    longest = max(len(tok(p.answer)["input_ids"]) for p in train + test)
+    assert longest + 1 <= spec.max_new_tokens - 8
+    assert spec.line_correctness is toy.line_correctness
+
+
+def test_bad_lengths_and_splits_are_refused():
+    with pytest.raises(ValueError, match="n_ops"):
+        forks.load_forks("train", 13)
+    with pytest.raises(ValueError, match="split"):
+        forks.load_forks("validation", 4)
+
+
+def test_demonstrations_drop_carries_and_borrows_at_their_rates():
+    """Per step kind, the share of demonstrations whose first wrong line is that step, among
+    those still right before it: the three rates (binomial, ±4.5 s.d.); a dropped carry or
+    borrow is exactly 10 off."""
+    problems = forks.load_forks("train", 8)
+    rng = random.Random(0)
+    tried, slipped = Counter(), Counter()
+    for p in problems * 3:
+        demo = forks.demonstration(p, rng)
+        wrong = toy.first_error(p.question, demo)
+        kinds = kinds_by_hand(p.question)
+        for k, kind in enumerate(kinds[: len(kinds) if wrong is None else wrong + 1]):
+            tried[kind] += 1
+            slipped[kind] += k == wrong
+        if wrong is not None and kinds[wrong] != "plain":
+            written = int(demo.split("\n")[wrong].split("=")[1])
+            assert abs(written - toy.running_values(p.question)[wrong + 1]) == 10
+    rates = {"carry": forks.CARRY_DROP, "borrow": forks.BORROW_DROP, "plain": forks.PLAIN_SLIP}
+    for kind, rate in rates.items():
+        sd = np.sqrt(rate * (1 - rate) / tried[kind])
+        assert abs(slipped[kind] / tried[kind] - rate) < 4.5 * sd, kind
+
+
+def test_the_corpus_is_deterministic_and_carries_no_eos():
+    problems = forks.load_forks("train", 3, 20)
+    a, b = forks.sft_corpus(problems, 5, copies=2), forks.sft_corpus(problems, 5, copies=2)
+    assert a == b and len(a) == 40 and a[0][0] == toy.format_prompt(problems[0].question)
+    assert a[:20] != a[20:]  # each pass draws fresh habits
+    mixed = forks.mixed_train_problems((2, 12), 3)
+    assert [len(toy.parse_question(p.question)[1]) for p in mixed] == [2, 12] * 3
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def test_error_structure_by_hand():
+    logp = np.log([0.95, 0.5, 0.99, 0.3, 0.8, 0.2, 0.99])
+    # the error at position 3 (p 0.3): one uncertain token before it (0.5), position 5 is less
+    # likely (0.2) → rank 2
+    got = credit_study.error_structure(logp, 3, wrong_line=1)
+    assert got == {"uncertain_prefix": 1.0, "surprisal_rank": 2.0, "correct_prefix": 1.0}
+    tied = credit_study.error_structure(np.log([0.5, 0.5]), 0, wrong_line=0)
+    assert tied == {"uncertain_prefix": 0.0, "surprisal_rank": 2.0, "correct_prefix": 0.0}
+
+
+@pytest.mark.parametrize("response, position", [
+    ("8+6=14\n14-2=12\n#### 12", 10),  # "14-3=11": line 1's operand
+    ("8+6=14\n14-3=12\n#### 12", 13),  # line 1's last digit
+    ("8+6=14\n14-3=1\n#### 1", 13),  # line 1 stops short: its newline (gold: a digit)
+    ("8+6=4\n4-3=1\n#### 1", 4),  # line 0: the dropped carry's first digit
+])  # fmt: skip
+def test_the_first_error_token_by_hand(response, position):
+    tok = toy.toy_tokenizer()
+    ex = make_example(tok, get_task("toy"), "8 +6 -3", "11", response)
+    flags = toy.line_correctness("8 +6 -3", response)
+    item = credit_study.HeldOutResponse(ex, credit_study.line_of_tokens(ex), flags.index(False))
+    assert credit_study.first_error_token(item) == position
+    assert ex.response[position] != toy.gold_solution("8 +6 -3")[position]
