@@ -140,17 +140,17 @@ def value_errors(
     goals = [np.full(len(i.line), r) for i, r in zip(done, outcome)]
     if targets is not None:
         goals = [np.asarray(targets[n], dtype=np.float64) for n in keep]
-    target, mask, _ = _padded(goals, lines)
+    target, mask, _ = padded(goals, lines)
     mean = float(target[mask.bool()].mean()) if mask.any() else 0.0
     predictions = {
-        "critic": _padded(values, lines)[0],
+        "critic": padded(values, lines)[0],
         "constant": torch.full(target.shape, mean, dtype=torch.float64),
-        "prompt (leave-one-out)": _padded(
+        "prompt (leave-one-out)": padded(
             [np.full(len(i.line), v) for i, v in zip(done, loo)], lines
         )[0],  # fmt: skip
     }
     for name, rows in (extra or {}).items():
-        predictions[name] = _padded([rows[n] for n in keep], lines)[0]
+        predictions[name] = padded([rows[n] for n in keep], lines)[0]
     return {k: credit.value_error(v, target, mask) for k, v in predictions.items()}
 
 
@@ -212,7 +212,7 @@ def _signals(run: Checkpoint, reference: Any, item: HeldOutResponse, beta: float
     return out
 
 
-def _padded(rows: Sequence[np.ndarray], lines: Sequence[Sequence[int]]) -> tuple:
+def padded(rows: Sequence[np.ndarray], lines: Sequence[Sequence[int]]) -> tuple:
     t = max((len(r) for r in rows), default=0)
     score = torch.zeros(len(rows), t, dtype=torch.float64)
     mask = torch.zeros(len(rows), t, dtype=torch.long)
@@ -223,9 +223,9 @@ def _padded(rows: Sequence[np.ndarray], lines: Sequence[Sequence[int]]) -> tuple
     return score, mask, line
 
 
-def _metrics(rows: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> dict[str, float]:
+def metrics(rows: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> dict[str, float]:
     """Blame accuracy of one signal over the population, with its chance levels."""
-    score, mask, line = _padded(rows, [i.line for i in items])
+    score, mask, line = padded(rows, [i.line for i in items])
     wrong = torch.tensor([i.wrong for i in items])
     out = {
         "token_blame": float(credit.token_blame_hits(score, mask, line, wrong).double().mean()),
@@ -239,7 +239,7 @@ def _metrics(rows: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> di
     return out | {f"credit_{k}": v for k, v in partial.items()} | {"hits": hits}
 
 
-def _critic_auc(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> float:
+def critic_auc(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> float:
     before, after = [], []
     for v, item in zip(values, items, strict=True):
         for h, k in enumerate(item.line):
@@ -259,21 +259,21 @@ def score_runs(
         return {}
     rng = random.Random(seed)
     table = {
-        "π_ref surprisal": _metrics([_ref_logps(reference, i) for i in items], items),
-        "random": _metrics([np.array([rng.random() for _ in i.line]) for i in items], items),
+        "π_ref surprisal": metrics([_ref_logps(reference, i) for i in items], items),
+        "random": metrics([np.array([rng.random() for _ in i.line]) for i in items], items),
     }
     if oracle is not None:
-        table["oracle critic"] = _metrics([o["critic"] for o in oracle], items)
-        table["oracle critic"]["critic_auc"] = _critic_auc([o["value"] for o in oracle], items)
+        table["oracle critic"] = metrics([o["critic"] for o in oracle], items)
+        table["oracle critic"]["critic_auc"] = critic_auc([o["value"] for o in oracle], items)
     for name, run in runs.items():
         beta = float(run.config.get("beta", 0.1))
         signals = [_signals(run, reference.policy, i, beta) for i in items]
         for key in ("implied reward", "critic"):
             if key in signals[0]:
-                table[f"{name} {key}"] = _metrics([s[key] for s in signals], items)
+                table[f"{name} {key}"] = metrics([s[key] for s in signals], items)
         if "value" in signals[0]:
             values = [s["value"] for s in signals]
-            table[f"{name} critic"]["critic_auc"] = _critic_auc(values, items)
+            table[f"{name} critic"]["critic_auc"] = critic_auc(values, items)
     return table
 
 

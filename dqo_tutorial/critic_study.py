@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from . import credit
-from .credit_study import HeldOutResponse, _critic_auc, _metrics, _padded, held_out_responses
+from .credit_study import HeldOutResponse, critic_auc, held_out_responses, metrics, padded
 from .tasks import TASKS
 from .viz import compute_quantities, token_rewards
 
@@ -303,7 +303,7 @@ def value_targets(items: Sequence[HeldOutResponse]) -> tuple[torch.Tensor, torch
     per-token prediction (critic, floors) is scored in."""
     done = [i for i in items if i.example.terminal]
     rows = [np.full(len(i.line), i.example.reward) for i in done]
-    target, mask, _ = _padded(rows, [i.line for i in done])
+    target, mask, _ = padded(rows, [i.line for i in done])
     return target, mask
 
 
@@ -346,7 +346,7 @@ def floor_errors(
     loo_rows = [np.full(len(i.line), v) for i, v in zip(done, loo)]
     predictions = {
         "constant": torch.full(target.shape, mean, dtype=torch.float64),
-        "prompt (leave-one-out)": _padded(loo_rows, [i.line for i in done])[0],
+        "prompt (leave-one-out)": padded(loo_rows, [i.line for i in done])[0],
         "V ≡ 0 (the untrained head)": torch.zeros(target.shape, dtype=torch.float64),
     }
     for name, predict in (extra_floors or {}).items():
@@ -393,8 +393,8 @@ def _advantages(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) 
     """r_h + T_{h+1} − V(s_h) at λ = 0 with π_θ = π_ref (:func:`~dqo_tutorial.viz.
     compute_quantities`, batched): the critic's one-step advantage per response token."""
     rows = [v[:-1] for v in values]
-    value, mask, _ = _padded(rows, [i.line for i in items])
-    reward = _padded([np.array(token_rewards(i.example, 0.0)[i.example.n_prompt :])
+    value, mask, _ = padded(rows, [i.line for i in items])
+    reward = padded([np.array(token_rewards(i.example, 0.0)[i.example.n_prompt :])
                       for i in items], [i.line for i in items])[0]  # fmt: skip
     final = torch.tensor([v[-1] for v in values])
     terminal = torch.tensor([i.example.terminal for i in items])
@@ -412,14 +412,14 @@ def score_critic(critic: Any, items: Sequence[HeldOutResponse]) -> dict[str, flo
     done = [k for k, i in enumerate(items) if i.example.terminal]
     target, mask = value_targets(items)
     lines = [items[k].line for k in done]
-    predicted = _padded([values[k][:-1] for k in done], lines)[0]
+    predicted = padded([values[k][:-1] for k in done], lines)[0]
     out = {"value_error": credit.value_error(predicted, target, mask),
            "value_mse": squared_error(predicted, target, mask)}  # fmt: skip
     wrong = [k for k, i in enumerate(items) if i.blameable]
     if wrong:
         w_items = [items[k] for k in wrong]
-        out |= _metrics(_advantages([values[k] for k in wrong], w_items), w_items)
-        out["critic_auc"] = _critic_auc([values[k][:-1] for k in wrong], w_items)
+        out |= metrics(_advantages([values[k] for k in wrong], w_items), w_items)
+        out["critic_auc"] = critic_auc([values[k][:-1] for k in wrong], w_items)
     return out
 
 
