@@ -189,12 +189,12 @@ def oracle_signals(
     return out
 
 
-def _has_critic(run: Checkpoint) -> bool:
+def has_critic(run: Checkpoint) -> bool:
     """A token-level critic: a DQO run's V_φ (DRO's value model reads the prompt only)."""
     return run.value_model is not None and run.config.get("method", "dqo") == "dqo"
 
 
-def _alpha(run: Checkpoint) -> float:
+def alpha_of(run: Checkpoint) -> float:
     """The process-reward coefficient α the run's critic was trained with (0 without)."""
     return float(run.config.get("process_reward_coef", 0.0) or 0.0)
 
@@ -204,9 +204,9 @@ def _signals(run: Checkpoint, reference: Any, item: HeldOutResponse, beta: float
     was trained on: with process rewards r_h carries α(Φ(s_{h+1}) − Φ(s_h)) and V_φ learned
     V* − αΦ (Φ(terminal) = 0), so r_h + V_φ(s_{h+1}) − V_φ(s_h) is again V*'s advantage."""
     q = example_quantities(item.example, forward_example(run, reference, item.example),
-                           beta=beta, lam=0.0, alpha=_alpha(run))  # fmt: skip
+                           beta=beta, lam=0.0, alpha=alpha_of(run))  # fmt: skip
     out = {"implied reward": q["log_ratio"]}
-    if _has_critic(run):
+    if has_critic(run):
         out["critic"] = q["advantage"]
         out["value"] = q["value"]
     return out
@@ -373,7 +373,7 @@ def credit_report(
                        oracle=None if oracle is None else [oracle[n] for n in wrong])  # fmt: skip
     extra = None if oracle is None else {"oracle": [o["value"] for o in oracle]}
     errors = {name: value_errors(run, ref, found, extra) for name, run in loaded.items()
-              if _has_critic(run)}  # fmt: skip
+              if has_critic(run)}  # fmt: skip
     meta = {"task": task, "n_problems": n_problems, "k": k, "seed": seed,
             "responses": len(items), "reference": ref_spec, "runs": dict(runs),
             "oracle_k": oracle_k, "held_out": len(found),

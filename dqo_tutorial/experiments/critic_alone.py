@@ -49,10 +49,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import credit
-from .credit_study import HeldOutResponse, critic_auc, held_out_responses, metrics, padded
-from .tasks import TASKS
-from .viz import compute_quantities, token_rewards
+from .. import credit
+from ..credit_study import HeldOutResponse, critic_auc, held_out_responses, metrics, padded
+from ..tasks import TASKS
+from ..viz import compute_quantities, token_rewards
 
 __all__ = [
     "CriticRun",
@@ -182,7 +182,7 @@ def train_config(cfg: CriticConfig, run: CriticRun, data: str) -> Any:
     """The run's :class:`~dqo_tutorial.configs.TrainConfig`: DQO on ``data`` from the toy π_ref,
     ``cfg.base`` then ``run.fields``, ``max_steps = run.steps``, every checkpoint kept and, with
     a frozen policy, ``value_warmup_steps = steps − 1``."""
-    from .configs import TrainConfig
+    from ..configs import TrainConfig
 
     fields = {**cfg.base, **run.fields}
     if run.frozen:
@@ -219,7 +219,7 @@ def head_init(kind: str) -> Iterator[None]:
     if kind == "zero":
         yield
         return
-    from . import modeling
+    from .. import modeling
 
     original = modeling.ValueHead.__init__
 
@@ -251,8 +251,8 @@ def train_run(cfg: CriticConfig, run: CriticRun, folder: Path, data: str) -> flo
     """Train ``run`` into ``folder`` up to its stop (resuming from its newest checkpoint), adding
     the wall seconds spent to ``wall_s.json``; returns them (0.0 when its stop's checkpoint is
     already there)."""
-    from .artifacts import atomic_write_json
-    from .train import train
+    from ..artifacts import atomic_write_json
+    from ..train import train
 
     if _checkpoint(folder, run.stop).is_dir():
         return 0.0
@@ -275,7 +275,7 @@ def train_run(cfg: CriticConfig, run: CriticRun, folder: Path, data: str) -> flo
 def load_critic(folder: Path, step: int, reference: Any) -> Any:
     """V_φ of the run in ``folder`` at checkpoint ``step`` (eval mode, float32), built on
     π_ref's architecture as the trainer builds it (Accelerate saves V_φ as the second model)."""
-    from .modeling import value_model_for
+    from ..modeling import value_model_for
 
     config = train_config_of(folder)
     critic = value_model_for(reference.policy, config.get("value_model", "separate"),
@@ -533,7 +533,7 @@ def plot_curves(payload: Mapping[str, Any]) -> Any:
 def _dataset(cfg: CriticConfig, out: Path) -> str:
     """Sample (or reuse) the study's dataset in ``out/data``: the toy π_ref at τ = 1 with exact
     process rewards stored (unused here: α = 0), as the claims study samples it."""
-    from .sampling import SamplingConfig, build_dataset
+    from ..sampling import SamplingConfig, build_dataset
 
     sampling = SamplingConfig(model="toy", task="toy", limit=cfg.prompts,
                               num_samples=cfg.num_samples, temperature=1.0,
@@ -548,8 +548,8 @@ def _dataset(cfg: CriticConfig, out: Path) -> str:
 def _meta(cfg: CriticConfig, items: Sequence[HeldOutResponse]) -> dict[str, Any]:
     from datetime import date
 
-    from . import __version__
-    from .artifacts import source_commit
+    from .. import __version__
+    from ..artifacts import source_commit
 
     return {"prompts": cfg.prompts, "num_samples": cfg.num_samples, "seed": cfg.seed,
             "test_problems": cfg.test_problems, "test_samples": cfg.test_samples,
@@ -560,7 +560,7 @@ def _meta(cfg: CriticConfig, items: Sequence[HeldOutResponse]) -> dict[str, Any]
 
 
 def _write(out: Path, payload: Mapping[str, Any]) -> None:
-    from .artifacts import atomic_write_json, save_figure_atomically
+    from ..artifacts import atomic_write_json, save_figure_atomically
 
     atomic_write_json(out / "critic.json", payload)
     (out / "critic.md").write_text(table_markdown(payload))
@@ -578,7 +578,7 @@ def run_critic_study(
     payload."""
     import json
 
-    from .viz import load_checkpoint
+    from ..viz import load_checkpoint
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
