@@ -51,7 +51,7 @@ class Target:
 # The statistics helpers are named one by one: add or rename a function here when it changes.
 STATISTICS = {
     "dqo_tutorial/evaluate.py": ("clustered_rate", "paired_difference"),
-    "dqo_tutorial/claims.py": ("paired_interval", "paired_variance"),
+    "dqo_tutorial/experiments/stats.py": ("paired_interval", "paired_variance"),
 }
 
 TARGETS: dict[str, Target] = {
@@ -274,8 +274,8 @@ def _preload() -> None:
     import pytest  # noqa: F401
     import torch  # noqa: F401
 
-    import dqo_tutorial.claims  # noqa: F401
     import dqo_tutorial.decoding  # noqa: F401
+    import dqo_tutorial.experiments.plan  # noqa: F401
     import dqo_tutorial.methods  # noqa: F401
     import dqo_tutorial.models  # noqa: F401
     import dqo_tutorial.sampling  # noqa: F401

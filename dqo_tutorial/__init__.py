@@ -17,7 +17,8 @@ layers that ``make test`` checks (pyproject's ``[tool.importlinter]``, docs/arch
 - :mod:`~dqo_tutorial.sampling`  the offline dataset: samples with log μ, log π_ref and rewards;
 - :mod:`~dqo_tutorial.methods`   one unit per training method (SFT, RFT, DPO, DRO, DQO), a registry;
 - :mod:`~dqo_tutorial.evaluate`  greedy and sampling accuracy on GSM8K;
-- :mod:`~dqo_tutorial.claims`    the toy-claims experiment: seeds, error bars and ablations;
+- :mod:`~dqo_tutorial.experiments` the toy-claims experiment (seeds, error bars, ablations), the
+  credit study across its seeds, the critic alone;
 - :mod:`~dqo_tutorial.recipes`   how the shipped toy π_ref was made (``dqo-tutorial toy-ref``);
 - :mod:`~dqo_tutorial.configs`   the sampling, training and evaluation configs, each field checked;
 - :mod:`~dqo_tutorial.errors`    the package's own errors (one line each; the CLI exits 2 on them);
@@ -48,7 +49,7 @@ _SUBMODULES = (
     "train",
     "evaluate",
     "pipeline",
-    "claims",
+    "experiments",
     "recipes",
     "viz",
     "course",

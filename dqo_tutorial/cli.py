@@ -344,8 +344,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _critic_alone(args: argparse.Namespace) -> int:
-    """``experiment critic-alone``: :func:`~dqo_tutorial.critic_study.run_critic_study`."""
-    from dqo_tutorial.critic_study import SMOKE, CriticConfig, run_critic_study
+    """``experiment critic-alone``: :func:`.critic_alone.run_critic_study`."""
+    from dqo_tutorial.experiments.critic_alone import SMOKE, CriticConfig, run_critic_study
 
     given = [f for f, n in _CLAIMS_ONLY if getattr(args, n)]
     if given:
@@ -365,13 +365,9 @@ _CLAIMS_ONLY = (("--seeds", "seeds"), ("--sweep-seeds", "sweep_seeds"), ("--work
 def _experiment(args: argparse.Namespace) -> int:
     if args.name == "critic-alone":
         return _critic_alone(args)
-    from dqo_tutorial.claims import (
-        SMOKE,
-        ClaimsConfig,
-        expand_variants,
-        resummarize,
-        run_toy_claims,
-    )
+    from dqo_tutorial.experiments.config import SMOKE, ClaimsConfig
+    from dqo_tutorial.experiments.plan import resummarize, run_toy_claims
+    from dqo_tutorial.experiments.variants import expand_variants
 
     values: dict[str, Any] = dict(SMOKE) if args.smoke else {}
     for flag, name in (("--seeds", "seeds"), ("--sweep-seeds", "sweep_seeds")):
@@ -469,7 +465,7 @@ def _credit(args: argparse.Namespace) -> int:
 
 
 def _credit_study(args: argparse.Namespace) -> int:
-    from dqo_tutorial.credit_claims import credit_of_study
+    from dqo_tutorial.experiments.credit import credit_of_study
 
     if args.run:
         raise ConfigError("credit: give --study DIR or --run NAME=FOLDER, not both")

@@ -140,17 +140,17 @@ def value_errors(
     goals = [np.full(len(i.line), r) for i, r in zip(done, outcome)]
     if targets is not None:
         goals = [np.asarray(targets[n], dtype=np.float64) for n in keep]
-    target, mask, _ = _padded(goals, lines)
+    target, mask, _ = padded(goals, lines)
     mean = float(target[mask.bool()].mean()) if mask.any() else 0.0
     predictions = {
-        "critic": _padded(values, lines)[0],
+        "critic": padded(values, lines)[0],
         "constant": torch.full(target.shape, mean, dtype=torch.float64),
-        "prompt (leave-one-out)": _padded(
+        "prompt (leave-one-out)": padded(
             [np.full(len(i.line), v) for i, v in zip(done, loo)], lines
         )[0],  # fmt: skip
     }
     for name, rows in (extra or {}).items():
-        predictions[name] = _padded([rows[n] for n in keep], lines)[0]
+        predictions[name] = padded([rows[n] for n in keep], lines)[0]
     return {k: credit.value_error(v, target, mask) for k, v in predictions.items()}
 
 
@@ -189,12 +189,12 @@ def oracle_signals(
     return out
 
 
-def _has_critic(run: Checkpoint) -> bool:
+def has_critic(run: Checkpoint) -> bool:
     """A token-level critic: a DQO run's V_φ (DRO's value model reads the prompt only)."""
     return run.value_model is not None and run.config.get("method", "dqo") == "dqo"
 
 
-def _alpha(run: Checkpoint) -> float:
+def alpha_of(run: Checkpoint) -> float:
     """The process-reward coefficient α the run's critic was trained with (0 without)."""
     return float(run.config.get("process_reward_coef", 0.0) or 0.0)
 
@@ -204,15 +204,15 @@ def _signals(run: Checkpoint, reference: Any, item: HeldOutResponse, beta: float
     was trained on: with process rewards r_h carries α(Φ(s_{h+1}) − Φ(s_h)) and V_φ learned
     V* − αΦ (Φ(terminal) = 0), so r_h + V_φ(s_{h+1}) − V_φ(s_h) is again V*'s advantage."""
     q = example_quantities(item.example, forward_example(run, reference, item.example),
-                           beta=beta, lam=0.0, alpha=_alpha(run))  # fmt: skip
+                           beta=beta, lam=0.0, alpha=alpha_of(run))  # fmt: skip
     out = {"implied reward": q["log_ratio"]}
-    if _has_critic(run):
+    if has_critic(run):
         out["critic"] = q["advantage"]
         out["value"] = q["value"]
     return out
 
 
-def _padded(rows: Sequence[np.ndarray], lines: Sequence[Sequence[int]]) -> tuple:
+def padded(rows: Sequence[np.ndarray], lines: Sequence[Sequence[int]]) -> tuple:
     t = max((len(r) for r in rows), default=0)
     score = torch.zeros(len(rows), t, dtype=torch.float64)
     mask = torch.zeros(len(rows), t, dtype=torch.long)
@@ -223,9 +223,9 @@ def _padded(rows: Sequence[np.ndarray], lines: Sequence[Sequence[int]]) -> tuple
     return score, mask, line
 
 
-def _metrics(rows: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> dict[str, float]:
+def metrics(rows: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> dict[str, float]:
     """Blame accuracy of one signal over the population, with its chance levels."""
-    score, mask, line = _padded(rows, [i.line for i in items])
+    score, mask, line = padded(rows, [i.line for i in items])
     wrong = torch.tensor([i.wrong for i in items])
     out = {
         "token_blame": float(credit.token_blame_hits(score, mask, line, wrong).double().mean()),
@@ -239,7 +239,7 @@ def _metrics(rows: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> di
     return out | {f"credit_{k}": v for k, v in partial.items()} | {"hits": hits}
 
 
-def _critic_auc(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> float:
+def critic_auc(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) -> float:
     before, after = [], []
     for v, item in zip(values, items, strict=True):
         for h, k in enumerate(item.line):
@@ -259,21 +259,21 @@ def score_runs(
         return {}
     rng = random.Random(seed)
     table = {
-        "π_ref surprisal": _metrics([_ref_logps(reference, i) for i in items], items),
-        "random": _metrics([np.array([rng.random() for _ in i.line]) for i in items], items),
+        "π_ref surprisal": metrics([_ref_logps(reference, i) for i in items], items),
+        "random": metrics([np.array([rng.random() for _ in i.line]) for i in items], items),
     }
     if oracle is not None:
-        table["oracle critic"] = _metrics([o["critic"] for o in oracle], items)
-        table["oracle critic"]["critic_auc"] = _critic_auc([o["value"] for o in oracle], items)
+        table["oracle critic"] = metrics([o["critic"] for o in oracle], items)
+        table["oracle critic"]["critic_auc"] = critic_auc([o["value"] for o in oracle], items)
     for name, run in runs.items():
         beta = float(run.config.get("beta", 0.1))
         signals = [_signals(run, reference.policy, i, beta) for i in items]
         for key in ("implied reward", "critic"):
             if key in signals[0]:
-                table[f"{name} {key}"] = _metrics([s[key] for s in signals], items)
+                table[f"{name} {key}"] = metrics([s[key] for s in signals], items)
         if "value" in signals[0]:
             values = [s["value"] for s in signals]
-            table[f"{name} critic"]["critic_auc"] = _critic_auc(values, items)
+            table[f"{name} critic"]["critic_auc"] = critic_auc(values, items)
     return table
 
 
@@ -373,7 +373,7 @@ def credit_report(
                        oracle=None if oracle is None else [oracle[n] for n in wrong])  # fmt: skip
     extra = None if oracle is None else {"oracle": [o["value"] for o in oracle]}
     errors = {name: value_errors(run, ref, found, extra) for name, run in loaded.items()
-              if _has_critic(run)}  # fmt: skip
+              if has_critic(run)}  # fmt: skip
     meta = {"task": task, "n_problems": n_problems, "k": k, "seed": seed,
             "responses": len(items), "reference": ref_spec, "runs": dict(runs),
             "oracle_k": oracle_k, "held_out": len(found),

@@ -30,7 +30,7 @@ Whether a question is test is a property of the question itself — a hash bucke
 (:func:`split_of`, 1 in 5 → test) — so test is disjoint from the others for every ``n``. Dev
 questions come from the train bucket with their own seed, minus the 2,000 default train
 problems (the ones π_ref was trained on): a held-out set for choosing hyperparameters without
-touching test (:mod:`dqo_tutorial.claims` tunes on it). A train split larger than the default
+touching test (:mod:`dqo_tutorial.experiments` tunes on it). A train split larger than the default
 may overlap dev.
 
 **Step correctness: prefix semantics.** Line k of a response is correct iff it *is* line k of
@@ -359,8 +359,8 @@ def max_new_tokens_for(n_ops: int) -> int:
 
 def load_chains(split: str, n_ops: int, n: int | None = None) -> list[Problem]:
     """Like :func:`load_toy`, but every question has exactly ``n_ops`` operations (the horizon
-    sweep of :mod:`dqo_tutorial.claims`). The same split rules: test is the hash bucket, dev the
-    train bucket minus this length's default train problems; seeds differ per length."""
+    sweep of :mod:`dqo_tutorial.experiments`). The same split rules: test is the hash bucket, dev
+    the train bucket minus this length's default train problems; seeds differ per length."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if n_ops not in CHAIN_LENGTHS:

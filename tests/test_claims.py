@@ -13,22 +13,16 @@ import time
 import pytest
 import torch
 
-from dqo_tutorial.claims import (
-    SMOKE,
-    VARIANTS,
-    ClaimsConfig,
+from dqo_tutorial.experiments.config import SMOKE, ClaimsConfig, choose_budgets, select_rows
+from dqo_tutorial.experiments.stats import (
     _t_quantile,
-    budget_table,
-    choose_budgets,
-    expand_variants,
     paired_interval,
     paired_variance,
-    results_table,
-    select_rows,
     summarize_runs,
-    sweep_points,
-    sweep_table,
 )
+from dqo_tutorial.experiments.sweeps import sweep_points, sweep_table
+from dqo_tutorial.experiments.tables import budget_table, results_table
+from dqo_tutorial.experiments.variants import VARIANTS, expand_variants
 from dqo_tutorial.kernels import dqo_loss
 
 # prompt 0: 2 correct, 3 wrong; prompt 1: 0 correct, 2 wrong; prompt 2: 4 correct, 1 wrong
@@ -488,20 +482,20 @@ def test_smoke_experiment_through_the_cli(tmp_path):
 def test_schedule_runs_dependents_after_their_dependencies():
     import operator
 
-    from dqo_tutorial.claims import _Job, _schedule
+    from dqo_tutorial.experiments.jobs import Job, schedule
 
     jobs = [
-        _Job("a", 1, (), lambda d: (operator.add, (1, 1))),
-        _Job("b", 5, ("a",), lambda d: (operator.mul, (d["a"], 10))),  # needs a's result
-        _Job("c", 9, (), lambda d: (operator.sub, (7, 2))),
-        _Job("d", 1, ("b", "c"), lambda d: (operator.add, (d["b"], d["c"]))),
+        Job("a", 1, (), lambda d: (operator.add, (1, 1))),
+        Job("b", 5, ("a",), lambda d: (operator.mul, (d["a"], 10))),  # needs a's result
+        Job("c", 9, (), lambda d: (operator.sub, (7, 2))),
+        Job("d", 1, ("b", "c"), lambda d: (operator.add, (d["b"], d["c"]))),
     ]
     said: list[str] = []
-    done = _schedule(jobs, 2, said.append)
+    done = schedule(jobs, 2, said.append)
     assert done == {"a": 2, "b": 20, "c": 5, "d": 25}
     assert said[-1] == "4/4 d"
     with pytest.raises(RuntimeError, match="unmet dependencies"):
-        _schedule([_Job("x", 1, ("missing",), lambda d: (operator.neg, (1,)))], 1, said.append)
+        schedule([Job("x", 1, ("missing",), lambda d: (operator.neg, (1,)))], 1, said.append)
 
 
 def test_a_cut_response_graded_correct_is_not_a_positive():

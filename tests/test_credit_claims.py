@@ -1,4 +1,4 @@
-"""Credit assignment across a study's seeds (dqo_tutorial.credit_claims): the run folders it
+"""Credit assignment across a study's seeds (dqo_tutorial.experiments.credit): the run folders it
 reads, the paired contrasts, by hand."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from dqo_tutorial.credit_claims import _accuracy_contrasts, contrast, study_runs
 from dqo_tutorial.errors import DataError
+from dqo_tutorial.experiments.credit import _accuracy_contrasts, contrast, study_runs
 
 
 def _run(tmp, seed, folder, test=True):

@@ -41,12 +41,12 @@ def test_planted_signals_score_as_localising_or_not(reference):
     its chance level."""
     items = credit_study.held_out_wrong_responses(reference, n_problems=40, k=2, seed=1)
     at_slip = [np.array([-1.0 if k == i.wrong else 0.0 for k in i.line]) for i in items]
-    planted = credit_study._metrics(at_slip, items)
+    planted = credit_study.metrics(at_slip, items)
     assert planted["step_blame"] == 1.0 and planted["token_blame"] == 1.0
     assert planted["credit_prefix"] == 0.0 and planted["credit_wrong"] == -1.0
     at_end = [np.array([0.0] * (len(i.line) - 1) + [-1.0]) for i in items]
     last = np.mean([i.line[-1] == i.wrong for i in items])
-    assert credit_study._metrics(at_end, items)["token_blame"] == pytest.approx(last)
+    assert credit_study.metrics(at_end, items)["token_blame"] == pytest.approx(last)
     table = credit_study.score_runs({}, reference, items, seed=0)
     assert set(table) == {"π_ref surprisal", "random"}
     assert abs(table["random"]["step_blame"] - table["random"]["step_chance"]) < 0.25

@@ -1,5 +1,6 @@
-"""The critic alone (dqo_tutorial.critic_study): batched scores equal the credit study's, floors
-with an extra one, the grid's configs, the head's initialisation, the report, the command."""
+"""The critic alone (dqo_tutorial.experiments.critic_alone): batched scores equal the credit
+study's, floors with an extra one, the grid's configs, the head's initialisation, the report,
+the command."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import json
 import pytest
 import torch
 
-from dqo_tutorial import credit, credit_study, critic_study
+from dqo_tutorial import credit, credit_study
 from dqo_tutorial.cli import main
+from dqo_tutorial.experiments import critic_alone
 from dqo_tutorial.modeling import ValueHead, ValueModel
 from dqo_tutorial.viz import Checkpoint, load_checkpoint
 
@@ -42,7 +44,7 @@ def test_batched_scores_equal_the_credit_study(reference, items):
     AUC (the frozen critic's run: π_ref as its policy)."""
     vm = random_critic(reference)
     run = Checkpoint("C", reference.policy, reference.tokenizer, vm, False, "toy", {"beta": 0.1})
-    got = critic_study.score_critic(vm, items)
+    got = critic_alone.score_critic(vm, items)
     assert got["value_error"] == pytest.approx(
         credit_study.value_errors(run, reference, items)["critic"], abs=1e-6
     )
@@ -55,11 +57,11 @@ def test_batched_scores_equal_the_credit_study(reference, items):
         assert got[key] == pytest.approx(value, abs=1e-6), key
     done = [i for i in items if i.example.terminal]
     by_loop = [((i.example.reward - v[:-1]) ** 2).sum() for i, v in
-               zip(done, critic_study.critic_values(vm, done))]  # fmt: skip
+               zip(done, critic_alone.critic_values(vm, done))]  # fmt: skip
     tokens = sum(len(i.line) for i in done)
     assert got["value_mse"] == pytest.approx(sum(by_loop) / tokens, abs=1e-9)
-    small = critic_study.critic_values(vm, items, batch_size=3)  # other chunks, same values
-    for a, b in zip(small, critic_study.critic_values(vm, items)):
+    small = critic_alone.critic_values(vm, items, batch_size=3)  # other chunks, same values
+    for a, b in zip(small, critic_alone.critic_values(vm, items)):
         assert a == pytest.approx(b, abs=1e-5)
 
 
@@ -69,8 +71,8 @@ def test_floors_with_an_extra_one(reference, items):
     vm = random_critic(reference)
     run = Checkpoint("C", reference.policy, reference.tokenizer, vm, False, "toy", {})
     theirs = credit_study.value_errors(run, reference, items)
-    target, mask = critic_study.value_targets(items)
-    floors = critic_study.floor_errors(
+    target, mask = critic_alone.value_targets(items)
+    floors = critic_alone.floor_errors(
         items, {"oracle": lambda done: target.clone(), "half": lambda done: 0.5 + 0 * target}
     )
     assert floors["constant"] == pytest.approx(theirs["constant"], abs=1e-12)
@@ -82,8 +84,8 @@ def test_floors_with_an_extra_one(reference, items):
     assert floors["V ≡ 0 (the untrained head)"] == pytest.approx(outcome)  # R ∈ {0, 1}
     assert int(mask.sum()) == sum(len(i.line) for i in items if i.example.terminal)
     with pytest.raises(ValueError, match="shape"):
-        critic_study.floor_errors(items, {"bad": lambda done: torch.zeros(1, 1)})
-    sq = critic_study.floor_errors(items, {"oracle": lambda done: target.clone()}, squared=True)
+        critic_alone.floor_errors(items, {"bad": lambda done: torch.zeros(1, 1)})
+    sq = critic_alone.floor_errors(items, {"oracle": lambda done: target.clone()}, squared=True)
     assert sq["oracle"] == 0.0 and sq["V ≡ 0 (the untrained head)"] == pytest.approx(outcome)
     done = [i for i in items if i.example.terminal]
     rs = torch.tensor([i.example.reward for i in done], dtype=torch.float64)
@@ -102,34 +104,34 @@ def test_floors_with_an_extra_one(reference, items):
 
 
 def test_the_grid_freezes_the_policy_and_keeps_every_checkpoint():
-    cfg = critic_study.CriticConfig()
-    run = critic_study.CriticRun("r", {"value_lr": 3e-3}, steps=1000, budget=200)
-    tc = critic_study.train_config(cfg, run, "data")
+    cfg = critic_alone.CriticConfig()
+    run = critic_alone.CriticRun("r", {"value_lr": 3e-3}, steps=1000, budget=200)
+    tc = critic_alone.train_config(cfg, run, "data")
     assert (tc.value_warmup_steps, tc.max_steps, tc.value_lr) == (999, 1000, 3e-3)
     assert (tc.batch_size, tc.beta, tc.policy_lr, tc.warmup_ratio) == (64, 0.1, 1e-4, 0.05)
     assert tc.keep_checkpoints >= 1000 // cfg.checkpoint_every
-    live = critic_study.CriticRun("live", {}, steps=50, frozen=False)
-    assert critic_study.train_config(cfg, live, "data").value_warmup_steps == 10
-    assert critic_study.eval_steps(cfg, run) == [25, 50, 100, 200]
-    assert critic_study.eval_steps(cfg, dataclasses.replace(run, steps=60, budget=None)) == [
+    live = critic_alone.CriticRun("live", {}, steps=50, frozen=False)
+    assert critic_alone.train_config(cfg, live, "data").value_warmup_steps == 10
+    assert critic_alone.eval_steps(cfg, run) == [25, 50, 100, 200]
+    assert critic_alone.eval_steps(cfg, dataclasses.replace(run, steps=60, budget=None)) == [
         25, 50, 60,
     ]  # fmt: skip
     with pytest.raises(ValueError, match="multiples"):
-        critic_study.CriticConfig(eval_steps=(30,))
+        critic_alone.CriticConfig(eval_steps=(30,))
     with pytest.raises(ValueError, match="distinct"):
-        critic_study.CriticConfig(runs=(run, run))
+        critic_alone.CriticConfig(runs=(run, run))
     with pytest.raises(ValueError, match="budget"):
-        critic_study.CriticConfig(runs=(dataclasses.replace(run, budget=210),))
+        critic_alone.CriticConfig(runs=(dataclasses.replace(run, budget=210),))
     with pytest.raises(ValueError, match="value_lr"):
-        critic_study.CriticConfig(runs=(critic_study.CriticRun("x", {"value_lr": -1.0}),))
+        critic_alone.CriticConfig(runs=(critic_alone.CriticRun("x", {"value_lr": -1.0}),))
 
 
 def test_the_head_starts_at_zero_unless_asked_and_is_restored():
     assert not ValueHead(8).proj.weight.any()
-    with critic_study.head_init("default"):
+    with critic_alone.head_init("default"):
         assert ValueHead(8).proj.weight.abs().min() > 0
     assert not ValueHead(8).proj.weight.any()
-    with critic_study.head_init("zero"):
+    with critic_alone.head_init("zero"):
         assert not ValueHead(8).proj.weight.any()
 
 
@@ -151,12 +153,12 @@ def _payload():
 
 
 def test_the_table_bolds_what_beats_the_prompt_floor_and_the_plot_draws_the_floors():
-    md = critic_study.table_markdown(_payload())
+    md = critic_alone.table_markdown(_payload())
     row = next(line for line in md.splitlines() if line.startswith("| a | 0.001"))
     assert row.endswith("| 0.450 | **0.300** |")
     assert "constant **0.490**" in md and "abc1234" in md and "2-core CPU box" in md
     assert "| a | 50 | 0.300 | 50.0 | 20.0 | 40.0 | 25.0 | 0.800 | 50 | 12 |" in md
-    fig = critic_study.plot_curves(_payload())
+    fig = critic_alone.plot_curves(_payload())
     ax = fig.axes[0]
     floors = [ln for ln in ax.get_lines() if ln.get_label().startswith("floor")]
     assert sorted(ln.get_ydata()[0] for ln in floors) == [0.36, 0.49]
@@ -179,11 +181,11 @@ def smoke(tmp_path_factory):
 
 def test_the_smoke_study_writes_its_three_files(smoke):
     payload = json.loads((smoke / "critic.json").read_text())
-    cfg = critic_study.CriticConfig(**critic_study.SMOKE)
+    cfg = critic_alone.CriticConfig(**critic_alone.SMOKE)
     assert sorted(payload["runs"]) == sorted(r.name for r in cfg.runs)  # (JSON sorts keys)
     for run in cfg.runs:
         got = payload["runs"][run.name]
-        assert sorted(map(int, got["scores"])) == critic_study.eval_steps(cfg, run)
+        assert sorted(map(int, got["scores"])) == critic_alone.eval_steps(cfg, run)
         assert got["steps_trained"] == run.stop
     assert (smoke / "critic.png").stat().st_size > 0
     assert "prompt (leave-one-out)" in (smoke / "critic.md").read_text()
@@ -199,9 +201,9 @@ def test_a_rerun_trains_nothing_and_a_larger_budget_resumes(smoke, capsys):
     assert all(r["train_s"] > 0 for r in again["runs"].values())
     before["runs"]["frozen"]["scores"]["2"]["value_error"] = -1.0  # a score kept is this one
     (smoke / "critic.json").write_text(json.dumps(before))
-    base = critic_study.CriticConfig(**critic_study.SMOKE)
+    base = critic_alone.CriticConfig(**critic_alone.SMOKE)
     longer = dataclasses.replace(base.runs[0], budget=None)
-    payload = critic_study.run_critic_study(
+    payload = critic_alone.run_critic_study(
         dataclasses.replace(base, runs=(longer,)), str(smoke), log=lambda _: None
     )
     log = (smoke / "runs" / "frozen" / "log.jsonl").read_text().splitlines()

@@ -356,12 +356,12 @@ def _assert_close_tree(got, want, path="summary"):
 def test_the_five_seed_study_reads_as_08_and_the_claims_page_say():
     """08's summary and docs/toy-claims.md, checked against the committed study: five seeds,
     every method tuned over the same lr × epochs grid, paired intervals over seeds × problems."""
-    from dqo_tutorial import claims
+    from dqo_tutorial.experiments import stats, sweeps
 
     summary, runs = STUDY["summary"], STUDY["runs"]
     # the committed summary is the current aggregation of the committed runs (regenerate with
     # `dqo-tutorial experiment toy-claims --out DIR --resummarize`)
-    _assert_close_tree(json.loads(json.dumps(claims.summarize_runs(runs))), summary)
+    _assert_close_tree(json.loads(json.dumps(stats.summarize_runs(runs))), summary)
     assert len(STUDY["config"]["seeds"]) == 5
     assert len(STUDY["tuning"]) == 5 * 6  # 2 rates × 3 epoch counts per method
     for name in ("π_ref", "SFT", "RFT", "DPO", "DRO", "DQO"):
@@ -379,18 +379,18 @@ def test_the_five_seed_study_reads_as_08_and_the_claims_page_say():
     dqo = {r["seed"]: r for r in runs if r["variant"] == "DQO"}
     dro = {r["seed"]: r for r in runs if r["variant"] == "DRO"}
     seeds = sorted(dqo)
-    again = claims.paired_interval(
-        [claims._scores(dro[s]["test"]["hits"], "greedy") for s in seeds],
-        [claims._scores(dqo[s]["test"]["hits"], "greedy") for s in seeds],
+    again = stats.paired_interval(
+        [stats.scores(dro[s]["test"]["hits"], "greedy") for s in seeds],
+        [stats.scores(dqo[s]["test"]["hits"], "greedy") for s in seeds],
     )
     assert again == pytest.approx(ci("DRO", "greedy"))
     for s in seeds:  # and the hits give the accuracies
-        hits = claims._scores(dqo[s]["test"]["hits"], "greedy")
+        hits = stats.scores(dqo[s]["test"]["hits"], "greedy")
         assert sum(hits) / len(hits) == pytest.approx(dqo[s]["test"]["greedy"])
     assert {c["epochs"] for c in STUDY["chosen"].values()} != {1}  # the length was chosen too
     # the horizon sweep: π_ref's accuracy falls with the number of operations; DQO − DRO has
     # an interval containing 0 at every length; at 8 operations nothing moves off π_ref
-    points = claims.sweep_points(runs, "horizon")
+    points = sweeps.sweep_points(runs, "horizon")
     assert list(points) == [2, 4, 6, 8]
     ref = [points[n]["π_ref"]["greedy"]["mean"] for n in points]
     assert ref == sorted(ref, reverse=True) and 0.3 <= ref[-2] and ref[-1] < 0.3

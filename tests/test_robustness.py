@@ -484,7 +484,7 @@ _JOBS = [  # what the commands start: none of it may run when --out is unusable
     ("dqo_tutorial.train", "train"),
     ("dqo_tutorial.evaluate", "evaluate"),
     ("dqo_tutorial.pipeline", "run"),
-    ("dqo_tutorial.claims", "run_toy_claims"),
+    ("dqo_tutorial.experiments.plan", "run_toy_claims"),
     ("dqo_tutorial.course_site", "build"),
     ("dqo_tutorial.course", "make_student_copies"),
     ("dqo_tutorial.course", "make_nbgrader_course"),

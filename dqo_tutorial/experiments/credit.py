@@ -2,7 +2,7 @@ r"""Credit assignment across a study's seeds: blame with intervals, and the crit
 
     dqo-tutorial credit --study outputs/credit-claims --out docs/credit-assignment [--oracle-k 16]
 
-A toy-claims study (:mod:`dqo_tutorial.claims`, e.g. ``--variants credit``) trains every
+A toy-claims study (:mod:`dqo_tutorial.experiments.plan`, e.g. ``--variants credit``) trains every
 variant on one offline dataset per seed. This module scores every trained test run of it with
 :mod:`dqo_tutorial.credit_study` on **one** held-out population (π_ref's responses to the first
 test problems, their own seed, the wrong ones with a located first wrong line), so that the
@@ -17,7 +17,7 @@ Reported (``credit-study.json`` / ``.md`` / ``.png``):
 * the value error of every learned critic beside its floors (constant, prompt-level
   leave-one-out, the oracle), per seed;
 * :data:`BLAME_CONTRASTS` and :data:`ACCURACY_CONTRASTS`: paired differences with the calibrated
-  interval (:func:`~dqo_tutorial.claims.paired_interval`) and a sign count. *oracle − flat* is
+  interval (:func:`~.stats.paired_interval`) and a sign count. *oracle − flat* is
   what token-level credit can buy on the task; *DQO − flat* how much of it the learned critic
   captures.
 """
@@ -31,9 +31,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .artifacts import atomic_write_json, save_figure_atomically, source_commit
-from .claims import _scores, _slug, paired_interval
-from .errors import DataError
+from ..artifacts import atomic_write_json, save_figure_atomically, source_commit
+from ..errors import DataError
+from .plan import slug
+from .stats import paired_interval, scores
 
 __all__ = ["BLAME_CONTRASTS", "ACCURACY_CONTRASTS", "study_runs", "contrast", "credit_of_study"]
 
@@ -67,7 +68,7 @@ def study_runs(study: Path) -> dict[int, dict[str, Path]]:
     for r in results["runs"]:
         if r["method"] == "reference" or r.get("skipped"):
             continue
-        pattern = re.escape(_slug(r["variant"])) + r"-[0-9a-f]{8}"
+        pattern = re.escape(slug(r["variant"])) + r"-[0-9a-f]{8}"
         folder = study / "runs" / f"seed-{r['seed']}"
         dirs = [d for d in folder.iterdir() if re.fullmatch(pattern, d.name)
                 and (d / "eval-test").is_dir() and (d / "train" / "policy").is_dir()]  # fmt: skip
@@ -122,7 +123,7 @@ def _accuracy_contrasts(results: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[f"{a} − {b}"] = {
             d: contrast(
-                [_scores(hits[a, s], d) for s in seeds], [_scores(hits[b, s], d) for s in seeds]
+                [scores(hits[a, s], d) for s in seeds], [scores(hits[b, s], d) for s in seeds]
             )  # fmt: skip
             for d in ("greedy", "sampling")
         } | {"seeds": seeds}
@@ -142,8 +143,8 @@ def _blame_contrasts(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any
 
 def _score_seed(runs: Mapping[str, Path], ref: Any, found: Sequence[Any], oracle: Any) -> dict:
     """One seed's signals and value errors (:func:`~dqo_tutorial.credit_study.score_runs`)."""
-    from .credit_study import _alpha, _has_critic, critic_values, score_runs, value_errors
-    from .viz import load_checkpoint
+    from ..credit_study import alpha_of, critic_values, has_critic, score_runs, value_errors
+    from ..viz import load_checkpoint
 
     loaded = {v: load_checkpoint(str(d), v) for v, d in runs.items()}
     wrong = [n for n, r in enumerate(found) if r.blameable]
@@ -151,7 +152,7 @@ def _score_seed(runs: Mapping[str, Path], ref: Any, found: Sequence[Any], oracle
     table = score_runs(loaded, ref, items, seed=0, oracle=[oracle[n] for n in wrong])
     v_star = [o["value"] for o in oracle]
     # a critic trained with process rewards estimates V* − αΦ, not V: no value error for it
-    critics = {v: run for v, run in loaded.items() if _has_critic(run) and not _alpha(run)}
+    critics = {v: run for v, run in loaded.items() if has_critic(run) and not alpha_of(run)}
     errors, to_oracle = {}, {}
     for v, run in critics.items():
         values = critic_values(run, ref, found)  # one forward pass per response, for both
@@ -167,9 +168,9 @@ def credit_of_study(
     π_ref's responses to the first ``n_problems`` test problems (``k`` each, the stream of
     ``seed``), with the oracle critic of ``oracle_k`` rollouts per anchor; write
     ``credit-study.{json,md,png}`` into ``out`` and return the JSON payload."""
-    from . import __version__
-    from .credit_study import held_out_responses, oracle_signals
-    from .viz import load_checkpoint
+    from .. import __version__
+    from ..credit_study import held_out_responses, oracle_signals
+    from ..viz import load_checkpoint
 
     commit, folder = source_commit(), Path(study)
     results = json.loads((folder / "results.json").read_text())
@@ -198,7 +199,7 @@ def credit_of_study(
 
 
 def _write(payload: Mapping[str, Any], out: Path) -> None:
-    from .credit_study import plot_blame
+    from ..credit_study import plot_blame
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "credit-study.json", payload)

@@ -49,10 +49,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import credit
-from .credit_study import HeldOutResponse, _critic_auc, _metrics, _padded, held_out_responses
-from .tasks import TASKS
-from .viz import compute_quantities, token_rewards
+from .. import credit
+from ..credit_study import HeldOutResponse, critic_auc, held_out_responses, metrics, padded
+from ..tasks import TASKS
+from ..viz import compute_quantities, token_rewards
 
 __all__ = [
     "CriticRun",
@@ -182,7 +182,7 @@ def train_config(cfg: CriticConfig, run: CriticRun, data: str) -> Any:
     """The run's :class:`~dqo_tutorial.configs.TrainConfig`: DQO on ``data`` from the toy π_ref,
     ``cfg.base`` then ``run.fields``, ``max_steps = run.steps``, every checkpoint kept and, with
     a frozen policy, ``value_warmup_steps = steps − 1``."""
-    from .configs import TrainConfig
+    from ..configs import TrainConfig
 
     fields = {**cfg.base, **run.fields}
     if run.frozen:
@@ -219,7 +219,7 @@ def head_init(kind: str) -> Iterator[None]:
     if kind == "zero":
         yield
         return
-    from . import modeling
+    from .. import modeling
 
     original = modeling.ValueHead.__init__
 
@@ -251,8 +251,8 @@ def train_run(cfg: CriticConfig, run: CriticRun, folder: Path, data: str) -> flo
     """Train ``run`` into ``folder`` up to its stop (resuming from its newest checkpoint), adding
     the wall seconds spent to ``wall_s.json``; returns them (0.0 when its stop's checkpoint is
     already there)."""
-    from .artifacts import atomic_write_json
-    from .train import train
+    from ..artifacts import atomic_write_json
+    from ..train import train
 
     if _checkpoint(folder, run.stop).is_dir():
         return 0.0
@@ -275,7 +275,7 @@ def train_run(cfg: CriticConfig, run: CriticRun, folder: Path, data: str) -> flo
 def load_critic(folder: Path, step: int, reference: Any) -> Any:
     """V_φ of the run in ``folder`` at checkpoint ``step`` (eval mode, float32), built on
     π_ref's architecture as the trainer builds it (Accelerate saves V_φ as the second model)."""
-    from .modeling import value_model_for
+    from ..modeling import value_model_for
 
     config = train_config_of(folder)
     critic = value_model_for(reference.policy, config.get("value_model", "separate"),
@@ -303,7 +303,7 @@ def value_targets(items: Sequence[HeldOutResponse]) -> tuple[torch.Tensor, torch
     per-token prediction (critic, floors) is scored in."""
     done = [i for i in items if i.example.terminal]
     rows = [np.full(len(i.line), i.example.reward) for i in done]
-    target, mask, _ = _padded(rows, [i.line for i in done])
+    target, mask, _ = padded(rows, [i.line for i in done])
     return target, mask
 
 
@@ -346,7 +346,7 @@ def floor_errors(
     loo_rows = [np.full(len(i.line), v) for i, v in zip(done, loo)]
     predictions = {
         "constant": torch.full(target.shape, mean, dtype=torch.float64),
-        "prompt (leave-one-out)": _padded(loo_rows, [i.line for i in done])[0],
+        "prompt (leave-one-out)": padded(loo_rows, [i.line for i in done])[0],
         "V ≡ 0 (the untrained head)": torch.zeros(target.shape, dtype=torch.float64),
     }
     for name, predict in (extra_floors or {}).items():
@@ -393,8 +393,8 @@ def _advantages(values: Sequence[np.ndarray], items: Sequence[HeldOutResponse]) 
     """r_h + T_{h+1} − V(s_h) at λ = 0 with π_θ = π_ref (:func:`~dqo_tutorial.viz.
     compute_quantities`, batched): the critic's one-step advantage per response token."""
     rows = [v[:-1] for v in values]
-    value, mask, _ = _padded(rows, [i.line for i in items])
-    reward = _padded([np.array(token_rewards(i.example, 0.0)[i.example.n_prompt :])
+    value, mask, _ = padded(rows, [i.line for i in items])
+    reward = padded([np.array(token_rewards(i.example, 0.0)[i.example.n_prompt :])
                       for i in items], [i.line for i in items])[0]  # fmt: skip
     final = torch.tensor([v[-1] for v in values])
     terminal = torch.tensor([i.example.terminal for i in items])
@@ -412,14 +412,14 @@ def score_critic(critic: Any, items: Sequence[HeldOutResponse]) -> dict[str, flo
     done = [k for k, i in enumerate(items) if i.example.terminal]
     target, mask = value_targets(items)
     lines = [items[k].line for k in done]
-    predicted = _padded([values[k][:-1] for k in done], lines)[0]
+    predicted = padded([values[k][:-1] for k in done], lines)[0]
     out = {"value_error": credit.value_error(predicted, target, mask),
            "value_mse": squared_error(predicted, target, mask)}  # fmt: skip
     wrong = [k for k, i in enumerate(items) if i.blameable]
     if wrong:
         w_items = [items[k] for k in wrong]
-        out |= _metrics(_advantages([values[k] for k in wrong], w_items), w_items)
-        out["critic_auc"] = _critic_auc([values[k][:-1] for k in wrong], w_items)
+        out |= metrics(_advantages([values[k] for k in wrong], w_items), w_items)
+        out["critic_auc"] = critic_auc([values[k][:-1] for k in wrong], w_items)
     return out
 
 
@@ -533,7 +533,7 @@ def plot_curves(payload: Mapping[str, Any]) -> Any:
 def _dataset(cfg: CriticConfig, out: Path) -> str:
     """Sample (or reuse) the study's dataset in ``out/data``: the toy π_ref at τ = 1 with exact
     process rewards stored (unused here: α = 0), as the claims study samples it."""
-    from .sampling import SamplingConfig, build_dataset
+    from ..sampling import SamplingConfig, build_dataset
 
     sampling = SamplingConfig(model="toy", task="toy", limit=cfg.prompts,
                               num_samples=cfg.num_samples, temperature=1.0,
@@ -548,8 +548,8 @@ def _dataset(cfg: CriticConfig, out: Path) -> str:
 def _meta(cfg: CriticConfig, items: Sequence[HeldOutResponse]) -> dict[str, Any]:
     from datetime import date
 
-    from . import __version__
-    from .artifacts import source_commit
+    from .. import __version__
+    from ..artifacts import source_commit
 
     return {"prompts": cfg.prompts, "num_samples": cfg.num_samples, "seed": cfg.seed,
             "test_problems": cfg.test_problems, "test_samples": cfg.test_samples,
@@ -560,7 +560,7 @@ def _meta(cfg: CriticConfig, items: Sequence[HeldOutResponse]) -> dict[str, Any]
 
 
 def _write(out: Path, payload: Mapping[str, Any]) -> None:
-    from .artifacts import atomic_write_json, save_figure_atomically
+    from ..artifacts import atomic_write_json, save_figure_atomically
 
     atomic_write_json(out / "critic.json", payload)
     (out / "critic.md").write_text(table_markdown(payload))
@@ -578,7 +578,7 @@ def run_critic_study(
     payload."""
     import json
 
-    from .viz import load_checkpoint
+    from ..viz import load_checkpoint
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

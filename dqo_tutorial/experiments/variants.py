@@ -1,0 +1,277 @@
+"""The rows of the toy-claims comparison: :class:`Variant`, every variant (:data:`VARIANTS`),
+the named sets of ``--variants`` and the generated horizon and data-size sweep variants."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "GROUPS",
+    "VARIANT_SETS",
+    "Variant",
+    "VARIANTS",
+    "VARIANTS_BY_NAME",
+    "ROW_SELECTIONS",
+    "HORIZON_OPS",
+    "DATA_SCALES",
+    "expand_variants",
+]
+
+
+GROUPS = (
+    "baselines",
+    "importance sampling",
+    "λ-return",
+    "process rewards",
+    "imbalance",
+    "data size",
+    "diagnostics",
+    "knobs tuned",
+    "horizon",
+    "data-size sweep",
+    "critic",
+    "credit",
+)
+
+
+VARIANT_SETS: dict[str, tuple[str, ...]] = {
+    "ablations": ("importance sampling", "λ-return", "process rewards", "imbalance", "data size"),
+    "diagnostics": ("diagnostics",),
+    "knobs tuned": ("knobs tuned",),
+    "horizon": ("horizon",),
+    "data-size sweep": ("data-size sweep",),
+    "critic": ("critic",),
+    "credit": ("credit",),
+}
+"""Named sets of ``--variants``: the baselines plus these groups (each a run of its own)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the comparison.
+
+    ``method``: ``"reference"`` (π_ref, not trained) or a :data:`~dqo_tutorial.train.METHODS`
+    entry; ``train``: :class:`~dqo_tutorial.train.TrainConfig` fields on top of the experiment's
+    (after tuning); ``rows``: which sampled rows it trains on (:func:`~.config.select_rows`);
+    ``potentials``: the Φ of its process rewards (``"exact"`` or ``"monte_carlo"``); ``curve``:
+    record a dev learning curve; ``default``: part of the default grid; ``value_lr_scale``:
+    multiplies the value learning rate its method was tuned with; ``tune_knobs``: train with
+    the knob set of :attr:`~.config.ClaimsConfig.knob_grid` that won on dev for its method.
+
+    Sweeps: ``ops`` — chains of exactly that many operations (task ``toy-<ops>ops``) from the
+    mixed-length π_ref (:attr:`~.config.ClaimsConfig.horizon_reference`); ``data_scale`` — that
+    multiple of :attr:`~.config.ClaimsConfig.prompts` training prompts; ``sweep`` — run on
+    :attr:`~.config.ClaimsConfig.sweep_seeds` only; ``warmup_scale`` — multiplies the value
+    warm-up.
+    """
+
+    name: str
+    method: str
+    group: str
+    train: Mapping[str, Any] = field(default_factory=dict)
+    rows: str = "all"
+    potentials: str = "exact"
+    curve: bool = False
+    default: bool = True
+    value_lr_scale: float = 1.0
+    tune_knobs: bool = False
+    ops: int | None = None
+    data_scale: float = 1.0
+    sweep: bool = False
+    warmup_scale: float = 1.0
+
+    @property
+    def task(self) -> str:
+        return "toy" if self.ops is None else f"toy-{self.ops}ops"
+
+    @property
+    def anchor(self) -> str:
+        """The DQO run its paired differences are taken against (same sweep point, same seed)."""
+        if self.ops is not None:
+            return f"DQO, {self.ops} ops"
+        if self.data_scale != 1.0:
+            return f"DQO, data ×{self.data_scale:g}"
+        return "DQO"
+
+    def __post_init__(self) -> None:
+        if self.group not in GROUPS:
+            raise ValueError(f"Variant {self.name}: unknown group {self.group!r}")
+        if self.rows not in ROW_SELECTIONS:
+            raise ValueError(f"Variant {self.name}: rows must be one of {ROW_SELECTIONS}")
+        if self.potentials not in ("exact", "monte_carlo", "oracle"):
+            raise ValueError(f"Variant {self.name}: potentials must be exact, monte_carlo, oracle")
+        if self.ops is not None and not 2 <= self.ops <= 8:
+            raise ValueError(f"Variant {self.name}: ops must lie in 2..8 (toy-<n>ops tasks)")
+        if self.data_scale <= 0 or self.warmup_scale <= 0:
+            raise ValueError(f"Variant {self.name}: data_scale and warmup_scale must be > 0")
+
+
+ROW_SELECTIONS = ("all", "few_positives", "negatives_only", "dpo_responses")
+
+
+_PR = {"process_reward_coef": 0.5}
+
+
+HORIZON_OPS = (2, 4, 6, 8)
+
+
+DATA_SCALES = (0.25, 4.0)
+
+
+def _horizon() -> tuple[Variant, ...]:
+    methods = (("π_ref", "reference", {}), ("RFT", "rft", {}), ("DRO", "dro", {}),
+               ("DQO", "dqo", {}), ("DQO, α=0.5 exact Φ", "dqo", _PR))  # fmt: skip
+    return tuple(
+        Variant(f"{name}, {n} ops", m, "horizon", dict(t), default=False, ops=n, sweep=True)
+        for n in HORIZON_OPS
+        for name, m, t in methods
+    )
+
+
+def _data_sizes() -> tuple[Variant, ...]:
+    return tuple(
+        Variant(
+            f"{name}, data ×{k:g}", m, "data-size sweep", default=False, data_scale=k, sweep=True
+        )
+        for k in DATA_SCALES
+        for name, m in (("RFT", "rft"), ("DRO", "dro"), ("DQO", "dqo"))
+    )
+
+
+def _ablation(*args: Any, **kwargs: Any) -> Variant:
+    return Variant(*args, **kwargs, default=False)
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("π_ref", "reference", "baselines"),
+    Variant("SFT", "sft", "baselines", curve=True),
+    Variant("RFT", "rft", "baselines", curve=True),
+    Variant("DPO", "dpo", "baselines", curve=True),
+    Variant("DRO", "dro", "baselines", curve=True),
+    Variant("DQO", "dqo", "baselines", curve=True),
+    _ablation("DQO, no IS", "dqo", "importance sampling", {"is_mode": "none"}),
+    _ablation("DQO, λ=0", "dqo", "λ-return", {"lam": 0.0}),
+    _ablation("DQO, λ=0.95", "dqo", "λ-return", {"lam": 0.95}),
+    _ablation("DQO, α=0.5 exact Φ", "dqo", "process rewards", {"process_reward_coef": 0.5}),
+    _ablation(
+        "DQO, α=0.5 MC Φ",
+        "dqo",
+        "process rewards",
+        {"process_reward_coef": 0.5},
+        potentials="monte_carlo",
+    ),
+    _ablation("RFT, few positives", "rft", "imbalance", rows="few_positives"),
+    _ablation("DPO, few positives", "dpo", "imbalance", rows="few_positives"),
+    _ablation("DRO, few positives", "dro", "imbalance", rows="few_positives"),
+    _ablation("DQO, few positives", "dqo", "imbalance", rows="few_positives"),
+    _ablation("RFT, negatives only", "rft", "imbalance", rows="negatives_only"),
+    _ablation("DPO, negatives only", "dpo", "imbalance", rows="negatives_only"),
+    _ablation("DRO, negatives only", "dro", "imbalance", rows="negatives_only"),
+    _ablation("DQO, negatives only", "dqo", "imbalance", rows="negatives_only"),
+    _ablation(
+        "DQO, negatives only, α=0.5 exact Φ",
+        "dqo",
+        "imbalance",
+        {"process_reward_coef": 0.5},
+        rows="negatives_only",
+    ),
+    _ablation("DQO on DPO's responses", "dqo", "data size", rows="dpo_responses"),
+    Variant("DQO, β=0.03", "dqo", "diagnostics", {"beta": 0.03}, default=False),
+    Variant("DQO, β=0.3", "dqo", "diagnostics", {"beta": 0.3}, default=False),
+    Variant("DQO, IS clip 10", "dqo", "diagnostics", {"is_clip": 10.0}, default=False),
+    Variant(
+        "DQO, target not detached", "dqo", "diagnostics", {"detach_target": False}, default=False
+    ),
+    Variant(
+        "DQO, shared value trunk", "dqo", "diagnostics", {"value_model": "shared"}, default=False
+    ),
+    Variant(
+        "DQO, no value warm-up", "dqo", "diagnostics", {"value_warmup_steps": 0}, default=False
+    ),
+    Variant("DQO, value lr ×3", "dqo", "diagnostics", default=False, value_lr_scale=3.0),
+    Variant(
+        "DQO, λ=0.95, no IS", "dqo", "diagnostics", {"lam": 0.95, "is_mode": "none"}, default=False
+    ),
+    Variant("DRO, knobs tuned", "dro", "knobs tuned", default=False, tune_knobs=True),
+    Variant("DQO, knobs tuned", "dqo", "knobs tuned", default=False, tune_knobs=True),
+    *_horizon(),
+    *_data_sizes(),
+    Variant(
+        "DQO, critic +4 layers",
+        "dqo",
+        "critic",
+        {"value_extra_layers": 4},
+        default=False,
+        sweep=True,
+    ),
+    Variant(
+        "DQO, critic head 512 wide",
+        "dqo",
+        "critic",
+        {"value_head_width": 512},
+        default=False,
+        sweep=True,
+    ),
+    Variant("DQO, value warm-up ×2", "dqo", "critic", default=False, sweep=True, warmup_scale=2.0),
+    # the critic ablation at fixed data (dqo_tutorial.oracle): the same rows as DQO's
+    Variant(
+        "DQO, oracle critic",
+        "dqo",
+        "credit",
+        {"critic": "oracle"},
+        potentials="oracle",
+        default=False,
+        sweep=True,
+    ),
+    Variant(
+        "DQO, flat critic",
+        "dqo",
+        "credit",
+        {"critic": "flat"},
+        potentials="oracle",
+        default=False,
+        sweep=True,
+    ),
+    # the critic-alone study's closest setting (docs/credit-assignment/critic-alone): 150
+    # value-only steps at value lr 3 × policy lr, then the policy's 50 steps
+    Variant(
+        "DQO, critic warmed 150 steps",
+        "dqo",
+        "credit",
+        {"max_steps": 200, "value_warmup_steps": 150},
+        value_lr_scale=0.3,
+        default=False,
+        sweep=True,
+    ),
+    # at λ = 0 the policy's target is r_h + V(s_{h+1}): the critic *is* the credit (at λ = 1 it
+    # is a baseline, which leaves the expected gradient unchanged)
+    *(
+        Variant(
+            f"DQO, λ=0, {c} critic",
+            "dqo",
+            "credit",
+            {"critic": c, "lam": 0.0},
+            potentials="oracle",
+            default=False,
+            sweep=True,
+        )
+        for c in ("oracle", "flat")
+    ),
+)
+"""Every variant; those with ``default=False`` run only when named (``variants``)."""
+
+
+VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
+
+
+def expand_variants(names: Sequence[str]) -> tuple[str, ...]:
+    """``--variants``: variant names, ``"all"``, or names of :data:`VARIANT_SETS` (each adds
+    the baselines and its groups), in :data:`VARIANTS` order for the sets."""
+    names = [n for n in names if n]
+    if names == ["all"]:
+        return tuple(v.name for v in VARIANTS)
+    groups = {g for n in names if n in VARIANT_SETS for g in ("baselines", *VARIANT_SETS[n])}
+    picked = [v.name for v in VARIANTS if v.group in groups]
+    return tuple(dict.fromkeys(picked + [n for n in names if n not in VARIANT_SETS]))
