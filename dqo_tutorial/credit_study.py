@@ -404,7 +404,9 @@ def first_error_token(item: HeldOutResponse) -> int:
     gold = toy.gold_solution(item.example.question).split("\n")
     line = item.example.response.split("\n")[item.wrong]
     target = gold[item.wrong] if item.wrong < len(gold) else ""
-    c = next((n for n, (a, b) in enumerate(zip(line, target)) if a != b), min(len(line), len(target)))
+    c = next(
+        (n for n, (a, b) in enumerate(zip(line, target)) if a != b), min(len(line), len(target))
+    )
     return item.example.step_starts[item.wrong] + c
 
 
@@ -435,4 +437,5 @@ def structure_statistics(reference: Checkpoint, items: Sequence[HeldOutResponse]
     least = float(np.mean([r["surprisal_rank"] == 1 for r in rows]))
     return {"responses": len(rows), "uncertain_prefix": mean["uncertain_prefix"],
             "error_is_least_likely": least, "surprisal_rank": mean["surprisal_rank"],
-            "correct_prefix": mean["correct_prefix"], "uncertain_tokens": mean["uncertain"]}  # fmt: skip
+            "correct_prefix": mean["correct_prefix"],
+            "uncertain_tokens": mean["uncertain"]}  # fmt: skip

@@ -8,14 +8,14 @@ gradient and π_ref's surprisal already point at it, so a critic has nothing lef
 response**, made at known steps, and success needs every one of them.
 
 **Problems.** Chains of ``n`` = 2 … 12 operations ``+b`` / ``-b`` (1 ≤ b ≤ 20; no ``*``), every
-value of the gold solution in 0 … 99, written and graded exactly as the toy task's (``a<op>b=c``
-lines, ``#### N``; a start value 1 … 60; :func:`dqo_tutorial.toy.line_correctness` is the step checker and
-:func:`dqo_tutorial.toy.exact_boundary_potentials` the exact Φ). What is controlled is *where
-the hard steps are*: a question has :func:`forks_of` (n) = min(n, 2 + n // 4) **forks** —
-2 at n = 2, 3 at n = 4 … 7, 4 at n = 8 … 11, 5 at n = 12 — at random steps; every other step
-is **plain** (``+b`` without carry, ``-b`` without borrow). A fork is a ``+b`` with a carry
-(units digits sum to 10 or more), except that with probability 1/2 one fork of the question is
-a ``-b`` with a borrow instead.
+value of the gold solution in 0 … 99 (the start 1 … 60), written and graded exactly as the toy
+task's (``a<op>b=c`` lines, ``#### N``; :func:`dqo_tutorial.toy.line_correctness` is the step
+checker and :func:`dqo_tutorial.toy.exact_boundary_potentials` the exact Φ). What is controlled
+is *where the hard steps are*: a question has :func:`forks_of` (n) = min(n, 2 + n // 4)
+**forks** — 2 at n = 2, 3 at n = 4 … 7, 4 at n = 8 … 11, 5 at n = 12 — at random steps; every
+other step is **plain** (``+b`` without carry, ``-b`` without borrow). A fork is a ``+b`` with a
+carry (units digits sum to 10 or more), except that with probability 1/2 one fork of the
+question is a ``-b`` with a borrow instead.
 
 **π_ref's habits (the demonstrations).** :func:`demonstration` writes the gold solution, but
 drops a carry with probability :data:`CARRY_DROP` = 0.25 and a borrow with probability
@@ -152,8 +152,8 @@ def make_problems(
 
 
 def load_forks(split: str, n_ops: int, n: int | None = None) -> list[Problem]:
-    """The ``forks-<n_ops>ops`` split: ``n`` problems (default :data:`dqo_tutorial.toy.SPLIT_SIZES`);
-    the split rules of the module docstring."""
+    """The ``forks-<n_ops>ops`` split: ``n`` problems (default
+    :data:`dqo_tutorial.toy.SPLIT_SIZES`); the split rules of the module docstring."""
     if split not in toy.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {toy.SPLITS}")
     size = toy.SPLIT_SIZES[split] if n is None else n
@@ -197,7 +197,9 @@ def sft_corpus(problems: Iterable[Problem], seed: int, *, copies: int = 1) -> li
     :func:`dqo_tutorial.toy.sft_corpus`)."""
     problems, rng = list(problems), random.Random(seed)
     return [
-        (toy.format_prompt(p.question), demonstration(p, rng)) for _ in range(copies) for p in problems
+        (toy.format_prompt(p.question), demonstration(p, rng))
+        for _ in range(copies)
+        for p in problems
     ]
 
 
