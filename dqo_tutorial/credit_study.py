@@ -399,15 +399,20 @@ UNCERTAIN = 0.9
 
 def first_error_token(item: HeldOutResponse) -> int:
     """The response position of a wrong response's first error: the first character of its
-    first wrong line w that differs from the gold solution's line w (its newline when line w
-    stops short). Character-level tasks (the toy family: one token per character)."""
+    first wrong line w that differs from the gold solution's line w, spaces skipped (the checker
+    ignores them), or line w's end when it stops short. Character-level tasks (the toy family:
+    one token per character)."""
     gold = toy.gold_solution(item.example.question).split("\n")
     line = item.example.response.split("\n")[item.wrong]
     target = gold[item.wrong] if item.wrong < len(gold) else ""
-    c = next(
-        (n for n, (a, b) in enumerate(zip(line, target)) if a != b), min(len(line), len(target))
-    )
-    return item.example.step_starts[item.wrong] + c
+    j = 0
+    for c, char in enumerate(line):
+        if char == " ":
+            continue
+        if j >= len(target) or char != target[j]:
+            return item.example.step_starts[item.wrong] + c
+        j += 1
+    return item.example.step_starts[item.wrong] + len(line)
 
 
 def error_structure(logp_ref: np.ndarray, error: int, wrong_line: int) -> dict[str, float]:

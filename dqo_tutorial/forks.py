@@ -20,14 +20,19 @@ question is a ``-b`` with a borrow instead.
 **π_ref's habits (the demonstrations).** :func:`demonstration` writes the gold solution, but
 drops a carry with probability :data:`CARRY_DROP` = 0.25 and a borrow with probability
 :data:`BORROW_DROP` = 0.55 (the result off by 10; the chain then goes on correctly from the
-wrong value), and slips a plain step with probability :data:`PLAIN_SLIP` = 0.02. A π_ref taught
-these is right at a carry with probability ≈ 0.75 and at a borrow with ≈ 0.45: a carry fork is a
-coin its greedy decoding wins and its samples lose one time in four; a borrow fork is one
-greedy decoding mostly loses (a misconception, as the toy task's carries) and samples win half
-the time. So greedy accuracy stays near the share of questions without a borrow fork (one half)
-at every length, while sampled success falls with the number of forks; and the first error of a
-wrong sample is often *not* its least likely token (a dropped borrow is π_ref's likeliest
-choice). Measured structure statistics, beside the toy task's, are in docs/forks.md.
+wrong value), slips a plain step with probability :data:`PLAIN_SLIP` = 0.02, and writes each
+line as ``a+b =c`` instead of ``a+b=c`` with probability :data:`FREE_SPACE` = 1/2 — a **free
+choice**: the checker ignores spaces, so the choice never matters for the outcome. A π_ref taught
+these is right at a carry with probability ≈ 0.75 and at a borrow with ≈ 0.45: a carry fork is
+a coin its greedy decoding wins and its samples lose one time in four; a borrow fork is one
+greedy decoding mostly loses (a misconception, as the toy task's carries) and samples win about
+half the time. Greedy accuracy therefore stays near the share of questions without a borrow
+fork at every length, while sampled success falls with the number of forks. The free choices
+are the distractors that real reasoning text is full of (stylistic tokens of high entropy):
+without them a wrong sample's first error was π_ref's least likely token in 76–81 % of wrong
+samples at 2 and 4 operations (a dropped borrow, probability ≈ 0.55, is still the least likely
+token of a response whose other tokens are near-certain), and surprisal alone located it. The
+measured structure statistics, beside the toy task's, are in docs/forks.md.
 
 **Splits.** As the toy task's: test is hash bucket 0 of 5 of the question text
 (:func:`dqo_tutorial.toy.split_of`), dev the train bucket with its own seed minus the 2,000 train
@@ -48,6 +53,8 @@ __all__ = [
     "CARRY_DROP",
     "BORROW_DROP",
     "PLAIN_SLIP",
+    "FREE_SPACE",
+    "REFERENCE_RECIPE",
     "START_RANGE",
     "forks_of",
     "step_kind",
@@ -63,6 +70,10 @@ LENGTHS = range(2, 13)
 CARRY_DROP = 0.25  # a demonstration drops a carry with this probability …
 BORROW_DROP = 0.55  # … a borrow with this one …
 PLAIN_SLIP = 0.02  # … and slips a plain step (result off by one of toy.SLIPS) with this one
+FREE_SPACE = 0.5  # a line is written "a+b =c" (a free, harmless choice) with this probability
+REFERENCE_RECIPE = {"per_length": 400, "passes": 8, "lr": 1e-3}
+"""π_ref's recipe (:func:`dqo_tutorial.recipes.train_forks_reference`): 400 train problems of
+each length 2 … 12, 8 fresh demonstrations of each, AdamW at 1e-3 from the toy π_ref."""
 _SPLIT_SEEDS = {"train": 1, "dev": 3, "test": 2}
 _SEED_BASE = 50_000  # forks questions draw from seeds of their own (toy.load_chains: 1000·n + …)
 START_RANGE = (1, 60)  # wider than the toy's 1 … 20: enough distinct 2-step chains of each plan
@@ -174,8 +185,9 @@ def demonstration(problem: Problem, rng: random.Random) -> str:
     """The gold solution with π_ref's habits (module docstring): a carry dropped with
     probability :data:`CARRY_DROP`, a borrow with :data:`BORROW_DROP` (the result 10 off), a
     plain step slipped with :data:`PLAIN_SLIP`; later steps go on correctly from the value
-    written. Whether a step is a carry or a borrow is judged on the value the demonstration has
-    reached (after an earlier slip, as π_ref itself would)."""
+    written. Each line puts a space before its ``=`` with probability :data:`FREE_SPACE` (the
+    checker ignores spaces). Whether a step is a carry or a borrow is judged on the value the
+    demonstration has reached (after an earlier slip, as π_ref itself would)."""
     start, ops = toy.parse_question(problem.question)
     values = toy.running_values(problem.question)
     value, lines = start, []
@@ -186,7 +198,8 @@ def demonstration(problem: Problem, rng: random.Random) -> str:
             dropped = result - 10 if op[0] == "+" else result + 10
             slip = kind != "plain" and dropped != values[k + 1]
             result = dropped if slip else toy.slip(result, values[k + 1], ops[k + 1 :], rng)
-        lines.append(f"{value}{op[0]}{op[1]}={result}")
+        space = " " if rng.random() < FREE_SPACE else ""
+        lines.append(f"{value}{op[0]}{op[1]}{space}={result}")
         value = result
     return "\n".join([*lines, f"#### {value}"])
 

@@ -21,7 +21,7 @@ from . import forks, toy
 from .models import load_model_and_tokenizer
 from .train import TrainConfig, train
 
-__all__ = ["train_toy_reference", "train_forks_reference", "FORKS_REFERENCE"]
+__all__ = ["train_toy_reference", "train_forks_reference"]
 
 
 def train_toy_reference(
@@ -97,16 +97,12 @@ def _sft(model: Any, tokenizer: Any, pairs: list[tuple[str, str]], out_dir: str 
     return train(cfg, out_dir, policy=model, tokenizer=tokenizer, rows=rows, progress=progress)
 
 
-FORKS_REFERENCE: dict[str, Any] = {"per_length": 400, "passes": 8, "lr": 1e-3}
-"""The fork chains' π_ref recipe (:func:`train_forks_reference`'s defaults)."""
-
-
 def train_forks_reference(
     out_dir: str | Path,
     *,
-    per_length: int = FORKS_REFERENCE["per_length"],
-    passes: int = FORKS_REFERENCE["passes"],
-    lr: float = FORKS_REFERENCE["lr"],
+    per_length: int = forks.REFERENCE_RECIPE["per_length"],
+    passes: int = forks.REFERENCE_RECIPE["passes"],
+    lr: float = forks.REFERENCE_RECIPE["lr"],
     batch_size: int = 64,
     seed: int = 0,
     max_steps: int | None = None,

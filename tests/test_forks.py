@@ -100,6 +100,21 @@ def test_demonstrations_drop_carries_and_borrows_at_their_rates():
         assert abs(slipped[kind] / tried[kind] - rate) < 4.5 * sd, kind
 
 
+def test_free_spaces_are_coin_flips_that_never_matter():
+    problems = forks.load_forks("train", 6, 500)
+    rng = random.Random(1)
+    lines = spaced = 0
+    for p in problems:
+        demo = forks.demonstration(p, rng)
+        steps = demo.split("\n")[:-1]
+        lines += len(steps)
+        spaced += sum(" =" in line for line in steps)
+        flags = toy.line_correctness(p.question, demo)
+        assert flags == toy.line_correctness(p.question, demo.replace(" =", "="))
+    sd = np.sqrt(0.25 / lines)
+    assert abs(spaced / lines - forks.FREE_SPACE) < 4.5 * sd
+
+
 def test_the_corpus_is_deterministic_and_carries_no_eos():
     problems = forks.load_forks("train", 3, 20)
     a, b = forks.sft_corpus(problems, 5, copies=2), forks.sft_corpus(problems, 5, copies=2)
@@ -127,6 +142,8 @@ def test_error_structure_by_hand():
     ("8+6=14\n14-3=12\n#### 12", 13),  # line 1's last digit
     ("8+6=14\n14-3=1\n#### 1", 13),  # line 1 stops short: its newline (gold: a digit)
     ("8+6=4\n4-3=1\n#### 1", 4),  # line 0: the dropped carry's first digit
+    ("8+6 =14\n14-3 =12\n#### 12", 15),  # free spaces skipped: line 1's last digit
+    ("8+6 =14\n14-3=110\n#### 110", 15),  # line 1 runs on past the gold line
 ])  # fmt: skip
 def test_the_first_error_token_by_hand(response, position):
     tok = toy.toy_tokenizer()
@@ -134,4 +151,6 @@ def test_the_first_error_token_by_hand(response, position):
     flags = toy.line_correctness("8 +6 -3", response)
     item = credit_study.HeldOutResponse(ex, credit_study.line_of_tokens(ex), flags.index(False))
     assert credit_study.first_error_token(item) == position
-    assert ex.response[position] != toy.gold_solution("8 +6 -3")[position]
+    gold = toy.gold_solution("8 +6 -3")
+    kept = response[:position].replace(" ", "")  # the text before the error is the gold's
+    assert gold.startswith(kept) and not gold.startswith(kept + response[position])

@@ -9,10 +9,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..forks import REFERENCE_RECIPE as FORKS_REFERENCE
 from .variants import ROW_SELECTIONS, VARIANTS, VARIANTS_BY_NAME, Variant
 
 __all__ = [
     "HORIZON_REFERENCE",
+    "FORKS_REFERENCE",
     "ClaimsConfig",
     "SMOKE",
     "select_rows",
@@ -55,7 +57,10 @@ recipe (:func:`~dqo_tutorial.recipes.train_toy_reference` with these arguments).
 class ClaimsConfig:
     """The experiment (:mod:`.plan`'s docstring). Sizes chosen so that the default grid takes
     under half an hour on a 2-core CPU; ``train``: the TrainConfig fields every run shares (toy
-    defaults of :data:`~dqo_tutorial.pipeline.TASK_DEFAULTS` without the tuned learning rates)."""
+    defaults of :data:`~dqo_tutorial.pipeline.TASK_DEFAULTS` without the tuned learning rates).
+    The ``forks`` set: ``forks_prompts`` training prompts per length, π_ref trained by the
+    experiment with ``forks_reference`` (:func:`~dqo_tutorial.recipes.train_forks_reference`'s
+    arguments), the horizon sweep's test sizes."""
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     prompts: int = 400
@@ -73,6 +78,8 @@ class ClaimsConfig:
     horizon_test_problems: int = 300
     horizon_eval_samples: int = 2
     horizon_reference: Mapping[str, Any] = field(default_factory=lambda: dict(HORIZON_REFERENCE))
+    forks_prompts: int = 200
+    forks_reference: Mapping[str, Any] = field(default_factory=lambda: dict(FORKS_REFERENCE))
     positive_keep: float = 0.1
     process_k: int = 4
     train: Mapping[str, Any] = field(default_factory=_toy_train_defaults)
@@ -97,7 +104,7 @@ class ClaimsConfig:
         if not set(self.sweep_seeds) <= set(self.seeds) or not self.sweep_seeds:
             raise ValueError(f"ClaimsConfig.sweep_seeds: a non-empty subset of seeds {self.seeds}")
         sizes = ("prompts", "num_samples", "test_problems", "dev_problems", "workers")
-        for name in (*sizes, "horizon_prompts", "horizon_test_problems"):
+        for name in (*sizes, "horizon_prompts", "horizon_test_problems", "forks_prompts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ClaimsConfig.{name}: must be >= 1, got {getattr(self, name)}")
         if not self.policy_lrs or min(self.policy_lrs) <= 0:
@@ -135,6 +142,8 @@ SMOKE: dict[str, Any] = {
     "horizon_prompts": 8,
     "horizon_test_problems": 8,
     "horizon_reference": {**HORIZON_REFERENCE, "max_steps": 2},
+    "forks_prompts": 8,
+    "forks_reference": {**FORKS_REFERENCE, "per_length": 4, "max_steps": 2},
     "prompts": 16,
     "num_samples": 4,
     "test_problems": 16,

@@ -28,6 +28,7 @@ __all__ = [
     "job_monte_carlo",
     "job_oracle",
     "job_mixed_reference",
+    "job_forks_reference",
     "job_run",
 ]
 
@@ -35,7 +36,8 @@ __all__ = [
 @dataclass(frozen=True)
 class Setting:
     """Where a variant's data come from: its task, its number of training prompts and the π_ref
-    that samples them (``"toy"`` or a model directory: the horizon sweep's mixed π_ref)."""
+    that samples them (``"toy"`` or a model directory: the horizon sweep's mixed π_ref, the fork
+    chains' π_ref)."""
 
     task: str = "toy"
     prompts: int = 400
@@ -45,8 +47,9 @@ class Setting:
         """The data folder's name under ``data/`` (the default setting keeps ``data/seed-S``)."""
         if self == default:
             return ""
-        ref = "" if self.reference == "toy" else "-mixed-ref"
-        return f"{self.task}-{self.prompts}p{ref}"
+        # (a fork chain's task names its π_ref; a toy chain's says which of two it was)
+        mixed = self.reference != "toy" and not self.task.startswith("forks")
+        return f"{self.task}-{self.prompts}p{'-mixed-ref' if mixed else ''}"
 
 
 _REFERENCES: dict[str, tuple[Any, Any]] = {}
@@ -118,9 +121,12 @@ def job_monte_carlo(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
     return {"seed": seed, "wall_s": time.perf_counter() - t}
 
 
-def job_oracle(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
+def job_oracle(
+    cfg: ClaimsConfig, seed: int, out: str, setting: Setting | None = None
+) -> dict[str, Any]:
     """The same rows with the oracle critic's columns (:mod:`dqo_tutorial.oracle`, ``oracle_k``
-    rollouts per anchor) into ``out/oracle`` (skipped when present)."""
+    rollouts per anchor of ``setting``'s π_ref, graded by its task) into ``out/oracle`` (skipped
+    when present)."""
     from datasets import Dataset
 
     from ..oracle import with_oracle_values
@@ -130,9 +136,11 @@ def job_oracle(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
     target = Path(out) / "oracle"
     t = time.perf_counter()
     if not target.is_dir():
-        model, tok = _reference()
+        setting = setting or Setting()
+        model, tok = _reference(setting.reference)
         rows = [dict(r) for r in load_rows(Path(out) / "exact")]
-        labelled = with_oracle_values(rows, model, tok, task=get_task("toy"), k=cfg.oracle_k,
+        task = get_task(setting.task)
+        labelled = with_oracle_values(rows, model, tok, task=task, k=cfg.oracle_k,
                                       seed=seed, batch_size=256)  # fmt: skip
         save_dataset_atomically(Dataset.from_list(labelled), target)
     bounds = list(load_rows(target)["oracle_bound"])
@@ -152,6 +160,18 @@ def job_mixed_reference(cfg: ClaimsConfig, out: str) -> dict[str, Any]:
     t = time.perf_counter()
     if not (Path(out) / "train_summary.json").exists():
         train_toy_reference(out, **cfg.horizon_reference, progress=False)
+    summary = json.loads((Path(out) / "train_summary.json").read_text())
+    return {"steps": summary["steps"], "wall_s": time.perf_counter() - t}
+
+
+def job_forks_reference(cfg: ClaimsConfig, out: str) -> dict[str, Any]:
+    """The fork chains' π_ref (:attr:`~.config.ClaimsConfig.forks_reference`) into ``out``
+    (resumes; a finished one is reused)."""
+    from ..recipes import train_forks_reference
+
+    t = time.perf_counter()
+    if not (Path(out) / "train_summary.json").exists():
+        train_forks_reference(out, **cfg.forks_reference, progress=False)
     summary = json.loads((Path(out) / "train_summary.json").read_text())
     return {"steps": summary["steps"], "wall_s": time.perf_counter() - t}
 

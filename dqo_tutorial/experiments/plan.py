@@ -82,6 +82,7 @@ from .jobs import (
     Job,
     Setting,
     job_data,
+    job_forks_reference,
     job_mixed_reference,
     job_monte_carlo,
     job_oracle,
@@ -213,15 +214,28 @@ class _Plan:
         self.base_variant = {v.method: v for v in VARIANTS if v.group == "baselines"}
         self.default = Setting(prompts=cfg.prompts)
         self.mixed_ref = str(out / f"reference-mixed-{_key(_jsonable(cfg.horizon_reference))}")
+        self.forks_ref = str(out / f"reference-forks-{_key(_jsonable(cfg.forks_reference))}")
 
     def seeds_of(self, v: Variant) -> tuple[int, ...]:
         return self.cfg.sweep_seeds if v.sweep else self.cfg.seeds
 
     def setting(self, v: Variant) -> Setting:
+        if v.family == "forks":
+            return Setting(v.task, self.cfg.forks_prompts, str(Path(self.forks_ref) / "policy"))
         if v.ops is not None:
             policy = str(Path(self.mixed_ref) / "policy")
             return Setting(v.task, self.cfg.horizon_prompts, policy)
         return Setting(prompts=max(1, round(v.data_scale * self.cfg.prompts)))
+
+    def reference_job(self, setting: Setting) -> tuple[str, ...]:
+        """The job that trains ``setting``'s π_ref (none for the shipped one)."""
+        if setting.reference == "toy":
+            return ()
+        return ("π_ref forks",) if setting.task.startswith("forks") else ("π_ref mixed",)
+
+    def oracle_job(self, seed: int, setting: Setting) -> str:
+        folder = setting.folder(self.default)
+        return f"oracle {folder} s{seed}" if folder else f"oracle s{seed}"
 
     def data_dir(self, seed: int, potentials: str = "exact", setting: Setting | None = None):
         folder = (setting or self.default).folder(self.default)
@@ -310,16 +324,21 @@ class _Plan:
         are done (the chosen budget of a test run comes from the finished tuning jobs)."""
         cfg, jobs = self.cfg, []
         needs_mc = any(v.potentials == "monte_carlo" for v in self.variants)
-        needs_oracle = any(v.potentials == "oracle" for v in self.variants)
         data = self._data_jobs()
         horizon = any(v.ops is not None for v in self.variants)
-        if horizon:
+        if any(v.ops is not None and v.family == "toy" for v in self.variants):
             jobs.append(
                 Job("π_ref mixed", 600, (), lambda d: (job_mixed_reference, (cfg, self.mixed_ref)))
             )
+        if any(v.family == "forks" for v in self.variants):
+            jobs.append(
+                Job("π_ref forks", 900, (), lambda d: (job_forks_reference, (cfg, self.forks_ref)))
+            )
+        oracle_settings = {(s, self.setting(v)) for v in self.variants if v.potentials == "oracle"
+                           for s in self.seeds_of(v)}  # fmt: skip
         for name, (s, setting) in data.items():
             folder = str(Path(self.data_dir(s, setting=setting)).parent)
-            deps = ("π_ref mixed",) if setting.reference != "toy" else ()
+            deps = self.reference_job(setting)
             cost = 30 * setting.prompts / cfg.prompts
             jobs.append(
                 Job(
@@ -338,13 +357,13 @@ class _Plan:
                         lambda d, f=folder, s=s: (job_monte_carlo, (cfg, s, f)),
                     )
                 )
-            if needs_oracle and setting == self.default:
+            if (s, setting) in oracle_settings:
                 jobs.append(
                     Job(
-                        f"oracle s{s}",
+                        self.oracle_job(s, setting),
                         100,
                         (name,),
-                        lambda d, f=folder, s=s: (job_oracle, (cfg, s, f)),
+                        lambda d, f=folder, s=s, g=setting: (job_oracle, (cfg, s, f, g)),
                     )
                 )
         for m, lr, e in self.trials():
@@ -406,8 +425,8 @@ class _Plan:
             for s in self.seeds_of(v):
                 deps = [self.data_job(s, self.setting(v))]
                 deps += [f"mc s{s}"] if v.potentials == "monte_carlo" else []
-                deps += [f"oracle s{s}"] if v.potentials == "oracle" else []
-                deps += ["π_ref mixed"] if v.ops is not None else []
+                deps += [self.oracle_job(s, self.setting(v))] if v.potentials == "oracle" else []
+                deps += self.reference_job(self.setting(v))
                 if v.tune_knobs:
                     deps += [f"knobs {v.method} {i}" for i in range(len(cfg.knob_grid[v.method]))]
                 if v.method != "reference":
@@ -521,6 +540,7 @@ class _Plan:
             "config": _jsonable(asdict(cfg)),
             "data": data,
             "mixed_reference": done.get("π_ref mixed"),
+            "forks_reference": done.get("π_ref forks"),
             "reference_dev_greedy": done["π_ref dev"]["dev"]["greedy"],
             "reference_curve_start": done["π_ref dev"]["curve"][0][1],
             "tuning": self.tuning(done),
@@ -531,7 +551,12 @@ class _Plan:
         }
 
     def _data_jobs(self) -> dict[str, tuple[int, Setting]]:
-        data = {self.data_job(s, self.default): (s, self.default) for s in self.cfg.seeds}
+        """Every (seed, setting) some job samples: the default setting's at every seed (at the
+        tuning seed only when no variant trains on it: the fork chains alone), then the
+        variants' own."""
+        default_used = any(self.setting(v) == self.default for v in self.variants)
+        seeds = self.cfg.seeds if default_used else (self.tune_seed,) if self.tuned else ()
+        data = {self.data_job(s, self.default): (s, self.default) for s in seeds}
         for v in self.variants:
             for s in self.seeds_of(v):
                 data.setdefault(self.data_job(s, self.setting(v)), (s, self.setting(v)))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import save_figure_atomically
-from .sweeps import SWEEP_METHODS, flip, sweep_points
+from .sweeps import CONTRASTS, SWEEP_METHODS, contrasts, sweep_points
 
 __all__ = [
     "plot_accuracy",
@@ -121,8 +121,8 @@ def plot_sweep(
     summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], axis: str, path: Path
 ) -> None:
     """A sweep (:data:`~.sweeps.SWEEPS`): left, greedy accuracy per method against the swept
-    quantity (mean ± std over seeds); right, the paired DQO − DRO and DQO − RFT differences with
-    their 95 % intervals (seeds × problems)."""
+    quantity (mean ± std over seeds); right, the paired differences of
+    :data:`~.sweeps.CONTRASTS` with their 95 % intervals (seeds × problems)."""
     from matplotlib.figure import Figure
 
     points = sweep_points(runs, axis)
@@ -135,25 +135,29 @@ def plot_sweep(
         stds = [points[x][name]["greedy"]["std"] for x in have]
         stds = [0.0 if math.isnan(v) else v for v in stds]
         left.errorbar(have, means, yerr=stds, marker="o", capsize=3, label=name)
-    for k, other in enumerate(("DRO", "RFT")):
-        have = [x for x in xs if "greedy" in points[x].get(other, {}).get("paired", {})]
-        diffs = [flip(points[x][other]["paired"]["greedy"]) for x in have]
-        shift = (k - 0.5) * 0.02 * (max(xs) - min(xs) if len(xs) > 1 else 1)
-        mean = [d["mean"] for d in diffs]
-        low = [d["mean"] - d.get("ci95", [d["mean"]] * 2)[0] for d in diffs]
-        high = [d.get("ci95", [d["mean"]] * 2)[1] - d["mean"] for d in diffs]
+    diffs = contrasts(runs, axis)
+    heads = [f"{a} − {b}" for a, b in CONTRASTS[axis]]
+    for k, head in enumerate(heads):
+        have = [x for x in xs if head in diffs.get(x, {})]
+        got = [diffs[x][head] for x in have]
+        shift = (k - (len(heads) - 1) / 2) * 0.02 * (max(xs) - min(xs) if len(xs) > 1 else 1)
+        mean = [d["mean"] for d in got]
+        low = [d["mean"] - d.get("ci95", [d["mean"]] * 2)[0] for d in got]
+        high = [d.get("ci95", [d["mean"]] * 2)[1] - d["mean"] for d in got]
         right.errorbar([x + shift for x in have], mean, yerr=[low, high], marker="s", capsize=3,
-                       label=f"DQO − {other} (95 % CI)")  # fmt: skip
+                       label=f"{head} (95 % CI)")  # fmt: skip
     right.axhline(0, color="0.4", linewidth=1)
-    x_label = "operations per problem" if axis == "horizon" else "training prompts (× 8 responses)"
+    x_label = ("training prompts (× 8 responses)" if axis == "data-size sweep"
+               else "operations per problem")  # fmt: skip
     for ax in (left, right):
         ax.set_xlabel(x_label)
         ax.set_xticks(xs)
         ax.legend(fontsize=7)
-        if axis != "horizon":
+        if axis == "data-size sweep":
             ax.set_xscale("log")
             ax.set_xticks(xs, [str(x) for x in xs])
     left.set_ylabel("test greedy accuracy (strict)")
     right.set_ylabel("paired greedy difference")
-    fig.suptitle(f"Toy {axis}: mean ± std over seeds; right: 95 % intervals, seeds × problems")
+    name = "Fork chains" if axis == "forks" else f"Toy {axis}"
+    fig.suptitle(f"{name}: mean ± std over seeds; right: 95 % intervals, seeds × problems")
     save_figure_atomically(fig, path)

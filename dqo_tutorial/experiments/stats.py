@@ -13,6 +13,7 @@ __all__ = [
     "scores",
     "paired_variance",
     "paired_interval",
+    "paired_difference",
     "summarize_runs",
 ]
 
@@ -196,6 +197,25 @@ def paired_interval(
     return [mean - half, mean + half]
 
 
+def paired_difference(
+    both: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], decoding: str
+) -> dict[str, Any]:
+    """A − B from per-seed pairs ``(test_a, test_b)`` of test records (same seed, same data):
+    mean ± std of the per-seed differences, how many seeds lie above and below 0
+    (``seeds_above_0``, ``seeds_below_0``) and, where both carry per-problem ``hits``, the 95 %
+    :func:`paired_interval` over seeds × problems (``ci95``)."""
+    per_seed = [a[decoding] - b[decoding] for a, b in both]
+    diff = mean_std(per_seed)
+    diff["seeds_above_0"] = sum(x > 0 for x in per_seed)
+    diff["seeds_below_0"] = sum(x < 0 for x in per_seed)
+    hits = [(a.get("hits", {}), b.get("hits", {})) for a, b in both]
+    if all(decoding in a and decoding in b for a, b in hits):
+        sa = [scores(a, decoding) for a, _ in hits]
+        if len(sa) * len(sa[0]) > 1:  # (one seed on one problem has no interval)
+            diff["ci95"] = paired_interval(sa, [scores(b, decoding) for _, b in hits])
+    return diff
+
+
 def summarize_runs(
     runs: Sequence[Mapping[str, Any]], paired_with: str = "DQO"
 ) -> dict[str, dict[str, Any]]:
@@ -225,15 +245,7 @@ def summarize_runs(
                 if r["seed"] in anchor and decoding in r["test"] and decoding in anchor[r["seed"]]
             ]
             if both and name != against:
-                per_seed = [a[decoding] - b[decoding] for a, b in both]
-                diff = mean_std(per_seed)
-                diff["seeds_above_0"] = sum(x > 0 for x in per_seed)
-                diff["seeds_below_0"] = sum(x < 0 for x in per_seed)
-                hits = [(a.get("hits", {}), b.get("hits", {})) for a, b in both]
-                if all(decoding in a and decoding in b for a, b in hits):
-                    sa = [scores(a, decoding) for a, _ in hits]
-                    if len(sa) * len(sa[0]) > 1:  # (one seed on one problem has no interval)
-                        diff["ci95"] = paired_interval(sa, [scores(b, decoding) for _, b in hits])
+                diff = paired_difference(both, decoding)
                 entry.setdefault("paired", {"against": against})[decoding] = diff
         skipped = sorted({r["skipped"] for r in rs if "skipped" in r})
         if skipped:

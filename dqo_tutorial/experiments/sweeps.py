@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .stats import summarize_runs
+from .stats import paired_difference, summarize_runs
 from .tables import pct
+from .variants import FORK_METHOD_NAMES
 
 __all__ = [
     "SWEEPS",
@@ -15,24 +16,45 @@ __all__ = [
     "sweep_points",
     "sweep_table",
     "flip",
+    "CONTRASTS",
+    "contrasts",
 ]
 
 
-SWEEPS = ("horizon", "data-size sweep")
+SWEEPS = ("horizon", "data-size sweep", "forks")
 
 
 SWEEP_METHODS = {
     "horizon": ("π_ref", "RFT", "DRO", "DQO", "DQO, α=0.5 exact Φ"),
     "data-size sweep": ("RFT", "DRO", "DQO"),
+    "forks": FORK_METHOD_NAMES,
 }
+
+
+_FLAT, _ORACLE = "DQO, flat critic", "DQO, oracle critic"
+CONTRASTS = {
+    "horizon": (("DQO", "DRO"), ("DQO", "RFT")),
+    "data-size sweep": (("DQO", "DRO"), ("DQO", "RFT")),
+    "forks": (
+        ("DQO", "DRO"),
+        (_ORACLE, _FLAT),
+        ("DQO", _FLAT),
+        ("DQO, λ=0, oracle critic", _FLAT),
+        ("DQO, λ=0", _FLAT),
+    ),
+}
+"""The paired differences each sweep reports per point. The fork chains' bound: what the oracle
+critic buys over no critic (the flat one, V ≡ its mean: DRO's gradient at the token level) at
+λ = 1 and at λ = 0, and what the learned critic buys at each (λ = 0: the critic is the whole
+credit; λ = 1: a baseline)."""
 
 
 def sweep_points(runs: Sequence[Mapping[str, Any]], axis: str) -> dict[Any, dict[str, Any]]:
     """Per sweep point (operations, or training prompts): :func:`~.stats.summarize_runs` of its
     methods, keyed by the method's short name. The data-size sweep's middle point is the
     baselines' runs at the sweep's seeds (the same training, not a second copy)."""
-    if axis == "horizon":
-        picked = [dict(r, point=r["ops"]) for r in runs if r["group"] == "horizon"]
+    if axis in ("horizon", "forks"):
+        picked = [dict(r, point=r["ops"]) for r in runs if r["group"] == axis]
     else:
         sweep = [r for r in runs if r["group"] == "data-size sweep"]
         seeds = {r["seed"] for r in sweep}
@@ -57,28 +79,56 @@ def _short(variant: str) -> str:
     return variant
 
 
+def contrasts(runs: Sequence[Mapping[str, Any]], axis: str, decoding: str = "greedy") -> dict:
+    """Per sweep point, each of :data:`CONTRASTS` [axis] as ``"A − B"`` →
+    :func:`~.stats.paired_difference` over the seeds where both ran (the horizon and the data
+    size: each method's pairing with its point's DQO, flipped)."""
+    if axis != "forks":
+        return _against_dqo(sweep_points(runs, axis), decoding)
+    out: dict[Any, dict[str, Any]] = {}
+    for x in sweep_points(runs, axis):
+        at = [r for r in runs if r["group"] == axis and r["ops"] == x and "test" in r]
+        by = {(_short(r["variant"]), r["seed"]): r["test"] for r in at}
+        row = {}
+        for a, b in CONTRASTS[axis]:
+            both = [(by[a, s], by[b, s]) for (n, s) in by if n == a and (b, s) in by
+                    and decoding in by[a, s] and decoding in by[b, s]]  # fmt: skip
+            if both:
+                row[f"{a} − {b}"] = paired_difference(both, decoding)
+        out[x] = row
+    return out
+
+
 def sweep_table(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], axis: str) -> str:
     """Markdown: per sweep point, greedy accuracy per method (mean ± std over seeds) and the
-    paired DQO − DRO and DQO − RFT greedy differences with their 95 % intervals and sign
-    counts; "" if the sweep did not run."""
+    paired greedy differences of :data:`CONTRASTS` with their 95 % intervals and sign counts;
+    "" if the sweep did not run."""
     points = sweep_points(runs, axis)
     if not points:
         return ""
     names = SWEEP_METHODS[axis]
-    x_name = "operations" if axis == "horizon" else "training prompts"
+    x_name = "training prompts" if axis == "data-size sweep" else "operations"
+    diffs = contrasts(runs, axis)
+    heads = [f"{a} − {b}" for a, b in CONTRASTS[axis]]
     lines = [
-        f"| {x_name} | "
-        + " | ".join(f"{n} greedy" for n in names)
-        + " | DQO − DRO [95 % CI] (seeds > 0) | DQO − RFT [95 % CI] (seeds > 0) |",
-        "|---" * (len(names) + 3) + "|",
-    ]
+        f"| {x_name} | " + " | ".join(f"{n} greedy" for n in names) + " | "
+        + " | ".join(f"{h} [95 % CI] (seeds > 0)" for h in heads) + " |",
+        "|---" * (len(names) + len(heads) + 1) + "|",
+    ]  # fmt: skip
     for x, summ in points.items():
         cells = [pct(summ[n]["greedy"]) if "greedy" in summ.get(n, {}) else "–" for n in names]
-        diffs = [pct(flip(summ[n]["paired"]["greedy"]), "+")
-                 if "greedy" in summ.get(n, {}).get("paired", {}) else "–"
-                 for n in ("DRO", "RFT")]  # fmt: skip
-        lines.append(f"| {x} | " + " | ".join(cells + diffs) + " |")
+        cells += [pct(diffs[x][h], "+") if h in diffs.get(x, {}) else "–" for h in heads]
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _against_dqo(points: Mapping[Any, Mapping[str, Any]], decoding: str) -> dict:
+    """DQO − DRO and DQO − RFT from the points' summaries (each paired with its DQO)."""
+    return {
+        x: {f"DQO − {n}": flip(summ[n]["paired"][decoding])
+            for n in ("DRO", "RFT") if decoding in summ.get(n, {}).get("paired", {})}
+        for x, summ in points.items()
+    }  # fmt: skip
 
 
 def flip(diff: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,9 @@ __all__ = [
     "VARIANTS_BY_NAME",
     "ROW_SELECTIONS",
     "HORIZON_OPS",
+    "FORK_OPS",
+    "FAMILY_OPS",
+    "FORK_METHOD_NAMES",
     "DATA_SCALES",
     "expand_variants",
 ]
@@ -33,6 +36,7 @@ GROUPS = (
     "data-size sweep",
     "critic",
     "credit",
+    "forks",
 )
 
 
@@ -44,8 +48,12 @@ VARIANT_SETS: dict[str, tuple[str, ...]] = {
     "data-size sweep": ("data-size sweep",),
     "critic": ("critic",),
     "credit": ("credit",),
+    "forks": ("forks",),
 }
-"""Named sets of ``--variants``: the baselines plus these groups (each a run of its own)."""
+"""Named sets of ``--variants``: the baselines plus these groups (each a run of its own; the
+``forks`` set without the toy baselines: its task is another)."""
+
+_WITHOUT_BASELINES = ("forks",)
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,10 @@ class Variant:
     multiplies the value learning rate its method was tuned with; ``tune_knobs``: train with
     the knob set of :attr:`~.config.ClaimsConfig.knob_grid` that won on dev for its method.
 
-    Sweeps: ``ops`` — chains of exactly that many operations (task ``toy-<ops>ops``) from the
-    mixed-length π_ref (:attr:`~.config.ClaimsConfig.horizon_reference`); ``data_scale`` — that
+    Sweeps: ``ops`` — chains of exactly that many operations (task ``<family>-<ops>ops``) from
+    the family's mixed-length π_ref (``family`` ``"toy"``:
+    :attr:`~.config.ClaimsConfig.horizon_reference`; ``"forks"``, the fork chains of
+    :mod:`dqo_tutorial.forks`: :attr:`~.config.ClaimsConfig.forks_reference`); ``data_scale`` — that
     multiple of :attr:`~.config.ClaimsConfig.prompts` training prompts; ``sweep`` — run on
     :attr:`~.config.ClaimsConfig.sweep_seeds` only; ``warmup_scale`` — multiplies the value
     warm-up.
@@ -81,14 +91,17 @@ class Variant:
     data_scale: float = 1.0
     sweep: bool = False
     warmup_scale: float = 1.0
+    family: str = "toy"
 
     @property
     def task(self) -> str:
-        return "toy" if self.ops is None else f"toy-{self.ops}ops"
+        return "toy" if self.ops is None else f"{self.family}-{self.ops}ops"
 
     @property
     def anchor(self) -> str:
         """The DQO run its paired differences are taken against (same sweep point, same seed)."""
+        if self.family == "forks":
+            return f"DQO, forks {self.ops} ops"
         if self.ops is not None:
             return f"DQO, {self.ops} ops"
         if self.data_scale != 1.0:
@@ -102,8 +115,13 @@ class Variant:
             raise ValueError(f"Variant {self.name}: rows must be one of {ROW_SELECTIONS}")
         if self.potentials not in ("exact", "monte_carlo", "oracle"):
             raise ValueError(f"Variant {self.name}: potentials must be exact, monte_carlo, oracle")
-        if self.ops is not None and not 2 <= self.ops <= 8:
-            raise ValueError(f"Variant {self.name}: ops must lie in 2..8 (toy-<n>ops tasks)")
+        lengths = FAMILY_OPS.get(self.family)
+        if lengths is None or (self.family != "toy" and self.ops is None):
+            raise ValueError(f"Variant {self.name}: family {self.family!r} needs ops; "
+                             f"families: {sorted(FAMILY_OPS)}")  # fmt: skip
+        if self.ops is not None and self.ops not in lengths:
+            raise ValueError(f"Variant {self.name}: ops must lie in {lengths.start}.."
+                             f"{lengths.stop - 1} ({self.family}-<n>ops tasks)")  # fmt: skip
         if self.data_scale <= 0 or self.warmup_scale <= 0:
             raise ValueError(f"Variant {self.name}: data_scale and warmup_scale must be > 0")
 
@@ -118,6 +136,48 @@ HORIZON_OPS = (2, 4, 6, 8)
 
 
 DATA_SCALES = (0.25, 4.0)
+
+
+FAMILY_OPS = {"toy": range(2, 9), "forks": range(2, 13)}
+"""The chain lengths of each task family (tasks ``toy-<n>ops``, ``forks-<n>ops``)."""
+
+
+FORK_OPS = (2, 4, 8, 12)
+"""The fork chains' lengths in the ``forks`` set."""
+
+
+_FORK_METHODS = (
+    ("π_ref", "reference", {}, "exact"),
+    ("DRO", "dro", {}, "exact"),
+    ("DQO", "dqo", {}, "exact"),
+    ("DQO, λ=0", "dqo", {"lam": 0.0}, "exact"),
+    ("DQO, flat critic", "dqo", {"critic": "flat"}, "oracle"),
+    ("DQO, oracle critic", "dqo", {"critic": "oracle"}, "oracle"),
+    ("DQO, λ=0, oracle critic", "dqo", {"critic": "oracle", "lam": 0.0}, "oracle"),
+)
+"""The ``forks`` set at each length: the bound (oracle / flat / learned critic at λ = 1 and
+λ = 0) beside DRO and π_ref. The flat critic at λ = 0 is left out: its advantage is 0 on every
+token but the last (docs/credit-assignment.md)."""
+
+
+FORK_METHOD_NAMES = tuple(name for name, *_ in _FORK_METHODS)
+
+
+def _forks() -> tuple[Variant, ...]:
+    return tuple(
+        Variant(
+            f"{name}, forks {n} ops",
+            m,
+            "forks",
+            dict(t),
+            potentials=p,
+            default=False,
+            ops=n,
+            family="forks",
+        )  # fmt: skip
+        for n in FORK_OPS
+        for name, m, t, p in _FORK_METHODS
+    )
 
 
 def _horizon() -> tuple[Variant, ...]:
@@ -259,6 +319,7 @@ VARIANTS: tuple[Variant, ...] = (
         )
         for c in ("oracle", "flat")
     ),
+    *_forks(),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
@@ -268,10 +329,11 @@ VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 
 def expand_variants(names: Sequence[str]) -> tuple[str, ...]:
     """``--variants``: variant names, ``"all"``, or names of :data:`VARIANT_SETS` (each adds
-    the baselines and its groups), in :data:`VARIANTS` order for the sets."""
+    its groups and, but for ``forks``, the baselines), in :data:`VARIANTS` order for the sets."""
     names = [n for n in names if n]
     if names == ["all"]:
         return tuple(v.name for v in VARIANTS)
-    groups = {g for n in names if n in VARIANT_SETS for g in ("baselines", *VARIANT_SETS[n])}
+    base = {n: () if n in _WITHOUT_BASELINES else ("baselines",) for n in VARIANT_SETS}
+    groups = {g for n in names if n in VARIANT_SETS for g in (*base[n], *VARIANT_SETS[n])}
     picked = [v.name for v in VARIANTS if v.group in groups]
     return tuple(dict.fromkeys(picked + [n for n in names if n not in VARIANT_SETS]))
