@@ -359,7 +359,8 @@ def _critic_alone(args: argparse.Namespace) -> int:
 
 
 _CLAIMS_ONLY = (("--seeds", "seeds"), ("--sweep-seeds", "sweep_seeds"), ("--workers", "workers"),
-                ("--variants", "variants"), ("--resummarize", "resummarize"))  # fmt: skip
+                ("--variants", "variants"), ("--resummarize", "resummarize"),
+                ("--oracle-k", "oracle_k"))  # fmt: skip
 
 
 def _experiment(args: argparse.Namespace) -> int:
@@ -380,6 +381,8 @@ def _experiment(args: argparse.Namespace) -> int:
                 raise ConfigError(msg) from None
     if args.workers:
         values["workers"] = args.workers
+    if args.oracle_k:
+        values["oracle_k"] = args.oracle_k
     if args.variants:
         values["variants"] = expand_variants([n.strip() for n in args.variants.split(";")])
     if args.budgets_from:
@@ -424,6 +427,8 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
         "--sweep-seeds", help="the seeds of the sweeps and the critic runs (default 0,1,2)"
     )
     p.add_argument("--workers", type=_at_least_one, help="worker processes (default 2)")
+    p.add_argument("--oracle-k", type=_at_least_one,
+                   help="rollouts per anchor of the oracle critic's data (default 16)")  # fmt: skip
     p.add_argument(
         "--variants",
         help="semicolon-separated variant names, 'all', or one set: 'ablations' (IS, λ, "

@@ -3,6 +3,7 @@ negatives-only fixed point, and the whole experiment at smoke size through the C
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -532,3 +533,54 @@ def test_resummarize_recomputes_the_summary_from_the_stored_runs(tmp_path, capsy
     assert main(["experiment", "toy-claims", "--out", str(empty), "--resummarize"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--resummarize: no" in err and "results.json" in err and "\n" not in err
+
+
+def test_the_forks_set_is_its_own_plan_without_the_toy_baselines(tmp_path):
+    """Fork chains: no toy baseline, no toy data when the budgets are given; its own π_ref job
+    before every data job; one oracle job per (length, seed), before the runs that read it."""
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.plan import _Plan
+
+    names = expand_variants(["forks"])
+    assert len(names) == 4 * 7 and all("forks" in n for n in names)
+    budgets = {m: {"policy_lr": 1e-4, "epochs": 2} for m in ("dro", "dqo")}
+    cfg = ClaimsConfig(variants=names, seeds=(0, 1), sweep_seeds=(0,), budgets=budgets)
+    jobs = {j.name: j for j in _Plan(cfg, Path(tmp_path)).jobs()}
+    assert "π_ref forks" in jobs and "π_ref mixed" not in jobs
+    data = sorted(n for n in jobs if n.startswith("data"))
+    assert data == sorted(f"data forks-{n}ops-200p s{s}" for n in (2, 4, 8, 12) for s in (0, 1))
+    assert all(jobs[n].deps == ("π_ref forks",) for n in data)
+    oracle = jobs["oracle forks-8ops-200p s1"]
+    assert oracle.deps == ("data forks-8ops-200p s1",)
+    run = jobs["DQO, λ=0, oracle critic, forks 8 ops s1"]
+    assert set(run.deps) == {"data forks-8ops-200p s1", "oracle forks-8ops-200p s1", "π_ref forks"}
+    assert "oracle forks-8ops-200p s1" not in jobs["DRO, forks 8 ops s1"].deps
+    by = {v.name: v for v in VARIANTS}
+    assert by["DRO, forks 12 ops"].task == "forks-12ops"
+    assert by["DRO, forks 12 ops"].anchor == "DQO, forks 12 ops"
+    with pytest.raises(ValueError, match="ops must lie in 2..12"):
+        dataclasses.replace(by["DRO, forks 12 ops"], ops=13)
+
+
+def test_fork_contrasts_pair_the_runs_named_by_hand():
+    """oracle − flat at 4 ops: (1,1,0,0)−(1,0,0,0) on seed 0 and (1,1,1,0)−(0,1,1,0) on seed 1:
+    +25 and +25 points; DQO − DRO where only one seed has both."""
+    from dqo_tutorial.experiments.sweeps import contrasts
+
+    def run(name, seed, greedy):
+        acc = greedy.count("1") / len(greedy)
+        return {"variant": f"{name}, forks 4 ops", "group": "forks", "method": "dqo", "ops": 4,
+                "seed": seed, "anchor": "DQO, forks 4 ops", "data": {"responses": 8},
+                "test": {"greedy": acc, "hits": {"greedy": greedy}}}  # fmt: skip
+
+    runs = [run("DQO, oracle critic", 0, "1100"), run("DQO, flat critic", 0, "1000"),
+            run("DQO, oracle critic", 1, "1110"), run("DQO, flat critic", 1, "0110"),
+            run("DQO", 0, "1111"), run("DRO", 0, "0000"), run("DRO", 1, "0000")]  # fmt: skip
+    got = contrasts(runs, "forks")[4]
+    oracle = got["DQO, oracle critic − DQO, flat critic"]
+    assert oracle["mean"] == pytest.approx(0.25) and oracle["seeds_above_0"] == 2
+    a, b = [[1, 1, 0, 0], [1, 1, 1, 0]], [[1, 0, 0, 0], [0, 1, 1, 0]]
+    assert oracle["ci95"] == pytest.approx(paired_interval(a, b))
+    assert got["DQO − DRO"]["mean"] == 1.0 and got["DQO − DRO"]["n_seeds"] == 1
+    assert "DQO − DQO, flat critic" in got and "DQO, λ=0 − DQO, flat critic" not in got
