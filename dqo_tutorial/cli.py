@@ -454,6 +454,8 @@ def _credit(args: argparse.Namespace) -> int:
 
     if args.study:
         return _credit_study(args)
+    if args.structure:
+        return _structure(args)
     runs = {}
     for item in args.run:
         name, sep, spec = item.partition("=")
@@ -466,6 +468,20 @@ def _credit(args: argparse.Namespace) -> int:
     print((Path(args.out) / "credit.md").read_text(), end="")
     print(f"{payload['meta']['responses']} wrong responses scored; credit.json, credit.md and "
           f"credit.png in {args.out}")  # fmt: skip
+    return 0
+
+
+def _structure(args: argparse.Namespace) -> int:
+    from dqo_tutorial.credit_study import structure_report
+
+    if args.run or not args.reference:
+        raise ConfigError("credit --structure: give --reference MODEL (π_ref) and no --run")
+    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+    payload = structure_report(args.reference, tasks, args.out, n_problems=args.limit,
+                               k=args.num_samples, seed=args.seed)  # fmt: skip
+    for task in tasks:
+        print(task, json.dumps(payload[task]))
+    print(f"structure.json in {args.out}")
     return 0
 
 
@@ -500,7 +516,16 @@ def _add_credit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--run", action="append", default=[], metavar="NAME=FOLDER",
                    help="a run's label and folder (or a model spec); repeatable")  # fmt: skip
-    p.add_argument("--task", default="toy", help="a task with a step checker: toy, toy-<n>ops")
+    p.add_argument("--task", default="toy", help="a task with a step checker: toy, toy-<n>ops, "
+                   "forks-<n>ops (--structure: several, comma-separated)")  # fmt: skip
+    p.add_argument(
+        "--structure",
+        action="store_true",
+        help="instead of scoring runs: the "
+        "task's structure seen by --reference's π_ref on its wrong samples (uncertain "
+        "tokens before the first error, its surprisal rank, correct prefixes)",
+    )
+    p.add_argument("--reference", help="--structure: the π_ref's model spec or folder")
     p.add_argument("--limit", type=_at_least_one, default=200, help="held-out test problems")
     p.add_argument("--num-samples", type=_at_least_one, default=4, help="π_ref samples each")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out samples and noise")

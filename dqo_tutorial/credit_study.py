@@ -51,6 +51,10 @@ __all__ = [
     "score_runs",
     "value_errors",
     "credit_report",
+    "first_error_token",
+    "error_structure",
+    "structure_statistics",
+    "structure_report",
 ]
 
 
@@ -444,3 +448,29 @@ def structure_statistics(reference: Checkpoint, items: Sequence[HeldOutResponse]
             "error_is_least_likely": least, "surprisal_rank": mean["surprisal_rank"],
             "correct_prefix": mean["correct_prefix"],
             "uncertain_tokens": mean["uncertain"]}  # fmt: skip
+
+
+def structure_report(
+    reference: str, tasks: Sequence[str], out: str, *, n_problems: int = 200, k: int = 4,
+    seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`structure_statistics` of π_ref (model spec ``reference``) on each task's held-out
+    population (:func:`held_out_responses`), with the share of those samples that are right;
+    writes ``structure.json`` into ``out`` and returns it."""
+    from pathlib import Path
+
+    from .artifacts import atomic_write_json, source_commit
+    from .viz import load_checkpoint
+
+    ref = load_checkpoint(reference, "π_ref")
+    payload: dict[str, Any] = {"meta": {"reference": reference, "n_problems": n_problems,
+                                        "k": k, "seed": seed, "commit": source_commit(),
+                                        "uncertain_below": UNCERTAIN}}  # fmt: skip
+    for task in tasks:
+        found = held_out_responses(ref, task=task, n_problems=n_problems, k=k, seed=seed)
+        items = [r for r in found if r.blameable]
+        right = float(np.mean([r.example.reward == 1 for r in found])) if found else 0.0
+        payload[task] = structure_statistics(ref, items) | {"sampled_accuracy": right}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(out) / "structure.json", payload)
+    return payload

@@ -154,3 +154,26 @@ def test_the_first_error_token_by_hand(response, position):
     gold = toy.gold_solution("8 +6 -3")
     kept = response[:position].replace(" ", "")  # the text before the error is the gold's
     assert gold.startswith(kept) and not gold.startswith(kept + response[position])
+
+
+def test_the_structure_command_writes_its_statistics(tmp_path, capsys):
+    """`credit --structure`: per task, the statistics of the wrong samples, consistent with
+    themselves (the toy π_ref on 12 problems × 2 samples; no model of the fork chains is
+    shipped, so the toy task stands in)."""
+    import json
+
+    from dqo_tutorial.cli import main
+
+    assert main(["credit", "--structure", "--reference", "toy", "--task", "toy,toy-3ops",
+                 "--limit", "12", "--num-samples", "2", "--out", str(tmp_path)]) == 0  # fmt: skip
+    got = json.loads((tmp_path / "structure.json").read_text())
+    assert got["meta"]["reference"] == "toy" and "structure.json" in capsys.readouterr().out
+    for task in ("toy", "toy-3ops"):
+        s = got[task]
+        assert 0 <= s["sampled_accuracy"] <= 1 and s["responses"] <= 24
+        if s["responses"]:
+            assert 0 <= s["error_is_least_likely"] <= 1 and s["surprisal_rank"] >= 1
+            assert s["uncertain_prefix"] <= s["uncertain_tokens"]
+    # no --reference: one line, status 2, no traceback
+    assert main(["credit", "--structure", "--task", "toy", "--out", str(tmp_path)]) == 2
+    assert "--reference" in capsys.readouterr().err
