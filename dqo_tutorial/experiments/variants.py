@@ -142,8 +142,11 @@ FAMILY_OPS = {"toy": range(2, 9), "forks": range(2, 13)}
 """The chain lengths of each task family (tasks ``toy-<n>ops``, ``forks-<n>ops``)."""
 
 
-FORK_OPS = (2, 4, 8, 12)
-"""The fork chains' lengths in the ``forks`` set."""
+FORK_OPS = (2, 4, 6)
+"""The fork chains' lengths in the ``forks`` set (2 or 3 forks). Longer chains cost too much
+oracle: at 12 operations a response has 26 anchors (tokens π_ref is less than 98 % sure of) in
+165 tokens, 333,000 rollouts of 8 per anchor for 1,600 responses — over 15 min per seed on the
+2-core CPU box, where 6 operations need about a quarter of it (docs/forks.md)."""
 
 
 _FORK_METHODS = (
