@@ -150,47 +150,31 @@ TASKS: dict[str, Task] = {
 }
 
 
-def _toy_chain_task(n_ops: int) -> Task:
-    """``toy-<n>ops``: the toy task with every chain exactly ``n_ops`` operations long
-    (:func:`dqo_tutorial.toy.load_chains`) and a generation budget to match."""
+def _chain_task(name: str, load_chain: Callable[[str, int | None], list[Problem]],
+                max_new_tokens: int) -> Task:  # fmt: skip
+    """The toy task with another problem set of the same grammar (chains of one length): the
+    same checker, exact Φ and tokenizer, ``load_chain(split, limit)`` for the problems and a
+    generation budget to match."""
 
     def load(split: str, source: str | None, limit: int | None) -> list[Problem]:
         _check_toy_source(source)
-        return toy.load_chains(split, n_ops, limit)
+        return load_chain(split, limit)
 
-    return replace(
-        TASKS["toy"],
-        name=f"toy-{n_ops}ops",
-        load=load,
-        max_new_tokens=toy.max_new_tokens_for(n_ops),
-    )
+    return replace(TASKS["toy"], name=name, load=load, max_new_tokens=max_new_tokens)
 
 
 TOY_CHAIN_TASKS = tuple(f"toy-{n}ops" for n in toy.CHAIN_LENGTHS)
-"""The toy task at one chain length each (the claims experiment's horizon sweep)."""
-TASKS |= {name: _toy_chain_task(n) for name, n in zip(TOY_CHAIN_TASKS, toy.CHAIN_LENGTHS)}
-
-
-def _fork_task(n_ops: int) -> Task:
-    """``forks-<n>ops``: fork chains of ``n_ops`` operations (:mod:`dqo_tutorial.forks`),
-    written and graded as the toy task (the same checker, exact Φ and tokenizer); their π_ref is
-    :func:`dqo_tutorial.recipes.train_forks_reference`'s (no default model ships)."""
-
-    def load(split: str, source: str | None, limit: int | None) -> list[Problem]:
-        _check_toy_source(source)
-        return forks.load_forks(split, n_ops, limit)
-
-    return replace(
-        TASKS["toy"],
-        name=f"forks-{n_ops}ops",
-        load=load,
-        max_new_tokens=forks.max_new_tokens_for(n_ops),
-    )
-
-
+"""``toy-<n>ops``: the toy task with every chain exactly n operations long
+(:func:`dqo_tutorial.toy.load_chains`; the claims experiment's horizon sweep)."""
 FORK_TASKS = tuple(f"forks-{n}ops" for n in forks.LENGTHS)
-"""The fork chains at one length each (docs/forks.md)."""
-TASKS |= {name: _fork_task(n) for name, n in zip(FORK_TASKS, forks.LENGTHS)}
+"""``forks-<n>ops``: fork chains of n operations (:mod:`dqo_tutorial.forks`, docs/forks.md);
+their π_ref is :func:`dqo_tutorial.recipes.train_forks_reference`'s (no default model ships)."""
+for _n, _name in zip(toy.CHAIN_LENGTHS, TOY_CHAIN_TASKS):
+    TASKS[_name] = _chain_task(_name, lambda split, limit, n=_n: toy.load_chains(split, n, limit),
+                               toy.max_new_tokens_for(_n))  # fmt: skip
+for _n, _name in zip(forks.LENGTHS, FORK_TASKS):
+    TASKS[_name] = _chain_task(_name, lambda split, limit, n=_n: forks.load_forks(split, n, limit),
+                               forks.max_new_tokens_for(_n))  # fmt: skip
 
 
 def get_task(name: str) -> Task:
