@@ -543,19 +543,19 @@ def test_the_forks_set_is_its_own_plan_without_the_toy_baselines(tmp_path):
     from dqo_tutorial.experiments.plan import _Plan
 
     names = expand_variants(["forks"])
-    assert len(names) == 3 * 7 and all("forks" in n for n in names)
+    assert len(names) == 2 * 7 and all("forks" in n for n in names)
     budgets = {m: {"policy_lr": 1e-4, "epochs": 2} for m in ("dro", "dqo")}
     cfg = ClaimsConfig(variants=names, seeds=(0, 1), sweep_seeds=(0,), budgets=budgets)
     jobs = {j.name: j for j in _Plan(cfg, Path(tmp_path)).jobs()}
     assert "π_ref forks" in jobs and "π_ref mixed" not in jobs
     data = sorted(n for n in jobs if n.startswith("data"))
-    assert data == sorted(f"data forks-{n}ops-200p s{s}" for n in (2, 4, 6) for s in (0, 1))
+    assert data == sorted(f"data forks-{n}ops-100p s{s}" for n in (2, 6) for s in (0, 1))
     assert all(jobs[n].deps == ("π_ref forks",) for n in data)
-    oracle = jobs["oracle forks-6ops-200p s1"]
-    assert oracle.deps == ("data forks-6ops-200p s1",)
+    oracle = jobs["oracle forks-6ops-100p s1"]
+    assert oracle.deps == ("data forks-6ops-100p s1",)
     run = jobs["DQO, λ=0, oracle critic, forks 6 ops s1"]
-    assert set(run.deps) == {"data forks-6ops-200p s1", "oracle forks-6ops-200p s1", "π_ref forks"}
-    assert "oracle forks-6ops-200p s1" not in jobs["DRO, forks 6 ops s1"].deps
+    assert set(run.deps) == {"data forks-6ops-100p s1", "oracle forks-6ops-100p s1", "π_ref forks"}
+    assert "oracle forks-6ops-100p s1" not in jobs["DRO, forks 6 ops s1"].deps
     by = {v.name: v for v in VARIANTS}
     assert by["DRO, forks 6 ops"].task == "forks-6ops"
     assert by["DRO, forks 6 ops"].anchor == "DQO, forks 6 ops"

@@ -78,7 +78,7 @@ class ClaimsConfig:
     horizon_test_problems: int = 300
     horizon_eval_samples: int = 2
     horizon_reference: Mapping[str, Any] = field(default_factory=lambda: dict(HORIZON_REFERENCE))
-    forks_prompts: int = 200
+    forks_prompts: int = 100
     forks_reference: Mapping[str, Any] = field(default_factory=lambda: dict(FORKS_REFERENCE))
     positive_keep: float = 0.1
     process_k: int = 4

@@ -142,11 +142,12 @@ FAMILY_OPS = {"toy": range(2, 9), "forks": range(2, 13)}
 """The chain lengths of each task family (tasks ``toy-<n>ops``, ``forks-<n>ops``)."""
 
 
-FORK_OPS = (2, 4, 6)
-"""The fork chains' lengths in the ``forks`` set (2 or 3 forks). Longer chains cost too much
-oracle: at 12 operations a response has 26 anchors (tokens π_ref is less than 98 % sure of) in
-165 tokens, 333,000 rollouts of 8 per anchor for 1,600 responses — over 15 min per seed on the
-2-core CPU box, where 6 operations need about a quarter of it (docs/forks.md)."""
+FORK_OPS = (2, 6)
+"""The fork chains' lengths in the ``forks`` set (2 and 3 forks). Longer chains cost too much
+oracle on the 2-core CPU box: at 12 operations a response has 26 anchors (tokens π_ref is less
+than 98 % sure of) in 165 tokens — 333,000 rollouts of 8 per anchor for 1,600 responses, over
+15 min per seed and not finished —, and even 6 operations need about 15 min per seed for 800
+responses (docs/forks.md)."""
 
 
 _FORK_METHODS = (
