@@ -177,3 +177,25 @@ def test_the_structure_command_writes_its_statistics(tmp_path, capsys):
     # no --reference: one line, status 2, no traceback
     assert main(["credit", "--structure", "--task", "toy", "--out", str(tmp_path)]) == 2
     assert "--reference" in capsys.readouterr().err
+
+
+def test_the_forks_page_quotes_its_structure_file():
+    """docs/forks.md's structure table is docs/forks/structure.json and greedy-dev.json, at the
+    printed precision."""
+    import json
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    page = (docs / "forks.md").read_text()
+    data = json.loads((docs / "forks" / "structure.json").read_text())
+    greedy = json.loads((docs / "forks" / "greedy-dev.json").read_text())["greedy"]
+    for n in (2, 4, 6, 8, 12):
+        s = data[f"forks-{n}ops"]
+        row = (f"| forks, {n} operations | {s['responses']} | {s['uncertain_prefix']:.2f} | "
+               f"{100 * s['error_is_least_likely']:.1f} % | {s['surprisal_rank']:.2f} | "
+               f"{100 * s['correct_prefix']:.1f} % | {s['uncertain_tokens']:.1f} | "
+               f"{100 * s['sampled_accuracy']:.1f} % | {100 * greedy[str(n)]:.1f} % |")  # fmt: skip
+        assert row in page, row
+    t = data["toy"]
+    assert (f"| toy (shipped π_ref) | {t['responses']} | {t['uncertain_prefix']:.2f} | "
+            f"{100 * t['error_is_least_likely']:.1f} % |") in page  # fmt: skip
