@@ -543,7 +543,7 @@ def test_the_forks_set_is_its_own_plan_without_the_toy_baselines(tmp_path):
     from dqo_tutorial.experiments.plan import _Plan
 
     names = expand_variants(["forks"])
-    assert len(names) == 2 * 7 and all("forks" in n for n in names)
+    assert len(names) == 2 * 8 and all("forks" in n for n in names)
     budgets = {m: {"policy_lr": 1e-4, "epochs": 2} for m in ("dro", "dqo")}
     cfg = ClaimsConfig(variants=names, seeds=(0, 1), sweep_seeds=(0,), budgets=budgets)
     jobs = {j.name: j for j in _Plan(cfg, Path(tmp_path)).jobs()}

@@ -41,6 +41,7 @@ CONTRASTS = {
         ("DQO", _FLAT),
         ("DQO, λ=0, oracle critic", _FLAT),
         ("DQO, λ=0", _FLAT),
+        ("DQO, value warm-up ×5", "DQO"),
     ),
 }
 """The paired differences each sweep reports per point. The fork chains' bound: what the oracle
