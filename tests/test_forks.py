@@ -199,3 +199,30 @@ def test_the_forks_page_quotes_its_structure_file():
     t = data["toy"]
     assert (f"| toy (shipped π_ref) | {t['responses']} | {t['uncertain_prefix']:.2f} | "
             f"{100 * t['error_is_least_likely']:.1f} % |") in page  # fmt: skip
+
+
+def test_the_forks_page_quotes_its_study():
+    """docs/forks.md's accuracy and contrast tables are docs/forks/study/results.json."""
+    import json
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.sweeps import CONTRASTS, SWEEP_METHODS, contrasts, sweep_points
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    page = (docs / "forks.md").read_text()
+    runs = json.loads((docs / "forks" / "study" / "results.json").read_text())["runs"]
+    points = sweep_points(runs, "forks")
+    for name in SWEEP_METHODS["forks"]:
+        cells = [f"{100 * points[x][name][d]['mean']:.1f} ± {100 * points[x][name][d]['std']:.1f}"
+                 for x in (2, 6) for d in ("greedy", "sampling")]  # fmt: skip
+        assert f"| {name} | " + " | ".join(cells) + " |" in page, name
+    by = {d: contrasts(runs, "forks", d) for d in ("greedy", "sampling")}
+    for a, b in CONTRASTS["forks"]:
+        head, cells = f"{a} − {b}", []
+        for x in (2, 6):
+            for d in ("greedy", "sampling"):
+                e = by[d][x][head]
+                low, high = e["ci95"]
+                cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
+                             f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
+        assert f"| {head} | " + " | ".join(cells) + " |" in page, head
