@@ -1,7 +1,8 @@
 r"""DQO's claims, tested on the toy task: equal tuning budgets, seeds, intervals, sweeps.
 
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
-        [--variants ablations | horizon | data-size sweep | critic | diagnostics | knobs tuned]
+        [--variants ablations | horizon | data-size sweep | critic | diagnostics | knobs tuned
+                    | credit | forks] [--budgets-from STUDY.json] [--oracle-k 16]
     dqo-tutorial experiment toy-claims --out DIR --resummarize   # the summary again, from its runs
 
 The paper (arXiv 2410.09302) reports gains without seeds or error bars. This module reruns its
@@ -50,7 +51,11 @@ prompts, ``horizon_test_problems`` test problems), all sampled from one mixed-le
 and DQO on ¼ and 4 × ``prompts`` (the baselines are the middle point). ``critic``: DQO with a
 deeper critic, a wider value head, a longer value warm-up. ``diagnostics`` vary β, the IS clip,
 target detaching and the value model; ``knobs tuned`` compares DRO and DQO after the second
-tuning stage.
+tuning stage. ``credit``: DQO with the oracle, a flat and a warmed critic
+(docs/credit-assignment.md). ``forks`` (no toy baselines): the fork chains of :mod:`dqo_tutorial.forks` at
+:data:`~.variants.FORK_OPS` operations — π_ref, DRO, DQO and DQO with the learned, flat and oracle
+critic at λ = 1 and λ = 0, ``forks_prompts`` prompts, their own π_ref
+(``reference-forks-<hash>/``, trained by the experiment) and oracle labels (docs/forks.md).
 
 **Outputs** in ``out/``: ``experiment_config.json`` (a rerun must match it, then resumes),
 ``data/[<setting>/]seed-S/{exact,monte_carlo}``, ``reference-mixed-<hash>/`` (the horizon π_ref),
