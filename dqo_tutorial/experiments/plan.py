@@ -52,10 +52,11 @@ and DQO on ¼ and 4 × ``prompts`` (the baselines are the middle point). ``criti
 deeper critic, a wider value head, a longer value warm-up. ``diagnostics`` vary β, the IS clip,
 target detaching and the value model; ``knobs tuned`` compares DRO and DQO after the second
 tuning stage. ``credit``: DQO with the oracle, a flat and a warmed critic
-(docs/credit-assignment.md). ``forks`` (no toy baselines): the fork chains of :mod:`dqo_tutorial.forks` at
-:data:`~.variants.FORK_OPS` operations — π_ref, DRO, DQO and DQO with the learned, flat and oracle
-critic at λ = 1 and λ = 0, ``forks_prompts`` prompts, their own π_ref
-(``reference-forks-<hash>/``, trained by the experiment) and oracle labels (docs/forks.md).
+(docs/credit-assignment.md). ``forks`` (no toy baselines): the fork chains of
+:mod:`dqo_tutorial.forks` at :data:`~.variants.FORK_OPS` operations — π_ref, DRO, DQO and DQO
+with the learned, flat and oracle critic at λ = 1 and λ = 0, ``forks_prompts`` prompts, their
+own π_ref (``reference-forks-<hash>/``, trained by the experiment) and oracle labels
+(docs/forks.md).
 
 **Outputs** in ``out/``: ``experiment_config.json`` (a rerun must match it, then resumes),
 ``data/[<setting>/]seed-S/{exact,monte_carlo}``, ``reference-mixed-<hash>/`` (the horizon π_ref),
