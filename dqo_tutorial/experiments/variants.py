@@ -146,7 +146,7 @@ FORK_OPS = (2, 6)
 """The fork chains' lengths in the ``forks`` set (2 and 3 forks). Longer chains cost too much
 oracle on the 2-core CPU box: at 12 operations a response has 26 anchors (tokens π_ref is less
 than 98 % sure of) in 165 tokens — 333,000 rollouts of 8 per anchor for 1,600 responses, over
-15 min per seed and not finished —, and even 6 operations need about 15 min per seed for 800
+15 min per seed and not finished —, and even 6 operations need about 8.5 min per seed for 800
 responses (docs/forks.md)."""
 
 
