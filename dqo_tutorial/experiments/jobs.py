@@ -35,20 +35,22 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Setting:
-    """Where a variant's data come from: its task, its number of training prompts and the π_ref
-    that samples them (``"toy"`` or a model directory: the horizon sweep's mixed π_ref, the fork
-    chains' π_ref)."""
+    """Where a variant's data come from: its task, its number of training prompts, the π_ref
+    that samples them (``"toy"`` or a model directory) and the job that trains that π_ref
+    (``""``: the shipped one; ``"π_ref mixed"``: the horizon sweep's; ``"π_ref forks"``: the
+    fork chains')."""
 
     task: str = "toy"
     prompts: int = 400
     reference: str = "toy"
+    reference_job: str = ""
 
     def folder(self, default: Setting) -> str:
         """The data folder's name under ``data/`` (the default setting keeps ``data/seed-S``)."""
         if self == default:
             return ""
         # (a fork chain's task names its π_ref; a toy chain's says which of two it was)
-        mixed = self.reference != "toy" and not self.task.startswith("forks")
+        mixed = self.reference_job == "π_ref mixed"
         return f"{self.task}-{self.prompts}p{'-mixed-ref' if mixed else ''}"
 
 

@@ -227,17 +227,17 @@ class _Plan:
 
     def setting(self, v: Variant) -> Setting:
         if v.family == "forks":
-            return Setting(v.task, self.cfg.forks_prompts, str(Path(self.forks_ref) / "policy"))
+            policy = str(Path(self.forks_ref) / "policy")
+            return Setting(v.task, self.cfg.forks_prompts, policy, "π_ref forks")
         if v.ops is not None:
             policy = str(Path(self.mixed_ref) / "policy")
-            return Setting(v.task, self.cfg.horizon_prompts, policy)
+            return Setting(v.task, self.cfg.horizon_prompts, policy, "π_ref mixed")
         return Setting(prompts=max(1, round(v.data_scale * self.cfg.prompts)))
 
-    def reference_job(self, setting: Setting) -> tuple[str, ...]:
+    @staticmethod
+    def reference_job(setting: Setting) -> tuple[str, ...]:
         """The job that trains ``setting``'s π_ref (none for the shipped one)."""
-        if setting.reference == "toy":
-            return ()
-        return ("π_ref forks",) if setting.task.startswith("forks") else ("π_ref mixed",)
+        return (setting.reference_job,) if setting.reference_job else ()
 
     def oracle_job(self, seed: int, setting: Setting) -> str:
         folder = setting.folder(self.default)

@@ -87,7 +87,7 @@ def contrasts(runs: Sequence[Mapping[str, Any]], axis: str, decoding: str = "gre
     if axis != "forks":
         return _against_dqo(sweep_points(runs, axis), decoding)
     out: dict[Any, dict[str, Any]] = {}
-    for x in sweep_points(runs, axis):
+    for x in sorted({r["ops"] for r in runs if r["group"] == axis}):
         at = [r for r in runs if r["group"] == axis and r["ops"] == x and "test" in r]
         by = {(_short(r["variant"]), r["seed"]): r["test"] for r in at}
         row = {}
