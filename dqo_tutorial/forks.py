@@ -23,17 +23,17 @@ drops a carry with probability :data:`CARRY_DROP` = 0.25 and a borrow with proba
 wrong value), slips a plain step with probability :data:`PLAIN_SLIP` = 0.02, and writes each
 line as ``a+b =c`` instead of ``a+b=c`` with probability :data:`FREE_SPACE` = 1/2 — a **free
 choice**: the checker ignores spaces, so the choice never matters for the outcome. The
-demonstrations are right at a carry with probability 0.75 and at a borrow with 0.45 (the
-rates, tests/test_forks.py); a π_ref fitted to them should win a carry fork greedily and lose
-it in one sample of four, and mostly lose a borrow fork greedily (a misconception, as the toy
-task's carries) while winning about half its samples. Measured on the π_ref of the recipe
-(docs/forks.md): greedy accuracy 40.5–75 % at lengths 2 … 12, sampled accuracy falling from
-42.5 % to 12.8 % with the number of forks (π_ref's per-fork probabilities were not
-measured). The free choices are the distractors that real reasoning text is full of (stylistic tokens of high entropy):
-without them a wrong sample's first error was π_ref's least likely token in 76–81 % of wrong
-samples at 2 and 4 operations (a dropped borrow, probability ≈ 0.55, is still the least likely
-token of a response whose other tokens are near-certain), and surprisal alone located it. The
-measured structure statistics, beside the toy task's, are in docs/forks.md.
+demonstrations are right at a carry with probability 0.75 and at a borrow with 0.45 (the rates,
+tests/test_forks.py); a π_ref fitted to them should win a carry fork greedily and lose it in one
+sample of four, and mostly lose a borrow fork greedily (a misconception, as the toy task's
+carries) while winning about half its samples. Measured on the π_ref of the recipe
+(docs/forks.md): greedy accuracy 40.5–75 % at lengths 2 … 12, sampled accuracy falling from 42.5
+% to 12.8 % with the number of forks (π_ref's per-fork probabilities were not measured). The
+free choices are the distractors that real reasoning text is full of (stylistic tokens of high
+entropy): without them a wrong sample's first error was π_ref's least likely token in 76–81 % of
+wrong samples at 2 and 4 operations (a dropped borrow, probability ≈ 0.55, is still the least
+likely token of a response whose other tokens are near-certain), and surprisal alone located it.
+The measured structure statistics, beside the toy task's, are in docs/forks.md.
 
 **Splits.** As the toy task's: test is hash bucket 0 of 5 of the question text
 (:func:`dqo_tutorial.toy.split_of`), dev the train bucket with its own seed minus the 2,000 train
