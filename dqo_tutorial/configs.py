@@ -418,6 +418,11 @@ class TrainConfig:
         "column: π_ref's exact success probability, dqo_tutorial.oracle) or flat (that column's "
         "prompt value V(s_1) at every state); oracle and flat train no V_φ",
     )
+    critic_offset: float = _field(
+        0.0,
+        "a constant b added to a fixed critic's V(s_h) (oracle or flat): the critic-bias "
+        "control, V + b",
+    )
     process_reward_coef: float = _field(
         0.0, "α of the process rewards (needs a dataset with potentials)"
     )
@@ -453,7 +458,7 @@ class TrainConfig:
     def identity_of(fields: dict[str, Any]) -> dict[str, Any]:
         """:meth:`identity` of a stored config dict (e.g. a ``train_summary.json``'s)."""
         off = {"micro_batch_tokens": 0, "value_extra_layers": 0, "value_head_width": 0}
-        off |= {"disable_dropout": True, "critic": "learned"}
+        off |= {"disable_dropout": True, "critic": "learned", "critic_offset": 0.0}
         # (fields added later, at the value that trains as runs stored before them did:
         # disable_dropout changes nothing for models without dropout, as the toy and SmolLM2)
         return {k: v for k, v in fields.items() if k != "report_to" and off.get(k, ...) != v}
@@ -487,6 +492,12 @@ class TrainConfig:
             "critic",
             self.critic == "learned" or self.method == "dqo",
             "oracle and flat critics are DQO's (DRO's V(x) is learned; the others have none)",
+        )
+        check("critic_offset", math.isfinite(self.critic_offset), "must be a finite number")
+        check(
+            "critic_offset",
+            not self.critic_offset or self.critic != "learned",
+            "shifts a fixed critic (critic: oracle or flat), not the learned V_φ",
         )
         check.one_of("mixed_precision", ("auto", "no", "bf16", "fp16"))
         check.one_of("padding_side", ("left", "right"))

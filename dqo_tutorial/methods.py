@@ -259,7 +259,9 @@ def _dro(batch: Mapping[str, Tensor], fwd: Forward, cfg: Any, n: Tensor) -> tupl
     return pl, vl, stats
 
 
-def fixed_critic(batch: Mapping[str, Tensor], critic: str) -> tuple[Tensor, Tensor]:
+def fixed_critic(
+    batch: Mapping[str, Tensor], critic: str, offset: float = 0.0
+) -> tuple[Tensor, Tensor]:
     r"""``(values (B, T), bootstrap (B,))`` of a critic read from the batch, not learned
     (:data:`~dqo_tutorial.configs.CRITICS`): ``"oracle"`` is the ``oracle_values`` column
     V*(s_h) and ``oracle_bootstrap``; ``"flat"`` is V*(s_1), the value at each row's first
@@ -267,7 +269,10 @@ def fixed_critic(batch: Mapping[str, Tensor], critic: str) -> tuple[Tensor, Tens
 
     .. math::  V_{\rm flat}(s_h) = V^*(s_1) \quad \forall h
 
-    (padding-side free: the first action is found from the mask). Terminal rows bootstrap 0."""
+    (padding-side free: the first action is found from the mask). Terminal rows bootstrap 0.
+    ``offset`` b is added to every value and to a cut row's bootstrap, V(s_h) + b: the
+    critic-bias control (a biased baseline adds −b·β Σ_h ∇log π_θ(a_h|s_h) to the policy's
+    ascent direction — the unlikelihood of every sampled token when b > 0)."""
     if "oracle_values" not in batch:
         raise ValueError(
             f"critic={critic!r} reads the dataset's oracle_values column, which these rows lack: "
@@ -280,6 +285,7 @@ def fixed_critic(batch: Mapping[str, Tensor], critic: str) -> tuple[Tensor, Tens
         first = mask.long().argmax(dim=1, keepdim=True)  # the first action's column
         boot = v.gather(1, first)[:, 0]
         v = torch.where(mask, boot[:, None], 0.0)
+    v, boot = torch.where(mask, v + offset, 0.0), boot + offset
     return v, torch.where(batch["terminal"], torch.zeros_like(boot), boot)
 
 
@@ -295,7 +301,7 @@ def _dqo(batch: Mapping[str, Tensor], fwd: Forward, cfg: Any, n: Tensor) -> tupl
         values = v.values
         bootstrap = torch.where(batch["terminal"], torch.zeros_like(v.final), v.final)
     else:
-        values, bootstrap = fixed_critic(batch, cfg.critic)
+        values, bootstrap = fixed_critic(batch, cfg.critic, getattr(cfg, "critic_offset", 0.0))
         values, bootstrap = values.to(fwd.logps.dtype), bootstrap.to(fwd.logps.dtype)
     pl, vl, dqo_stats = dqo_loss(
         fwd.logps,

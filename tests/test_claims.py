@@ -543,7 +543,7 @@ def test_the_forks_set_is_its_own_plan_without_the_toy_baselines(tmp_path):
     from dqo_tutorial.experiments.plan import _Plan
 
     names = expand_variants(["forks"])
-    assert len(names) == 2 * 8 and all("forks" in n for n in names)
+    assert len(names) == 2 * 10 and all("forks" in n for n in names)
     budgets = {m: {"policy_lr": 1e-4, "epochs": 2} for m in ("dro", "dqo")}
     cfg = ClaimsConfig(variants=names, seeds=(0, 1), sweep_seeds=(0,), budgets=budgets)
     jobs = {j.name: j for j in _Plan(cfg, Path(tmp_path)).jobs()}
@@ -557,6 +557,11 @@ def test_the_forks_set_is_its_own_plan_without_the_toy_baselines(tmp_path):
     assert set(run.deps) == {"data forks-6ops-100p s1", "oracle forks-6ops-100p s1", "π_ref forks"}
     assert "oracle forks-6ops-100p s1" not in jobs["DRO, forks 6 ops s1"].deps
     by = {v.name: v for v in VARIANTS}
+    raised, lowered = by["DQO, flat critic raised 0.2, forks 6 ops"], by[
+        "DQO, flat critic lowered 0.2, forks 6 ops"]  # fmt: skip
+    assert (raised.train["critic_offset"], lowered.train["critic_offset"]) == (0.2, -0.2)
+    assert raised.train["critic"] == lowered.train["critic"] == "flat"
+    assert "oracle forks-6ops-100p s1" in jobs["DQO, flat critic raised 0.2, forks 6 ops s1"].deps
     assert by["DRO, forks 6 ops"].task == "forks-6ops"
     assert by["DRO, forks 6 ops"].anchor == "DQO, forks 6 ops"
     with pytest.raises(ValueError, match="ops must lie in 2..12"):

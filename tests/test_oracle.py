@@ -173,6 +173,42 @@ def test_a_fixed_critic_is_the_baseline_of_the_policy_gradient(critic, side):
     torch.testing.assert_close(grad, want)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("critic", ["oracle", "flat"])
+def test_a_critic_offset_shifts_every_value_and_a_cut_rows_bootstrap(critic, side):
+    """critic_offset b: δ_h = V(s_h) + b − R at ρ = 0, so the gradient w.r.t. log π_θ(a_h|s_h)
+    is β (V(s_h) + b − R) / N at every action (by hand); a cut row's bootstrap is shifted too,
+    a terminal row's stays 0."""
+    batch = _batch(side)
+    batch["terminal"] = torch.tensor([True, False])
+    batch["oracle_bootstrap"] = torch.tensor([0.0, 0.25])
+    batch["rewards"][1].zero_()  # the cut row has no outcome: its target is the bootstrap
+    logps = torch.zeros(2, 4, requires_grad=True)
+    cfg = TrainConfig(method="dqo", model="toy", task="toy", beta=0.1, critic=critic,
+                      critic_offset=0.2)  # fmt: skip
+    pl, _, _ = get_method("dqo").loss(batch, Forward(logps, None), cfg, batch["action_mask"].sum())
+    (grad,) = torch.autograd.grad(pl, logps)
+    if critic == "oracle":  # rows: V + b, bootstrap of the cut row 0.25 + b
+        v, boot = {0: [0.4, 0.6, 1.0], 1: [0.3, 0.0]}, 0.25
+    else:  # the flat critic's bootstrap is its V(s_1)
+        v, boot = {0: [0.4] * 3, 1: [0.3] * 2}, 0.3
+    want = torch.zeros(2, 4)
+    for row, target in ((0, 1.0), (1, boot + 0.2)):
+        cols = batch["action_mask"][row].nonzero()[:, 0]
+        want[row, cols] = 0.1 * (torch.tensor(v[row]) + 0.2 - target) / 5
+    torch.testing.assert_close(grad, want)
+    values, bootstrap = fixed_critic(batch, critic, offset=0.2)
+    assert bootstrap.tolist() == pytest.approx([0.0, boot + 0.2])
+    assert values[~batch["action_mask"]].abs().max() == 0  # no value off the actions
+
+
+def test_a_critic_offset_needs_a_fixed_critic():
+    with pytest.raises(ConfigError, match="critic_offset"):
+        TrainConfig(method="dqo", model="toy", task="toy", critic_offset=0.2)
+    cfg = TrainConfig(method="dqo", model="toy", task="toy", critic="flat")
+    assert "critic_offset" not in cfg.identity()  # old fixed-critic runs keep their identity
+
+
 def test_a_fixed_critic_without_its_column_is_one_clear_error():
     batch = _batch("right")
     del batch["oracle_values"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from .stats import paired_difference, summarize_runs
 from .tables import pct
-from .variants import FORK_METHOD_NAMES
+from .variants import BIASED_FLAT, FORK_METHOD_NAMES
 
 __all__ = [
     "SWEEPS",
@@ -42,6 +42,7 @@ CONTRASTS = {
         ("DQO, λ=0, oracle critic", _FLAT),
         ("DQO, λ=0", _FLAT),
         ("DQO, value warm-up ×5", "DQO"),
+        *((name, _FLAT) for name in BIASED_FLAT),
     ),
 }
 """The paired differences each sweep reports per point. The fork chains' bound: what the oracle

@@ -18,6 +18,8 @@ __all__ = [
     "FORK_OPS",
     "FAMILY_OPS",
     "FORK_METHOD_NAMES",
+    "CRITIC_OFFSETS",
+    "BIASED_FLAT",
     "DATA_SCALES",
     "expand_variants",
 ]
@@ -150,6 +152,17 @@ than 98 % sure of) in 165 tokens — 333,000 rollouts of 8 per anchor for 1,600 
 responses (docs/forks.md)."""
 
 
+CRITIC_OFFSETS = (0.2, -0.2)
+"""The flat critic's shifts b in the ``forks`` set (``critic_offset``): +0.2 is about the bias
+DQO's V_φ shows against its own target in the fork runs (logged δ mean +0.15 at 6 operations,
++0.20 at 2, second half of training, 5 seeds), −0.2 its mirror."""
+
+BIASED_FLAT = tuple(
+    f"DQO, flat critic {'raised' if b > 0 else 'lowered'} {abs(b):g}" for b in CRITIC_OFFSETS
+)
+"""The names of the shifted flat critics, in :data:`CRITIC_OFFSETS` order."""
+
+
 _FORK_METHODS = (
     ("π_ref", "reference", {}, {}),
     ("DRO", "dro", {}, {}),
@@ -159,11 +172,17 @@ _FORK_METHODS = (
     ("DQO, flat critic", "dqo", {"critic": "flat"}, {"potentials": "oracle"}),
     ("DQO, oracle critic", "dqo", {"critic": "oracle"}, {"potentials": "oracle"}),
     ("DQO, λ=0, oracle critic", "dqo", {"critic": "oracle", "lam": 0.0}, {"potentials": "oracle"}),
+    *(
+        (name, "dqo", {"critic": "flat", "critic_offset": b}, {"potentials": "oracle"})
+        for name, b in zip(BIASED_FLAT, CRITIC_OFFSETS)
+    ),
 )
 """The ``forks`` set at each length: the bound (oracle / flat / learned critic at λ = 1 and
 λ = 0) beside DRO and π_ref, and DQO with the value warm-up the toy's 400 prompts get (10 steps;
-it scales with the data: 2 steps at 100 prompts). The flat critic at λ = 0 is left out: its
-advantage is 0 on every token but the last (docs/credit-assignment.md)."""
+it scales with the data: 2 steps at 100 prompts), and the flat critic shifted by each of
+:data:`CRITIC_OFFSETS` (the bias control: is it V_φ's bias that hurts?). The flat critic at
+λ = 0 is left out: its advantage is 0 on every token but the last
+(docs/credit-assignment.md)."""
 
 
 FORK_METHOD_NAMES = tuple(name for name, *_ in _FORK_METHODS)
