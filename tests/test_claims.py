@@ -589,3 +589,51 @@ def test_fork_contrasts_pair_the_runs_named_by_hand():
     assert oracle["ci95"] == pytest.approx(paired_interval(a, b))
     assert got["DQO − DRO"]["mean"] == 1.0 and got["DQO − DRO"]["n_seeds"] == 1
     assert "DQO − DQO, flat critic" in got and "DQO, λ=0 − DQO, flat critic" not in got
+
+
+def test_the_forks_data_set_fixes_the_steps_not_the_epochs(tmp_path):
+    """25 and 400 prompts train the 48 steps (4 epochs × ⌊100 × 8 / 64⌋) and the 2 warm-up
+    steps of the 100-prompt forks runs, on their own data and oracle; no IS only at 400."""
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.plan import _Plan
+
+    names = expand_variants(["forks-data"])
+    budgets = {m: {"policy_lr": 1e-4, "epochs": 4} for m in ("dro", "dqo")}
+    cfg = ClaimsConfig(variants=names, seeds=(0,), sweep_seeds=(0,), budgets=budgets)
+    plan = _Plan(cfg, Path(tmp_path))
+    by = {v.name: v for v in VARIANTS}
+    for name, prompts in (("DRO, forks 2 ops, data ×0.25", 25), ("DQO, forks 2 ops, data ×4", 400),
+                          ("DQO, no IS, forks 2 ops, data ×4", 400)):  # fmt: skip
+        spec = plan.spec(by[name], 0, budgets["dqo"], dev=False, test=True)
+        assert spec["prompts"] == prompts and spec["train"]["max_steps"] == 48
+        assert spec["train"]["value_warmup_steps"] == 2 and spec["train"]["limit"] == prompts
+        assert spec["data"].endswith(f"forks-2ops-{prompts}p/seed-0/exact")
+    middle = plan.spec(by["DQO, forks 2 ops"], 0, budgets["dqo"], dev=False, test=True)
+    assert middle["train"]["max_steps"] is None and middle["train"]["value_warmup_steps"] == 2
+    assert sum("no IS" in n for n in names) == 1 and "DQO, no IS, forks 2 ops, data ×4" in names
+    jobs = {j.name for j in plan.jobs()}
+    assert {"oracle forks-2ops-25p s0", "oracle forks-2ops-400p s0"} <= jobs
+
+
+def test_the_forks_data_sweep_takes_its_middle_point_from_the_forks_runs():
+    """DQO − DRO at 100 prompts pairs the forks set's 2-operation runs (6 ops left out);
+    at 25 prompts its own: (1,1,0,0)−(1,0,0,0) = +25 points, by hand."""
+    from dqo_tutorial.experiments.sweeps import contrasts, sweep_points
+
+    def run(name, group, ops, prompts, greedy, seed=0):
+        acc = greedy.count("1") / len(greedy)
+        return {"variant": name, "group": group, "method": "dqo", "ops": ops, "seed": seed,
+                "prompts": prompts, "anchor": "DQO", "data": {"responses": 8},
+                "test": {"greedy": acc, "hits": {"greedy": greedy}}}  # fmt: skip
+
+    runs = [run("DQO, forks 2 ops", "forks", 2, 100, "1110"),
+            run("DRO, forks 2 ops", "forks", 2, 100, "1000"),
+            run("DQO, forks 6 ops", "forks", 6, 100, "0000"),
+            run("DQO, forks 2 ops, data ×0.25", "forks data size", 2, 25, "1100"),
+            run("DRO, forks 2 ops, data ×0.25", "forks data size", 2, 25, "1000")]  # fmt: skip
+    got = contrasts(runs, "forks data size")
+    assert sorted(got) == [25, 100]
+    assert got[25]["DQO − DRO"]["mean"] == pytest.approx(0.25)
+    assert got[100]["DQO − DRO"]["mean"] == pytest.approx(0.5)
+    assert sorted(sweep_points(runs, "forks data size")[100]) == ["DQO", "DRO"]

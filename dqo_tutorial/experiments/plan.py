@@ -228,11 +228,21 @@ class _Plan:
     def setting(self, v: Variant) -> Setting:
         if v.family == "forks":
             policy = str(Path(self.forks_ref) / "policy")
-            return Setting(v.task, self.cfg.forks_prompts, policy, "π_ref forks")
+            prompts = max(1, round(v.data_scale * self.cfg.forks_prompts))
+            return Setting(v.task, prompts, policy, "π_ref forks")
         if v.ops is not None:
             policy = str(Path(self.mixed_ref) / "policy")
             return Setting(v.task, self.cfg.horizon_prompts, policy, "π_ref mixed")
         return Setting(prompts=max(1, round(v.data_scale * self.cfg.prompts)))
+
+    def steps_prompts(self, v: Variant) -> int:
+        """The prompts whose epochs set ``v``'s steps: its own, or with ``fixed_steps`` those
+        of its family at ``data_scale`` 1 (epochs × ⌊prompts × samples / batch⌋ steps: what
+        the trainer gives that size when every sampled row is an example, as for DQO and DRO on
+        finished responses)."""
+        if v.fixed_steps:
+            return self.setting(dataclasses.replace(v, data_scale=1.0)).prompts
+        return self.setting(v).prompts
 
     @staticmethod
     def reference_job(setting: Setting) -> tuple[str, ...]:
@@ -284,9 +294,11 @@ class _Plan:
             assert budget is not None
             lr = budget["policy_lr"]
             value_lr = cfg.value_lr_ratio * lr * v.value_lr_scale
-            # the value warm-up scales with the steps of an epoch (the data size)
+            # the value warm-up scales with the steps of an epoch (the data size): with fixed
+            # steps, with those of the data size the steps are fixed at (data_scale 1)
+            prompts = self.steps_prompts(v)
             warmup = cfg.train.get("value_warmup_steps", 0) * v.warmup_scale
-            warmup = max(1, round(warmup * setting.prompts / cfg.prompts)) if warmup else 0
+            warmup = max(1, round(warmup * prompts / cfg.prompts)) if warmup else 0
             if cfg.train.get("max_steps"):  # (smoke sizes: the policy must train at all)
                 warmup = min(warmup, cfg.train["max_steps"] - 1)
             values = {**cfg.train, "value_warmup_steps": warmup, "policy_lr": lr,
@@ -300,6 +312,9 @@ class _Plan:
                 limit=setting.prompts,
                 **values,
             )
+            if v.fixed_steps and not tcfg.max_steps:
+                per_epoch = prompts * cfg.num_samples // (tcfg.batch_size * tcfg.grad_accum)
+                tcfg = dataclasses.replace(tcfg, max_steps=tcfg.epochs * max(1, per_epoch))
             base |= {"train": tcfg.identity(), "data": tcfg.data}
         base["trained"] = {
             k: base.get(k)

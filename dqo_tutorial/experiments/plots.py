@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import save_figure_atomically
-from .sweeps import CONTRASTS, SWEEP_METHODS, contrasts, sweep_points
+from .sweeps import CONTRASTS, DATA_AXES, SWEEP_METHODS, contrasts, sweep_points
+from .variants import FORK_DATA_OPS
 
 __all__ = [
     "plot_accuracy",
@@ -147,17 +148,19 @@ def plot_sweep(
         right.errorbar([x + shift for x in have], mean, yerr=[low, high], marker="s", capsize=3,
                        label=f"{head} (95 % CI)")  # fmt: skip
     right.axhline(0, color="0.4", linewidth=1)
-    x_label = ("training prompts (× 8 responses)" if axis == "data-size sweep"
+    x_label = ("training prompts (× 8 responses)" if axis in DATA_AXES
                else "operations per problem")  # fmt: skip
     for ax in (left, right):
         ax.set_xlabel(x_label)
         ax.set_xticks(xs)
         ax.legend(fontsize=7)
-        if axis == "data-size sweep":
+        if axis in DATA_AXES:
             ax.set_xscale("log")
             ax.set_xticks(xs, [str(x) for x in xs])
     left.set_ylabel("test greedy accuracy (strict)")
     right.set_ylabel("paired greedy difference")
-    name = "Fork chains" if axis == "forks" else f"Toy {axis}"
+    name = {"forks": "Fork chains",
+            "forks data size": f"Fork chains ({FORK_DATA_OPS} ops), data size at fixed steps"
+            }.get(axis, f"Toy {axis}")  # fmt: skip
     fig.suptitle(f"{name}: mean ± std over seeds; right: 95 % intervals, seeds × problems")
     save_figure_atomically(fig, path)

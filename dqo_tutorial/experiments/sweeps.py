@@ -1,5 +1,5 @@
-"""The toy-claims sweeps (:data:`SWEEPS`: the horizon and the data size) read per sweep point,
-and their markdown table."""
+"""The toy-claims sweeps (:data:`SWEEPS`: the toy's horizon and data size, the fork chains'
+lengths and data size) read per sweep point, and their markdown table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from .stats import paired_difference, summarize_runs
 from .tables import pct
-from .variants import BIASED_FLAT, FORK_METHOD_NAMES
+from .variants import BIASED_FLAT, FORK_DATA_OPS, FORK_METHOD_NAMES
 
 __all__ = [
     "SWEEPS",
@@ -17,17 +17,22 @@ __all__ = [
     "sweep_table",
     "flip",
     "CONTRASTS",
+    "DATA_AXES",
     "contrasts",
 ]
 
 
-SWEEPS = ("horizon", "data-size sweep", "forks")
+SWEEPS = ("horizon", "data-size sweep", "forks", "forks data size")
+
+DATA_AXES = ("data-size sweep", "forks data size")
+"""The sweeps whose points are training prompts (the others': operations)."""
 
 
 SWEEP_METHODS = {
     "horizon": ("π_ref", "RFT", "DRO", "DQO", "DQO, α=0.5 exact Φ"),
     "data-size sweep": ("RFT", "DRO", "DQO"),
     "forks": FORK_METHOD_NAMES,
+    "forks data size": ("DRO", "DQO", "DQO, flat critic", "DQO, oracle critic", "DQO, no IS"),
 }
 
 
@@ -44,6 +49,7 @@ CONTRASTS = {
         ("DQO, value warm-up ×5", "DQO"),
         *((name, _FLAT) for name in BIASED_FLAT),
     ),
+    "forks data size": (("DQO", "DRO"), (_ORACLE, _FLAT), ("DQO", _FLAT), ("DQO, no IS", "DQO")),
 }
 """The paired differences each sweep reports per point. The fork chains' bound: what the oracle
 critic buys over no critic (the flat one, V ≡ its mean: DRO's gradient at the token level) at
@@ -51,19 +57,27 @@ critic buys over no critic (the flat one, V ≡ its mean: DRO's gradient at the 
 credit; λ = 1: a baseline)."""
 
 
-def sweep_points(runs: Sequence[Mapping[str, Any]], axis: str) -> dict[Any, dict[str, Any]]:
-    """Per sweep point (operations, or training prompts): :func:`~.stats.summarize_runs` of its
-    methods, keyed by the method's short name. The data-size sweep's middle point is the
-    baselines' runs at the sweep's seeds (the same training, not a second copy)."""
+def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]]:
+    """The runs of a sweep, each with its ``point`` (operations, or training prompts). A
+    data-size sweep's middle point is other runs at its seeds (the same training, not a second
+    copy): the toy's baselines, or the ``forks`` set's runs at :data:`FORK_DATA_OPS`
+    (they train the same 48 steps)."""
     if axis in ("horizon", "forks"):
-        picked = [dict(r, point=r["ops"]) for r in runs if r["group"] == axis]
+        return [dict(r, point=r["ops"]) for r in runs if r["group"] == axis]
+    sweep = [r for r in runs if r["group"] == axis]
+    seeds, names = {r["seed"] for r in sweep}, SWEEP_METHODS[axis]
+    if axis == "data-size sweep":
+        middle = [r for r in runs if r["group"] == "baselines" and r["variant"] in names]
     else:
-        sweep = [r for r in runs if r["group"] == "data-size sweep"]
-        seeds = {r["seed"] for r in sweep}
-        names = SWEEP_METHODS[axis]
-        middle = [r for r in runs if r["group"] == "baselines" and r["variant"] in names
-                  and r["seed"] in seeds]  # fmt: skip
-        picked = [dict(r, point=r["prompts"]) for r in sweep + (middle if sweep else [])]
+        middle = [r for r in runs if r["group"] == "forks" and r.get("ops") == FORK_DATA_OPS
+                  and _short(r["variant"]) in names]  # fmt: skip
+    return [dict(r, point=r["prompts"]) for r in sweep + [r for r in middle if r["seed"] in seeds]]
+
+
+def sweep_points(runs: Sequence[Mapping[str, Any]], axis: str) -> dict[Any, dict[str, Any]]:
+    """Per sweep point (:func:`_picked`): :func:`~.stats.summarize_runs` of its methods, keyed
+    by the method's short name."""
+    picked = _picked(runs, axis)
     points: dict[Any, dict[str, Any]] = {}
     for x in sorted({r["point"] for r in picked}):
         here = [
@@ -85,12 +99,12 @@ def contrasts(runs: Sequence[Mapping[str, Any]], axis: str, decoding: str = "gre
     """Per sweep point, each of :data:`CONTRASTS` [axis] as ``"A − B"`` →
     :func:`~.stats.paired_difference` over the seeds where both ran (the horizon and the data
     size: each method's pairing with its point's DQO, flipped)."""
-    if axis != "forks":
+    if axis in ("horizon", "data-size sweep"):
         return _against_dqo(sweep_points(runs, axis), decoding)
+    picked = [r for r in _picked(runs, axis) if "test" in r]
     out: dict[Any, dict[str, Any]] = {}
-    for x in sorted({r["ops"] for r in runs if r["group"] == axis}):
-        at = [r for r in runs if r["group"] == axis and r["ops"] == x and "test" in r]
-        by = {(_short(r["variant"]), r["seed"]): r["test"] for r in at}
+    for x in sorted({r["point"] for r in picked}):
+        by = {(_short(r["variant"]), r["seed"]): r["test"] for r in picked if r["point"] == x}
         row = {}
         for a, b in CONTRASTS[axis]:
             both = [(by[a, s], by[b, s]) for (n, s) in by if n == a and (b, s) in by
@@ -109,7 +123,7 @@ def sweep_table(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], a
     if not points:
         return ""
     names = SWEEP_METHODS[axis]
-    x_name = "training prompts" if axis == "data-size sweep" else "operations"
+    x_name = "training prompts" if axis in DATA_AXES else "operations"
     diffs = contrasts(runs, axis)
     heads = [f"{a} − {b}" for a, b in CONTRASTS[axis]]
     lines = [

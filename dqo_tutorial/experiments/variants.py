@@ -20,6 +20,8 @@ __all__ = [
     "FORK_METHOD_NAMES",
     "CRITIC_OFFSETS",
     "BIASED_FLAT",
+    "FORK_DATA_OPS",
+    "FORK_DATA_SCALES",
     "DATA_SCALES",
     "expand_variants",
 ]
@@ -39,6 +41,7 @@ GROUPS = (
     "critic",
     "credit",
     "forks",
+    "forks data size",
 )
 
 
@@ -51,11 +54,12 @@ VARIANT_SETS: dict[str, tuple[str, ...]] = {
     "critic": ("critic",),
     "credit": ("credit",),
     "forks": ("forks",),
+    "forks-data": ("forks data size",),
 }
 """Named sets of ``--variants``: the baselines plus these groups (each a run of its own; the
 ``forks`` set without the toy baselines: its task is another)."""
 
-_WITHOUT_BASELINES = ("forks",)
+_WITHOUT_BASELINES = ("forks", "forks-data")
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ class Variant:
     :mod:`dqo_tutorial.forks`: :attr:`~.config.ClaimsConfig.forks_reference`); ``data_scale`` — that
     multiple of :attr:`~.config.ClaimsConfig.prompts` training prompts; ``sweep`` — run on
     :attr:`~.config.ClaimsConfig.sweep_seeds` only; ``warmup_scale`` — multiplies the value
-    warm-up.
+    warm-up; ``fixed_steps`` — train the optimiser steps (and value warm-up) its budget gives at
+    ``data_scale`` 1, whatever its data size (the data-size sweep without the step confound).
     """
 
     name: str
@@ -94,6 +99,7 @@ class Variant:
     sweep: bool = False
     warmup_scale: float = 1.0
     family: str = "toy"
+    fixed_steps: bool = False
 
     @property
     def task(self) -> str:
@@ -103,7 +109,8 @@ class Variant:
     def anchor(self) -> str:
         """The DQO run its paired differences are taken against (same sweep point, same seed)."""
         if self.family == "forks":
-            return f"DQO, forks {self.ops} ops"
+            scale = f", data ×{self.data_scale:g}" if self.data_scale != 1.0 else ""
+            return f"DQO, forks {self.ops} ops{scale}"
         if self.ops is not None:
             return f"DQO, {self.ops} ops"
         if self.data_scale != 1.0:
@@ -203,6 +210,32 @@ def _forks() -> tuple[Variant, ...]:
         for n in FORK_OPS
         for name, m, t, kw in _FORK_METHODS
     )
+
+
+FORK_DATA_OPS = 2
+"""The fork chains' length of the ``forks-data`` set (its oracle costs ~30 s per 100 prompts;
+6 operations would cost ~35 min per seed at 400)."""
+
+FORK_DATA_SCALES = (0.25, 4.0)
+"""The ``forks-data`` set's multiples of ``forks_prompts`` (25 and 400 prompts; the middle
+point, 100, is the ``forks`` set's runs, which train the same 48 steps)."""
+
+_FORK_DATA_METHODS = (
+    ("DRO", "dro", {}, {}),
+    ("DQO", "dqo", {}, {}),
+    ("DQO, flat critic", "dqo", {"critic": "flat"}, {"potentials": "oracle"}),
+    ("DQO, oracle critic", "dqo", {"critic": "oracle"}, {"potentials": "oracle"}),
+)
+
+
+def _forks_data() -> tuple[Variant, ...]:
+    def one(name: str, m: str, train: Mapping[str, Any], k: float, **kw: Any) -> Variant:
+        return Variant(f"{name}, forks {FORK_DATA_OPS} ops, data ×{k:g}", m, "forks data size",
+                       dict(train), default=False, ops=FORK_DATA_OPS, family="forks",
+                       data_scale=k, fixed_steps=True, **kw)  # fmt: skip
+
+    runs = [one(n, m, t, k, **kw) for k in FORK_DATA_SCALES for n, m, t, kw in _FORK_DATA_METHODS]
+    return (*runs, one("DQO, no IS", "dqo", {"is_mode": "none"}, max(FORK_DATA_SCALES)))
 
 
 def _horizon() -> tuple[Variant, ...]:
@@ -345,6 +378,7 @@ VARIANTS: tuple[Variant, ...] = (
         for c in ("oracle", "flat")
     ),
     *_forks(),
+    *_forks_data(),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
