@@ -434,7 +434,9 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
         help="semicolon-separated variant names, 'all', or one set: 'ablations' (IS, λ, "
         "process rewards, imbalance, data), 'horizon' (2–8 operations), 'data-size sweep', "
         "'critic', 'credit' (oracle and flat critics), 'diagnostics' or 'knobs tuned' — each "
-        "with the baselines; default: the baselines (5 seeds, lr × epochs tuned on dev)",
+        "with the baselines —, or the fork chains' 'forks' (the critic bound), 'forks-data' (data "
+        "size at fixed steps) or 'forks-compare' (the methods, knobs tuned on dev), which need "
+        "--budgets-from; default: the baselines (5 seeds, lr × epochs tuned on dev)",
     )
     p.add_argument(
         "--budgets-from",

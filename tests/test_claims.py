@@ -637,3 +637,54 @@ def test_the_forks_data_sweep_takes_its_middle_point_from_the_forks_runs():
     assert got[25]["DQO − DRO"]["mean"] == pytest.approx(0.25)
     assert got[100]["DQO − DRO"]["mean"] == pytest.approx(0.5)
     assert sorted(sweep_points(runs, "forks data size")[100]) == ["DQO", "DRO"]
+
+
+def test_the_forks_comparison_tunes_each_methods_own_knobs_per_length_on_dev(tmp_path):
+    """Per (method, length): four knob jobs on the tuning seed's data (DRO: β × value head,
+    DQO: λ × IS), the knob-tuned test runs wait for their own length's four and train with the
+    dev winner (a later tie loses); the toy's knob jobs keep their names."""
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.plan import _Plan
+
+    names = expand_variants(["forks-compare"]) + ("DQO, knobs tuned",)
+    budgets = {m: {"policy_lr": 1e-4, "epochs": 4} for m in ("rft", "dpo", "dro", "dqo")}
+    cfg = ClaimsConfig(variants=names, seeds=(0, 1), sweep_seeds=(0,), budgets=budgets)
+    plan = _Plan(cfg, Path(tmp_path))
+    jobs = {j.name: j for j in plan.jobs()}
+    for m, n in (("dro", 2), ("dqo", 6)):
+        for i in range(4):
+            job = jobs[f"knobs {m} forks-{n}ops-100p {i}"]
+            assert f"data forks-{n}ops-100p s0" in job.deps and "π_ref forks" in job.deps
+    assert {f"knobs dqo {i}" for i in range(4)} <= set(jobs)  # the toy's, unchanged
+    run = jobs["DQO, knobs tuned, forks 6 ops s1"]
+    assert {f"knobs dqo forks-6ops-100p {i}" for i in range(4)} <= set(run.deps)
+    assert not any("forks-2ops" in d for d in run.deps if d.startswith("knobs"))
+    base, grid = plan.knob_groups["knobs dqo forks-6ops-100p"]
+    assert base.name == "DQO, forks 6 ops" and not base.tune_knobs
+    assert [dict(k) for k in grid] == [{}, {"lam": 0.95}, {"is_mode": "none"},
+                                       {"lam": 0.95, "is_mode": "none"}]  # fmt: skip
+    dro_grid = plan.knob_groups["knobs dro forks-2ops-100p"][1]
+    assert {k for g in dro_grid for k in g} == {"beta", "value_model"}
+    dev = {f"knobs dqo forks-6ops-100p {i}": {"dev": {"greedy": g}}
+           for i, g in enumerate((0.5, 0.7, 0.4, 0.7))}  # fmt: skip
+    v = {v.name: v for v in VARIANTS}["DQO, knobs tuned, forks 6 ops"]
+    assert plan.resolved(v, dev).train == {"lam": 0.95}
+
+
+def test_the_forks_comparison_reads_the_forks_runs_at_its_lengths():
+    """DQO − RFT at 6 ops pairs the forks set's DQO with the comparison's RFT by seed:
+    (1,1,1,0)−(1,0,0,0) = +50 points; the forks set's 2-operation runs stay out of 6."""
+    from dqo_tutorial.experiments.sweeps import contrasts
+
+    def run(name, group, ops, greedy):
+        acc = greedy.count("1") / len(greedy)
+        return {"variant": name, "group": group, "method": "dqo", "ops": ops, "seed": 0,
+                "prompts": 100, "anchor": "DQO", "data": {"responses": 8},
+                "test": {"greedy": acc, "hits": {"greedy": greedy}}}  # fmt: skip
+
+    runs = [run("DQO, forks 6 ops", "forks", 6, "1110"),
+            run("DQO, forks 2 ops", "forks", 2, "0000"),
+            run("RFT, forks 6 ops", "forks comparison", 6, "1000")]  # fmt: skip
+    got = contrasts(runs, "forks comparison")
+    assert sorted(got) == [6] and got[6]["DQO − RFT"]["mean"] == pytest.approx(0.5)

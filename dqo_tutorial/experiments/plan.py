@@ -138,7 +138,7 @@ def _run_toy_claims(
     # run directory is keyed by its own training configuration, each dataset and evaluation
     # checks its own), and so may the number of workers.
     free = ("seeds", "policy_lrs", "epoch_grid", "variants", "workers", "knob_grid", "sweep_seeds",
-            "budgets")  # fmt: skip
+            "budgets", "forks_knob_grid")  # fmt: skip
     free += ("horizon_prompts", "horizon_test_problems", "horizon_eval_samples")
     free += ("horizon_reference",)  # (the mixed π_ref's folder is keyed by it)
     shared = {k: v for k, v in asdict(cfg).items() if k not in free}
@@ -215,15 +215,39 @@ class _Plan:
         self.cfg, self.out = cfg, out
         self.variants = cfg.selected
         self.tuned = sorted({v.method for v in self.variants} - {"reference"} - set(cfg.budgets))
-        self.knob_methods = sorted({v.method for v in self.variants if v.tune_knobs})
         self.tune_seed = cfg.seeds[0]
         self.base_variant = {v.method: v for v in VARIANTS if v.group == "baselines"}
         self.default = Setting(prompts=cfg.prompts)
         self.mixed_ref = str(out / f"reference-mixed-{_key(_jsonable(cfg.horizon_reference))}")
         self.forks_ref = str(out / f"reference-forks-{_key(_jsonable(cfg.forks_reference))}")
+        self.knob_groups = self._knob_groups()
 
     def seeds_of(self, v: Variant) -> tuple[int, ...]:
         return self.cfg.sweep_seeds if v.sweep else self.cfg.seeds
+
+    def _knob_groups(self) -> dict[str, tuple[Variant, tuple[Mapping[str, Any], ...]]]:
+        """Per knob-tuned (method, setting) its job-name prefix → (the variant its knob sets
+        train on top of, the knob sets): the toy's baseline with ``knob_grid``, or a fork
+        chain's plain run of the method at that length (e.g. ``DQO, forks 6 ops``) with
+        ``forks_knob_grid``."""
+        groups = {}
+        for v in (v for v in self.variants if v.tune_knobs):
+            if v.family == "toy":
+                base, grids = self.base_variant[v.method], self.cfg.knob_grid
+            else:
+                plain = f"{self.base_variant[v.method].name}, {v.family} {v.ops} ops"
+                base, grids = VARIANTS_BY_NAME.get(plain, v), self.cfg.forks_knob_grid
+            if v.method not in grids:
+                raise ValueError(f"ClaimsConfig knob grid: no knob sets for {v.method!r}")
+            groups[self.knob_prefix(v)] = (dataclasses.replace(base, tune_knobs=False),
+                                           tuple(grids[v.method]))  # fmt: skip
+        return groups
+
+    def knob_prefix(self, v: Variant) -> str:
+        """The knob jobs' name of ``v`` without the knob set's index (``knobs dqo``, or
+        ``knobs dqo forks-6ops-100p`` off the default setting)."""
+        folder = self.setting(v).folder(self.default)
+        return f"knobs {v.method}" + (f" {folder}" if folder else "")
 
     def setting(self, v: Variant) -> Setting:
         if v.family == "forks":
@@ -402,16 +426,16 @@ class _Plan:
                 )
             )
         trials = tuple(self.trial(*t) for t in self.trials())
-        for m in self.knob_methods:
-            if m not in cfg.knob_grid:
-                raise ValueError(f"ClaimsConfig.knob_grid: no knob sets for {m!r}")
-            for i, knobs in enumerate(cfg.knob_grid[m]):
-                v = dataclasses.replace(self.base_variant[m], train=dict(knobs))
+        for prefix, (base, grid) in self.knob_groups.items():
+            deps = (*trials, self.data_job(self.tune_seed, self.setting(base)))
+            deps += self.reference_job(self.setting(base))
+            for i, knobs in enumerate(grid):
+                v = dataclasses.replace(base, train={**knobs, **base.train})
                 jobs.append(
                     Job(
-                        f"knobs {m} {i}",
-                        _cost(m),
-                        trials,
+                        f"{prefix} {i}",
+                        _cost(v.method),
+                        deps,
                         lambda d, v=v: (
                             job_run,
                             (
@@ -449,7 +473,8 @@ class _Plan:
                 deps += [self.oracle_job(s, self.setting(v))] if v.potentials == "oracle" else []
                 deps += self.reference_job(self.setting(v))
                 if v.tune_knobs:
-                    deps += [f"knobs {v.method} {i}" for i in range(len(cfg.knob_grid[v.method]))]
+                    prefix = self.knob_prefix(v)
+                    deps += [f"{prefix} {i}" for i in range(len(self.knob_groups[prefix][1]))]
                 if v.method != "reference":
                     deps += [t for t in trials if t.split()[1] == v.method]
                 scale = (v.ops or 3) / 3 * (cfg.horizon_prompts / cfg.prompts if v.ops else 1)
@@ -500,30 +525,31 @@ class _Plan:
         was given (:attr:`~.config.ClaimsConfig.budgets`)."""
         return choose_budgets(self.tuning(d)) | {m: dict(b) for m, b in self.cfg.budgets.items()}
 
-    def knobs_of(self, d: Mapping[str, Any], m: str) -> tuple[int, Mapping[str, Any]]:
-        """The winning knob set of ``m`` on dev (ties: the earlier set)."""
-        grid = self.cfg.knob_grid[m]
-        scores = [d[f"knobs {m} {i}"].get("dev", {}).get("greedy", -1.0) for i in range(len(grid))]
+    def knobs_of(self, d: Mapping[str, Any], prefix: str) -> tuple[int, Mapping[str, Any]]:
+        """The winning knob set of the knob jobs ``prefix`` on dev (ties: the earlier set)."""
+        grid = self.knob_groups[prefix][1]
+        scores = [d[f"{prefix} {i}"].get("dev", {}).get("greedy", -1.0) for i in range(len(grid))]
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
         return best, grid[best]
 
     def resolved(self, v: Variant, d: Mapping[str, Any]) -> Variant:
         if not v.tune_knobs:
             return v
-        return dataclasses.replace(v, train={**self.knobs_of(d, v.method)[1], **v.train})
+        return dataclasses.replace(v, train={**self.knobs_of(d, self.knob_prefix(v))[1], **v.train})
 
     def results(self, done: Mapping[str, Any]) -> dict[str, Any]:
         """``results.json`` (without its wall time) from the finished jobs."""
         cfg, budgets = self.cfg, self.chosen(done)
         knob_tuning = [
             {
-                "method": m,
+                "method": base.method,
+                **({"task": base.task} if base.family != "toy" else {}),
                 "knobs": dict(knobs),
-                "dev": done[f"knobs {m} {i}"].get("dev", {}).get("greedy"),
-                "chosen": i == self.knobs_of(done, m)[0],
+                "dev": done[f"{prefix} {i}"].get("dev", {}).get("greedy"),
+                "chosen": i == self.knobs_of(done, prefix)[0],
             }
-            for m in self.knob_methods
-            for i, knobs in enumerate(cfg.knob_grid[m])
+            for prefix, (base, grid) in self.knob_groups.items()
+            for i, knobs in enumerate(grid)
         ]
         runs = []
         for v in self.variants:

@@ -160,7 +160,8 @@ def plot_sweep(
     left.set_ylabel("test greedy accuracy (strict)")
     right.set_ylabel("paired greedy difference")
     name = {"forks": "Fork chains",
-            "forks data size": f"Fork chains ({FORK_DATA_OPS} ops), data size at fixed steps"
+            "forks data size": f"Fork chains ({FORK_DATA_OPS} ops), data size at fixed steps",
+            "forks comparison": "Fork chains: the methods compared"
             }.get(axis, f"Toy {axis}")  # fmt: skip
     fig.suptitle(f"{name}: mean ± std over seeds; right: 95 % intervals, seeds × problems")
     save_figure_atomically(fig, path)

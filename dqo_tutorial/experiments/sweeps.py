@@ -8,7 +8,7 @@ from typing import Any
 
 from .stats import paired_difference, summarize_runs
 from .tables import pct
-from .variants import BIASED_FLAT, FORK_DATA_OPS, FORK_METHOD_NAMES
+from .variants import BIASED_FLAT, FORK_COMPARISON_NAMES, FORK_DATA_OPS, FORK_METHOD_NAMES
 
 __all__ = [
     "SWEEPS",
@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-SWEEPS = ("horizon", "data-size sweep", "forks", "forks data size")
+SWEEPS = ("horizon", "data-size sweep", "forks", "forks data size", "forks comparison")
 
 DATA_AXES = ("data-size sweep", "forks data size")
 """The sweeps whose points are training prompts (the others': operations)."""
@@ -33,6 +33,7 @@ SWEEP_METHODS = {
     "data-size sweep": ("RFT", "DRO", "DQO"),
     "forks": FORK_METHOD_NAMES,
     "forks data size": ("DRO", "DQO", "DQO, flat critic", "DQO, oracle critic", "DQO, no IS"),
+    "forks comparison": ("π_ref", "DRO", "DQO", *FORK_COMPARISON_NAMES),
 }
 
 
@@ -50,28 +51,43 @@ CONTRASTS = {
         *((name, _FLAT) for name in BIASED_FLAT),
     ),
     "forks data size": (("DQO", "DRO"), (_ORACLE, _FLAT), ("DQO", _FLAT), ("DQO, no IS", "DQO")),
+    "forks comparison": (
+        ("DQO, knobs tuned", "DRO, knobs tuned"),
+        ("DQO", "DRO"),
+        ("DQO", "RFT"),
+        ("DQO", "DPO"),
+        ("DQO, α=0.5 exact Φ", "DQO"),
+        ("DQO, knobs tuned", "DQO"),
+        ("DRO, knobs tuned", "DRO"),
+    ),
 }
 """The paired differences each sweep reports per point. The fork chains' bound: what the oracle
 critic buys over no critic (the flat one, V ≡ its mean: DRO's gradient at the token level) at
 λ = 1 and at λ = 0, and what the learned critic buys at each (λ = 0: the critic is the whole
-credit; λ = 1: a baseline)."""
+credit; λ = 1: a baseline), and the flat critic shifted up and down (is bias what hurts?).
+The fork chains' data size at fixed steps: DQO against DRO and the bound per size, and DQO
+without IS at the largest. The fork chains' comparison: the knob-tuned DQO against the
+knob-tuned DRO (the headline), then each method against DQO at the common budget."""
 
 
 def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]]:
     """The runs of a sweep, each with its ``point`` (operations, or training prompts). A
     data-size sweep's middle point is other runs at its seeds (the same training, not a second
     copy): the toy's baselines, or the ``forks`` set's runs at :data:`FORK_DATA_OPS`
-    (they train the same 48 steps)."""
+    (they train the same 48 steps). The fork comparison adds the ``forks`` set's π_ref, DRO
+    and DQO at its lengths."""
     if axis in ("horizon", "forks"):
         return [dict(r, point=r["ops"]) for r in runs if r["group"] == axis]
     sweep = [r for r in runs if r["group"] == axis]
     seeds, names = {r["seed"] for r in sweep}, SWEEP_METHODS[axis]
+    x = "prompts" if axis in DATA_AXES else "ops"
     if axis == "data-size sweep":
         middle = [r for r in runs if r["group"] == "baselines" and r["variant"] in names]
-    else:
-        middle = [r for r in runs if r["group"] == "forks" and r.get("ops") == FORK_DATA_OPS
+    else:  # the forks set's runs: at the data sweep's length, or at the comparison's lengths
+        lengths = {FORK_DATA_OPS} if axis in DATA_AXES else {r["ops"] for r in sweep}
+        middle = [r for r in runs if r["group"] == "forks" and r.get("ops") in lengths
                   and _short(r["variant"]) in names]  # fmt: skip
-    return [dict(r, point=r["prompts"]) for r in sweep + [r for r in middle if r["seed"] in seeds]]
+    return [dict(r, point=r[x]) for r in sweep + [r for r in middle if r["seed"] in seeds]]
 
 
 def sweep_points(runs: Sequence[Mapping[str, Any]], axis: str) -> dict[Any, dict[str, Any]]:

@@ -21,6 +21,7 @@ __all__ = [
     "CRITIC_OFFSETS",
     "BIASED_FLAT",
     "FORK_DATA_OPS",
+    "FORK_COMPARISON_NAMES",
     "FORK_DATA_SCALES",
     "DATA_SCALES",
     "expand_variants",
@@ -42,6 +43,7 @@ GROUPS = (
     "credit",
     "forks",
     "forks data size",
+    "forks comparison",
 )
 
 
@@ -55,11 +57,12 @@ VARIANT_SETS: dict[str, tuple[str, ...]] = {
     "credit": ("credit",),
     "forks": ("forks",),
     "forks-data": ("forks data size",),
+    "forks-compare": ("forks comparison",),
 }
 """Named sets of ``--variants``: the baselines plus these groups (each a run of its own; the
 ``forks`` set without the toy baselines: its task is another)."""
 
-_WITHOUT_BASELINES = ("forks", "forks-data")
+_WITHOUT_BASELINES = ("forks", "forks-data", "forks-compare")
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,37 @@ def _forks_data() -> tuple[Variant, ...]:
     return (*runs, one("DQO, no IS", "dqo", {"is_mode": "none"}, max(FORK_DATA_SCALES)))
 
 
+_FORK_COMPARISON = (
+    ("RFT", "rft", {}, {}),
+    ("DPO", "dpo", {}, {}),
+    ("DQO, α=0.5 exact Φ", "dqo", _PR, {}),
+    ("DRO, knobs tuned", "dro", {}, {"tune_knobs": True}),
+    ("DQO, knobs tuned", "dqo", {}, {"tune_knobs": True}),
+)
+"""The ``forks-compare`` set at each of :data:`FORK_OPS`: the other methods beside the ``forks``
+set's π_ref, DRO and DQO, with the same lr × epochs budget, and DRO and DQO each given four
+knob sets chosen on dev (:attr:`~.config.ClaimsConfig.forks_knob_grid`)."""
+
+FORK_COMPARISON_NAMES = tuple(name for name, *_ in _FORK_COMPARISON)
+
+
+def _forks_comparison() -> tuple[Variant, ...]:
+    return tuple(
+        Variant(
+            f"{name}, forks {n} ops",
+            m,
+            "forks comparison",
+            dict(t),
+            default=False,
+            ops=n,
+            family="forks",
+            **kw,
+        )  # fmt: skip
+        for n in FORK_OPS
+        for name, m, t, kw in _FORK_COMPARISON
+    )
+
+
 def _horizon() -> tuple[Variant, ...]:
     methods = (("π_ref", "reference", {}), ("RFT", "rft", {}), ("DRO", "dro", {}),
                ("DQO", "dqo", {}), ("DQO, α=0.5 exact Φ", "dqo", _PR))  # fmt: skip
@@ -379,6 +413,7 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     *_forks(),
     *_forks_data(),
+    *_forks_comparison(),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
