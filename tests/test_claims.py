@@ -688,3 +688,45 @@ def test_the_forks_comparison_reads_the_forks_runs_at_its_lengths():
             run("RFT, forks 6 ops", "forks comparison", 6, "1000")]  # fmt: skip
     got = contrasts(runs, "forks comparison")
     assert sorted(got) == [6] and got[6]["DQO − RFT"]["mean"] == pytest.approx(0.5)
+
+
+def test_training_signals_average_the_second_half_of_the_steps_by_hand():
+    """Four steps: the second half is steps 3 and 4; a metric missing from a step is left
+    out; δ per step only when every step logged it."""
+    from dqo_tutorial.experiments.jobs import training_signals
+
+    log = [{"delta_mean": -0.5, "log_ratio_mean": 0.0, "kl_theta_ref": 0.0},
+           {"delta_mean": 0.1, "log_ratio_mean": -0.1, "kl_theta_ref": 0.01},
+           {"delta_mean": 0.2, "log_ratio_mean": -0.2, "kl_theta_ref": 0.02},
+           {"delta_mean": 0.4, "log_ratio_mean": -0.3, "is_weight_mean": 0.5}]  # fmt: skip
+    got = training_signals(log)
+    assert got["second_half"] == pytest.approx({"delta_mean": 0.3, "log_ratio_mean": -0.25})
+    assert got["delta_curve"] == [-0.5, 0.1, 0.2, 0.4]
+    assert "delta_curve" not in training_signals([{"kl_theta_ref": 0.1}])
+    assert training_signals([]) == {"second_half": {}}
+
+
+def test_critic_signals_average_each_critics_runs_over_seeds_by_hand(tmp_path):
+    """Two seeds of DQO at 2 ops: δ means 0.1 and 0.3 → 0.2, greedy 0.5 and 0.75 → 0.625,
+    curves [0, 1] and [2, 3] → [1, 2]; DRO (no critic) and a run without signals stay out;
+    the table and the figure are written from them."""
+    from dqo_tutorial.experiments.plots import plot_critic_signals
+    from dqo_tutorial.experiments.sweeps import critic_signals, signals_table
+
+    def run(name, seed, delta, greedy, curve):
+        train = {"second_half": {"delta_mean": delta, "kl_theta_ref": 0.01}, "delta_curve": curve}
+        return {"variant": f"{name}, forks 2 ops", "group": "forks", "ops": 2, "seed": seed,
+                "train": train, "test": {"greedy": greedy}}  # fmt: skip
+
+    runs = [run("DQO", 0, 0.1, 0.5, [0.0, 1.0]), run("DQO", 1, 0.3, 0.75, [2.0, 3.0]),
+            run("DRO", 0, 0.0, 0.5, [0.0, 0.0]),
+            {"variant": "DQO, flat critic, forks 2 ops", "group": "forks", "ops": 2, "seed": 0,
+             "train": {}, "test": {"greedy": 0.9}}]  # fmt: skip
+    got = critic_signals(runs)
+    assert list(got) == [2] and list(got[2]) == ["DQO"]
+    dqo = got[2]["DQO"]
+    assert dqo["delta_mean"] == pytest.approx(0.2) and dqo["greedy"] == pytest.approx(0.625)
+    assert dqo["delta_curve"] == pytest.approx([1.0, 2.0]) and dqo["seeds"] == 2
+    assert "| 2 | DQO | +0.200 |" in signals_table(runs)
+    plot_critic_signals(runs, tmp_path / "signals.png")
+    assert (tmp_path / "signals.png").stat().st_size > 0

@@ -30,6 +30,8 @@ __all__ = [
     "job_mixed_reference",
     "job_forks_reference",
     "job_run",
+    "training_signals",
+    "SIGNALS",
 ]
 
 
@@ -256,6 +258,25 @@ def _expected_steps(method: str, rows: Any, n_prompts: int, tcfg: Any) -> int:
     return max(1, tcfg.epochs * (n // (tcfg.batch_size * tcfg.grad_accum)))
 
 
+SIGNALS = ("delta_mean", "log_ratio_mean", "is_weight_mean", "kl_theta_ref")
+"""The step metrics :func:`training_signals` summarises: DQO's mean residual δ (V + βρ − target:
+the critic's bias against its target when positive), the mean log-ratio of the data's tokens
+(below 0: the policy pushes its own samples down), the mean IS weight and the KL to π_ref."""
+
+
+def training_signals(log: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Of a run's step log: ``second_half`` — each of :data:`SIGNALS` it logs, averaged over
+    the second half of the steps (after the value warm-up and the first moves) —, and
+    ``delta_curve`` — δ mean per step (4 decimals; DQO only)."""
+    late = log[len(log) // 2 :]
+    half = {k: statistics.fmean(r[k] for r in late) for k in SIGNALS
+            if late and all(k in r for r in late)}  # fmt: skip
+    out: dict[str, Any] = {"second_half": half}
+    if log and all("delta_mean" in r for r in log):
+        out["delta_curve"] = [round(float(r["delta_mean"]), 4) for r in log]
+    return out
+
+
 def job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Train one configuration on its rows (π_ref: nothing to train), then evaluate it.
 
@@ -340,6 +361,7 @@ def job_run(spec: Mapping[str, Any]) -> dict[str, Any]:
             "tokens": sum(r.get("tokens", 0) for r in log),
             "wall_s": summary["wall_s_this_run"],
             "last": {k: v for k, v in summary["last"].items() if k in keep},
+            **training_signals(log),
         }
         record["curve"] = [[r["step"], r["dev_greedy"]] for r in log if "dev_greedy" in r]
         model, _ = load_model_and_tokenizer(str(run_dir / "train" / "policy"), device="cpu")

@@ -95,9 +95,9 @@ from .jobs import (
     job_run,
     schedule,
 )
-from .plots import plot_accuracy, plot_curves, plot_lambda, plot_sweep
+from .plots import plot_accuracy, plot_critic_signals, plot_curves, plot_lambda, plot_sweep
 from .stats import summarize_runs
-from .sweeps import SWEEPS, sweep_table
+from .sweeps import SWEEPS, signals_table, sweep_table
 from .tables import budget_table, results_table
 from .variants import VARIANTS, VARIANTS_BY_NAME, Variant
 
@@ -186,7 +186,8 @@ def _write_outputs(payload: dict[str, Any], out: Path, *, progress: bool) -> Non
     budget = budget_table(payload["tuning"], payload["chosen"], payload["runs"])
     sweeps = {axis: sweep_table(payload["summary"], payload["runs"], axis) for axis in SWEEPS}
     sweeps = {axis: t for axis, t in sweeps.items() if t}
-    text = "\n\n".join([table, budget, *sweeps.values()])
+    signals = signals_table(payload["runs"])
+    text = "\n\n".join([table, budget, *sweeps.values(), *([signals] if signals else [])])
     (out / "results.md").write_text(text + "\n")
     plots = ["accuracy.png", "curves.png"]
     plot_accuracy(payload["summary"], payload["runs"], out / "accuracy.png")
@@ -197,6 +198,9 @@ def _write_outputs(payload: dict[str, Any], out: Path, *, progress: bool) -> Non
     for axis in sweeps:
         plot_sweep(payload["summary"], payload["runs"], axis, out / f"{slug(axis)}.png")
         plots.append(f"{slug(axis)}.png")
+    if signals:
+        plot_critic_signals(payload["runs"], out / "critic-signals.png")
+        plots.append("critic-signals.png")
     atomic_write_json(out / "results.json", payload)
     if progress:
         print(text)

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import save_figure_atomically
-from .sweeps import CONTRASTS, DATA_AXES, SWEEP_METHODS, contrasts, sweep_points
+from .sweeps import (
+    CONTRASTS,
+    DATA_AXES,
+    SWEEP_METHODS,
+    contrasts,
+    critic_signals,
+    sweep_points,
+)
 from .variants import FORK_DATA_OPS
 
 __all__ = [
@@ -17,6 +24,7 @@ __all__ = [
     "plot_lambda",
     "plot_curves",
     "plot_sweep",
+    "plot_critic_signals",
 ]
 
 
@@ -164,4 +172,39 @@ def plot_sweep(
             "forks comparison": "Fork chains: the methods compared"
             }.get(axis, f"Toy {axis}")  # fmt: skip
     fig.suptitle(f"{name}: mean ± std over seeds; right: 95 % intervals, seeds × problems")
+    save_figure_atomically(fig, path)
+
+
+def plot_critic_signals(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Why a critic hurts (:func:`~.sweeps.critic_signals`): per fork length, DQO's mean
+    residual δ per step (mean over seeds) for each critic; right, greedy test accuracy against
+    the second-half δ mean, one point per (length, critic)."""
+    from matplotlib.figure import Figure
+
+    found = critic_signals(runs)
+    fig = Figure(figsize=(5.0 * (len(found) + 1), 4.0))
+    axes = fig.subplots(1, len(found) + 1)
+    names = list(dict.fromkeys(n for row in found.values() for n in row))
+    colors = {n: f"C{k}" for k, n in enumerate(names)}
+    for ax, (x, row) in zip(axes, found.items()):
+        for name, e in row.items():
+            if "delta_curve" in e:
+                curve = e["delta_curve"]
+                ax.plot(range(1, len(curve) + 1), curve, color=colors[name], label=name)
+        ax.axhline(0, color="0.4", linewidth=1)
+        ax.set_title(f"{x} operations")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("δ mean = V + βρ − target (tokens)")
+        ax.legend(fontsize=7)
+    right = axes[-1]
+    for marker, (x, row) in zip("os^v", found.items()):
+        for name, e in row.items():
+            if "delta_mean" in e:
+                right.scatter(e["delta_mean"], 100 * e["greedy"], color=colors[name],
+                              marker=marker, label=f"{name}, {x} ops")  # fmt: skip
+    right.set_xlabel("δ mean, second half of training")
+    right.set_ylabel("test greedy accuracy (%)")
+    right.legend(fontsize=6)
+    fig.suptitle("Fork chains: the critic's bias against its target, and what it costs "
+                 "(means over seeds)")  # fmt: skip
     save_figure_atomically(fig, path)

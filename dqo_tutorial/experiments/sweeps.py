@@ -3,6 +3,7 @@ lengths and data size) read per sweep point, and their markdown table."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,9 @@ __all__ = [
     "flip",
     "CONTRASTS",
     "DATA_AXES",
+    "CRITIC_SIGNALS",
+    "critic_signals",
+    "signals_table",
     "contrasts",
 ]
 
@@ -171,3 +175,49 @@ def flip(diff: Mapping[str, Any]) -> dict[str, Any]:
     if "ci95" in diff:
         out["ci95"] = [0.0 - diff["ci95"][1] + 0.0, 0.0 - diff["ci95"][0] + 0.0]
     return out
+
+
+CRITIC_SIGNALS = ("DQO", "DQO, value warm-up ×5", "DQO, flat critic", *BIASED_FLAT,
+                  "DQO, oracle critic")  # fmt: skip
+"""The fork runs whose training signals tell why a critic hurts: DQO's learned V_φ (with its
+two warm-ups), the flat critic, the flat critic shifted, and the oracle."""
+
+
+def critic_signals(runs: Sequence[Mapping[str, Any]]) -> dict[Any, dict[str, dict[str, Any]]]:
+    """Per fork length and :data:`CRITIC_SIGNALS` name: the mean over seeds of each
+    second-half training signal (:func:`~.jobs.training_signals`), greedy test accuracy, the
+    seed count and the δ mean per step averaged over seeds (``delta_curve``)."""
+    out: dict[Any, dict[str, dict[str, Any]]] = {}
+    for r in _picked(runs, "forks"):
+        name = _short(r["variant"])
+        if name in CRITIC_SIGNALS and "second_half" in r.get("train", {}) and "test" in r:
+            out.setdefault(r["point"], {}).setdefault(name, {"runs": []})["runs"].append(r)
+    for row in out.values():
+        for e in row.values():
+            got = e.pop("runs")
+            keys = set.intersection(*(set(r["train"]["second_half"]) for r in got))
+            e |= {k: statistics.fmean(r["train"]["second_half"][k] for r in got) for k in keys}
+            e |= {"greedy": statistics.fmean(r["test"]["greedy"] for r in got), "seeds": len(got)}
+            curves = [r["train"]["delta_curve"] for r in got if "delta_curve" in r["train"]]
+            if curves and len({len(c) for c in curves}) == 1:
+                e["delta_curve"] = [statistics.fmean(c) for c in zip(*curves)]
+    return {x: {n: row[n] for n in CRITIC_SIGNALS if n in row} for x, row in sorted(out.items())}
+
+
+_SIGNAL_COLUMNS = ("delta_mean", "log_ratio_mean", "is_weight_mean", "kl_theta_ref")
+
+
+def signals_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown of :func:`critic_signals` ("" without fork runs that logged them)."""
+    found = critic_signals(runs)
+    if not found:
+        return ""
+    lines = ["| operations | critic | δ mean, 2nd half | log-ratio of the data, 2nd half | "
+             "IS weight, 2nd half | KL to π_ref, 2nd half | greedy | seeds |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for x, row in found.items():
+        for name, e in row.items():
+            cells = [f"{e[k]:+.3f}" if k in e else "–" for k in _SIGNAL_COLUMNS]
+            lines.append(f"| {x} | {name} | " + " | ".join(cells)
+                         + f" | {100 * e['greedy']:.1f} | {e['seeds']} |")  # fmt: skip
+    return "\n".join(lines)
