@@ -730,3 +730,30 @@ def test_critic_signals_average_each_critics_runs_over_seeds_by_hand(tmp_path):
     assert "| 2 | DQO | +0.200 |" in signals_table(runs)
     plot_critic_signals(runs, tmp_path / "signals.png")
     assert (tmp_path / "signals.png").stat().st_size > 0
+
+
+def test_the_precise_oracle_has_its_own_labels_and_job_beside_the_forks_ones(tmp_path):
+    """k = 64: its own oracle job and folder (oracle-k64) after the same data job; the forks
+    set's critics keep theirs (k = oracle_k, folder oracle); oracle_k without an oracle is
+    refused."""
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.plan import _Plan
+
+    names = expand_variants(["forks-oracle"]) + ("DQO, flat critic, forks 2 ops",)
+    assert len(names) == 4
+    budgets = {m: {"policy_lr": 1e-4, "epochs": 4} for m in ("dro", "dqo")}
+    cfg = ClaimsConfig(variants=names, seeds=(0,), sweep_seeds=(0,), budgets=budgets)
+    plan = _Plan(cfg, Path(tmp_path))
+    jobs = {j.name: j for j in plan.jobs()}
+    precise, plain = jobs["oracle forks-2ops-100p s0 k=64"], jobs["oracle forks-2ops-100p s0"]
+    assert precise.deps == plain.deps == ("data forks-2ops-100p s0",)
+    by = {v.name: v for v in VARIANTS}
+    spec = plan.spec(by["DQO, oracle critic, k=64, forks 2 ops"], 0, budgets["dqo"], dev=False,
+                     test=True)  # fmt: skip
+    assert spec["data"].endswith("forks-2ops-100p/seed-0/oracle-k64")
+    assert "oracle forks-2ops-100p s0 k=64" in jobs["DQO, oracle critic, k=64, forks 2 ops s0"].deps
+    flat = plan.spec(by["DQO, flat critic, forks 2 ops"], 0, budgets["dqo"], dev=False, test=True)
+    assert flat["data"].endswith("forks-2ops-100p/seed-0/oracle")
+    with pytest.raises(ValueError, match="oracle_k"):
+        dataclasses.replace(by["DRO, forks 2 ops"], oracle_k=64)

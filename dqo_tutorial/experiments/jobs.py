@@ -126,25 +126,25 @@ def job_monte_carlo(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
 
 
 def job_oracle(
-    cfg: ClaimsConfig, seed: int, out: str, setting: Setting | None = None
+    cfg: ClaimsConfig, seed: int, out: str, setting: Setting | None = None, k: int | None = None
 ) -> dict[str, Any]:
-    """The same rows with the oracle critic's columns (:mod:`dqo_tutorial.oracle`, ``oracle_k``
-    rollouts per anchor of ``setting``'s π_ref, graded by its task) into ``out/oracle`` (skipped
-    when present)."""
+    """The same rows with the oracle critic's columns (:mod:`dqo_tutorial.oracle`, ``k``
+    rollouts per anchor of ``setting``'s π_ref, graded by its task) into ``out/oracle`` (k None:
+    ``oracle_k`` rollouts), or ``out/oracle-k<k>`` (skipped when present)."""
     from datasets import Dataset
 
     from ..oracle import with_oracle_values
     from ..tasks import get_task
     from ..train import load_rows
 
-    target = Path(out) / "oracle"
+    target = Path(out) / ("oracle" if k is None else f"oracle-k{k}")
     t = time.perf_counter()
     if not target.is_dir():
         setting = setting or Setting()
         model, tok = _reference(setting.reference)
         rows = [dict(r) for r in load_rows(Path(out) / "exact")]
         task = get_task(setting.task)
-        labelled = with_oracle_values(rows, model, tok, task=task, k=cfg.oracle_k,
+        labelled = with_oracle_values(rows, model, tok, task=task, k=k or cfg.oracle_k,
                                       seed=seed, batch_size=256)  # fmt: skip
         save_dataset_atomically(Dataset.from_list(labelled), target)
     bounds = list(load_rows(target)["oracle_bound"])

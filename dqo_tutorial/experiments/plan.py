@@ -277,9 +277,29 @@ class _Plan:
         """The job that trains ``setting``'s π_ref (none for the shipped one)."""
         return (setting.reference_job,) if setting.reference_job else ()
 
-    def oracle_job(self, seed: int, setting: Setting) -> str:
+    def oracle_job(self, seed: int, setting: Setting, k: int | None = None) -> str:
+        """The oracle labels of (``seed``, ``setting``) with ``k`` rollouts per anchor (None:
+        :attr:`~.config.ClaimsConfig.oracle_k`)."""
         folder = setting.folder(self.default)
-        return f"oracle {folder} s{seed}" if folder else f"oracle s{seed}"
+        name = f"oracle {folder} s{seed}" if folder else f"oracle s{seed}"
+        return name if k is None else f"{name} k={k}"
+
+    def _oracle_jobs(self) -> list[Job]:
+        """One oracle job per (seed, setting, k) some variant reads, after its data job."""
+        wanted = {(s, self.setting(v), v.oracle_k) for v in self.variants
+                  if v.potentials == "oracle" for s in self.seeds_of(v)}  # fmt: skip
+        jobs = []
+        for s, setting, k in sorted(wanted, key=lambda w: (w[0], str(w[1]), w[2] or 0)):
+            folder = str(Path(self.data_dir(s, setting=setting)).parent)
+            jobs.append(
+                Job(
+                    self.oracle_job(s, setting, k),
+                    100 * (k or self.cfg.oracle_k) / self.cfg.oracle_k,
+                    (self.data_job(s, setting),),
+                    lambda d, f=folder, s=s, g=setting, k=k: (job_oracle, (self.cfg, s, f, g, k)),
+                )
+            )
+        return jobs
 
     def data_dir(self, seed: int, potentials: str = "exact", setting: Setting | None = None):
         folder = (setting or self.default).folder(self.default)
@@ -336,7 +356,7 @@ class _Plan:
                 model=setting.reference,
                 task=v.task,
                 seed=seed,
-                data=self.data_dir(seed, v.potentials, setting),
+                data=self.data_dir(seed, v.data_kind, setting),
                 limit=setting.prompts,
                 **values,
             )
@@ -383,8 +403,6 @@ class _Plan:
             jobs.append(
                 Job("π_ref forks", 900, (), lambda d: (job_forks_reference, (cfg, self.forks_ref)))
             )
-        oracle_settings = {(s, self.setting(v)) for v in self.variants if v.potentials == "oracle"
-                           for s in self.seeds_of(v)}  # fmt: skip
         for name, (s, setting) in data.items():
             folder = str(Path(self.data_dir(s, setting=setting)).parent)
             deps = self.reference_job(setting)
@@ -406,15 +424,7 @@ class _Plan:
                         lambda d, f=folder, s=s: (job_monte_carlo, (cfg, s, f)),
                     )
                 )
-            if (s, setting) in oracle_settings:
-                jobs.append(
-                    Job(
-                        self.oracle_job(s, setting),
-                        100,
-                        (name,),
-                        lambda d, f=folder, s=s, g=setting: (job_oracle, (cfg, s, f, g)),
-                    )
-                )
+        jobs += self._oracle_jobs()
         for m, lr, e in self.trials():
             v = self.base_variant[m]
             budget = {"policy_lr": lr, "epochs": e}
@@ -474,7 +484,8 @@ class _Plan:
             for s in self.seeds_of(v):
                 deps = [self.data_job(s, self.setting(v))]
                 deps += [f"mc s{s}"] if v.potentials == "monte_carlo" else []
-                deps += [self.oracle_job(s, self.setting(v))] if v.potentials == "oracle" else []
+                if v.potentials == "oracle":
+                    deps.append(self.oracle_job(s, self.setting(v), v.oracle_k))
                 deps += self.reference_job(self.setting(v))
                 if v.tune_knobs:
                     prefix = self.knob_prefix(v)

@@ -169,7 +169,8 @@ def plot_sweep(
     right.set_ylabel("paired greedy difference")
     name = {"forks": "Fork chains",
             "forks data size": f"Fork chains ({FORK_DATA_OPS} ops), data size at fixed steps",
-            "forks comparison": "Fork chains: the methods compared"
+            "forks comparison": "Fork chains: the methods compared",
+            "forks oracle precision": "Fork chains: the oracle from 64 rollouts per state"
             }.get(axis, f"Toy {axis}")  # fmt: skip
     fig.suptitle(f"{name}: mean ± std over seeds; right: 95 % intervals, seeds × problems")
     save_figure_atomically(fig, path)

@@ -9,7 +9,13 @@ from typing import Any
 
 from .stats import paired_difference, summarize_runs
 from .tables import pct
-from .variants import BIASED_FLAT, FORK_COMPARISON_NAMES, FORK_DATA_OPS, FORK_METHOD_NAMES
+from .variants import (
+    BIASED_FLAT,
+    FORK_COMPARISON_NAMES,
+    FORK_DATA_OPS,
+    FORK_METHOD_NAMES,
+    PRECISE_NAMES,
+)
 
 __all__ = [
     "SWEEPS",
@@ -26,22 +32,25 @@ __all__ = [
 ]
 
 
-SWEEPS = ("horizon", "data-size sweep", "forks", "forks data size", "forks comparison")
+SWEEPS = ("horizon", "data-size sweep", "forks", "forks data size", "forks comparison",
+          "forks oracle precision")  # fmt: skip
 
 DATA_AXES = ("data-size sweep", "forks data size")
 """The sweeps whose points are training prompts (the others': operations)."""
 
 
+_FLAT, _ORACLE, _L0_ORACLE = "DQO, flat critic", "DQO, oracle critic", "DQO, λ=0, oracle critic"
+
 SWEEP_METHODS = {
     "horizon": ("π_ref", "RFT", "DRO", "DQO", "DQO, α=0.5 exact Φ"),
     "data-size sweep": ("RFT", "DRO", "DQO"),
     "forks": FORK_METHOD_NAMES,
-    "forks data size": ("DRO", "DQO", "DQO, flat critic", "DQO, oracle critic", "DQO, no IS"),
+    "forks data size": ("DRO", "DQO", _FLAT, _ORACLE, "DQO, no IS"),
     "forks comparison": ("π_ref", "DRO", "DQO", *FORK_COMPARISON_NAMES),
+    "forks oracle precision": (_FLAT, _ORACLE, _L0_ORACLE, *PRECISE_NAMES),
 }
 
 
-_FLAT, _ORACLE = "DQO, flat critic", "DQO, oracle critic"
 CONTRASTS = {
     "horizon": (("DQO", "DRO"), ("DQO", "RFT")),
     "data-size sweep": (("DQO", "DRO"), ("DQO", "RFT")),
@@ -49,7 +58,7 @@ CONTRASTS = {
         ("DQO", "DRO"),
         (_ORACLE, _FLAT),
         ("DQO", _FLAT),
-        ("DQO, λ=0, oracle critic", _FLAT),
+        (_L0_ORACLE, _FLAT),
         ("DQO, λ=0", _FLAT),
         ("DQO, value warm-up ×5", "DQO"),
         *((name, _FLAT) for name in BIASED_FLAT),
@@ -63,6 +72,13 @@ CONTRASTS = {
         ("DQO, α=0.5 exact Φ", "DQO"),
         ("DQO, knobs tuned", "DQO"),
         ("DRO, knobs tuned", "DRO"),
+    ),
+    "forks oracle precision": (
+        (PRECISE_NAMES[1], PRECISE_NAMES[0]),
+        (PRECISE_NAMES[2], PRECISE_NAMES[0]),
+        (PRECISE_NAMES[2], _L0_ORACLE),
+        (PRECISE_NAMES[1], _ORACLE),
+        (PRECISE_NAMES[0], _FLAT),
     ),
 }
 """The paired differences each sweep reports per point. The fork chains' bound: what the oracle
@@ -88,7 +104,8 @@ def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]
     if axis == "data-size sweep":
         middle = [r for r in runs if r["group"] == "baselines" and r["variant"] in names]
     else:  # the forks set's runs: at the data sweep's length, or at the comparison's lengths
-        lengths = {FORK_DATA_OPS} if axis in DATA_AXES else {r["ops"] for r in sweep}
+        lengths = {FORK_DATA_OPS} if axis in DATA_AXES else {r["ops"] for r in sweep}  # (the
+        # comparison's and the precise oracle's lengths are their own runs')
         middle = [r for r in runs if r["group"] == "forks" and r.get("ops") in lengths
                   and _short(r["variant"]) in names]  # fmt: skip
     return [dict(r, point=r[x]) for r in sweep + [r for r in middle if r["seed"] in seeds]]

@@ -22,6 +22,8 @@ __all__ = [
     "BIASED_FLAT",
     "FORK_DATA_OPS",
     "FORK_COMPARISON_NAMES",
+    "PRECISE_ORACLE_K",
+    "PRECISE_NAMES",
     "FORK_DATA_SCALES",
     "DATA_SCALES",
     "expand_variants",
@@ -44,6 +46,7 @@ GROUPS = (
     "forks",
     "forks data size",
     "forks comparison",
+    "forks oracle precision",
 )
 
 
@@ -58,11 +61,12 @@ VARIANT_SETS: dict[str, tuple[str, ...]] = {
     "forks": ("forks",),
     "forks-data": ("forks data size",),
     "forks-compare": ("forks comparison",),
+    "forks-oracle": ("forks oracle precision",),
 }
 """Named sets of ``--variants``: the baselines plus these groups (each a run of its own; the
 ``forks`` set without the toy baselines: its task is another)."""
 
-_WITHOUT_BASELINES = ("forks", "forks-data", "forks-compare")
+_WITHOUT_BASELINES = ("forks", "forks-data", "forks-compare", "forks-oracle")
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,9 @@ class Variant:
     multiple of :attr:`~.config.ClaimsConfig.prompts` training prompts; ``sweep`` — run on
     :attr:`~.config.ClaimsConfig.sweep_seeds` only; ``warmup_scale`` — multiplies the value
     warm-up; ``fixed_steps`` — train the optimiser steps (and value warm-up) its budget gives at
-    ``data_scale`` 1, whatever its data size (the data-size sweep without the step confound).
+    ``data_scale`` 1, whatever its data size (the data-size sweep without the step confound);
+    ``oracle_k`` — its oracle labels from that many rollouts per anchor instead of
+    :attr:`~.config.ClaimsConfig.oracle_k` (``potentials`` ``"oracle"`` only).
     """
 
     name: str
@@ -103,6 +109,13 @@ class Variant:
     warmup_scale: float = 1.0
     family: str = "toy"
     fixed_steps: bool = False
+    oracle_k: int | None = None
+
+    @property
+    def data_kind(self) -> str:
+        """The folder of its rows beside ``exact``: its potentials, with an own ``oracle_k``
+        ``oracle-k<k>``."""
+        return f"oracle-k{self.oracle_k}" if self.oracle_k else self.potentials
 
     @property
     def task(self) -> str:
@@ -134,6 +147,8 @@ class Variant:
         if self.ops is not None and self.ops not in lengths:
             raise ValueError(f"Variant {self.name}: ops must lie in {lengths.start}.."
                              f"{lengths.stop - 1} ({self.family}-<n>ops tasks)")  # fmt: skip
+        if self.oracle_k is not None and (self.potentials != "oracle" or self.oracle_k < 1):
+            raise ValueError(f"Variant {self.name}: oracle_k needs potentials oracle, k >= 1")
         if self.data_scale <= 0 or self.warmup_scale <= 0:
             raise ValueError(f"Variant {self.name}: data_scale and warmup_scale must be > 0")
 
@@ -269,6 +284,37 @@ def _forks_comparison() -> tuple[Variant, ...]:
         )  # fmt: skip
         for n in FORK_OPS
         for name, m, t, kw in _FORK_COMPARISON
+    )
+
+
+PRECISE_ORACLE_K = 64
+"""Rollouts per anchor of the ``forks-oracle`` set's oracle (8× the forks set's 8: its standard
+error ≤ 1/(2√64) = 0.0625 instead of 0.18), at :data:`FORK_DATA_OPS` operations, where it costs
+~4 min per seed: is the oracle's own noise what keeps it from beating the flat critic?"""
+
+_PRECISE = (
+    ("DQO, flat critic", {"critic": "flat"}),
+    ("DQO, oracle critic", {"critic": "oracle"}),
+    ("DQO, λ=0, oracle critic", {"critic": "oracle", "lam": 0.0}),
+)
+
+PRECISE_NAMES = tuple(f"{name}, k={PRECISE_ORACLE_K}" for name, _ in _PRECISE)
+
+
+def _forks_precise() -> tuple[Variant, ...]:
+    return tuple(
+        Variant(
+            f"{name}, forks {FORK_DATA_OPS} ops",
+            "dqo",
+            "forks oracle precision",
+            dict(t),
+            potentials="oracle",
+            default=False,
+            ops=FORK_DATA_OPS,
+            family="forks",
+            oracle_k=PRECISE_ORACLE_K,
+        )  # fmt: skip
+        for name, (_, t) in zip(PRECISE_NAMES, _PRECISE)
     )
 
 
@@ -414,6 +460,7 @@ VARIANTS: tuple[Variant, ...] = (
     *_forks(),
     *_forks_data(),
     *_forks_comparison(),
+    *_forks_precise(),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
