@@ -2,7 +2,8 @@ r"""DQO's claims, tested on the toy task: equal tuning budgets, seeds, intervals
 
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
         [--variants ablations | horizon | data-size sweep | critic | diagnostics | knobs tuned
-                    | credit | forks] [--budgets-from STUDY.json] [--oracle-k 16]
+                    | credit | forks | forks-data | forks-compare | forks-oracle]
+        [--budgets-from STUDY.json] [--oracle-k 16]
     dqo-tutorial experiment toy-claims --out DIR --resummarize   # the summary again, from its runs
 
 The paper (arXiv 2410.09302) reports gains without seeds or error bars. This module reruns its
@@ -54,9 +55,14 @@ target detaching and the value model; ``knobs tuned`` compares DRO and DQO after
 tuning stage. ``credit``: DQO with the oracle, a flat and a warmed critic
 (docs/credit-assignment.md). ``forks`` (no toy baselines): the fork chains of
 :mod:`dqo_tutorial.forks` at :data:`~.variants.FORK_OPS` operations — π_ref, DRO, DQO and DQO
-with the learned, flat and oracle critic at λ = 1 and λ = 0, ``forks_prompts`` prompts, their
-own π_ref (``reference-forks-<hash>/``, trained by the experiment) and oracle labels
-(docs/forks.md).
+with the learned, flat and oracle critic at λ = 1 and λ = 0 and the flat critic shifted ±0.2,
+``forks_prompts`` prompts, their own π_ref (``reference-forks-<hash>/``, trained by the
+experiment) and oracle labels (docs/forks.md). ``forks-data``: at
+:data:`~.variants.FORK_DATA_OPS` operations, DRO, DQO and the flat and oracle critics on ¼ and
+4 × ``forks_prompts`` at the middle point's optimiser steps (``fixed_steps``), DQO without IS
+at the largest. ``forks-compare``: RFT, DPO and DQO + Φ at the same budget, and DRO and DQO
+each with four knob sets of its own chosen on dev (``forks_knob_grid``). ``forks-oracle``: the
+fixed critics from :data:`~.variants.PRECISE_ORACLE_K` rollouts per anchor.
 
 **Outputs** in ``out/``: ``experiment_config.json`` (a rerun must match it, then resumes),
 ``data/[<setting>/]seed-S/{exact,monte_carlo}``, ``reference-mixed-<hash>/`` (the horizon π_ref),
@@ -64,9 +70,11 @@ own π_ref (``reference-forks-<hash>/``, trained by the experiment) and oracle l
 ``results.json`` (every run, every seed, the configuration, the tuning table, the summary),
 ``results.md`` (the tables: variants, tuning and cost, sweeps), ``accuracy.png`` (per variant,
 mean ± std, one dot per seed), ``curves.png`` (dev greedy accuracy during training),
-``lambda.png`` (accuracy vs λ, with the ablations) and ``horizon.png`` /
-``data-size-sweep.png`` (:func:`~.plots.plot_sweep`). Jobs run in ``workers`` processes of one
-thread each (small models gain nothing from intra-op threads); each job resumes on its own.
+``lambda.png`` (accuracy vs λ, with the ablations), one figure per sweep (``horizon.png``,
+``data-size-sweep.png``, ``forks.png``, …: :func:`~.plots.plot_sweep`) and, with fork
+critics, ``critic-signals.png`` (:func:`~.plots.plot_critic_signals`). Jobs run in
+``workers`` processes of one thread each (small models gain nothing from intra-op threads);
+each job resumes on its own.
 """
 
 from __future__ import annotations
