@@ -570,6 +570,7 @@ class _Plan:
                 "knobs": dict(knobs),
                 "dev": done[f"{prefix} {i}"].get("dev", {}).get("greedy"),
                 "chosen": i == self.knobs_of(done, prefix)[0],
+                "second_half": done[f"{prefix} {i}"].get("train", {}).get("second_half", {}),
             }
             for prefix, (base, grid) in self.knob_groups.items()
             for i, knobs in enumerate(grid)
