@@ -202,7 +202,8 @@ def test_the_forks_page_quotes_its_structure_file():
 
 
 def test_the_forks_page_quotes_its_study():
-    """docs/forks.md's accuracy and contrast tables are docs/forks/study/results.json."""
+    """docs/forks.md's accuracy, contrast, training-signal and knob tables are
+    docs/forks/study/results.json, for every fork axis."""
     import json
     from pathlib import Path
 
@@ -210,19 +211,44 @@ def test_the_forks_page_quotes_its_study():
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     page = (docs / "forks.md").read_text()
+    payload = json.loads((docs / "forks" / "study" / "results.json").read_text())
+    runs, decodings = payload["runs"], ("greedy", "sampling")
+    for axis in ("forks", "forks data size", "forks comparison", "forks oracle precision"):
+        points = sweep_points(runs, axis)
+        assert points, axis
+        for name in SWEEP_METHODS[axis]:
+            cells = [f"{100 * e['mean']:.1f} ± {100 * e['std']:.1f}" if e else "–"
+                     for x in points for d in decodings
+                     for e in [points[x].get(name, {}).get(d)]]  # fmt: skip
+            assert f"| {name} | " + " | ".join(cells) + " |" in page, (axis, name)
+        by = {d: contrasts(runs, axis, d) for d in decodings}
+        for a, b in CONTRASTS[axis]:
+            head, cells = f"{a} − {b}", []
+            for x in points:
+                for d in decodings:
+                    e = by[d].get(x, {}).get(head)
+                    if e is None:
+                        cells.append("–")
+                        continue
+                    low, high = e["ci95"]
+                    cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
+                                 f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
+            assert f"| {head} | " + " | ".join(cells) + " |" in page, (axis, head)
+    for k in payload["knob_tuning"]:
+        dev = f"{100 * k['dev']:.1f}"
+        assert (f"| {k['task']} | {k['method'].upper()} | " in page
+                and (f"**{dev}**" if k["chosen"] else f" {dev} ") in page), k  # fmt: skip
+
+
+def test_the_forks_page_quotes_its_training_signals():
+    """docs/forks.md's training-signal table is results.json's (experiments.sweeps)."""
+    import json
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.sweeps import signals_table
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
     runs = json.loads((docs / "forks" / "study" / "results.json").read_text())["runs"]
-    points = sweep_points(runs, "forks")
-    for name in SWEEP_METHODS["forks"]:
-        cells = [f"{100 * points[x][name][d]['mean']:.1f} ± {100 * points[x][name][d]['std']:.1f}"
-                 for x in (2, 6) for d in ("greedy", "sampling")]  # fmt: skip
-        assert f"| {name} | " + " | ".join(cells) + " |" in page, name
-    by = {d: contrasts(runs, "forks", d) for d in ("greedy", "sampling")}
-    for a, b in CONTRASTS["forks"]:
-        head, cells = f"{a} − {b}", []
-        for x in (2, 6):
-            for d in ("greedy", "sampling"):
-                e = by[d][x][head]
-                low, high = e["ci95"]
-                cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
-                             f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
-        assert f"| {head} | " + " | ".join(cells) + " |" in page, head
+    table = signals_table(runs)
+    assert table.count("\n") >= 2 * 6 + 1  # both lengths, six critics each
+    assert table in (docs / "forks.md").read_text()

@@ -149,11 +149,14 @@ def plot_sweep(
     for k, head in enumerate(heads):
         have = [x for x in xs if head in diffs.get(x, {})]
         got = [diffs[x][head] for x in have]
-        shift = (k - (len(heads) - 1) / 2) * 0.02 * (max(xs) - min(xs) if len(xs) > 1 else 1)
+        offset = k - (len(heads) - 1) / 2  # side by side: multiplicative on a log axis
+        span = max(xs) - min(xs) if len(xs) > 1 else 1
+        place = ([x * 1.04**offset for x in have] if axis in DATA_AXES
+                 else [x + offset * 0.02 * span for x in have])  # fmt: skip
         mean = [d["mean"] for d in got]
         low = [d["mean"] - d.get("ci95", [d["mean"]] * 2)[0] for d in got]
         high = [d.get("ci95", [d["mean"]] * 2)[1] - d["mean"] for d in got]
-        right.errorbar([x + shift for x in have], mean, yerr=[low, high], marker="s", capsize=3,
+        right.errorbar(place, mean, yerr=[low, high], marker="s", capsize=3,
                        label=f"{head} (95 % CI)")  # fmt: skip
     right.axhline(0, color="0.4", linewidth=1)
     x_label = ("training prompts (× 8 responses)" if axis in DATA_AXES
@@ -164,6 +167,7 @@ def plot_sweep(
         ax.legend(fontsize=7)
         if axis in DATA_AXES:
             ax.set_xscale("log")
+            ax.minorticks_off()  # (no "3 × 10¹" labels between the points)
             ax.set_xticks(xs, [str(x) for x in xs])
     left.set_ylabel("test greedy accuracy (strict)")
     right.set_ylabel("paired greedy difference")
