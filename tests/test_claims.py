@@ -757,3 +757,31 @@ def test_the_precise_oracle_has_its_own_labels_and_job_beside_the_forks_ones(tmp
     assert flat["data"].endswith("forks-2ops-100p/seed-0/oracle")
     with pytest.raises(ValueError, match="oracle_k"):
         dataclasses.replace(by["DRO, forks 2 ops"], oracle_k=64)
+
+
+def test_the_forks_long_set_runs_the_bound_on_the_sweep_seeds_and_joins_the_forks_axis(tmp_path):
+    """8 operations: six variants on sweep seeds (0, 1) of (0, 1, 2), one oracle job each; its
+    runs are the forks axis' 8-operation point (a contrast by hand: +50 points)."""
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.plan import _Plan
+    from dqo_tutorial.experiments.sweeps import contrasts
+
+    names = expand_variants(["forks-long"])
+    assert len(names) == 6 and all(n.endswith("forks 8 ops") for n in names)
+    budgets = {m: {"policy_lr": 1e-4, "epochs": 4} for m in ("dro", "dqo")}
+    cfg = ClaimsConfig(variants=names, seeds=(0, 1, 2), sweep_seeds=(0, 1), budgets=budgets)
+    jobs = {j.name for j in _Plan(cfg, Path(tmp_path)).jobs()}
+    assert {n for n in jobs if n.startswith("oracle")} == {
+        "oracle forks-8ops-100p s0", "oracle forks-8ops-100p s1"}  # fmt: skip
+    assert "DQO, forks 8 ops s1" in jobs and "DQO, forks 8 ops s2" not in jobs
+
+    def run(name, group, greedy):
+        acc = greedy.count("1") / len(greedy)
+        return {"variant": name, "group": group, "ops": 8, "seed": 0,
+                "test": {"greedy": acc, "hits": {"greedy": greedy}}}  # fmt: skip
+
+    runs = [run("DQO, oracle critic, forks 8 ops", "forks long", "1100"),
+            run("DQO, flat critic, forks 8 ops", "forks long", "0000")]  # fmt: skip
+    got = contrasts(runs, "forks")
+    assert got[8]["DQO, oracle critic − DQO, flat critic"]["mean"] == pytest.approx(0.5)

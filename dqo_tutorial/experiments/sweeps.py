@@ -96,8 +96,9 @@ def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]
     copy): the toy's baselines, or the ``forks`` set's runs at :data:`FORK_DATA_OPS`
     (they train the same 48 steps). The fork comparison adds the ``forks`` set's π_ref, DRO
     and DQO at its lengths."""
-    if axis in ("horizon", "forks"):
-        return [dict(r, point=r["ops"]) for r in runs if r["group"] == axis]
+    if axis in ("horizon", "forks"):  # (the forks-long set's lengths join the forks ones)
+        groups = ("forks", "forks long") if axis == "forks" else (axis,)
+        return [dict(r, point=r["ops"]) for r in runs if r["group"] in groups]
     sweep = [r for r in runs if r["group"] == axis]
     seeds, names = {r["seed"] for r in sweep}, SWEEP_METHODS[axis]
     x = "prompts" if axis in DATA_AXES else "ops"

@@ -23,6 +23,7 @@ __all__ = [
     "FORK_DATA_OPS",
     "FORK_COMPARISON_NAMES",
     "PRECISE_ORACLE_K",
+    "LONG_FORK_OPS",
     "PRECISE_NAMES",
     "FORK_DATA_SCALES",
     "DATA_SCALES",
@@ -47,6 +48,7 @@ GROUPS = (
     "forks data size",
     "forks comparison",
     "forks oracle precision",
+    "forks long",
 )
 
 
@@ -62,11 +64,12 @@ VARIANT_SETS: dict[str, tuple[str, ...]] = {
     "forks-data": ("forks data size",),
     "forks-compare": ("forks comparison",),
     "forks-oracle": ("forks oracle precision",),
+    "forks-long": ("forks long",),
 }
 """Named sets of ``--variants``: the baselines plus these groups (each a run of its own; the
 ``forks`` set without the toy baselines: its task is another)."""
 
-_WITHOUT_BASELINES = ("forks", "forks-data", "forks-compare", "forks-oracle")
+_WITHOUT_BASELINES = ("forks", "forks-data", "forks-compare", "forks-oracle", "forks-long")
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,33 @@ it scales with the data: 2 steps at 100 prompts), and the flat critic shifted by
 
 
 FORK_METHOD_NAMES = tuple(name for name, *_ in _FORK_METHODS)
+
+LONG_FORK_OPS = (8,)
+"""The ``forks-long`` set's lengths: the bound alone (π_ref, DRO, DQO and the flat, oracle and
+λ = 0 oracle critics) on the sweep seeds only — the oracle costs ~15 min per seed at 8
+operations (docs/forks.md)."""
+
+_LONG_METHODS = ("π_ref", "DRO", "DQO", "DQO, flat critic", "DQO, oracle critic",
+                 "DQO, λ=0, oracle critic")  # fmt: skip
+
+
+def _forks_long() -> tuple[Variant, ...]:
+    return tuple(
+        Variant(
+            f"{name}, forks {n} ops",
+            m,
+            "forks long",
+            dict(t),
+            default=False,
+            ops=n,
+            family="forks",
+            sweep=True,
+            **kw,
+        )  # fmt: skip
+        for n in LONG_FORK_OPS
+        for name, m, t, kw in _FORK_METHODS
+        if name in _LONG_METHODS
+    )
 
 
 def _forks() -> tuple[Variant, ...]:
@@ -461,6 +491,7 @@ VARIANTS: tuple[Variant, ...] = (
     *_forks_data(),
     *_forks_comparison(),
     *_forks_precise(),
+    *_forks_long(),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
