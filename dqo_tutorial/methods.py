@@ -271,8 +271,8 @@ def fixed_critic(
 
     (padding-side free: the first action is found from the mask). Terminal rows bootstrap 0.
     ``offset`` b is added to every value and to a cut row's bootstrap, V(s_h) + b: the
-    critic-bias control (a biased baseline adds −b·β Σ_h ∇log π_θ(a_h|s_h) to the policy's
-    ascent direction — the unlikelihood of every sampled token when b > 0)."""
+    critic-bias control (a biased baseline adds −β b Σ_h w_h ∇log π_θ(a_h|s_h) to the policy's
+    update, w_h the IS weights — the unlikelihood of every sampled token when b > 0)."""
     if "oracle_values" not in batch:
         raise ValueError(
             f"critic={critic!r} reads the dataset's oracle_values column, which these rows lack: "
