@@ -87,7 +87,8 @@ critic buys over no critic (the flat one, V ≡ its mean: DRO's gradient at the 
 credit; λ = 1: a baseline), and the flat critic shifted up and down (is bias what hurts?).
 The fork chains' data size at fixed steps: DQO against DRO and the bound per size, and DQO
 without IS at the largest. The fork chains' comparison: the knob-tuned DQO against the
-knob-tuned DRO (the headline), then each method against DQO at the common budget."""
+knob-tuned DRO (the headline), then each method against DQO at the common budget. The
+precise oracle: the bound again from 64 rollouts per state, and what the precision buys."""
 
 
 def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]]:
@@ -104,9 +105,9 @@ def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]
     x = "prompts" if axis in DATA_AXES else "ops"
     if axis == "data-size sweep":
         middle = [r for r in runs if r["group"] == "baselines" and r["variant"] in names]
-    else:  # the forks set's runs: at the data sweep's length, or at the comparison's lengths
-        lengths = {FORK_DATA_OPS} if axis in DATA_AXES else {r["ops"] for r in sweep}  # (the
-        # comparison's and the precise oracle's lengths are their own runs')
+    else:  # the forks set's runs: at the data sweep's length, or at the lengths the
+        # comparison and the precise oracle ran
+        lengths = {FORK_DATA_OPS} if axis in DATA_AXES else {r["ops"] for r in sweep}
         middle = [r for r in runs if r["group"] == "forks" and r.get("ops") in lengths
                   and _short(r["variant"]) in names]  # fmt: skip
     return [dict(r, point=r[x]) for r in sweep + [r for r in middle if r["seed"] in seeds]]
