@@ -2,7 +2,7 @@ r"""DQO's claims, tested on the toy task: equal tuning budgets, seeds, intervals
 
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
         [--variants ablations | horizon | data-size sweep | critic | diagnostics | knobs tuned
-                    | credit | forks | forks-data | forks-compare | forks-oracle]
+                    | credit | forks | forks-data | forks-compare | forks-oracle | forks-long]
         [--budgets-from STUDY.json] [--oracle-k 16]
     dqo-tutorial experiment toy-claims --out DIR --resummarize   # the summary again, from its runs
 
@@ -62,7 +62,8 @@ experiment) and oracle labels (docs/forks.md). ``forks-data``: at
 4 × ``forks_prompts`` at the middle point's optimiser steps (``fixed_steps``), DQO without IS
 at the largest. ``forks-compare``: RFT, DPO and DQO + Φ at the same budget, and DRO and DQO
 each with four knob sets of its own chosen on dev (``forks_knob_grid``). ``forks-oracle``: the
-fixed critics from :data:`~.variants.PRECISE_ORACLE_K` rollouts per anchor.
+fixed critics from :data:`~.variants.PRECISE_ORACLE_K` rollouts per anchor. ``forks-long``:
+the bound at :data:`~.variants.LONG_FORK_OPS` operations on the sweep seeds.
 
 **Outputs** in ``out/``: ``experiment_config.json`` (a rerun must match it, then resumes),
 ``data/[<setting>/]seed-S/{exact,monte_carlo}``, ``reference-mixed-<hash>/`` (the horizon π_ref),
