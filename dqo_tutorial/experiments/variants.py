@@ -217,46 +217,33 @@ FORK_METHOD_NAMES = tuple(name for name, *_ in _FORK_METHODS)
 
 LONG_FORK_OPS = (8,)
 """The ``forks-long`` set's lengths: the bound alone (π_ref, DRO, DQO and the flat, oracle and
-λ = 0 oracle critics) on the sweep seeds only — the oracle costs ~15 min per seed at 8
+λ = 0 oracle critics) on the sweep seeds only — the oracle costs ~7.5 min per seed at 8
 operations (docs/forks.md)."""
 
 _LONG_METHODS = ("π_ref", "DRO", "DQO", "DQO, flat critic", "DQO, oracle critic",
                  "DQO, λ=0, oracle critic")  # fmt: skip
 
 
-def _forks_long() -> tuple[Variant, ...]:
+def _forks(
+    group: str = "forks", lengths: tuple[int, ...] = FORK_OPS, only: tuple[str, ...] = ()
+) -> tuple[Variant, ...]:
+    """The ``forks`` set's methods at ``lengths`` (``only``: those names), in ``group``; the
+    ``forks long`` group runs on the sweep seeds."""
     return tuple(
         Variant(
             f"{name}, forks {n} ops",
             m,
-            "forks long",
+            group,
             dict(t),
             default=False,
             ops=n,
             family="forks",
-            sweep=True,
+            sweep=group == "forks long",
             **kw,
         )  # fmt: skip
-        for n in LONG_FORK_OPS
+        for n in lengths
         for name, m, t, kw in _FORK_METHODS
-        if name in _LONG_METHODS
-    )
-
-
-def _forks() -> tuple[Variant, ...]:
-    return tuple(
-        Variant(
-            f"{name}, forks {n} ops",
-            m,
-            "forks",
-            dict(t),
-            default=False,
-            ops=n,
-            family="forks",
-            **kw,
-        )
-        for n in FORK_OPS
-        for name, m, t, kw in _FORK_METHODS
+        if not only or name in only
     )
 
 
@@ -491,7 +478,7 @@ VARIANTS: tuple[Variant, ...] = (
     *_forks_data(),
     *_forks_comparison(),
     *_forks_precise(),
-    *_forks_long(),
+    *_forks("forks long", LONG_FORK_OPS, _LONG_METHODS),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
