@@ -19,6 +19,7 @@ from typing import Any
 
 from ..artifacts import atomic_write_json, check_run_identity, save_dataset_atomically
 from .config import ClaimsConfig, select_rows
+from .variants import oracle_folder
 
 __all__ = [
     "Setting",
@@ -32,6 +33,7 @@ __all__ = [
     "job_run",
     "training_signals",
     "SIGNALS",
+    "epoch_steps",
 ]
 
 
@@ -137,7 +139,7 @@ def job_oracle(
     from ..tasks import get_task
     from ..train import load_rows
 
-    target = Path(out) / ("oracle" if k is None else f"oracle-k{k}")
+    target = Path(out) / oracle_folder(k)
     t = time.perf_counter()
     if not target.is_dir():
         setting = setting or Setting()
@@ -255,7 +257,13 @@ def _expected_steps(method: str, rows: Any, n_prompts: int, tcfg: Any) -> int:
         "dro": lambda: sum(outcome(r) is not None for r in rows),
         "dpo": lambda: len(dpo_pairs(rows, tcfg.dpo_pairs_per_prompt, tcfg.seed)),
     }.get(method, lambda: len(rows))()
-    return max(1, tcfg.epochs * (n // (tcfg.batch_size * tcfg.grad_accum)))
+    return epoch_steps(n, tcfg)
+
+
+def epoch_steps(n_examples: int, tcfg: Any) -> int:
+    """Optimiser steps of ``tcfg.epochs`` passes over ``n_examples`` (the trainer drops a last
+    partial batch), at least 1."""
+    return max(1, tcfg.epochs * (n_examples // (tcfg.batch_size * tcfg.grad_accum)))
 
 
 SIGNALS = ("delta_mean", "log_ratio_mean", "is_weight_mean", "kl_theta_ref")

@@ -96,6 +96,7 @@ from .config import ClaimsConfig, choose_budgets
 from .jobs import (
     Job,
     Setting,
+    epoch_steps,
     job_data,
     job_forks_reference,
     job_mixed_reference,
@@ -370,8 +371,8 @@ class _Plan:
                 **values,
             )
             if v.fixed_steps and not tcfg.max_steps:
-                per_epoch = prompts * cfg.num_samples // (tcfg.batch_size * tcfg.grad_accum)
-                tcfg = dataclasses.replace(tcfg, max_steps=tcfg.epochs * max(1, per_epoch))
+                steps = epoch_steps(prompts * cfg.num_samples, tcfg)
+                tcfg = dataclasses.replace(tcfg, max_steps=steps)
             base |= {"train": tcfg.identity(), "data": tcfg.data}
         base["trained"] = {
             k: base.get(k)

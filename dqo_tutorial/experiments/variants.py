@@ -28,6 +28,7 @@ __all__ = [
     "FORK_DATA_SCALES",
     "DATA_SCALES",
     "expand_variants",
+    "oracle_folder",
 ]
 
 
@@ -117,8 +118,8 @@ class Variant:
     @property
     def data_kind(self) -> str:
         """The folder of its rows beside ``exact``: its potentials, with an own ``oracle_k``
-        ``oracle-k<k>``."""
-        return f"oracle-k{self.oracle_k}" if self.oracle_k else self.potentials
+        :func:`oracle_folder`'s."""
+        return oracle_folder(self.oracle_k) if self.oracle_k else self.potentials
 
     @property
     def task(self) -> str:
@@ -157,6 +158,12 @@ class Variant:
 
 
 ROW_SELECTIONS = ("all", "few_positives", "negatives_only", "dpo_responses")
+
+
+def oracle_folder(k: int | None) -> str:
+    """The folder of a dataset's oracle labels: ``oracle`` (the experiment's ``oracle_k``
+    rollouts per anchor) or ``oracle-k<k>``."""
+    return "oracle" if k is None else f"oracle-k{k}"
 
 
 _PR = {"process_reward_coef": 0.5}
