@@ -255,8 +255,9 @@ def _forks(
 
 
 FORK_DATA_OPS = 2
-"""The fork chains' length of the ``forks-data`` set (its oracle costs ~30 s per 100 prompts;
-6 operations would cost ~35 min per seed at 400)."""
+"""The fork chains' length of the ``forks-data`` set (its oracle took ~30 s per seed at 100
+prompts and ~75 s at 400; at 6 operations it took ~8.5 min at 100 prompts, so 400 was not
+tried)."""
 
 FORK_DATA_SCALES = (0.25, 4.0)
 """The ``forks-data`` set's multiples of ``forks_prompts`` (25 and 400 prompts; the middle
@@ -314,7 +315,8 @@ def _forks_comparison() -> tuple[Variant, ...]:
 PRECISE_ORACLE_K = 64
 """Rollouts per anchor of the ``forks-oracle`` set's oracle (8× the forks set's 8: its standard
 error ≤ 1/(2√64) = 0.0625 instead of 0.18), at :data:`FORK_DATA_OPS` operations, where it costs
-~4 min per seed: is the oracle's own noise what keeps it from beating the flat critic?"""
+~140 s per seed (measured, two at a time): is the oracle's own noise what keeps it from
+beating the flat critic?"""
 
 _PRECISE = (
     ("DQO, flat critic", {"critic": "flat"}),
