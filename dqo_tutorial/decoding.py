@@ -304,15 +304,16 @@ class _Drawn:
 
 
 @torch.inference_mode()
-def _decode_batch(model, prompts, budgets, keys, k, temperature, top_p, eos, pad) -> _Drawn:
-    """Decode k rows per prompt (row r: prompt r // k) until every row has ended."""
+def _decode_batch(model, prompts, budgets, keys, counts, temperature, top_p, eos, pad) -> _Drawn:
+    """Decode ``counts[i]`` rows of prompt i (prompt-major) until every row has ended."""
     steps, device = max(budgets), model.device
     cache, logits, mask, position = _prefill(model, prompts, pad, _mask_width(prompts) + steps)
-    cache.batch_repeat_interleave(k)  # one prefill per prompt, k rows each
+    rep = torch.repeat_interleave(torch.arange(len(prompts)), torch.as_tensor(counts)).to(device)
+    cache.batch_select_indices(rep)  # one prefill per prompt, counts[i] rows each
     grow = torch.ones(len(prompts), steps, dtype=mask.dtype, device=device)
-    mask = torch.cat([mask, grow], dim=1).repeat_interleave(k, dim=0)
-    logits, position = logits.repeat_interleave(k, dim=0), position.repeat_interleave(k, dim=0)
-    budget = torch.as_tensor(budgets, device=device).repeat_interleave(k)
+    mask = torch.cat([mask, grow], dim=1)[rep]
+    logits, position = logits[rep], position[rep]
+    budget = torch.as_tensor(budgets, device=device)[rep]
     u = row_uniforms(keys, steps, device)
     rows = len(keys)
     tokens = torch.full((rows, steps), pad, dtype=torch.long, device=device)
@@ -356,13 +357,24 @@ def _mask_width(prompts: Sequence[Sequence[int]]) -> int:
 
 
 def _batches(
-    prompt_ids: Sequence[Sequence[int]], budgets: Sequence[int], k: int, batch_size: int
+    prompt_ids: Sequence[Sequence[int]],
+    budgets: Sequence[int],
+    counts: Sequence[int],
+    batch_size: int,
 ) -> list[list[int]]:
-    """Prompt indices, longest prompt first, in groups of ⌊batch_size / k⌋ (at least 1): rows
-    of similar length share a batch, so little of a step is spent on padding."""
+    """Prompt indices, longest prompt first, in groups of at most ``batch_size`` rows (a prompt
+    of more rows alone): rows of similar length share a batch, so little of a step is spent on
+    padding. With k rows per prompt, groups of ⌊batch_size / k⌋ prompts."""
     order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), -budgets[i], i))
-    per = max(1, batch_size // k)
-    return [order[s : s + per] for s in range(0, len(order), per)]
+    groups: list[list[int]] = []
+    rows = 0
+    for i in order:
+        if not groups or rows + counts[i] > batch_size:
+            groups.append([])
+            rows = 0
+        groups[-1].append(i)
+        rows += counts[i]
+    return groups
 
 
 @dataclass
@@ -388,19 +400,44 @@ class DecodeSampler:
         record_logps: bool = True,
         stream_ids: Sequence[int] | None = None,
     ) -> list[Generation]:
+        return self.sample_counts(
+            prompt_ids, [num_samples] * len(prompt_ids), temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, seed=seed, record_logps=record_logps,
+            stream_ids=stream_ids,
+        )  # fmt: skip
+
+    def sample_counts(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        counts: Sequence[int],
+        *,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int | Sequence[int],
+        seed: int,
+        record_logps: bool = True,
+        stream_ids: Sequence[int] | None = None,
+    ) -> list[Generation]:
+        """:meth:`sample` with ``counts[i]`` samples of prompt i (prompt-major; sample j of
+        prompt i reads stream (``seed``, i or ``stream_ids[i]``, j), as in :meth:`sample`)."""
         check_sampling_law(temperature, top_p)
-        n, k = len(prompt_ids), num_samples
+        n = len(prompt_ids)
         names = list(range(n)) if stream_ids is None else list(stream_ids)
         budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        out: list[Generation | None] = [None] * (n * k)
-        for group in _batches(prompt_ids, budgets, k, self.batch_size):
-            keys = [derive_seed(seed, "row", names[i], j) for i in group for j in range(k)]
-            drawn = _decode_batch(self.model, [prompt_ids[i] for i in group],
-                                  [budgets[i] for i in group], keys, k, temperature, top_p,
-                                  eos, pad if pad is not None else eos)  # fmt: skip
-            for r, (i, j) in enumerate((i, j) for i in group for j in range(k)):
-                out[i * k + j] = self._generation(prompt_ids[i], i, j, drawn, r, record_logps)
+        start = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
+        out: list[Generation | None] = [None] * start[-1]
+        for group in _batches(prompt_ids, budgets, counts, self.batch_size):
+            rows = [(i, j) for i in group for j in range(counts[i])]
+            if not rows:
+                continue
+            keys = [derive_seed(seed, "row", names[i], j) for i, j in rows]
+            drawn = _decode_batch(
+                self.model, [prompt_ids[i] for i in group], [budgets[i] for i in group], keys,
+                [counts[i] for i in group], temperature, top_p, eos, eos if pad is None else pad,
+            )  # fmt: skip
+            for r, (i, j) in enumerate(rows):
+                out[start[i] + j] = self._generation(prompt_ids[i], i, j, drawn, r, record_logps)
         return out  # type: ignore[return-value]
 
     def _generation(self, prompt, i, j, drawn: _Drawn, r: int, record: bool) -> Generation:

@@ -117,15 +117,17 @@ def oracle_values(
     delta: float = ORACLE_DELTA,
     seed: int = 0,
     batch_size: int = 256,
+    pooled: bool = False,
 ) -> list[tuple[list[float], float, list[float]]]:
     """:func:`chained_values` of every generation: rollouts of π_ref (τ = 1) from its
     :func:`anchor_positions` (``ref_logps``: each response's log π_ref, (H,); ``outcomes``: its
-    R), a state shared by several responses rolled out once."""
+    R), a state shared by several responses rolled out once; ``pooled``: rollouts pooled along
+    the prefix tree (:mod:`dqo_tutorial.rollouts`)."""
     positions = [anchor_positions(lp, g.finished, delta) for g, lp in zip(generations, ref_logps)]
     anchors = monte_carlo_potentials(
         model, tokenizer, generations, golds, k=k, temperature=1.0, top_p=1.0,
         max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, grader=grader,
-        positions=positions,
+        positions=positions, pooled=pooled,
     )  # fmt: skip
     return [
         chained_values(dict(a), lp, r, g.finished)

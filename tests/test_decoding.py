@@ -267,6 +267,33 @@ def test_a_dynamic_cache_draws_the_same_responses(toy, monkeypatch):
     assert [g.response_ids for g in dynamic] == [g.response_ids for g in buffered]
 
 
+@pytest.mark.parametrize("cache", ["buffer", "dynamic"])
+def test_per_prompt_counts_draw_the_first_samples_of_each_stream(toy, monkeypatch, cache):
+    """sample_counts(prompts, counts) is sample(prompts, num_samples=max(counts)) with sample j
+    of prompt i kept for j < counts[i] (0 and 5 included; batches of 7 rows split prompts of
+    uneven counts): same tokens, log μ to float rounding, prompt-major order."""
+    model, tok, prompts = toy
+    prompts = prompts[:8]
+    counts = [3, 0, 5, 1, 2, 4, 0, 5]
+    if cache == "dynamic":
+        monkeypatch.setattr(decoding, "_new_cache", lambda m, capacity: DynamicCache())
+    kw = dict(temperature=1.0, top_p=1.0, max_new_tokens=64, seed=3, stream_ids=range(10, 18))
+    full = DecodeSampler(model, tok, batch_size=40).sample(prompts, num_samples=5, **kw)
+    some = DecodeSampler(model, tok, batch_size=7).sample_counts(prompts, counts, **kw)
+    kept = [g for g in full if g.sample_index < counts[g.prompt_index]]
+    assert [(g.prompt_index, g.sample_index) for g in some] == [
+        (g.prompt_index, g.sample_index) for g in kept
+    ]
+    assert [g.response_ids for g in some] == [g.response_ids for g in kept]
+    for a, b in zip(some, kept):
+        torch.testing.assert_close(torch.tensor(a.behavior_logps), torch.tensor(b.behavior_logps),
+                                   atol=1e-5, rtol=1e-5)  # fmt: skip
+    assert (
+        DecodeSampler(model, tok).sample_counts(prompts[:2], [0, 0], **{**kw, "stream_ids": None})
+        == []
+    )  # noqa: E501
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_full_attention_models_decode_into_the_preallocated_buffer(tok, arch):
     """Every forward of the loop gets a cache made of buffer layers (one per model layer), not
