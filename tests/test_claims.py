@@ -741,7 +741,7 @@ def test_the_precise_oracle_has_its_own_labels_and_job_beside_the_forks_ones(tmp
     from dqo_tutorial.experiments.plan import _Plan
 
     names = expand_variants(["forks-oracle"]) + ("DQO, flat critic, forks 2 ops",)
-    assert len(names) == 4
+    assert len(names) == 6
     budgets = {m: {"policy_lr": 1e-4, "epochs": 4} for m in ("dro", "dqo")}
     cfg = ClaimsConfig(variants=names, seeds=(0,), sweep_seeds=(0,), budgets=budgets)
     plan = _Plan(cfg, Path(tmp_path))
@@ -785,3 +785,42 @@ def test_the_forks_long_set_runs_the_bound_on_the_sweep_seeds_and_joins_the_fork
             run("DQO, flat critic, forks 8 ops", "forks long", "0000")]  # fmt: skip
     got = contrasts(runs, "forks")
     assert got[8]["DQO, oracle critic − DQO, flat critic"]["mean"] == pytest.approx(0.5)
+
+
+def test_pooled_oracles_have_their_own_job_and_folder_and_the_12_operation_set_uses_one(tmp_path):
+    """The forks-oracle set's pooled critics read oracle-pooled (job "… pooled", after the same
+    data job as the unpooled oracle of the forks set's critics); forks-12 runs the bound at 12
+    operations on the sweep seeds with every oracle pooled, and joins the forks axis."""
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.plan import _Plan
+    from dqo_tutorial.experiments.sweeps import sweep_points
+
+    budgets = {m: {"policy_lr": 1e-4, "epochs": 4} for m in ("dro", "dqo")}
+    names = expand_variants(["forks-oracle"]) + ("DQO, oracle critic, forks 2 ops",)
+    plan = _Plan(ClaimsConfig(variants=names, seeds=(0,), sweep_seeds=(0,), budgets=budgets),
+                 Path(tmp_path))  # fmt: skip
+    jobs = {j.name: j for j in plan.jobs()}
+    pooled, plain = jobs["oracle forks-2ops-100p s0 pooled"], jobs["oracle forks-2ops-100p s0"]
+    assert pooled.deps == plain.deps == ("data forks-2ops-100p s0",)
+    by = {v.name: v for v in VARIANTS}
+    spec = plan.spec(by["DQO, oracle critic, pooled, forks 2 ops"], 0, budgets["dqo"], dev=False,
+                     test=True)  # fmt: skip
+    assert spec["data"].endswith("forks-2ops-100p/seed-0/oracle-pooled")
+    assert (
+        "oracle forks-2ops-100p s0 pooled"
+        in jobs["DQO, oracle critic, pooled, forks 2 ops s0"].deps
+    )
+    with pytest.raises(ValueError, match="oracle_pooled"):
+        dataclasses.replace(by["DRO, forks 2 ops"], oracle_pooled=True)
+
+    names = expand_variants(["forks-12"])
+    assert len(names) == 6 and all(n.endswith("forks 12 ops") for n in names)
+    cfg = ClaimsConfig(variants=names, seeds=(0, 1, 2), sweep_seeds=(0, 1), budgets=budgets)
+    jobs = {j.name for j in _Plan(cfg, Path(tmp_path)).jobs()}
+    assert {n for n in jobs if n.startswith("oracle")} == {
+        "oracle forks-12ops-100p s0 pooled", "oracle forks-12ops-100p s1 pooled"}  # fmt: skip
+    assert all(by[n].oracle_pooled == (by[n].potentials == "oracle") for n in names)
+    run = {"variant": "DQO, flat critic, forks 12 ops", "group": "forks 12 ops", "ops": 12, "method": "dqo",
+           "seed": 0, "test": {"greedy": 0.5, "hits": {"greedy": "10"}}}  # fmt: skip
+    assert list(sweep_points([run], "forks")) == [12]

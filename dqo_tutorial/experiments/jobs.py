@@ -128,18 +128,24 @@ def job_monte_carlo(cfg: ClaimsConfig, seed: int, out: str) -> dict[str, Any]:
 
 
 def job_oracle(
-    cfg: ClaimsConfig, seed: int, out: str, setting: Setting | None = None, k: int | None = None
+    cfg: ClaimsConfig,
+    seed: int,
+    out: str,
+    setting: Setting | None = None,
+    k: int | None = None,
+    pooled: bool = False,
 ) -> dict[str, Any]:
     """The same rows with the oracle critic's columns (:mod:`dqo_tutorial.oracle`, ``k``
-    rollouts per anchor of ``setting``'s π_ref, graded by its task) into ``out/oracle`` (k None:
-    ``oracle_k`` rollouts), or ``out/oracle-k<k>`` (skipped when present)."""
+    rollouts per anchor of ``setting``'s π_ref, graded by its task; ``pooled`` along the prefix
+    tree) into ``out/`` :func:`~.variants.oracle_folder` (k None: ``oracle_k`` rollouts;
+    skipped when present)."""
     from datasets import Dataset
 
     from ..oracle import with_oracle_values
     from ..tasks import get_task
     from ..train import load_rows
 
-    target = Path(out) / oracle_folder(k)
+    target = Path(out) / oracle_folder(k, pooled)
     t = time.perf_counter()
     if not target.is_dir():
         setting = setting or Setting()
@@ -147,7 +153,7 @@ def job_oracle(
         rows = [dict(r) for r in load_rows(Path(out) / "exact")]
         task = get_task(setting.task)
         labelled = with_oracle_values(rows, model, tok, task=task, k=k or cfg.oracle_k,
-                                      seed=seed, batch_size=256)  # fmt: skip
+                                      seed=seed, batch_size=256, pooled=pooled)  # fmt: skip
         save_dataset_atomically(Dataset.from_list(labelled), target)
     bounds = list(load_rows(target)["oracle_bound"])
     return {

@@ -62,8 +62,10 @@ experiment) and oracle labels (docs/forks.md). ``forks-data``: at
 4 × ``forks_prompts`` at the middle point's optimiser steps (``fixed_steps``), DQO without IS
 at the largest. ``forks-compare``: RFT, DPO and DQO + Φ at the same budget, and DRO and DQO
 each with four knob sets of its own chosen on dev (``forks_knob_grid``). ``forks-oracle``: the
-fixed critics from :data:`~.variants.PRECISE_ORACLE_K` rollouts per anchor. ``forks-long``:
-the bound at :data:`~.variants.LONG_FORK_OPS` operations on the sweep seeds.
+fixed critics from :data:`~.variants.PRECISE_ORACLE_K` rollouts per anchor, and the oracle
+critics from the pooled oracle. ``forks-long``: the bound at :data:`~.variants.LONG_FORK_OPS`
+operations on the sweep seeds; ``forks-12``: at :data:`~.variants.LONGEST_FORK_OPS`, its oracle
+pooled.
 
 **Outputs** in ``out/``: ``experiment_config.json`` (a rerun must match it, then resumes),
 ``data/[<setting>/]seed-S/{exact,monte_carlo}``, ``reference-mixed-<hash>/`` (the horizon π_ref),
@@ -287,26 +289,33 @@ class _Plan:
         """The job that trains ``setting``'s π_ref (none for the shipped one)."""
         return (setting.reference_job,) if setting.reference_job else ()
 
-    def oracle_job(self, seed: int, setting: Setting, k: int | None = None) -> str:
+    def oracle_job(
+        self, seed: int, setting: Setting, k: int | None = None, pooled: bool = False
+    ) -> str:
         """The oracle labels of (``seed``, ``setting``) with ``k`` rollouts per anchor (None:
-        :attr:`~.config.ClaimsConfig.oracle_k`)."""
+        :attr:`~.config.ClaimsConfig.oracle_k`), ``pooled`` or not."""
         folder = setting.folder(self.default)
         name = f"oracle {folder} s{seed}" if folder else f"oracle s{seed}"
-        return name if k is None else f"{name} k={k}"
+        return name + ("" if k is None else f" k={k}") + (" pooled" if pooled else "")
 
     def _oracle_jobs(self) -> list[Job]:
-        """One oracle job per (seed, setting, k) some variant reads, after its data job."""
-        wanted = {(s, self.setting(v), v.oracle_k) for v in self.variants
+        """One oracle job per (seed, setting, k, pooled) some variant reads, after its data."""
+        wanted = {(s, self.setting(v), v.oracle_k, v.oracle_pooled) for v in self.variants
                   if v.potentials == "oracle" for s in self.seeds_of(v)}  # fmt: skip
         jobs = []
-        for s, setting, k in sorted(wanted, key=lambda w: (w[0], str(w[1]), w[2] or 0)):
+        for s, setting, k, pooled in sorted(
+            wanted, key=lambda w: (w[0], str(w[1]), w[2] or 0, w[3])
+        ):
             folder = str(Path(self.data_dir(s, setting=setting)).parent)
             jobs.append(
                 Job(
-                    self.oracle_job(s, setting, k),
+                    self.oracle_job(s, setting, k, pooled),
                     100 * (k or self.cfg.oracle_k) / self.cfg.oracle_k,
                     (self.data_job(s, setting),),
-                    lambda d, f=folder, s=s, g=setting, k=k: (job_oracle, (self.cfg, s, f, g, k)),
+                    lambda d, f=folder, s=s, g=setting, k=k, p=pooled: (
+                        job_oracle,
+                        (self.cfg, s, f, g, k, p),
+                    ),
                 )
             )
         return jobs
@@ -495,7 +504,7 @@ class _Plan:
                 deps = [self.data_job(s, self.setting(v))]
                 deps += [f"mc s{s}"] if v.potentials == "monte_carlo" else []
                 if v.potentials == "oracle":
-                    deps.append(self.oracle_job(s, self.setting(v), v.oracle_k))
+                    deps.append(self.oracle_job(s, self.setting(v), v.oracle_k, v.oracle_pooled))
                 deps += self.reference_job(self.setting(v))
                 if v.tune_knobs:
                     prefix = self.knob_prefix(v)

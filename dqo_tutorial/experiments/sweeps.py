@@ -14,6 +14,7 @@ from .variants import (
     FORK_COMPARISON_NAMES,
     FORK_DATA_OPS,
     FORK_METHOD_NAMES,
+    POOLED_NAMES,
     PRECISE_NAMES,
 )
 
@@ -47,7 +48,7 @@ SWEEP_METHODS = {
     "forks": FORK_METHOD_NAMES,
     "forks data size": ("DRO", "DQO", _FLAT, _ORACLE, "DQO, no IS"),
     "forks comparison": ("π_ref", "DRO", "DQO", *FORK_COMPARISON_NAMES),
-    "forks oracle precision": (_FLAT, _ORACLE, _L0_ORACLE, *PRECISE_NAMES),
+    "forks oracle precision": (_FLAT, _ORACLE, _L0_ORACLE, *PRECISE_NAMES, *POOLED_NAMES),
 }
 
 
@@ -79,6 +80,8 @@ CONTRASTS = {
         (PRECISE_NAMES[2], _L0_ORACLE),
         (PRECISE_NAMES[1], _ORACLE),
         (PRECISE_NAMES[0], _FLAT),
+        (POOLED_NAMES[0], _ORACLE),
+        (POOLED_NAMES[1], _L0_ORACLE),
     ),
 }
 """The paired differences each sweep reports per point. The fork chains' bound: what the oracle
@@ -88,7 +91,8 @@ credit; λ = 1: a baseline), and the flat critic shifted up and down (is bias wh
 The fork chains' data size at fixed steps: DQO against DRO and the bound per size, and DQO
 without IS at the largest. The fork chains' comparison: the knob-tuned DQO against the
 knob-tuned DRO (the headline), then each method against DQO at the common budget. The
-precise oracle: the bound again from 64 rollouts per state, and what the precision buys."""
+precise oracle: the bound again from 64 rollouts per state, and what the precision buys; the
+pooled oracle against the unpooled one (the same k: pooling should change nothing)."""
 
 
 def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]]:
@@ -97,8 +101,8 @@ def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]
     copy): the toy's baselines, or the ``forks`` set's runs at :data:`FORK_DATA_OPS`
     (they train the same 48 steps). The fork comparison adds the ``forks`` set's π_ref, DRO
     and DQO at its lengths."""
-    if axis in ("horizon", "forks"):  # (the forks-long set's lengths join the forks ones)
-        groups = ("forks", "forks long") if axis == "forks" else (axis,)
+    if axis in ("horizon", "forks"):  # (the longer chains' lengths join the forks ones)
+        groups = ("forks", "forks long", "forks 12 ops") if axis == "forks" else (axis,)
         return [dict(r, point=r["ops"]) for r in runs if r["group"] in groups]
     sweep = [r for r in runs if r["group"] == axis]
     seeds, names = {r["seed"] for r in sweep}, SWEEP_METHODS[axis]

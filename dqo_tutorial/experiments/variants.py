@@ -24,6 +24,8 @@ __all__ = [
     "FORK_COMPARISON_NAMES",
     "PRECISE_ORACLE_K",
     "LONG_FORK_OPS",
+    "LONGEST_FORK_OPS",
+    "POOLED_NAMES",
     "PRECISE_NAMES",
     "FORK_DATA_SCALES",
     "DATA_SCALES",
@@ -50,6 +52,7 @@ GROUPS = (
     "forks comparison",
     "forks oracle precision",
     "forks long",
+    "forks 12 ops",
 )
 
 
@@ -66,11 +69,13 @@ VARIANT_SETS: dict[str, tuple[str, ...]] = {
     "forks-compare": ("forks comparison",),
     "forks-oracle": ("forks oracle precision",),
     "forks-long": ("forks long",),
+    "forks-12": ("forks 12 ops",),
 }
 """Named sets of ``--variants``: the baselines plus these groups (each a run of its own; the
 ``forks`` set without the toy baselines: its task is another)."""
 
-_WITHOUT_BASELINES = ("forks", "forks-data", "forks-compare", "forks-oracle", "forks-long")
+_WITHOUT_BASELINES = ("forks", "forks-data", "forks-compare", "forks-oracle", "forks-long",
+                      "forks-12")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,9 @@ class Variant:
     warm-up; ``fixed_steps`` — train the optimiser steps (and value warm-up) its budget gives at
     ``data_scale`` 1, whatever its data size (the data-size sweep without the step confound);
     ``oracle_k`` — its oracle labels from that many rollouts per anchor instead of
-    :attr:`~.config.ClaimsConfig.oracle_k` (``potentials`` ``"oracle"`` only).
+    :attr:`~.config.ClaimsConfig.oracle_k` (``potentials`` ``"oracle"`` only);
+    ``oracle_pooled`` — its oracle's rollouts pooled along the prefix tree
+    (:mod:`dqo_tutorial.rollouts`: the same k per state, ~0.4× the rollouts).
     """
 
     name: str
@@ -114,12 +121,15 @@ class Variant:
     family: str = "toy"
     fixed_steps: bool = False
     oracle_k: int | None = None
+    oracle_pooled: bool = False
 
     @property
     def data_kind(self) -> str:
-        """The folder of its rows beside ``exact``: its potentials, with an own ``oracle_k``
-        :func:`oracle_folder`'s."""
-        return oracle_folder(self.oracle_k) if self.oracle_k else self.potentials
+        """The folder of its rows beside ``exact``: its potentials, with an own ``oracle_k`` or
+        a pooled oracle :func:`oracle_folder`'s."""
+        if self.oracle_k or self.oracle_pooled:
+            return oracle_folder(self.oracle_k, self.oracle_pooled)
+        return self.potentials
 
     @property
     def task(self) -> str:
@@ -153,6 +163,8 @@ class Variant:
                              f"{lengths.stop - 1} ({self.family}-<n>ops tasks)")  # fmt: skip
         if self.oracle_k is not None and (self.potentials != "oracle" or self.oracle_k < 1):
             raise ValueError(f"Variant {self.name}: oracle_k needs potentials oracle, k >= 1")
+        if self.oracle_pooled and self.potentials != "oracle":
+            raise ValueError(f"Variant {self.name}: oracle_pooled needs potentials oracle")
         if self.data_scale <= 0 or self.warmup_scale <= 0:
             raise ValueError(f"Variant {self.name}: data_scale and warmup_scale must be > 0")
 
@@ -160,10 +172,10 @@ class Variant:
 ROW_SELECTIONS = ("all", "few_positives", "negatives_only", "dpo_responses")
 
 
-def oracle_folder(k: int | None) -> str:
+def oracle_folder(k: int | None, pooled: bool = False) -> str:
     """The folder of a dataset's oracle labels: ``oracle`` (the experiment's ``oracle_k``
-    rollouts per anchor) or ``oracle-k<k>``."""
-    return "oracle" if k is None else f"oracle-k{k}"
+    rollouts per anchor) or ``oracle-k<k>``, with ``-pooled`` for pooled rollouts."""
+    return ("oracle" if k is None else f"oracle-k{k}") + ("-pooled" if pooled else "")
 
 
 _PR = {"process_reward_coef": 0.5}
@@ -230,12 +242,20 @@ operations (docs/forks.md)."""
 _LONG_METHODS = ("π_ref", "DRO", "DQO", "DQO, flat critic", "DQO, oracle critic",
                  "DQO, λ=0, oracle critic")  # fmt: skip
 
+LONGEST_FORK_OPS = (12,)
+"""The ``forks-12`` set's length: the bound of ``forks-long`` with the oracle's rollouts
+pooled (:mod:`dqo_tutorial.rollouts`; 0.36× the rollouts of the unpooled oracle on 5 prompts of
+12 operations, benchmarks/oracle_pooling.py), on the sweep seeds."""
+
 
 def _forks(
-    group: str = "forks", lengths: tuple[int, ...] = FORK_OPS, only: tuple[str, ...] = ()
+    group: str = "forks",
+    lengths: tuple[int, ...] = FORK_OPS,
+    only: tuple[str, ...] = (),
+    pooled: bool = False,
 ) -> tuple[Variant, ...]:
     """The ``forks`` set's methods at ``lengths`` (``only``: those names), in ``group``; the
-    ``forks long`` group runs on the sweep seeds."""
+    longer chains' groups run on the sweep seeds, ``pooled``: with a pooled oracle."""
     return tuple(
         Variant(
             f"{name}, forks {n} ops",
@@ -245,8 +265,9 @@ def _forks(
             default=False,
             ops=n,
             family="forks",
-            sweep=group == "forks long",
+            sweep=group in ("forks long", "forks 12 ops"),
             **kw,
+            **({"oracle_pooled": True} if pooled and kw.get("potentials") == "oracle" else {}),
         )  # fmt: skip
         for n in lengths
         for name, m, t, kw in _FORK_METHODS
@@ -326,22 +347,21 @@ _PRECISE = (
 
 PRECISE_NAMES = tuple(f"{name}, k={PRECISE_ORACLE_K}" for name, _ in _PRECISE)
 
+POOLED_NAMES = tuple(f"{name}, pooled" for name, _ in _PRECISE[1:])
+"""The oracle critics of the ``forks-oracle`` set from the pooled oracle at the experiment's
+``oracle_k`` (:mod:`dqo_tutorial.rollouts`): does pooling change what training makes of the
+oracle? (The flat critic reads the prompt state, whose rollouts pooling leaves unchanged.)"""
+
 
 def _forks_precise() -> tuple[Variant, ...]:
-    return tuple(
-        Variant(
-            f"{name}, forks {FORK_DATA_OPS} ops",
-            "dqo",
-            "forks oracle precision",
-            dict(t),
-            potentials="oracle",
-            default=False,
-            ops=FORK_DATA_OPS,
-            family="forks",
-            oracle_k=PRECISE_ORACLE_K,
-        )  # fmt: skip
-        for name, (_, t) in zip(PRECISE_NAMES, _PRECISE)
-    )
+    def one(name: str, train: Mapping[str, Any], k: int | None, pooled: bool) -> Variant:
+        return Variant(f"{name}, forks {FORK_DATA_OPS} ops", "dqo", "forks oracle precision",
+                       dict(train), potentials="oracle", default=False, ops=FORK_DATA_OPS,
+                       family="forks", oracle_k=k, oracle_pooled=pooled)  # fmt: skip
+
+    precise = [one(n, t, PRECISE_ORACLE_K, False) for n, (_, t) in zip(PRECISE_NAMES, _PRECISE)]
+    pooled = [one(n, t, None, True) for n, (_, t) in zip(POOLED_NAMES, _PRECISE[1:])]
+    return (*precise, *pooled)
 
 
 def _horizon() -> tuple[Variant, ...]:
@@ -488,6 +508,7 @@ VARIANTS: tuple[Variant, ...] = (
     *_forks_comparison(),
     *_forks_precise(),
     *_forks("forks long", LONG_FORK_OPS, _LONG_METHODS),
+    *_forks("forks 12 ops", LONGEST_FORK_OPS, _LONG_METHODS, pooled=True),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
