@@ -1,0 +1,74 @@
+"""Print docs/forks.md's accuracy and contrast tables from the committed study, per fork axis.
+
+The page's tables are pasted from this output; tests/test_forks.py checks every row against
+docs/forks/study/results.json independently of this script.
+
+    python docs/forks/page_tables.py [axis ...]    # default: every fork axis, and the signals
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from dqo_tutorial.experiments.sweeps import (
+    CONTRASTS,
+    DATA_AXES,
+    SWEEP_METHODS,
+    contrasts,
+    signals_table,
+    sweep_points,
+)
+
+DECODINGS = ("greedy", "sampling")
+AXES = ("forks", "forks data size", "forks comparison", "forks oracle precision")
+
+
+def _header(first: str, points, axis: str) -> str:
+    unit = "prompts" if axis in DATA_AXES else "ops"
+    cols = [f"{x} {unit} {d}" for x in points for d in DECODINGS]
+    return f"| {first} | " + " | ".join(cols) + " |\n|---" + "|---" * len(cols) + "|"
+
+
+def accuracy_table(runs, axis: str) -> str:
+    points = sweep_points(runs, axis)
+    lines = [_header("method", points, axis)]
+    for name in SWEEP_METHODS[axis]:
+        cells = [f"{100 * e['mean']:.1f} ± {100 * e['std']:.1f}" if e else "–"
+                 for x in points for d in DECODINGS
+                 for e in [points[x].get(name, {}).get(d)]]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def contrast_table(runs, axis: str) -> str:
+    points = sweep_points(runs, axis)
+    by = {d: contrasts(runs, axis, d) for d in DECODINGS}
+    lines = [_header("A − B (points)", points, axis)]
+    for a, b in CONTRASTS[axis]:
+        head, cells = f"{a} − {b}", []
+        for x in points:
+            for d in DECODINGS:
+                e = by[d].get(x, {}).get(head)
+                if e is None:
+                    cells.append("–")
+                    continue
+                low, high = e["ci95"]
+                cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
+                             f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
+        lines.append(f"| {head} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    path = Path(__file__).resolve().parent / "study" / "results.json"
+    runs = json.loads(path.read_text())["runs"]
+    for axis in sys.argv[1:] or AXES:
+        print(f"## {axis}\n\n{accuracy_table(runs, axis)}\n\n{contrast_table(runs, axis)}\n")
+    if not sys.argv[1:]:
+        print(f"## training signals\n\n{signals_table(runs)}")
+
+
+if __name__ == "__main__":
+    main()
