@@ -41,6 +41,7 @@ DATA_AXES = ("data-size sweep", "forks data size")
 
 
 _FLAT, _ORACLE, _L0_ORACLE = "DQO, flat critic", "DQO, oracle critic", "DQO, λ=0, oracle critic"
+_RAISED_095 = f"DQO, λ=0.95, {BIASED_FLAT[0].removeprefix('DQO, ')}"
 
 SWEEP_METHODS = {
     "horizon": ("π_ref", "RFT", "DRO", "DQO", "DQO, α=0.5 exact Φ"),
@@ -63,6 +64,9 @@ CONTRASTS = {
         ("DQO, λ=0", _FLAT),
         ("DQO, value warm-up ×5", "DQO"),
         *((name, _FLAT) for name in BIASED_FLAT),
+        ("DQO, λ=0.95", "DQO"),
+        ("DQO, λ=0.95", "DQO, λ=0.95, flat critic"),
+        (_RAISED_095, "DQO, λ=0.95, flat critic"),
     ),
     "forks data size": (("DQO", "DRO"), (_ORACLE, _FLAT), ("DQO", _FLAT), ("DQO, no IS", "DQO")),
     "forks comparison": (
@@ -87,7 +91,9 @@ CONTRASTS = {
 """The paired differences each sweep reports per point. The fork chains' bound: what the oracle
 critic buys over no critic (the flat one, V ≡ its mean: DRO's gradient at the token level) at
 λ = 1 and at λ = 0, and what the learned critic buys at each (λ = 0: the critic is the whole
-credit; λ = 1: a baseline), and the flat critic shifted up and down (is bias what hurts?).
+credit; λ = 1: a baseline), and the flat critic shifted up and down (is bias what hurts?), and
+at λ = 0.95 the learned critic, and the raised flat critic against the flat one (does λ < 1
+undo the bias?).
 The fork chains' data size at fixed steps: DQO against DRO and the bound per size, and DQO
 without IS at the largest. The fork chains' comparison: the knob-tuned DQO against the
 knob-tuned DRO (the headline), then each method against DQO at the common budget. The

@@ -223,13 +223,23 @@ _FORK_METHODS = (
         (name, "dqo", {"critic": "flat", "critic_offset": b}, {"potentials": "oracle"})
         for name, b in zip(BIASED_FLAT, CRITIC_OFFSETS)
     ),
+    ("DQO, λ=0.95", "dqo", {"lam": 0.95}, {}),
+    ("DQO, λ=0.95, flat critic", "dqo", {"critic": "flat", "lam": 0.95}, {"potentials": "oracle"}),
+    (
+        f"DQO, λ=0.95, {BIASED_FLAT[0].removeprefix('DQO, ')}",
+        "dqo",
+        {"critic": "flat", "critic_offset": CRITIC_OFFSETS[0], "lam": 0.95},
+        {"potentials": "oracle"},
+    ),
 )
 """The ``forks`` set at each length: the bound (oracle / flat / learned critic at λ = 1 and
 λ = 0) beside DRO and π_ref, and DQO with the value warm-up the toy's 400 prompts get (10 steps;
 it scales with the data: 2 steps at 100 prompts), and the flat critic shifted by each of
-:data:`CRITIC_OFFSETS` (the bias control: is it V_φ's bias that hurts?). The flat critic at
-λ = 0 is left out: its advantage is 0 on every token but the last
-(docs/credit-assignment.md)."""
+:data:`CRITIC_OFFSETS` (the bias control: is it V_φ's bias that hurts?), and at λ = 0.95 DQO,
+the flat critic and the flat critic raised 0.2 (does λ < 1 undo a known bias? A critic shifted
+by b shifts the λ-return G_h by b(1 − λ^{H−h}), so the policy's residual keeps b·λ^{H−h}: all
+of it at the last action, little far from it). The flat critic at λ = 0 is left out: its
+advantage is 0 on every token but the last (docs/credit-assignment.md)."""
 
 
 FORK_METHOD_NAMES = tuple(name for name, *_ in _FORK_METHODS)
