@@ -174,6 +174,26 @@ def test_lambda_return_empty_rows_and_padding_invariance():
     torch.testing.assert_close(out_r[0, 1:4], out_l[0, 3:6])
 
 
+@pytest.mark.parametrize("lam", [0.0, 0.95, 1.0])
+def test_a_critic_shifted_by_b_shifts_the_lambda_return_by_b_times_one_minus_lam_to_the_rest(lam):
+    """V → V + b moves G_h by b(1 − λ^{H−h}) (h = 1 … H, terminal rows): the residual
+    V(s_h) − G_h keeps b·λ^{H−h} of the shift — all of it at the last action, at λ = 1
+    everywhere (the bias argument of experiments.variants' λ = 0.95 controls)."""
+    g = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(2, 7, generator=g), torch.randn(2, 7, generator=g)
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[0, 1:7], mask[1, 0:4] = True, True  # H = 6 and H = 4
+    b = 0.2
+    shift = K.lambda_return(rewards, values + b, mask, lam) - K.lambda_return(
+        rewards, values, mask, lam
+    )
+    expected = torch.zeros(2, 7)
+    for row, (start, h_len) in enumerate([(1, 6), (0, 4)]):
+        for h in range(1, h_len + 1):
+            expected[row, start + h - 1] = b * (1 - lam ** (h_len - h))
+    torch.testing.assert_close(shift, expected, atol=1e-6, rtol=0)
+
+
 def test_lambda_return_rejects_bad_lambda():
     with pytest.raises(ValueError, match="lam"):
         K.lambda_return(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), 1.5)
