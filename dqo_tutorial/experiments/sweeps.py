@@ -207,9 +207,11 @@ def flip(diff: Mapping[str, Any]) -> dict[str, Any]:
 
 
 CRITIC_SIGNALS = ("DQO", "DQO, value warm-up ×5", "DQO, flat critic", *BIASED_FLAT,
-                  "DQO, oracle critic")  # fmt: skip
+                  "DQO, oracle critic", "DQO, λ=0.95", "DQO, λ=0.95, flat critic",
+                  _RAISED_095)  # fmt: skip
 """The fork runs whose training signals tell why a critic hurts: DQO's learned V_φ (with its
-two warm-ups), the flat critic, the flat critic shifted, and the oracle."""
+two warm-ups), the flat critic, the flat critic shifted, and the oracle; at λ = 0.95 the
+learned, flat and raised flat critics."""
 
 
 def critic_signals(runs: Sequence[Mapping[str, Any]]) -> dict[Any, dict[str, dict[str, Any]]]:
