@@ -193,10 +193,9 @@ FAMILY_OPS = {"toy": range(2, 9), "forks": range(2, 13)}
 
 FORK_OPS = (2, 6)
 """The fork chains' lengths in the ``forks`` set (2 and 3 forks). Longer chains cost too much
-oracle on the 2-core CPU box: at 12 operations a response has 26 anchors (tokens π_ref is less
-than 98 % sure of) in 165 tokens — 333,000 rollouts of 8 per anchor for 1,600 responses, over
-15 min per seed and not finished —, and even 6 operations need about 8.5 min per seed for 800
-responses (docs/forks.md)."""
+oracle on the 2-core CPU box for the whole set: 6 operations need about 8.5 min per seed for 800
+responses, unpooled; 8 and 12 operations run the bound alone (``forks-long``, ``forks-12``; at
+12 the pooled oracle takes ~10 min per seed; docs/forks.md)."""
 
 
 CRITIC_OFFSETS = (0.2, -0.2)
@@ -246,8 +245,8 @@ FORK_METHOD_NAMES = tuple(name for name, *_ in _FORK_METHODS)
 
 LONG_FORK_OPS = (8,)
 """The ``forks-long`` set's lengths: the bound alone (π_ref, DRO, DQO and the flat, oracle and
-λ = 0 oracle critics) on the sweep seeds only — the oracle costs ~7.5 min per seed at 8
-operations (docs/forks.md)."""
+λ = 0 oracle critics) on the sweep seeds only — the (unpooled) oracle costs ~7.5 min per seed at
+8 operations (docs/forks.md)."""
 
 _LONG_METHODS = ("π_ref", "DRO", "DQO", "DQO, flat critic", "DQO, oracle critic",
                  "DQO, λ=0, oracle critic")  # fmt: skip
