@@ -824,6 +824,7 @@ def test_pooled_oracles_have_their_own_job_and_folder_and_the_12_operation_set_u
     assert {n for n in jobs if n.startswith("oracle")} == {
         "oracle forks-12ops-100p s0 pooled", "oracle forks-12ops-100p s1 pooled"}  # fmt: skip
     assert all(by[n].oracle_pooled == (by[n].potentials == "oracle") for n in names)
-    run = {"variant": "DQO, flat critic, forks 12 ops", "group": "forks 12 ops", "ops": 12, "method": "dqo",
-           "seed": 0, "test": {"greedy": 0.5, "hits": {"greedy": "10"}}}  # fmt: skip
+    hits = {"greedy": 0.5, "hits": {"greedy": "10"}}
+    run = {"variant": "DQO, flat critic, forks 12 ops", "group": "forks 12 ops", "ops": 12,
+           "method": "dqo", "seed": 0, "test": hits}  # fmt: skip
     assert list(sweep_points([run], "forks")) == [12]
