@@ -2,7 +2,8 @@ r"""DQO's claims, tested on the toy task: equal tuning budgets, seeds, intervals
 
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
         [--variants ablations | horizon | data-size sweep | critic | diagnostics | knobs tuned
-                    | credit | forks | forks-data | forks-compare | forks-oracle | forks-long]
+                    | credit | forks | forks-data | forks-compare | forks-oracle | forks-long
+                    | forks-12]
         [--budgets-from STUDY.json] [--oracle-k 16]
     dqo-tutorial experiment toy-claims --out DIR --resummarize   # the summary again, from its runs
 

@@ -16,6 +16,7 @@ from .variants import (
     FORK_METHOD_NAMES,
     POOLED_NAMES,
     PRECISE_NAMES,
+    RAISED_FLAT_AT_095,
 )
 
 __all__ = [
@@ -41,7 +42,6 @@ DATA_AXES = ("data-size sweep", "forks data size")
 
 
 _FLAT, _ORACLE, _L0_ORACLE = "DQO, flat critic", "DQO, oracle critic", "DQO, λ=0, oracle critic"
-_RAISED_095 = f"DQO, λ=0.95, {BIASED_FLAT[0].removeprefix('DQO, ')}"
 
 SWEEP_METHODS = {
     "horizon": ("π_ref", "RFT", "DRO", "DQO", "DQO, α=0.5 exact Φ"),
@@ -66,7 +66,7 @@ CONTRASTS = {
         *((name, _FLAT) for name in BIASED_FLAT),
         ("DQO, λ=0.95", "DQO"),
         ("DQO, λ=0.95", "DQO, λ=0.95, flat critic"),
-        (_RAISED_095, "DQO, λ=0.95, flat critic"),
+        (RAISED_FLAT_AT_095, "DQO, λ=0.95, flat critic"),
     ),
     "forks data size": (("DQO", "DRO"), (_ORACLE, _FLAT), ("DQO", _FLAT), ("DQO, no IS", "DQO")),
     "forks comparison": (
@@ -208,7 +208,7 @@ def flip(diff: Mapping[str, Any]) -> dict[str, Any]:
 
 CRITIC_SIGNALS = ("DQO", "DQO, value warm-up ×5", "DQO, flat critic", *BIASED_FLAT,
                   "DQO, oracle critic", "DQO, λ=0.95", "DQO, λ=0.95, flat critic",
-                  _RAISED_095)  # fmt: skip
+                  RAISED_FLAT_AT_095)  # fmt: skip
 """The fork runs whose training signals tell why a critic hurts: DQO's learned V_φ (with its
 two warm-ups), the flat critic, the flat critic shifted, and the oracle; at λ = 0.95 the
 learned, flat and raised flat critics."""

@@ -26,6 +26,7 @@ __all__ = [
     "LONG_FORK_OPS",
     "LONGEST_FORK_OPS",
     "POOLED_NAMES",
+    "RAISED_FLAT_AT_095",
     "PRECISE_NAMES",
     "FORK_DATA_SCALES",
     "DATA_SCALES",
@@ -127,9 +128,9 @@ class Variant:
     def data_kind(self) -> str:
         """The folder of its rows beside ``exact``: its potentials, with an own ``oracle_k`` or
         a pooled oracle :func:`oracle_folder`'s."""
-        if self.oracle_k or self.oracle_pooled:
-            return oracle_folder(self.oracle_k, self.oracle_pooled)
-        return self.potentials
+        if self.potentials != "oracle":
+            return self.potentials
+        return oracle_folder(self.oracle_k, self.oracle_pooled)
 
     @property
     def task(self) -> str:
@@ -208,6 +209,9 @@ BIASED_FLAT = tuple(
 )
 """The names of the shifted flat critics, in :data:`CRITIC_OFFSETS` order."""
 
+RAISED_FLAT_AT_095 = f"DQO, λ=0.95, {BIASED_FLAT[0].removeprefix('DQO, ')}"
+"""The flat critic raised by :data:`CRITIC_OFFSETS` [0] at λ = 0.95 (the ``forks`` set)."""
+
 
 _FORK_METHODS = (
     ("π_ref", "reference", {}, {}),
@@ -225,7 +229,7 @@ _FORK_METHODS = (
     ("DQO, λ=0.95", "dqo", {"lam": 0.95}, {}),
     ("DQO, λ=0.95, flat critic", "dqo", {"critic": "flat", "lam": 0.95}, {"potentials": "oracle"}),
     (
-        f"DQO, λ=0.95, {BIASED_FLAT[0].removeprefix('DQO, ')}",
+        RAISED_FLAT_AT_095,
         "dqo",
         {"critic": "flat", "critic_offset": CRITIC_OFFSETS[0], "lam": 0.95},
         {"potentials": "oracle"},
