@@ -436,8 +436,9 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
         "'critic', 'credit' (oracle and flat critics), 'diagnostics' or 'knobs tuned' — each "
         "with the baselines —, or the fork chains' 'forks' (the critic bound), 'forks-data' (data "
         "size at fixed steps), 'forks-compare' (the methods, knobs tuned on dev), 'forks-oracle' "
-        "(a 64-rollout and a pooled oracle), 'forks-long' (8 operations) or 'forks-12' (12 "
-        "operations, a pooled oracle), which need "
+        "(a 64-rollout and a pooled oracle), 'forks-long' (8 operations), 'forks-12' (12 "
+        "operations, a pooled oracle) or 'forks-compare-long' (the methods at 8 and 12), "
+        "which need "
         "--budgets-from; default: the baselines (5 seeds, lr × epochs tuned on dev)",
     )
     p.add_argument(

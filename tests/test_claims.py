@@ -693,6 +693,42 @@ def test_the_forks_comparison_reads_the_forks_runs_at_its_lengths():
     assert sorted(got) == [6] and got[6]["DQO − RFT"]["mean"] == pytest.approx(0.5)
 
 
+def test_the_long_comparison_runs_on_the_sweep_seeds_and_pairs_with_the_bound_at_8_and_12(
+    tmp_path,
+):
+    """forks-compare-long: the comparison's five methods at 8 and 12 operations on the sweep
+    seeds only, its knob jobs on that length's data; its RFT at 12 pairs by seed with the
+    forks-12 set's DQO (1,1,1,0)−(1,0,0,0) = +50 points, and its DPO at 8 with forks-long's
+    DQO (0,1,0,0)−(1,1,0,0) = −25 points."""
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.plan import _Plan
+    from dqo_tutorial.experiments.sweeps import contrasts
+
+    names = expand_variants(["forks-compare-long"])
+    assert sorted({n.rsplit(", ", 1)[1] for n in names}) == ["forks 12 ops", "forks 8 ops"]
+    budgets = {m: {"policy_lr": 1e-4, "epochs": 4} for m in ("rft", "dpo", "dro", "dqo")}
+    cfg = ClaimsConfig(variants=names, seeds=(0, 1, 2), sweep_seeds=(0,), budgets=budgets)
+    jobs = {j.name: j for j in _Plan(cfg, Path(tmp_path)).jobs()}
+    assert "RFT, forks 12 ops s0" in jobs and "RFT, forks 12 ops s1" not in jobs
+    assert "data forks-12ops-100p s0" in jobs["knobs dqo forks-12ops-100p 3"].deps
+
+    def run(name, group, ops, greedy):
+        acc = greedy.count("1") / len(greedy)
+        return {"variant": name, "group": group, "method": "dqo", "ops": ops, "seed": 0,
+                "prompts": 100, "anchor": "DQO", "data": {"responses": 8},
+                "test": {"greedy": acc, "hits": {"greedy": greedy}}}  # fmt: skip
+
+    runs = [run("DQO, forks 12 ops", "forks 12 ops", 12, "1110"),
+            run("RFT, forks 12 ops", "forks comparison long", 12, "1000"),
+            run("DQO, forks 8 ops", "forks long", 8, "0100"),
+            run("DPO, forks 8 ops", "forks comparison long", 8, "1100")]  # fmt: skip
+    got = contrasts(runs, "forks comparison")
+    assert sorted(got) == [8, 12]
+    assert got[12]["DQO − RFT"]["mean"] == pytest.approx(0.5)
+    assert got[8]["DQO − DPO"]["mean"] == pytest.approx(-0.25)
+
+
 def test_training_signals_average_the_second_half_of_the_steps_by_hand():
     """Four steps: the second half is steps 3 and 4; a metric missing from a step is left
     out; δ per step only when every step logged it."""

@@ -3,7 +3,7 @@ r"""DQO's claims, tested on the toy task: equal tuning budgets, seeds, intervals
     dqo-tutorial experiment toy-claims --out outputs/toy-claims [--smoke] [--workers 2]
         [--variants ablations | horizon | data-size sweep | critic | diagnostics | knobs tuned
                     | credit | forks | forks-data | forks-compare | forks-oracle | forks-long
-                    | forks-12]
+                    | forks-12 | forks-compare-long]
         [--budgets-from STUDY.json] [--oracle-k 16]
     dqo-tutorial experiment toy-claims --out DIR --resummarize   # the summary again, from its runs
 
@@ -66,7 +66,7 @@ each with four knob sets of its own chosen on dev (``forks_knob_grid``). ``forks
 fixed critics from :data:`~.variants.PRECISE_ORACLE_K` rollouts per anchor, and the oracle
 critics from the pooled oracle. ``forks-long``: the bound at :data:`~.variants.LONG_FORK_OPS`
 operations on the sweep seeds; ``forks-12``: at :data:`~.variants.LONGEST_FORK_OPS`, its oracle
-pooled.
+pooled; ``forks-compare-long``: ``forks-compare`` at both, on the sweep seeds.
 
 **Outputs** in ``out/``: ``experiment_config.json`` (a rerun must match it, then resumes),
 ``data/[<setting>/]seed-S/{exact,monte_carlo}``, ``reference-mixed-<hash>/`` (the horizon π_ref),

@@ -105,22 +105,27 @@ def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]
     """The runs of a sweep, each with its ``point`` (operations, or training prompts). A
     data-size sweep's middle point is other runs at its seeds (the same training, not a second
     copy): the toy's baselines, or the ``forks`` set's runs at :data:`FORK_DATA_OPS`
-    (they train the same 48 steps). The fork comparison adds the ``forks`` set's π_ref, DRO
-    and DQO at its lengths."""
+    (they train the same 48 steps). The fork comparison (with ``forks-compare-long``) adds the
+    bound's π_ref, DRO and DQO at its lengths."""
     if axis in ("horizon", "forks"):  # (the longer chains' lengths join the forks ones)
-        groups = ("forks", "forks long", "forks 12 ops") if axis == "forks" else (axis,)
+        groups = _FORK_GROUPS if axis == "forks" else (axis,)
         return [dict(r, point=r["ops"]) for r in runs if r["group"] in groups]
-    sweep = [r for r in runs if r["group"] == axis]
+    groups = (axis, "forks comparison long") if axis == "forks comparison" else (axis,)
+    sweep = [r for r in runs if r["group"] in groups]
     seeds, names = {r["seed"] for r in sweep}, SWEEP_METHODS[axis]
     x = "prompts" if axis in DATA_AXES else "ops"
     if axis == "data-size sweep":
         middle = [r for r in runs if r["group"] == "baselines" and r["variant"] in names]
-    else:  # the forks set's runs: at the data sweep's length, or at the lengths the
+    else:  # the bound's runs: at the data sweep's length, or at the lengths the
         # comparison and the precise oracle ran
         lengths = {FORK_DATA_OPS} if axis in DATA_AXES else {r["ops"] for r in sweep}
-        middle = [r for r in runs if r["group"] == "forks" and r.get("ops") in lengths
+        middle = [r for r in runs if r["group"] in _FORK_GROUPS and r.get("ops") in lengths
                   and _short(r["variant"]) in names]  # fmt: skip
     return [dict(r, point=r[x]) for r in sweep + [r for r in middle if r["seed"] in seeds]]
+
+
+_FORK_GROUPS = ("forks", "forks long", "forks 12 ops")
+"""The groups of the fork chains' bound (π_ref, DRO, DQO and the critics) per length."""
 
 
 def sweep_points(runs: Sequence[Mapping[str, Any]], axis: str) -> dict[Any, dict[str, Any]]:

@@ -54,6 +54,7 @@ GROUPS = (
     "forks oracle precision",
     "forks long",
     "forks 12 ops",
+    "forks comparison long",
 )
 
 
@@ -71,12 +72,13 @@ VARIANT_SETS: dict[str, tuple[str, ...]] = {
     "forks-oracle": ("forks oracle precision",),
     "forks-long": ("forks long",),
     "forks-12": ("forks 12 ops",),
+    "forks-compare-long": ("forks comparison long",),
 }
 """Named sets of ``--variants``: the baselines plus these groups (each a run of its own; the
 ``forks`` set without the toy baselines: its task is another)."""
 
 _WITHOUT_BASELINES = ("forks", "forks-data", "forks-compare", "forks-oracle", "forks-long",
-                      "forks-12")  # fmt: skip
+                      "forks-12", "forks-compare-long")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,11 @@ pooled (:mod:`dqo_tutorial.rollouts`; 0.36× the rollouts of the unpooled oracle
 12 operations, benchmarks/oracle_pooling.py), on the sweep seeds."""
 
 
+SWEEP_SEED_GROUPS = ("forks long", "forks 12 ops", "forks comparison long")
+"""The fork groups that run on the sweep seeds (the longer chains, whose data and oracle are
+per sweep seed)."""
+
+
 def _forks(
     group: str = "forks",
     lengths: tuple[int, ...] = FORK_OPS,
@@ -278,7 +285,7 @@ def _forks(
             default=False,
             ops=n,
             family="forks",
-            sweep=group in ("forks long", "forks 12 ops"),
+            sweep=group in SWEEP_SEED_GROUPS,
             **kw,
             **({"oracle_pooled": True} if pooled and kw.get("potentials") == "oracle" else {}),
         )  # fmt: skip
@@ -328,20 +335,27 @@ knob sets chosen on dev (:attr:`~.config.ClaimsConfig.forks_knob_grid`)."""
 
 FORK_COMPARISON_NAMES = tuple(name for name, *_ in _FORK_COMPARISON)
 
+LONG_COMPARISON_OPS = (*LONG_FORK_OPS, *LONGEST_FORK_OPS)
+"""The ``forks-compare-long`` set's lengths: the comparison of ``forks-compare`` on the longer
+chains, beside the π_ref, DRO and DQO runs of ``forks-long`` and ``forks-12`` (sweep seeds)."""
 
-def _forks_comparison() -> tuple[Variant, ...]:
+
+def _forks_comparison(
+    group: str = "forks comparison", lengths: tuple[int, ...] = FORK_OPS
+) -> tuple[Variant, ...]:
     return tuple(
         Variant(
             f"{name}, forks {n} ops",
             m,
-            "forks comparison",
+            group,
             dict(t),
             default=False,
             ops=n,
             family="forks",
+            sweep=group in SWEEP_SEED_GROUPS,
             **kw,
         )  # fmt: skip
-        for n in FORK_OPS
+        for n in lengths
         for name, m, t, kw in _FORK_COMPARISON
     )
 
@@ -522,6 +536,7 @@ VARIANTS: tuple[Variant, ...] = (
     *_forks_precise(),
     *_forks("forks long", LONG_FORK_OPS, _LONG_METHODS),
     *_forks("forks 12 ops", LONGEST_FORK_OPS, _LONG_METHODS, pooled=True),
+    *_forks_comparison("forks comparison long", LONG_COMPARISON_OPS),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
 
