@@ -467,6 +467,8 @@ def test_smoke_experiment_through_the_cli(tmp_path):
     assert payload["mixed_reference"]["steps"] == 2
     data = payload["data"]
     assert {d["task"] for d in data.values()} == {"toy", "toy-2ops", "toy-8ops"}
+    assert {d["task"]: d["reference"] for d in data.values()} == {
+        "toy": "shipped", "toy-2ops": "π_ref mixed", "toy-8ops": "π_ref mixed"}  # fmt: skip
     for name in ("accuracy.png", "lambda.png", "curves.png", "horizon.png", "data-size-sweep.png"):
         # (lambda.png: the selection has a λ variant)
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -614,7 +614,7 @@ class _Plan:
                 "seed": s,
                 "task": g.task,
                 "prompts": g.prompts,
-                "mixed_reference": g.reference != "toy",
+                "reference": g.reference_job or "shipped",  # (the job that trained π_ref)
                 **done[name]["summary"],
             }
             for name, (s, g) in self._data_jobs().items()
