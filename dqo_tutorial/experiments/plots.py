@@ -206,10 +206,13 @@ def plot_critic_signals(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
         for name, e in row.items():
             if "delta_mean" in e:
                 right.scatter(e["delta_mean"], 100 * e["greedy"], color=colors[name],
-                              marker=marker, label=f"{name}, {x} ops")  # fmt: skip
+                              marker=marker)  # fmt: skip
+        # (the colours are the curves' critics: one legend entry per length's marker)
+        right.scatter([], [], color="0.4", marker=marker, label=f"{x} operations")
     right.set_xlabel("δ mean, second half of training")
     right.set_ylabel("test greedy accuracy (%)")
-    right.legend(fontsize=6)
+    right.set_title("colours: the critics of the curves")
+    right.legend(fontsize=7)
     fig.suptitle("Fork chains: the critic's bias against its target, and what it costs "
                  "(means over seeds)")  # fmt: skip
     save_figure_atomically(fig, path)
