@@ -234,10 +234,16 @@ def test_the_forks_page_quotes_its_study():
                     cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
                                  f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
             assert f"| {head} | " + " | ".join(cells) + " |" in page, (axis, head)
-    for k in payload["knob_tuning"]:
+    lines = page.splitlines()
+    for k in payload["knob_tuning"]:  # one row per knob set: its task, method, knobs and dev
         dev = f"{100 * k['dev']:.1f}"
-        assert (f"| {k['task']} | {k['method'].upper()} | " in page
-                and (f"**{dev}**" if k["chosen"] else f" {dev} ") in page), k  # fmt: skip
+        dev = f"| **{dev}** |" if k["chosen"] else f"| {dev} |"
+        assert any(
+            line.startswith(f"| {k['task']} | {k['method'].upper()} | ") and dev in line
+            and all(f"{n} = {v}" in line for n, v in k["knobs"].items())
+            and (bool(k["knobs"]) or "| defaults |" in line)
+            for line in lines
+        ), k  # fmt: skip
 
 
 def test_the_forks_page_quotes_its_training_signals():

@@ -3,7 +3,7 @@
 The page's tables are pasted from this output; tests/test_forks.py checks every row against
 docs/forks/study/results.json independently of this script.
 
-    python docs/forks/page_tables.py [axis ...]    # default: every fork axis, and the signals
+    python docs/forks/page_tables.py [axis ...]    # default: every fork axis, the signals, the knobs
 """
 
 from __future__ import annotations
@@ -61,13 +61,29 @@ def contrast_table(runs, axis: str) -> str:
     return "\n".join(lines)
 
 
+def knob_table(knob_tuning) -> str:
+    """Dev greedy of every knob set (the tuning seed's data; the chosen one in bold)."""
+    lines = ["| task | method | knob set | dev greedy (seed 0) | δ mean, 2nd half |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for k in knob_tuning:
+        knobs = ", ".join(f"{n} = {v}" for n, v in sorted(k["knobs"].items())) or "defaults"
+        dev = f"{100 * k['dev']:.1f}"
+        delta = k["second_half"].get("delta_mean")
+        lines.append(f"| {k['task']} | {k['method'].upper()} | {knobs} | "
+                     f"{f'**{dev}**' if k['chosen'] else dev} | "
+                     f"{'–' if delta is None else f'{delta:+.3f}'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     path = Path(__file__).resolve().parent / "study" / "results.json"
-    runs = json.loads(path.read_text())["runs"]
+    payload = json.loads(path.read_text())
+    runs = payload["runs"]
     for axis in sys.argv[1:] or AXES:
         print(f"## {axis}\n\n{accuracy_table(runs, axis)}\n\n{contrast_table(runs, axis)}\n")
     if not sys.argv[1:]:
-        print(f"## training signals\n\n{signals_table(runs)}")
+        print(f"## training signals\n\n{signals_table(runs)}\n")
+        print(f"## knob sets\n\n{knob_table(payload['knob_tuning'])}")
 
 
 if __name__ == "__main__":
