@@ -677,20 +677,22 @@ def test_the_forks_comparison_tunes_each_methods_own_knobs_per_length_on_dev(tmp
     assert plan.resolved(v, dev).train == {"lam": 0.95}
 
 
+def _fork_run(name, group, ops, greedy):
+    """A seed-0 fork run scored by its greedy hits (a string of 0/1 per test problem)."""
+    acc = greedy.count("1") / len(greedy)
+    return {"variant": name, "group": group, "method": "dqo", "ops": ops, "seed": 0,
+            "prompts": 100, "anchor": "DQO", "data": {"responses": 8},
+            "test": {"greedy": acc, "hits": {"greedy": greedy}}}  # fmt: skip
+
+
 def test_the_forks_comparison_reads_the_forks_runs_at_its_lengths():
     """DQO − RFT at 6 ops pairs the forks set's DQO with the comparison's RFT by seed:
     (1,1,1,0)−(1,0,0,0) = +50 points; the forks set's 2-operation runs stay out of 6."""
     from dqo_tutorial.experiments.sweeps import contrasts
 
-    def run(name, group, ops, greedy):
-        acc = greedy.count("1") / len(greedy)
-        return {"variant": name, "group": group, "method": "dqo", "ops": ops, "seed": 0,
-                "prompts": 100, "anchor": "DQO", "data": {"responses": 8},
-                "test": {"greedy": acc, "hits": {"greedy": greedy}}}  # fmt: skip
-
-    runs = [run("DQO, forks 6 ops", "forks", 6, "1110"),
-            run("DQO, forks 2 ops", "forks", 2, "0000"),
-            run("RFT, forks 6 ops", "forks comparison", 6, "1000")]  # fmt: skip
+    runs = [_fork_run("DQO, forks 6 ops", "forks", 6, "1110"),
+            _fork_run("DQO, forks 2 ops", "forks", 2, "0000"),
+            _fork_run("RFT, forks 6 ops", "forks comparison", 6, "1000")]  # fmt: skip
     got = contrasts(runs, "forks comparison")
     assert sorted(got) == [6] and got[6]["DQO − RFT"]["mean"] == pytest.approx(0.5)
 
@@ -715,16 +717,10 @@ def test_the_long_comparison_runs_on_the_sweep_seeds_and_pairs_with_the_bound_at
     assert "RFT, forks 12 ops s0" in jobs and "RFT, forks 12 ops s1" not in jobs
     assert "data forks-12ops-100p s0" in jobs["knobs dqo forks-12ops-100p 3"].deps
 
-    def run(name, group, ops, greedy):
-        acc = greedy.count("1") / len(greedy)
-        return {"variant": name, "group": group, "method": "dqo", "ops": ops, "seed": 0,
-                "prompts": 100, "anchor": "DQO", "data": {"responses": 8},
-                "test": {"greedy": acc, "hits": {"greedy": greedy}}}  # fmt: skip
-
-    runs = [run("DQO, forks 12 ops", "forks 12 ops", 12, "1110"),
-            run("RFT, forks 12 ops", "forks comparison long", 12, "1000"),
-            run("DQO, forks 8 ops", "forks long", 8, "0100"),
-            run("DPO, forks 8 ops", "forks comparison long", 8, "1100")]  # fmt: skip
+    runs = [_fork_run("DQO, forks 12 ops", "forks 12 ops", 12, "1110"),
+            _fork_run("RFT, forks 12 ops", "forks comparison long", 12, "1000"),
+            _fork_run("DQO, forks 8 ops", "forks long", 8, "0100"),
+            _fork_run("DPO, forks 8 ops", "forks comparison long", 8, "1100")]  # fmt: skip
     got = contrasts(runs, "forks comparison")
     assert sorted(got) == [8, 12]
     assert got[12]["DQO − RFT"]["mean"] == pytest.approx(0.5)
