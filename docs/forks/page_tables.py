@@ -3,7 +3,8 @@
 The page's tables are pasted from this output; tests/test_forks.py checks every row against
 docs/forks/study/results.json independently of this script.
 
-    python docs/forks/page_tables.py [axis ...]    # default: every fork axis, the signals, the knobs
+    python docs/forks/page_tables.py [axis ...]    # default: every axis, the signals, the knobs
+    python docs/forks/page_tables.py replication   # the 12-operation replication
 """
 
 from __future__ import annotations
@@ -75,10 +76,36 @@ def knob_table(knob_tuning) -> str:
     return "\n".join(lines)
 
 
+REPLICATION = ("DQO, λ=0, oracle critic − DQO, flat critic",
+               "DQO, oracle critic − DQO, flat critic")  # fmt: skip
+"""The replication's contrasts at 12 operations (docs/forks/replication-12ops.md; the first,
+sampled, on its own seeds: the primary one)."""
+
+
+def replication_table(fresh, earlier) -> str:
+    """The replication's contrasts on its own seeds and pooled with the study's seeds."""
+    lines = ["| A − B (points), 12 ops | seeds | greedy | sampling |", "|---|---|---|---|"]
+    twelve = [r for r in earlier if r.get("ops") == 12]
+    for head in REPLICATION:
+        for label, runs in (("5–9", fresh), ("0–9", twelve + fresh)):
+            cells = []
+            for d in DECODINGS:
+                e = contrasts(runs, "forks", d)[12][head]
+                low, high = e["ci95"]
+                cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
+                             f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
+            lines.append(f"| {head} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    path = Path(__file__).resolve().parent / "study" / "results.json"
-    payload = json.loads(path.read_text())
+    study = Path(__file__).resolve().parent / "study"
+    payload = json.loads((study / "results.json").read_text())
     runs = payload["runs"]
+    if sys.argv[1:] == ["replication"]:
+        fresh = json.loads((study / "replication-12ops.json").read_text())["runs"]
+        print(replication_table(fresh, runs))
+        return
     for axis in sys.argv[1:] or AXES:
         print(f"## {axis}\n\n{accuracy_table(runs, axis)}\n\n{contrast_table(runs, axis)}\n")
     if not sys.argv[1:]:
