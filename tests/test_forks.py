@@ -258,3 +258,32 @@ def test_the_forks_page_quotes_its_training_signals():
     table = signals_table(runs)
     assert table.count("\n") >= 2 * 6 + 1  # both lengths, six critics each
     assert table in (docs / "forks.md").read_text()
+
+
+def test_the_forks_page_quotes_the_12_operation_replication():
+    """docs/forks.md's replication rows: each pre-registered contrast at 12 operations on the
+    fresh seeds 5–9 (docs/forks/study/replication-12ops.json) and on seeds 0–9, recomputed
+    here from the runs with experiments.sweeps.contrasts."""
+    import json
+    from pathlib import Path
+
+    from dqo_tutorial.experiments.sweeps import contrasts
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    study = docs / "forks" / "study"
+    fresh = json.loads((study / "replication-12ops.json").read_text())["runs"]
+    earlier = [r for r in json.loads((study / "results.json").read_text())["runs"]
+               if r.get("ops") == 12]  # fmt: skip
+    assert {r["seed"] for r in fresh} == {5, 6, 7, 8, 9}
+    page = (docs / "forks.md").read_text()
+    for head in ("DQO, λ=0, oracle critic − DQO, flat critic",
+                 "DQO, oracle critic − DQO, flat critic"):  # fmt: skip
+        for label, runs in (("5–9", fresh), ("0–9", earlier + fresh)):
+            cells = []
+            for d in ("greedy", "sampling"):
+                e = contrasts(runs, "forks", d)[12][head]
+                assert e["n_seeds"] == (5 if label == "5–9" else 10)
+                low, high = e["ci95"]
+                cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
+                             f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
+            assert f"| {head} | {label} | " + " | ".join(cells) + " |" in page, (head, label)
