@@ -43,6 +43,13 @@ def accuracy_table(runs, axis: str) -> str:
     return "\n".join(lines)
 
 
+def _cell(e) -> str:
+    """A paired difference in points: mean [95 % interval] (seeds above 0 / seeds)."""
+    low, high = e["ci95"]
+    return (f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
+            f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
+
+
 def contrast_table(runs, axis: str) -> str:
     points = sweep_points(runs, axis)
     by = {d: contrasts(runs, axis, d) for d in DECODINGS}
@@ -52,12 +59,7 @@ def contrast_table(runs, axis: str) -> str:
         for x in points:
             for d in DECODINGS:
                 e = by[d].get(x, {}).get(head)
-                if e is None:
-                    cells.append("–")
-                    continue
-                low, high = e["ci95"]
-                cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
-                             f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
+                cells.append("–" if e is None else _cell(e))
         lines.append(f"| {head} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -88,12 +90,7 @@ def replication_table(fresh, earlier) -> str:
     twelve = [r for r in earlier if r.get("ops") == 12]
     for head in REPLICATION:
         for label, runs in (("5–9", fresh), ("0–9", twelve + fresh)):
-            cells = []
-            for d in DECODINGS:
-                e = contrasts(runs, "forks", d)[12][head]
-                low, high = e["ci95"]
-                cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
-                             f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
+            cells = [_cell(contrasts(runs, "forks", d)[12][head]) for d in DECODINGS]
             lines.append(f"| {head} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -107,10 +107,9 @@ def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]
     copy): the toy's baselines, or the ``forks`` set's runs at :data:`FORK_DATA_OPS`
     (they train the same 48 steps). The fork comparison (with ``forks-compare-long``) adds the
     bound's π_ref, DRO and DQO at its lengths."""
-    if axis in ("horizon", "forks"):  # (the longer chains' lengths join the forks ones)
-        groups = _FORK_GROUPS if axis == "forks" else (axis,)
+    groups = _AXIS_GROUPS.get(axis, (axis,))
+    if axis in ("horizon", "forks"):
         return [dict(r, point=r["ops"]) for r in runs if r["group"] in groups]
-    groups = (axis, "forks comparison long") if axis == "forks comparison" else (axis,)
     sweep = [r for r in runs if r["group"] in groups]
     seeds, names = {r["seed"] for r in sweep}, SWEEP_METHODS[axis]
     x = "prompts" if axis in DATA_AXES else "ops"
@@ -126,6 +125,11 @@ def _picked(runs: Sequence[Mapping[str, Any]], axis: str) -> list[dict[str, Any]
 
 _FORK_GROUPS = ("forks", "forks long", "forks 12 ops")
 """The groups of the fork chains' bound (π_ref, DRO, DQO and the critics) per length."""
+
+_AXIS_GROUPS = {"forks": _FORK_GROUPS, "forks comparison": ("forks comparison",
+                                                           "forks comparison long")}  # fmt: skip
+"""The sweeps read from several groups (the longer chains' sets join the shorter ones'); every
+other sweep is its own group."""
 
 
 def sweep_points(runs: Sequence[Mapping[str, Any]], axis: str) -> dict[Any, dict[str, Any]]:
