@@ -852,7 +852,11 @@ def test_pooled_oracles_have_their_own_job_and_folder_and_the_12_operation_set_u
         dataclasses.replace(by["DRO, forks 2 ops"], oracle_pooled=True)
 
     names = expand_variants(["forks-12"])
-    assert len(names) == 6 and all(n.endswith("forks 12 ops") for n in names)
+    assert len(names) == 8 and all(n.endswith("forks 12 ops") for n in names)
+    # the learned critics beside the oracle's λ = 0 headroom (docs/forks/learned-critic-12ops.md)
+    for name, lam in (("DQO, λ=0, forks 12 ops", 0.0), ("DQO, λ=0.95, forks 12 ops", 0.95)):
+        assert by[name].train["lam"] == lam and by[name].potentials == "exact"
+    assert "DQO, λ=0, forks 8 ops" not in by
     cfg = ClaimsConfig(variants=names, seeds=(0, 1, 2), sweep_seeds=(0, 1), budgets=budgets)
     jobs = {j.name for j in _Plan(cfg, Path(tmp_path)).jobs()}
     assert {n for n in jobs if n.startswith("oracle")} == {

@@ -257,10 +257,16 @@ LONG_FORK_OPS = (8,)
 _LONG_METHODS = ("π_ref", "DRO", "DQO", "DQO, flat critic", "DQO, oracle critic",
                  "DQO, λ=0, oracle critic")  # fmt: skip
 
+_LONGEST_METHODS = (*_LONG_METHODS, "DQO, λ=0", "DQO, λ=0.95")
+"""The ``forks-12`` set's methods: the bound of ``forks-long`` and DQO's learned critic at λ = 0
+and λ = 0.95 — does it capture the λ = 0 oracle's replicated headroom at 12 operations?
+(docs/forks/learned-critic-12ops.md, fixed before those runs)."""
+
 LONGEST_FORK_OPS = (12,)
-"""The ``forks-12`` set's length: the bound of ``forks-long`` with the oracle's rollouts
-pooled (:mod:`dqo_tutorial.rollouts`; 0.36× the rollouts of the unpooled oracle on 5 prompts of
-12 operations, benchmarks/oracle_pooling.py), on the sweep seeds."""
+"""The ``forks-12`` set's length: the bound of ``forks-long`` and the learned critics of
+:data:`_LONGEST_METHODS`, with the oracle's rollouts pooled (:mod:`dqo_tutorial.rollouts`; 0.36×
+the rollouts of the unpooled oracle on 5 prompts of 12 operations, benchmarks/oracle_pooling.py),
+on the sweep seeds."""
 
 
 SWEEP_SEED_GROUPS = ("forks long", "forks 12 ops", "forks comparison long")
@@ -535,7 +541,7 @@ VARIANTS: tuple[Variant, ...] = (
     *_forks_comparison(),
     *_forks_precise(),
     *_forks("forks long", LONG_FORK_OPS, _LONG_METHODS),
-    *_forks("forks 12 ops", LONGEST_FORK_OPS, _LONG_METHODS, pooled=True),
+    *_forks("forks 12 ops", LONGEST_FORK_OPS, _LONGEST_METHODS, pooled=True),
     *_forks_comparison("forks comparison long", LONG_COMPARISON_OPS),
 )
 """Every variant; those with ``default=False`` run only when named (``variants``)."""
