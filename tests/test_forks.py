@@ -235,11 +235,14 @@ def test_the_forks_page_quotes_its_study():
                                  f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
             assert f"| {head} | " + " | ".join(cells) + " |" in page, (axis, head)
     lines = page.splitlines()
-    for k in payload["knob_tuning"]:  # one row per knob set: its task, method, knobs and dev
+    for k in payload["knob_tuning"]:  # one row per knob set: its task, method, knobs, dev, δ
         dev = f"{100 * k['dev']:.1f}"
         dev = f"| **{dev}** |" if k["chosen"] else f"| {dev} |"
+        delta = k["second_half"].get("delta_mean")  # a rounded zero is +0.000, never -0.000
+        delta = "–" if delta is None else f"{delta:+.3f}".replace("-0.000", "+0.000")
         assert any(
             line.startswith(f"| {k['task']} | {k['method'].upper()} | ") and dev in line
+            and line.endswith(f"| {delta} |")
             and all(f"{n} = {v}" in line for n, v in k["knobs"].items())
             and (bool(k["knobs"]) or "| defaults |" in line)
             for line in lines

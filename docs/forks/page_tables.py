@@ -65,7 +65,8 @@ def contrast_table(runs, axis: str) -> str:
 
 
 def knob_table(knob_tuning) -> str:
-    """Dev greedy of every knob set (the tuning seed's data; the chosen one in bold)."""
+    """Dev greedy of every knob set (the tuning seed's data; the chosen one in bold) and its
+    mean δ over training's second half (a rounded zero printed +0.000: ``+ 0.0`` drops −0)."""
     lines = ["| task | method | knob set | dev greedy (seed 0) | δ mean, 2nd half |",
              "|---|---|---|---|---|"]  # fmt: skip
     for k in knob_tuning:
@@ -74,7 +75,7 @@ def knob_table(knob_tuning) -> str:
         delta = k["second_half"].get("delta_mean")
         lines.append(f"| {k['task']} | {k['method'].upper()} | {knobs} | "
                      f"{f'**{dev}**' if k['chosen'] else dev} | "
-                     f"{'–' if delta is None else f'{delta:+.3f}'} |")  # fmt: skip
+                     f"{'–' if delta is None else f'{round(delta, 3) + 0.0:+.3f}'} |")  # fmt: skip
     return "\n".join(lines)
 
 
