@@ -71,7 +71,7 @@ LR_SCHEDULERS = (
 """The ``transformers.get_scheduler`` schedules that need nothing but warm-up and total steps
 (the trainer passes exactly those; tests/test_configs.py builds each one)."""
 
-CRITICS = ("learned", "oracle", "flat")
+CRITICS = ("learned", "oracle", "flat", "oracle_dead_flat")
 """DQO's V(s_h): the learned V_φ (the method), or a fixed one read from the dataset's
 ``oracle_values`` column (:mod:`dqo_tutorial.oracle`): the oracle at every state, or *flat*,
 its prompt value V(s_1) at every state — the critic ablation that bounds what token-level
@@ -415,8 +415,9 @@ class TrainConfig:
     critic: str = _field(
         "learned",
         "DQO's V(s_h): learned (V_φ, trained beside π_θ), oracle (the dataset's oracle_values "
-        "column: π_ref's exact success probability, dqo_tutorial.oracle) or flat (that column's "
-        "prompt value V(s_1) at every state); oracle and flat train no V_φ",
+        "column: π_ref's exact success probability, dqo_tutorial.oracle), flat (that column's "
+        "prompt value V(s_1) at every state) or oracle_dead_flat (the oracle, but V(s_1) where "
+        "it reads 0); the fixed ones train no V_φ",
     )
     critic_offset: float = _field(
         0.0,

@@ -269,6 +269,12 @@ def fixed_critic(
 
     .. math::  V_{\rm flat}(s_h) = V^*(s_1) \quad \forall h
 
+    and ``"oracle_dead_flat"`` the oracle but V*(s_1) where V*(s_h) = 0 (a dead state: on the
+    fork chains every state after the first wrong step; the control of docs/forks.md §3,
+    does the flat critic's push on an error's continuation explain its edge?),
+
+    .. math::  V(s_h) = V^*(s_h) \text{ if } V^*(s_h) > 0 \text{ else } V^*(s_1)
+
     (padding-side free: the first action is found from the mask). Terminal rows bootstrap 0.
     ``offset`` b is added to every value and to a cut row's bootstrap, V(s_h) + b: the
     critic-bias control (a biased baseline adds −β b Σ_h w_h ∇log π_θ(a_h|s_h) to the policy's
@@ -279,12 +285,13 @@ def fixed_critic(
             "add it with dqo_tutorial.oracle.with_oracle_values"
         )
     mask, v = batch["action_mask"].bool(), batch["oracle_values"].float()
-    if critic == "oracle":
-        boot = batch["oracle_bootstrap"].float()
-    else:
-        first = mask.long().argmax(dim=1, keepdim=True)  # the first action's column
-        boot = v.gather(1, first)[:, 0]
-        v = torch.where(mask, boot[:, None], 0.0)
+    first = mask.long().argmax(dim=1, keepdim=True)  # the first action's column
+    flat, boot = v.gather(1, first)[:, 0], batch["oracle_bootstrap"].float()
+    if critic == "flat":
+        v, boot = torch.where(mask, flat[:, None], 0.0), flat
+    elif critic == "oracle_dead_flat":  # V* = 0: no continuation succeeds (a dead state)
+        v = torch.where(mask & (v <= 0), flat[:, None], v)
+        boot = torch.where(boot <= 0, flat, boot)
     v, boot = torch.where(mask, v + offset, 0.0), boot + offset
     return v, torch.where(batch["terminal"], torch.zeros_like(boot), boot)
 

@@ -545,7 +545,7 @@ def test_the_forks_set_is_its_own_plan_without_the_toy_baselines(tmp_path):
     from dqo_tutorial.experiments.plan import _Plan
 
     names = expand_variants(["forks"])
-    assert len(names) == 2 * 13 and all("forks" in n for n in names)
+    assert len(names) == 2 * 14 and all("forks" in n for n in names)
     budgets = {m: {"policy_lr": 1e-4, "epochs": 2} for m in ("dro", "dqo")}
     cfg = ClaimsConfig(variants=names, seeds=(0, 1), sweep_seeds=(0,), budgets=budgets)
     jobs = {j.name: j for j in _Plan(cfg, Path(tmp_path)).jobs()}
@@ -567,6 +567,9 @@ def test_the_forks_set_is_its_own_plan_without_the_toy_baselines(tmp_path):
     raised_095 = by["DQO, λ=0.95, flat critic raised 0.2, forks 6 ops"]
     assert raised_095.train == {"critic": "flat", "critic_offset": 0.2, "lam": 0.95}
     assert by["DQO, λ=0.95, forks 2 ops"].train == {"lam": 0.95}
+    dead = by["DQO, oracle critic, flat where dead, forks 6 ops"]  # the §3 mechanism's control
+    assert dead.train == {"critic": "oracle_dead_flat"} and dead.potentials == "oracle"
+    assert "oracle forks-6ops-100p s1" in jobs[f"{dead.name} s1"].deps
     assert by["DRO, forks 6 ops"].task == "forks-6ops"
     assert by["DRO, forks 6 ops"].anchor == "DQO, forks 6 ops"
     with pytest.raises(ValueError, match="ops must lie in 2..12"):

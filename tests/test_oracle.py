@@ -151,10 +151,11 @@ def _batch(side: str):
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-@pytest.mark.parametrize("critic", ["oracle", "flat"])
+@pytest.mark.parametrize("critic", ["oracle", "flat", "oracle_dead_flat"])
 def test_a_fixed_critic_is_the_baseline_of_the_policy_gradient(critic, side):
     """At π_θ = π_ref (ρ = 0, IS weights 1) and λ = 1, δ_h = V(s_h) − R: the gradient of the
-    policy loss w.r.t. log π_θ(a_h|s_h) is β (V(s_h) − R) / N, by hand."""
+    policy loss w.r.t. log π_θ(a_h|s_h) is β (V(s_h) − R) / N, by hand. oracle_dead_flat is the
+    oracle but where it reads 0 (a dead state: row 1's second action), there V(s_1)."""
     batch = _batch(side)
     logps = torch.zeros(2, 4, requires_grad=True)
     cfg = TrainConfig(method="dqo", model="toy", task="toy", beta=0.1, critic=critic)
@@ -164,8 +165,10 @@ def test_a_fixed_critic_is_the_baseline_of_the_policy_gradient(critic, side):
     (grad,) = torch.autograd.grad(pl, logps)
     if critic == "oracle":
         v = {0: [0.4, 0.6, 1.0], 1: [0.3, 0.0]}
-    else:
+    elif critic == "flat":
         v = {0: [0.4] * 3, 1: [0.3] * 2}
+    else:
+        v = {0: [0.4, 0.6, 1.0], 1: [0.3, 0.3]}
     want = torch.zeros(2, 4)
     for row, r in ((0, 1.0), (1, 0.0)):
         cols = batch["action_mask"][row].nonzero()[:, 0]
@@ -174,7 +177,7 @@ def test_a_fixed_critic_is_the_baseline_of_the_policy_gradient(critic, side):
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-@pytest.mark.parametrize("critic", ["oracle", "flat"])
+@pytest.mark.parametrize("critic", ["oracle", "flat", "oracle_dead_flat"])
 def test_a_critic_offset_shifts_every_value_and_a_cut_rows_bootstrap(critic, side):
     """critic_offset b: δ_h = V(s_h) + b − R at ρ = 0, so the gradient w.r.t. log π_θ(a_h|s_h)
     is β (V(s_h) + b − R) / N at every action (by hand); a cut row's bootstrap is shifted too,
@@ -190,8 +193,10 @@ def test_a_critic_offset_shifts_every_value_and_a_cut_rows_bootstrap(critic, sid
     (grad,) = torch.autograd.grad(pl, logps)
     if critic == "oracle":  # rows: V + b, bootstrap of the cut row 0.25 + b
         v, boot = {0: [0.4, 0.6, 1.0], 1: [0.3, 0.0]}, 0.25
-    else:  # the flat critic's bootstrap is its V(s_1)
+    elif critic == "flat":  # the flat critic's bootstrap is its V(s_1)
         v, boot = {0: [0.4] * 3, 1: [0.3] * 2}, 0.3
+    else:  # the oracle where it is live (the bootstrap 0.25 too), V(s_1) where it reads 0
+        v, boot = {0: [0.4, 0.6, 1.0], 1: [0.3, 0.3]}, 0.25
     want = torch.zeros(2, 4)
     for row, target in ((0, 1.0), (1, boot + 0.2)):
         cols = batch["action_mask"][row].nonzero()[:, 0]
@@ -200,6 +205,9 @@ def test_a_critic_offset_shifts_every_value_and_a_cut_rows_bootstrap(critic, sid
     values, bootstrap = fixed_critic(batch, critic, offset=0.2)
     assert bootstrap.tolist() == pytest.approx([0.0, boot + 0.2])
     assert values[~batch["action_mask"]].abs().max() == 0  # no value off the actions
+    if critic == "oracle_dead_flat":  # a cut row that ends dead bootstraps its V(s_1)
+        batch["oracle_bootstrap"] = torch.tensor([0.0, 0.0])
+        assert fixed_critic(batch, critic)[1].tolist() == pytest.approx([0.0, 0.3])
 
 
 def test_a_critic_offset_needs_a_fixed_critic():

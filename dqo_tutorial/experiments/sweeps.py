@@ -11,6 +11,7 @@ from .stats import paired_difference, summarize_runs
 from .tables import pct
 from .variants import (
     BIASED_FLAT,
+    DEAD_FLAT,
     FORK_COMPARISON_NAMES,
     FORK_DATA_OPS,
     FORK_METHOD_NAMES,
@@ -61,6 +62,8 @@ CONTRASTS = {
         (_ORACLE, _FLAT),
         ("DQO", _FLAT),
         (_L0_ORACLE, _FLAT),
+        (DEAD_FLAT, _FLAT),
+        (DEAD_FLAT, _ORACLE),
         ("DQO, λ=0", _FLAT),
         ("DQO, value warm-up ×5", "DQO"),
         *((name, _FLAT) for name in BIASED_FLAT),
@@ -91,7 +94,9 @@ CONTRASTS = {
 """The paired differences each sweep reports per point. The fork chains' bound: what the oracle
 critic buys over no critic (the flat one, V ≡ its mean: DRO's gradient at the token level) at
 λ = 1 and at λ = 0, and what the learned critic buys at each (λ = 0: the critic is the whole
-credit; λ = 1: a baseline), and the flat critic shifted up and down (is bias what hurts?), and
+credit; λ = 1: a baseline), the oracle with the flat value on dead states against both (is
+the flat critic's push on an error's continuation its edge?), and the flat critic shifted up
+and down (is bias what hurts?), and
 at λ = 0.95 the learned critic, and the raised flat critic against the flat one (does λ < 1
 undo the bias?).
 The fork chains' data size at fixed steps: DQO against DRO and the bound per size, and DQO

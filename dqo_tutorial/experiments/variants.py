@@ -20,6 +20,7 @@ __all__ = [
     "FORK_METHOD_NAMES",
     "CRITIC_OFFSETS",
     "BIASED_FLAT",
+    "DEAD_FLAT",
     "FORK_DATA_OPS",
     "FORK_COMPARISON_NAMES",
     "PRECISE_ORACLE_K",
@@ -214,6 +215,12 @@ BIASED_FLAT = tuple(
 RAISED_FLAT_AT_095 = f"DQO, λ=0.95, {BIASED_FLAT[0].removeprefix('DQO, ')}"
 """The flat critic raised by :data:`CRITIC_OFFSETS` [0] at λ = 0.95 (the ``forks`` set)."""
 
+DEAD_FLAT = "DQO, oracle critic, flat where dead"
+"""The oracle critic with the flat value V*(s_1) where the oracle reads 0 (``critic``
+``oracle_dead_flat``): after a fork chain's first wrong step only the flat critic pushes the
+continuation down (R − V*(s_1) < 0 where the oracle's R − V* = 0). Does that push explain the
+flat critic's edge over the oracle on sampled accuracy at 2 and 6 operations (docs/forks.md §3)?"""
+
 
 _FORK_METHODS = (
     ("π_ref", "reference", {}, {}),
@@ -224,6 +231,7 @@ _FORK_METHODS = (
     ("DQO, flat critic", "dqo", {"critic": "flat"}, {"potentials": "oracle"}),
     ("DQO, oracle critic", "dqo", {"critic": "oracle"}, {"potentials": "oracle"}),
     ("DQO, λ=0, oracle critic", "dqo", {"critic": "oracle", "lam": 0.0}, {"potentials": "oracle"}),
+    (DEAD_FLAT, "dqo", {"critic": "oracle_dead_flat"}, {"potentials": "oracle"}),
     *(
         (name, "dqo", {"critic": "flat", "critic_offset": b}, {"potentials": "oracle"})
         for name, b in zip(BIASED_FLAT, CRITIC_OFFSETS)
@@ -238,7 +246,8 @@ _FORK_METHODS = (
     ),
 )
 """The ``forks`` set at each length: the bound (oracle / flat / learned critic at λ = 1 and
-λ = 0) beside DRO and π_ref, and DQO with the value warm-up the toy's 400 prompts get (10 steps;
+λ = 0) beside DRO and π_ref, the oracle with the flat value on dead states (:data:`DEAD_FLAT`),
+and DQO with the value warm-up the toy's 400 prompts get (10 steps;
 it scales with the data: 2 steps at 100 prompts), and the flat critic shifted by each of
 :data:`CRITIC_OFFSETS` (the bias control: is it V_φ's bias that hurts?), and at λ = 0.95 DQO,
 the flat critic and the flat critic raised 0.2 (does λ < 1 undo a known bias? A critic shifted
