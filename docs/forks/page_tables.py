@@ -5,6 +5,7 @@ docs/forks/study/results.json independently of this script.
 
     python docs/forks/page_tables.py [axis ...]    # default: every axis, the signals, the knobs
     python docs/forks/page_tables.py replication   # the 12-operation replication
+    python docs/forks/page_tables.py learned       # the learned critics at 12 operations
 """
 
 from __future__ import annotations
@@ -85,13 +86,20 @@ REPLICATION = ("DQO, λ=0, oracle critic − DQO, flat critic",
 sampled, on its own seeds: the primary one)."""
 
 
-def replication_table(fresh, earlier) -> str:
-    """The replication's contrasts on its own seeds and pooled with the study's seeds."""
+LEARNED = ("DQO, λ=0 − DQO, flat critic", "DQO, λ=0, oracle critic − DQO, λ=0",
+           "DQO, λ=0.95 − DQO, flat critic")  # fmt: skip
+"""The learned critics' contrasts at 12 operations, seeds 0–9 (docs/forks/learned-critic-12ops.md;
+the first, sampled: the primary one)."""
+
+
+def twelve_ops_table(fresh, earlier, heads, seeds=("5–9", "0–9")) -> str:
+    """Contrasts at 12 operations on seeds 5–9 (``fresh``) and pooled with the study's 0–4."""
     lines = ["| A − B (points), 12 ops | seeds | greedy | sampling |", "|---|---|---|---|"]
     twelve = [r for r in earlier if r.get("ops") == 12]
-    for head in REPLICATION:
-        for label, runs in (("5–9", fresh), ("0–9", twelve + fresh)):
-            cells = [_cell(contrasts(runs, "forks", d)[12][head]) for d in DECODINGS]
+    runs_of = {"5–9": fresh, "0–9": twelve + fresh}
+    for head in heads:
+        for label in seeds:
+            cells = [_cell(contrasts(runs_of[label], "forks", d)[12][head]) for d in DECODINGS]
             lines.append(f"| {head} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -100,9 +108,12 @@ def main() -> None:
     study = Path(__file__).resolve().parent / "study"
     payload = json.loads((study / "results.json").read_text())
     runs = payload["runs"]
-    if sys.argv[1:] == ["replication"]:
+    if sys.argv[1:] in (["replication"], ["learned"]):
         fresh = json.loads((study / "replication-12ops.json").read_text())["runs"]
-        print(replication_table(fresh, runs))
+        if sys.argv[1] == "replication":
+            print(twelve_ops_table(fresh, runs, REPLICATION))
+        else:
+            print(twelve_ops_table(fresh, runs, LEARNED, seeds=("0–9",)))
         return
     for axis in sys.argv[1:] or AXES:
         print(f"## {axis}\n\n{accuracy_table(runs, axis)}\n\n{contrast_table(runs, axis)}\n")

@@ -65,6 +65,8 @@ CONTRASTS = {
         (DEAD_FLAT, _FLAT),
         (DEAD_FLAT, _ORACLE),
         ("DQO, λ=0", _FLAT),
+        (_L0_ORACLE, "DQO, λ=0"),
+        ("DQO, λ=0.95", _FLAT),
         ("DQO, value warm-up ×5", "DQO"),
         *((name, _FLAT) for name in BIASED_FLAT),
         ("DQO, λ=0.95", "DQO"),
@@ -94,7 +96,8 @@ CONTRASTS = {
 """The paired differences each sweep reports per point. The fork chains' bound: what the oracle
 critic buys over no critic (the flat one, V ≡ its mean: DRO's gradient at the token level) at
 λ = 1 and at λ = 0, and what the learned critic buys at each (λ = 0: the critic is the whole
-credit; λ = 1: a baseline), the oracle with the flat value on dead states against both (is
+credit; λ = 1: a baseline) and what it leaves of the λ = 0 oracle's, the learned critic at
+λ = 0.95 against the flat one, the oracle with the flat value on dead states against both (is
 the flat critic's push on an error's continuation its edge?), and the flat critic shifted up
 and down (is bias what hurts?), and
 at λ = 0.95 the learned critic, and the raised flat critic against the flat one (does λ < 1
