@@ -263,10 +263,21 @@ def test_the_forks_page_quotes_its_training_signals():
     assert table in (docs / "forks.md").read_text()
 
 
-def test_the_forks_page_quotes_the_12_operation_replication():
-    """docs/forks.md's replication rows: each pre-registered contrast at 12 operations on the
-    fresh seeds 5–9 (docs/forks/study/replication-12ops.json) and on seeds 0–9, recomputed
-    here from the runs with experiments.sweeps.contrasts."""
+_REPLICATION = ("DQO, λ=0, oracle critic − DQO, flat critic",
+                "DQO, oracle critic − DQO, flat critic")  # fmt: skip
+_LEARNED = ("DQO, λ=0 − DQO, flat critic", "DQO, λ=0, oracle critic − DQO, λ=0",
+            "DQO, λ=0.95 − DQO, flat critic")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "heads, labels", [(_REPLICATION, ("5–9", "0–9")), (_LEARNED, ("0–9",))], ids=["replication",
+                                                                                 "learned"]
+)  # fmt: skip
+def test_the_forks_page_quotes_the_12_operation_replication(heads, labels):
+    """docs/forks.md's 12-operation rows fixed in advance (docs/forks/replication-12ops.md,
+    docs/forks/learned-critic-12ops.md): each contrast on seeds 5–9
+    (docs/forks/study/replication-12ops.json) and on seeds 0–9, recomputed here from the runs
+    with experiments.sweeps.contrasts."""
     import json
     from pathlib import Path
 
@@ -279,10 +290,9 @@ def test_the_forks_page_quotes_the_12_operation_replication():
                if r.get("ops") == 12]  # fmt: skip
     assert {r["seed"] for r in fresh} == {5, 6, 7, 8, 9}
     page = (docs / "forks.md").read_text()
-    for head in ("DQO, λ=0, oracle critic − DQO, flat critic",
-                 "DQO, oracle critic − DQO, flat critic"):  # fmt: skip
-        for label, runs in (("5–9", fresh), ("0–9", earlier + fresh)):
-            cells = []
+    for head in heads:
+        for label in labels:
+            runs, cells = fresh if label == "5–9" else earlier + fresh, []
             for d in ("greedy", "sampling"):
                 e = contrasts(runs, "forks", d)[12][head]
                 assert e["n_seeds"] == (5 if label == "5–9" else 10)
