@@ -300,3 +300,21 @@ def test_the_forks_page_quotes_the_12_operation_replication(heads, labels):
                 cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
                              f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
             assert f"| {head} | {label} | " + " | ".join(cells) + " |" in page, (head, label)
+
+
+def test_the_forks_page_states_how_many_intervals_it_reads():
+    """The page's count of distinct intervals (every "mean [low, high] (k/n)" table cell, one
+    quoted twice counted once) and of those that exclude 0 is the count of its tables."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "forks.md").read_text()
+    cell = r"([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\] \(\d+/\d+\)"
+    found = {m.group(0): (float(m.group(2)), float(m.group(3)))
+             for line in page.splitlines() if line.startswith("|")
+             for m in re.finditer(cell, line)}  # fmt: skip
+    excluding = sum(low > 0 or high < 0 for low, high in found.values())
+    stated = re.search(r"Intervals read on this page:\*\* (\d+) distinct.*?and\s+(\d+) do\.",
+                       page, re.S)  # fmt: skip
+    assert stated and (int(stated[1]), int(stated[2])) == (len(found), excluding)
+    assert f"about {round(0.05 * len(found))} would exclude 0 by chance" in page
