@@ -454,6 +454,17 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_experiment)
 
 
+def _named_run(item: str) -> tuple[str, str] | None:
+    """``NAME=FOLDER`` → (name, folder), or None. Labels may hold "=" (the study's "DQO, λ=0"),
+    and so may folders: the first split whose right side exists on disk wins, else the last
+    "=" (a model spec such as ``toy``)."""
+    cuts = [n for n, c in enumerate(item) if c == "="]
+    found = [n for n in cuts if Path(item[n + 1 :]).exists()] or cuts[-1:]
+    if not found or not item[: found[0]] or not item[found[0] + 1 :]:
+        return None
+    return item[: found[0]], item[found[0] + 1 :]
+
+
 def _credit(args: argparse.Namespace) -> int:
     from dqo_tutorial.credit_study import credit_report
 
@@ -463,10 +474,10 @@ def _credit(args: argparse.Namespace) -> int:
         return _structure(args)
     runs = {}
     for item in args.run:
-        name, sep, spec = item.partition("=")
-        if not sep or not name or not spec:
+        named = _named_run(item)
+        if named is None:
             raise ConfigError(f"--run {item!r}: give NAME=FOLDER, e.g. --run DQO=outputs/toy/dqo")
-        runs[name] = spec
+        runs[named[0]] = named[1]
     payload = credit_report(runs, args.out, task=args.task, n_problems=args.limit,
                             k=args.num_samples, seed=args.seed,
                             oracle_k=args.oracle_k or 0)  # fmt: skip
@@ -520,7 +531,8 @@ def _add_credit(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--run", action="append", default=[], metavar="NAME=FOLDER",
-                   help="a run's label and folder (or a model spec); repeatable")  # fmt: skip
+                   help="a run's label (it may hold \"=\") and folder (or a model spec); "
+                        "repeatable")  # fmt: skip
     p.add_argument("--task", default="toy", help="a task with a step checker: toy, toy-<n>ops, "
                    "forks-<n>ops (--structure: several, comma-separated)")  # fmt: skip
     p.add_argument(

@@ -191,3 +191,19 @@ def test_a_process_reward_critic_is_read_with_its_own_shaped_reward(reference):
     extra = np.array(token_rewards(item.example, 0.5)) - np.array(token_rewards(item.example, 0.0))
     assert np.abs(extra[n:]).max() > 0  # the slip's line boundary carries −α
     np.testing.assert_allclose(read - plain, extra[n:], atol=1e-6)
+
+
+def test_a_run_label_may_hold_an_equals_sign_and_a_folder_too(tmp_path):
+    """--run NAME=FOLDER: the study's own labels hold "=" ("DQO, λ=0"), and so may a folder
+    ("lr=1e-4/train"): the split whose right side exists wins; else the last "=" (a model
+    spec such as "toy")."""
+    from dqo_tutorial.cli import _named_run
+
+    folder = tmp_path / "lr=1e-4"
+    folder.mkdir()
+    assert _named_run(f"DQO, λ=0={folder}") == ("DQO, λ=0", str(folder))
+    assert _named_run(f"DQO={folder}") == ("DQO", str(folder))
+    assert _named_run("DQO, λ=0=toy") == ("DQO, λ=0", "toy")
+    assert _named_run("ref=toy") == ("ref", "toy")
+    for bad in ("toy", "=toy", "DQO="):
+        assert _named_run(bad) is None
