@@ -318,3 +318,17 @@ def test_the_forks_page_states_how_many_intervals_it_reads():
                        page, re.S)  # fmt: skip
     assert stated and (int(stated[1]), int(stated[2])) == (len(found), excluding)
     assert f"about {round(0.05 * len(found))} would exclude 0 by chance" in page
+
+
+def test_the_forks_page_quotes_the_two_process_check():
+    """docs/forks.md section 6's table is docs/forks/study/two-processes.md's (the output of
+    docs/forks/two_processes.py), row for row."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    table = [line for line in (docs / "forks" / "study" / "two-processes.md").read_text()
+             .splitlines() if line.startswith("| A − B") or line.startswith("| two")
+             or line.startswith("| one")]  # fmt: skip
+    assert len(table) == 3
+    page = (docs / "forks.md").read_text()
+    assert all(line in page for line in table)
