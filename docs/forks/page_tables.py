@@ -108,12 +108,10 @@ def main() -> None:
     study = Path(__file__).resolve().parent / "study"
     payload = json.loads((study / "results.json").read_text())
     runs = payload["runs"]
-    if sys.argv[1:] in (["replication"], ["learned"]):
+    twelve = {"replication": (REPLICATION, ("5–9", "0–9")), "learned": (LEARNED, ("0–9",))}
+    if len(sys.argv) == 2 and sys.argv[1] in twelve:
         fresh = json.loads((study / "replication-12ops.json").read_text())["runs"]
-        if sys.argv[1] == "replication":
-            print(twelve_ops_table(fresh, runs, REPLICATION))
-        else:
-            print(twelve_ops_table(fresh, runs, LEARNED, seeds=("0–9",)))
+        print(twelve_ops_table(fresh, runs, *twelve[sys.argv[1]]))
         return
     for axis in sys.argv[1:] or AXES:
         print(f"## {axis}\n\n{accuracy_table(runs, axis)}\n\n{contrast_table(runs, axis)}\n")

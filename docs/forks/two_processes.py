@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from page_tables import DECODINGS, _cell  # the page's cell format (docs/forks, this folder)
+
 from dqo_tutorial.experiments.jobs import _accuracy, _hits
 from dqo_tutorial.experiments.stats import paired_difference
 
@@ -64,12 +66,7 @@ def rerun(seed: int, processes: int) -> dict:
 
 
 def _row(label: str, pairs: list) -> str:
-    cells = []
-    for d in ("greedy", "sampling"):
-        e = paired_difference(pairs, d)
-        low, high = e["ci95"]
-        cells.append(f"{100 * e['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
-                     f"({e['seeds_above_0']}/{e['n_seeds']})")  # fmt: skip
+    cells = [_cell(paired_difference(pairs, d)) for d in DECODINGS]
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
